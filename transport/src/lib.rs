@@ -1,0 +1,14 @@
+//! The sans-IO core of softrdma.
+//!
+//! Nothing in this crate reads a clock, opens a socket or spawns a thread: bytes,
+//! time and randomness come in as arguments, so every behaviour can be replayed
+//! deterministically in a simulation.
+//!
+//! - [`wire`]: checked views and `Repr` parse/emit types for every header of a
+//!   RoCEv2 (and RoCEv1) frame, and the ICRC.
+//! - [`psn`]: 24-bit packet sequence number arithmetic.
+
+#![forbid(unsafe_code)]
+
+pub mod psn;
+pub mod wire;
