@@ -12,3 +12,14 @@
 
 pub mod psn;
 pub mod wire;
+
+pub mod counters;
+pub mod endpoint;
+pub mod flow;
+pub mod mem;
+pub mod path;
+pub mod policy;
+pub mod qp;
+pub mod sim;
+pub mod srq;
+pub mod time;

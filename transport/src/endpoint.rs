@@ -1,0 +1,250 @@
+//! A set of QPs behind one link address: frames in, frames out, timers and
+//! completions — the sans-IO heart the device drives (quinn-proto's
+//! `Endpoint`, for RDMA). It verifies and dispatches received frames,
+//! schedules transmission fairly between QPs, and owns the memory the QPs
+//! reach through [`Memory`].
+
+use std::collections::BTreeMap;
+
+use verbs_api::{Gid, QpCap, QpType};
+
+use crate::counters::Counters;
+use crate::mem::Memory;
+use crate::qp::{Completion, Env, Qp, QpInit, RxPacket};
+use crate::srq::Srq;
+use crate::time::Instant;
+use crate::wire::{Error as WireError, Frame, NetRepr};
+
+/// Why a received frame went no further. Every drop is counted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Drop {
+    Malformed(WireError),
+    IcrcMismatch,
+    UnknownQp(u32),
+    WrongTransport { qpn: u32 },
+    BadPkey { qpn: u32, pkey: u16 },
+}
+
+/// Frame-level counters of an endpoint (QP counters are per QP).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct EndpointCounters {
+    pub rx_frames: u64,
+    pub tx_frames: u64,
+    pub rx_malformed: u64,
+    pub rx_icrc_err: u64,
+    pub rx_unknown_qp: u64,
+    pub rx_wrong_transport: u64,
+    pub rx_bad_pkey: u64,
+}
+
+pub struct Endpoint<M: Memory> {
+    pub mem: M,
+    qps: BTreeMap<u32, Qp>,
+    srqs: BTreeMap<u32, Srq>,
+    /// QPN after which the next transmit scan starts (round robin).
+    cursor: u32,
+    next_qpn: u32,
+    next_srqn: u32,
+    counters: EndpointCounters,
+    /// Counters of destroyed QPs, so totals survive them.
+    retired: Counters,
+}
+
+/// rxe numbers QPs from 0x11 (after the special QP0/QP1 and a reserved range).
+pub const FIRST_QPN: u32 = 0x11;
+
+impl<M: Memory> Endpoint<M> {
+    pub fn new(mem: M) -> Self {
+        Endpoint {
+            mem,
+            qps: BTreeMap::new(),
+            srqs: BTreeMap::new(),
+            cursor: 0,
+            next_qpn: FIRST_QPN,
+            next_srqn: 1,
+            counters: EndpointCounters::default(),
+            retired: Counters::default(),
+        }
+    }
+
+    /// Creates a QP and returns its number.
+    pub fn create_qp(
+        &mut self,
+        qp_type: QpType,
+        pd: u32,
+        cap: QpCap,
+        sq_sig_all: bool,
+        srq: Option<u32>,
+    ) -> u32 {
+        let qpn = self.next_qpn;
+        self.next_qpn = (self.next_qpn + 1) & 0xff_ffff;
+        self.qps.insert(
+            qpn,
+            Qp::new(QpInit {
+                qpn,
+                qp_type,
+                pd,
+                cap,
+                sq_sig_all,
+                srq,
+            }),
+        );
+        qpn
+    }
+
+    pub fn destroy_qp(&mut self, qpn: u32) -> Option<Qp> {
+        let qp = self.qps.remove(&qpn)?;
+        self.retired.accumulate(qp.counters());
+        Some(qp)
+    }
+
+    pub fn qp(&self, qpn: u32) -> Option<&Qp> {
+        self.qps.get(&qpn)
+    }
+
+    pub fn qp_mut(&mut self, qpn: u32) -> Option<&mut Qp> {
+        self.qps.get_mut(&qpn)
+    }
+
+    pub fn qps(&self) -> impl Iterator<Item = &Qp> {
+        self.qps.values()
+    }
+
+    pub fn create_srq(&mut self, pd: u32, max_wr: u32, max_sge: u32) -> u32 {
+        let n = self.next_srqn;
+        self.next_srqn += 1;
+        self.srqs.insert(n, Srq::new(n, pd, max_wr, max_sge));
+        n
+    }
+
+    pub fn srq_mut(&mut self, srqn: u32) -> Option<&mut Srq> {
+        self.srqs.get_mut(&srqn)
+    }
+
+    pub fn destroy_srq(&mut self, srqn: u32) -> Option<Srq> {
+        self.srqs.remove(&srqn)
+    }
+
+    pub fn counters(&self) -> &EndpointCounters {
+        &self.counters
+    }
+
+    /// QP counters summed over every QP, live and destroyed.
+    pub fn qp_counters(&self) -> Counters {
+        let mut c = self.retired;
+        for qp in self.qps.values() {
+            c.accumulate(qp.counters());
+        }
+        c
+    }
+
+    /// Verifies a received frame and hands its packet to the QP it names.
+    pub fn handle_frame(&mut self, now: Instant, bytes: &[u8]) -> Result<(), Drop> {
+        self.counters.rx_frames += 1;
+        let frame = match Frame::verify(bytes) {
+            Ok(f) => f,
+            Err(WireError::IcrcMismatch { .. }) => {
+                self.counters.rx_icrc_err += 1;
+                return Err(Drop::IcrcMismatch);
+            }
+            Err(e) => {
+                self.counters.rx_malformed += 1;
+                return Err(Drop::Malformed(e));
+            }
+        };
+        let bth = frame.repr.ib.bth;
+        let Some(qp) = self.qps.get_mut(&bth.dest_qpn) else {
+            self.counters.rx_unknown_qp += 1;
+            return Err(Drop::UnknownQp(bth.dest_qpn));
+        };
+        let want = match qp.qp_type() {
+            QpType::Rc => crate::wire::Transport::Rc,
+            QpType::Uc => crate::wire::Transport::Uc,
+            QpType::Ud => crate::wire::Transport::Ud,
+        };
+        if bth.opcode.check_transport(want).is_err() {
+            self.counters.rx_wrong_transport += 1;
+            return Err(Drop::WrongTransport { qpn: bth.dest_qpn });
+        }
+        if !crate::policy::pkeys_match(bth.pkey, qp.pkey()) {
+            self.counters.rx_bad_pkey += 1;
+            return Err(Drop::BadPkey {
+                qpn: bth.dest_qpn,
+                pkey: bth.pkey,
+            });
+        }
+        let (grh, sgid) = grh_area(bytes, &frame);
+        let pkt = RxPacket {
+            ib: frame.repr.ib,
+            payload: frame.payload(),
+            grh,
+            sgid,
+        };
+        let srq = qp.srq().and_then(|n| self.srqs.get_mut(&n));
+        let mut env = Env {
+            mem: &mut self.mem,
+            srq,
+        };
+        qp.handle_packet(now, &pkt, &mut env);
+        Ok(())
+    }
+
+    /// Writes the next frame to send into `buf`; QPs take turns.
+    pub fn poll_transmit(&mut self, now: Instant, buf: &mut Vec<u8>) -> bool {
+        let start = self.cursor;
+        let order = self
+            .qps
+            .range(start.saturating_add(1)..)
+            .map(|(k, _)| *k)
+            .chain(self.qps.range(..=start).map(|(k, _)| *k));
+        let keys: Vec<u32> = order.collect();
+        for qpn in keys {
+            let qp = self.qps.get_mut(&qpn).expect("key from map");
+            if qp.poll_transmit(now, &self.mem, buf) {
+                self.cursor = qpn;
+                self.counters.tx_frames += 1;
+                return true;
+            }
+        }
+        false
+    }
+
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        self.qps.values().filter_map(|q| q.poll_timeout()).min()
+    }
+
+    pub fn handle_timeout(&mut self, now: Instant) {
+        for qp in self.qps.values_mut() {
+            if qp.poll_timeout().is_some_and(|t| t <= now) {
+                qp.handle_timeout(now);
+            }
+        }
+    }
+
+    /// The next work completion of any QP, with its QPN.
+    pub fn poll_completion(&mut self) -> Option<(u32, Completion)> {
+        self.qps
+            .iter_mut()
+            .find_map(|(n, q)| q.poll_completion().map(|c| (*n, c)))
+    }
+}
+
+/// The 40 bytes ibverbs puts before a UD payload, and the sender's GID.
+fn grh_area(bytes: &[u8], frame: &Frame<'_>) -> ([u8; 40], Gid) {
+    let mut grh = [0u8; 40];
+    let l3 = frame.repr.eth.header_len();
+    match frame.repr.net {
+        NetRepr::V4 { ip, .. } => {
+            grh[20..40].copy_from_slice(&bytes[l3..l3 + 20]);
+            (grh, Gid::from_ipv4(ip.src))
+        }
+        NetRepr::V6 { ip, .. } => {
+            grh.copy_from_slice(&bytes[l3..l3 + 40]);
+            (grh, Gid::from_ipv6(ip.src))
+        }
+        NetRepr::V1 { grh: g } => {
+            grh.copy_from_slice(&bytes[l3..l3 + 40]);
+            (grh, Gid(g.sgid))
+        }
+    }
+}
