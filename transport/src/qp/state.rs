@@ -176,7 +176,7 @@ mod tests {
         );
         assert_eq!(
             check(Rc, Reset, Init, M::STATE | M::PKEY_INDEX | M::PORT),
-            Err(ModifyError::MissingAttributes(M::ACCESS_FLAGS))
+            Result::Err(ModifyError::MissingAttributes(M::ACCESS_FLAGS))
         );
         assert_eq!(
             check(
@@ -185,7 +185,7 @@ mod tests {
                 Init,
                 M::STATE | M::PKEY_INDEX | M::PORT | M::ACCESS_FLAGS | M::SQ_PSN
             ),
-            Err(ModifyError::UnexpectedAttributes(M::SQ_PSN))
+            Result::Err(ModifyError::UnexpectedAttributes(M::SQ_PSN))
         );
         let rtr = M::STATE
             | M::AV
@@ -197,12 +197,12 @@ mod tests {
         assert_eq!(check(Rc, Init, Rtr, rtr), Ok(()));
         assert_eq!(
             check(Rc, Init, Rtr, rtr.minus(M::MIN_RNR_TIMER)),
-            Err(ModifyError::MissingAttributes(M::MIN_RNR_TIMER))
+            Result::Err(ModifyError::MissingAttributes(M::MIN_RNR_TIMER))
         );
         // UC has no RDMA READ/atomics, so no responder resources to set.
         assert_eq!(
             check(Uc, Init, Rtr, rtr),
-            Err(ModifyError::UnexpectedAttributes(
+            Result::Err(ModifyError::UnexpectedAttributes(
                 M::MAX_DEST_RD_ATOMIC | M::MIN_RNR_TIMER
             ))
         );
@@ -227,7 +227,7 @@ mod tests {
         }
         assert_eq!(
             check(Rc, Sqe, Rts, M::STATE),
-            Err(ModifyError::NoSuchTransition { from: Sqe, to: Rts })
+            Result::Err(ModifyError::NoSuchTransition { from: Sqe, to: Rts })
         );
         assert_eq!(check(Uc, Sqe, Rts, M::STATE), Ok(()));
         for from in [Reset, Init, Rtr, Rts, Sqd, Sqe, Err] {
