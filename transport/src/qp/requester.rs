@@ -140,10 +140,10 @@ impl Qp {
         let pd = self.init.pd;
         let w = &self.req.sq[i];
         let k = w.next_psn.forward_from(w.first_psn);
-        let pos = position(k, w.npkts);
+        // A READ request is one packet whatever the PSNs its responses take.
+        let pos = if w.op.is_read_or_atomic() { Position::Only } else { position(k, w.npkts) };
         let psn = w.next_psn;
         let opcode = opcode_for(t, &w.op, pos);
-        debug_assert!(!matches!(w.op, SendOp::RdmaRead { .. }) || k == w.read_base);
         let mut ext = ExtHeaders::default();
         let mut payload_len = 0usize;
         let mut offset = 0u64;
@@ -247,6 +247,7 @@ impl Qp {
             // are answered anyway but carry AckReq too (IBTA C9-?).
             self.req.noack_pkts += 1;
             bth.ack_req = pos.ends_message()
+                || w.op.is_read_or_atomic()
                 || self.req.noack_pkts >= MAX_PKT_PER_ACK
                 || self.req.ackreq_next;
             self.req.ackreq_next = false;

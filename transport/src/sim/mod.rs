@@ -23,6 +23,8 @@ pub struct Sim {
     pub net: Network,
     /// Print every frame sent and delivered to stderr (`sim --trace`).
     pub trace: bool,
+    /// When set, every frame put on the wire, with its time and sender.
+    pub tap: Option<Vec<(Instant, usize, Vec<u8>)>>,
     buf: Vec<u8>,
 }
 
@@ -135,6 +137,7 @@ impl Sim {
             ],
             net: Network::new(net, seed),
             trace: false,
+            tap: None,
             buf: Vec::with_capacity(9000),
         }
     }
@@ -228,6 +231,9 @@ impl Sim {
             while self.nodes[i].poll_transmit(self.now, &mut self.buf) {
                 if self.trace {
                     eprintln!("{:>12} {i}->  {}", self.now.as_nanos(), brief(&self.buf));
+                }
+                if let Some(tap) = &mut self.tap {
+                    tap.push((self.now, i, self.buf.clone()));
                 }
                 self.net.send(self.now, 1 - i, &self.buf);
                 busy = true;
