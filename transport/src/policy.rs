@@ -2,7 +2,7 @@
 //! place where a P_Key comparison is made. The container isolation model
 //! (namespaces, JKeys, GID ownership) builds on these in the device.
 
-/// IBTA Vol 1 §10.9.3 (C10-?): two P_Keys match when their low 15 bits are
+/// IBTA Vol 1 ch. 10 (partitioning): two P_Keys match when their low 15 bits are
 /// equal, neither is the invalid key (low 15 bits zero), and at least one of
 /// them is a full member (bit 15 set). Two limited members never match.
 pub fn pkeys_match(a: u16, b: u16) -> bool {
@@ -10,7 +10,7 @@ pub fn pkeys_match(a: u16, b: u16) -> bool {
     ka == kb && ka != 0 && (a & 0x8000 != 0 || b & 0x8000 != 0)
 }
 
-/// IBTA §9.6.1.3 / C10-15: a UD Q_Key with the high bit set is "controlled";
+/// IBTA Vol 1 ch. 10 (Q_Keys): a UD Q_Key with the high bit set is "controlled";
 /// a send work request asking for one means "use the QP's own Q_Key".
 pub fn effective_qkey(wr_qkey: u32, qp_qkey: u32) -> u32 {
     if wr_qkey & 0x8000_0000 != 0 {

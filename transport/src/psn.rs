@@ -1,7 +1,7 @@
 //! 24-bit packet sequence numbers (IBTA Vol 1 §9.7.1).
 //!
 //! PSNs wrap modulo 2^24. Ordering is only meaningful inside a window of half
-//! the space: IBTA C9-? defines a PSN as "ahead" of another when it lies within
+//! the space: IBTA Vol 1 ch. 9 defines a PSN as "ahead" of another when it lies within
 //! the next 2^23 values, which is how rxe's `psn_compare` works too (shift the
 //! difference into the top 24 bits of an i32 and read its sign).
 

@@ -1,4 +1,4 @@
-//! Shared receive queues (IBTA Vol 1 §10.2.9.?): one pool of receive WQEs
+//! Shared receive queues (IBTA Vol 1 ch. 10): one pool of receive WQEs
 //! feeding several QPs, with the SRQ limit event — armed by setting a limit,
 //! fired once when the number of posted WQEs drops below it, then disarmed.
 

@@ -11,7 +11,7 @@ use crate::time::Instant;
 use crate::wire::opcode::Operation;
 use crate::wire::{NakCode, Syndrome};
 
-/// IBTA §9.7.5.2.? NAK codes mapped to ibverbs completion statuses.
+/// IBTA Vol 1 ch. 9 NAK codes mapped to ibverbs completion statuses.
 pub(crate) fn nak_status(code: NakCode) -> WcStatus {
     match code {
         NakCode::InvalidRequest => WcStatus::RemInvReqErr,
@@ -37,7 +37,7 @@ impl Qp {
         }
         let psn = Psn::new(pkt.ib.bth.psn);
         // A response must be for a PSN in [una - 1, high): anything else is a
-        // stale duplicate or a "ghost" (IBTA C9-? : silently dropped).
+        // stale duplicate or a "ghost" (IBTA Vol 1 ch. 9: silently dropped).
         let behind = psn.distance(self.req.una);
         let ahead = psn.distance(self.req.high);
         if behind < -1 || ahead >= 0 {
@@ -61,7 +61,7 @@ impl Qp {
             }
             (Operation::Acknowledge, Some(Syndrome::Nak(NakCode::PsnSequenceError))) => {
                 self.counters.rcvd_seq_err += 1;
-                // IBTA §9.7.5.2.?: a sequence NAK names the PSN to resume from
+                // IBTA Vol 1 ch. 9: a sequence NAK names the PSN to resume from
                 // (unless it also implies an earlier READ/atomic response was
                 // lost); it consumes a retry like a timeout does.
                 let from = self.ack_upto(now, psn.sub(1)).unwrap_or(psn);
@@ -85,7 +85,7 @@ impl Qp {
 
     /// Everything up to and including `psn` is acknowledged. A READ or atomic
     /// that an ACK covers before its response arrived lost that response: it
-    /// is re-issued (IBTA §9.7.5.2.?: "implied NAK").
+    /// is re-issued (IBTA Vol 1 ch. 9: "implied NAK").
     /// Returns the PSN of a READ/atomic the acknowledgement implies lost.
     #[must_use]
     fn ack_upto(&mut self, now: Instant, psn: Psn) -> Option<Psn> {
@@ -142,7 +142,7 @@ impl Qp {
     }
 
     /// Starts a retransmission round from `psn`, or fails the QP when the
-    /// retry budget is spent (IBTA C9-?: retry_cnt counts timeouts and
+    /// retry budget is spent (IBTA Vol 1 ch. 9: retry_cnt counts timeouts and
     /// sequence NAKs; 7 means seven retries — not infinite, unlike rxe).
     pub(crate) fn retry(&mut self, now: Instant, psn: Psn) {
         if self.req.rewound_to == Some(psn) {
@@ -304,7 +304,7 @@ impl Qp {
     }
 
     /// Pops finished WQEs off the front of the send queue, in order, with
-    /// their completions (IBTA C10-?: send completions are in posting order).
+    /// their completions (IBTA Vol 1 ch. 10: send completions are in posting order).
     pub(crate) fn retire(&mut self) {
         while self.req.sq.front().is_some_and(|w| w.done) {
             let w = self.req.sq.pop_front().expect("front exists");

@@ -172,7 +172,7 @@ impl SendWqe {
         self.first_psn.add(self.npkts.saturating_sub(1))
     }
     /// Where transmission of this WQE resumes after a loss: READs only ask
-    /// again for what has not arrived (IBTA §9.7.5.2.?).
+    /// again for what has not arrived (IBTA Vol 1 ch. 9).
     pub fn resume_psn(&self) -> Psn {
         self.first_psn.add(self.read_pkts)
     }
@@ -245,7 +245,7 @@ pub(crate) enum RespOut {
     },
 }
 
-/// Memory of executed READs and atomics, for duplicates (IBTA §9.7.5.1.? "responder resources").
+/// Memory of executed READs and atomics, for duplicates (IBTA Vol 1 ch. 9 "responder resources").
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Resource {
     Read { psn: Psn, npkts: u32, msn: u32 },

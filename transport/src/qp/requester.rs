@@ -1,4 +1,4 @@
-//! The requester: turns send WQEs into request packets (IBTA Vol 1 §9.7.?
+//! The requester: turns send WQEs into request packets (IBTA Vol 1 ch. 9
 //! "requester side"), segmenting by path MTU, numbering PSNs, asking for ACKs,
 //! and going back N on retransmission.
 
@@ -14,7 +14,7 @@ use crate::wire::{
     AtomicEthRepr, DethRepr, ExtHeaders, IbRepr, IethRepr, ImmDtRepr, Opcode, RethRepr,
 };
 
-/// Packets a WQE occupies in PSN space (IBTA §9.7.?: a READ consumes one PSN
+/// Packets a WQE occupies in PSN space (IBTA Vol 1 ch. 9: a READ consumes one PSN
 /// per expected response packet; a zero-length message still takes one).
 pub(crate) fn packets_for(op: &SendOp, length: u64, mtu: usize) -> u32 {
     if op.is_atomic() {
@@ -229,7 +229,7 @@ impl Qp {
         let gathered = gather(mem, pd, &self.req.sq[i], offset, &mut scratch);
         self.scratch = scratch;
         if gathered.is_err() {
-            // IBTA §10.7.? local protection error: the WQE completes in error, the QP goes to ERR.
+            // IBTA Vol 1 ch. 10 local protection error: the WQE completes in error, the QP goes to ERR.
             self.req.sq[i].status = WcStatus::LocProtErr;
             self.fatal(WcStatus::LocProtErr);
             return None;
@@ -244,7 +244,7 @@ impl Qp {
         if t == QpType::Rc {
             // rxe asks for an ACK at the end of each message and every
             // MAX_PKT_PER_ACK packets of a long one; READ and atomic requests
-            // are answered anyway but carry AckReq too (IBTA C9-?).
+            // are answered anyway but carry AckReq too (IBTA Vol 1 ch. 9).
             self.req.noack_pkts += 1;
             bth.ack_req = pos.ends_message()
                 || w.op.is_read_or_atomic()

@@ -56,7 +56,7 @@ impl Qp {
         let psn = Psn::new(pkt.ib.bth.psn);
         let d = psn.distance(self.resp.epsn);
         if d > 0 {
-            // IBTA §9.7.5.1.?: one sequence NAK per gap, naming the expected PSN.
+            // IBTA Vol 1 ch. 9: one sequence NAK per gap, naming the expected PSN.
             self.counters.out_of_seq_request += 1;
             if !self.resp.nak_sent {
                 self.resp.nak_sent = true;
@@ -94,7 +94,7 @@ impl Qp {
                 }
                 let msn = self.resp.msn;
                 self.queue_ack(psn, Syndrome::Nak(code), msn);
-                // Class C errors (IBTA §9.9.3.1.?): the responder QP goes to ERR
+                // Class C errors (IBTA Vol 1 ch. 9): the responder QP goes to ERR
                 // once the NAK is out; the NAK is kept through the flush.
                 let nak = self.resp.out.pop_back();
                 if let Some(s) = status {
@@ -115,7 +115,7 @@ impl Qp {
             return;
         }
         if psn != self.resp.epsn {
-            // IBTA §9.7.5.1.?: UC drops a partial message on a PSN gap and
+            // IBTA Vol 1 ch. 9: UC drops a partial message on a PSN gap and
             // resynchronises on the next FIRST or ONLY.
             self.abort_uc_message();
             if !pos.starts_message() {
@@ -154,7 +154,7 @@ impl Qp {
 
     fn ud_receive(&mut self, pkt: &RxPacket<'_>, env: &mut Env<'_>) {
         let Some(deth) = pkt.ib.ext.deth else { return };
-        // IBTA C10-?: a UD packet whose Q_Key differs from the QP's is dropped.
+        // IBTA Vol 1 ch. 10: a UD packet whose Q_Key differs from the QP's is dropped.
         if deth.qkey != self.attr.qkey {
             self.counters.qkey_violations += 1;
             return;
@@ -205,7 +205,7 @@ impl Qp {
     /// Executes an in-sequence RC or UC request.
     fn execute(&mut self, pkt: &RxPacket<'_>, psn: Psn, env: &mut Env<'_>) -> Verdict {
         let info = pkt.ib.bth.opcode.info();
-        // IBTA §9.8.3.?: the opcode sequence must continue the message in progress.
+        // IBTA Vol 1 ch. 9: the opcode sequence must continue the message in progress.
         let continuing = !info.position.starts_message();
         if continuing != self.resp.cur_op.is_some()
             || (continuing && self.resp.cur_op != Some(info.operation))
@@ -278,7 +278,7 @@ impl Qp {
         Verdict::Done
     }
 
-    /// IBTA §9.7.?: FIRST and MIDDLE packets carry exactly one path MTU.
+    /// IBTA Vol 1 ch. 9: FIRST and MIDDLE packets carry exactly one path MTU.
     fn check_segment(&self, pkt: &RxPacket<'_>) -> Result<(), Verdict> {
         let pos = pkt.ib.bth.opcode.info().position;
         let full = matches!(pos, Position::First | Position::Middle);
@@ -314,7 +314,7 @@ impl Qp {
                 return Verdict::Drop;
             };
             let len = reth.dma_len as u64;
-            // IBTA C9-?: a zero-length RDMA WRITE does not check its R_Key.
+            // IBTA Vol 1 ch. 9: a zero-length RDMA WRITE does not check its R_Key.
             if len > 0 {
                 if !self.access_allows(AccessFlags::REMOTE_WRITE) {
                     return self.remote_violation(MemError::AccessDenied);
@@ -405,7 +405,7 @@ impl Qp {
         let Some(reth) = pkt.ib.ext.reth else {
             return Verdict::Drop;
         };
-        // IBTA C9-?: more READ/atomic requests in flight than max_dest_rd_atomic is an invalid request.
+        // IBTA Vol 1 ch. 9: more READ/atomic requests in flight than max_dest_rd_atomic is an invalid request.
         if self.outstanding_rd_atomic() >= self.attr.max_dest_rd_atomic.max(1) as usize {
             return Verdict::Nak(NakCode::InvalidRequest, None);
         }
@@ -477,7 +477,7 @@ impl Qp {
         self.resp.resources.push_back(r);
     }
 
-    /// IBTA §9.7.5.1.?: duplicates are answered, never executed twice —
+    /// IBTA Vol 1 ch. 9: duplicates are answered, never executed twice —
     /// SEND/WRITE are re-acknowledged, READs re-read, atomics replayed from
     /// the responder resources.
     fn duplicate(&mut self, pkt: &RxPacket<'_>, psn: Psn, mem: &mut dyn Memory) {

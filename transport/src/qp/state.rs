@@ -1,6 +1,6 @@
 //! The modify-QP rules: which state transitions exist and which attributes
 //! each one requires or permits, per transport service — IBTA Vol 1 §10.3
-//! (Table 93? "QP state transition properties"; the kernel encodes the same
+//! ("QP state transition properties"; the kernel encodes the same
 //! table as `qp_state_table` in drivers/infiniband/core/verbs.c).
 
 use verbs_api::{QpAttrMask as M, QpState, QpType};

@@ -73,7 +73,7 @@ impl BthRepr {
             have: bytes.len(),
         })?;
         let tver = bth.flags & 0x0f;
-        // IBTA C9-?: a packet with a TVer other than 0 is silently dropped.
+        // IBTA Vol 1 ch. 9: a packet with a TVer other than 0 is silently dropped.
         if tver != 0 {
             return Err(Error::BadTver(tver));
         }

@@ -31,7 +31,7 @@ pub enum Error {
     UdpChecksum,
     /// IPv6 or GRH next header that is not UDP (RoCEv2) / IBA transport 0x1B (RoCEv1).
     BadNextHeader(u8),
-    /// BTH transport header version other than 0 (IBTA C9-?: silently dropped).
+    /// BTH transport header version other than 0 (IBTA Vol 1 ch. 9: silently dropped).
     BadTver(u8),
     /// BTH opcode that IBTA leaves reserved, or that softrdma does not speak (RD, XRC).
     UnknownOpcode(u8),

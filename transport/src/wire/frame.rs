@@ -131,7 +131,7 @@ impl<'a> Frame<'a> {
         })
     }
 
-    /// Parses and insists on a correct ICRC (IBTA C7-?: a packet whose ICRC
+    /// Parses and insists on a correct ICRC (IBTA Vol 1 ch. 7: a packet whose ICRC
     /// does not check is silently dropped).
     pub fn verify(bytes: &'a [u8]) -> Result<Self, Error> {
         let f = Self::parse(bytes)?;

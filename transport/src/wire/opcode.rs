@@ -208,7 +208,7 @@ impl Opcode {
         self.info().name
     }
 
-    /// Refuses an opcode that is not legal on a QP of `transport` (IBTA C9-?:
+    /// Refuses an opcode that is not legal on a QP of `transport` (IBTA Vol 1 ch. 9:
     /// "the responder shall silently drop a packet whose opcode does not match
     /// the QP's transport service").
     pub fn check_transport(self, transport: Transport) -> Result<(), Error> {
