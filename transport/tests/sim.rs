@@ -298,3 +298,97 @@ fn ud_qkey_mismatch_is_dropped_and_counted_and_grh_is_delivered() {
     assert_eq!(&grh[..20], &[0u8; 20]);
     assert_eq!((grh[20] >> 4, grh[29]), (4, 17));
 }
+
+#[test]
+fn srq_feeds_two_qps_and_fires_its_limit_event() {
+    let mut sim = Sim::new(NetConfig::default(), 2);
+    let srqn = sim.nodes[1].create_srq(1, 16, 1);
+    let p = ConnectParams::default();
+    let a = sim.connect(QpType::Rc, &p, [None, Some(srqn)]);
+    let b = sim.connect(QpType::Rc, &p, [None, Some(srqn)]);
+    let (lk, _) = sim.nodes[0].mem.register(1, 0x1000, 4096, LW);
+    let (rk, _) = sim.nodes[1].mem.register(1, 0x8000, 16 * 256, LW);
+    let srq = sim.nodes[1].srq_mut(srqn).unwrap();
+    for i in 0..8 {
+        srq.post_recv(RecvWr { wr_id: i, sg_list: vec![Sge { addr: 0x8000 + i * 256, length: 256, lkey: rk }] }).unwrap();
+    }
+    srq.set_limit(5).unwrap();
+    // Posting receives to a QP attached to an SRQ is refused.
+    assert!(sim.nodes[1].qp_mut(a[1]).unwrap().post_recv(RecvWr { wr_id: 99, sg_list: vec![] }).is_err());
+    for (n, q) in [(0u64, a[0]), (1, b[0]), (2, a[0]), (3, b[0])] {
+        let wr = SendWr::new(n, SendOp::SendWithImm { imm: n as u32 }, vec![Sge { addr: 0x1000, length: 100, lkey: lk }]);
+        sim.nodes[0].qp_mut(q).unwrap().post_send(&wr, None).unwrap();
+    }
+    sim.run_until_idle(Duration::from_secs(1));
+    let mut got: Vec<(u32, u32)> = Vec::new();
+    while let Some((qpn, c)) = sim.nodes[1].poll_completion() {
+        assert_eq!((c.wc.status, c.wc.byte_len), (WcStatus::Success, 100));
+        got.push((qpn, c.wc.imm_data));
+    }
+    got.sort();
+    assert_eq!(got, vec![(a[1], 0), (a[1], 2), (b[1], 1), (b[1], 3)]);
+    let srq = sim.nodes[1].srq_mut(srqn).unwrap();
+    assert_eq!(srq.len(), 4);
+    assert_eq!(srq.poll_event(), Some(transport::srq::SrqEvent::LimitReached));
+    assert_eq!(srq.poll_event(), None);
+}
+
+#[test]
+fn more_reads_than_max_dest_rd_atomic_is_an_invalid_request() {
+    let p = ConnectParams { max_rd_atomic: 4, max_dest_rd_atomic: 1, ..Default::default() };
+    let mut r = rig(NetConfig::default(), p);
+    for i in 0..2 {
+        r.post(SendWr::new(i, SendOp::RdmaRead { remote_addr: 0x40_0000, rkey: r.rkey }, vec![Sge { addr: 0x20_0000, length: 64, lkey: r.dst }]));
+    }
+    r.run();
+    let c = completions(&mut r.sim, 0);
+    assert_eq!(c[0].wc.status, WcStatus::Success);
+    assert_eq!(c[1].wc.status, WcStatus::RemInvReqErr);
+    assert_eq!(r.sim.nodes[1].qp(r.qpn[1]).unwrap().counters().nak_invalid_request_sent, 1);
+}
+
+#[test]
+fn ud_local_protection_error_moves_to_sqe_and_back() {
+    let mut sim = Sim::new(NetConfig::default(), 1);
+    let q = sim.connect(QpType::Ud, &ConnectParams::default(), [None, None]);
+    let ud = UdDest { path: path_between(0, q[0], q[1], true), remote_qpn: q[1], remote_qkey: 0x1111_1111 };
+    let bad = SendWr::new(1, SendOp::Send, vec![Sge { addr: 0x1000, length: 10, lkey: 0xdead }]);
+    sim.nodes[0].qp_mut(q[0]).unwrap().post_send(&bad, Some(ud)).unwrap();
+    sim.run_until_idle(Duration::from_secs(1));
+    let c = completions(&mut sim, 0);
+    assert_eq!(c[0].wc.status, WcStatus::LocProtErr);
+    let qp = sim.nodes[0].qp_mut(q[0]).unwrap();
+    assert_eq!(qp.state(), QpState::Sqe);
+    qp.modify(&QpAttr { qp_state: QpState::Rts, ..QpAttr::default() }, QpAttrMask::STATE, None).unwrap();
+    assert_eq!(qp.state(), QpState::Rts);
+}
+
+#[test]
+fn misuse_is_refused_with_a_reason() {
+    let mut sim = Sim::new(NetConfig::default(), 1);
+    let q = sim.nodes[0].create_qp(QpType::Rc, 1, verbs_api::QpCap { max_send_wr: 2, ..Default::default() }, false, None);
+    let qp = sim.nodes[0].qp_mut(q).unwrap();
+    let wr = SendWr::new(1, SendOp::Send, vec![]);
+    assert!(matches!(qp.post_send(&wr, None), Err(transport::qp::PostError::InvalidState(QpState::Reset))));
+    assert!(qp.modify(&QpAttr { qp_state: QpState::Rts, ..QpAttr::default() }, QpAttrMask::STATE, None).is_err());
+    let mut attr = QpAttr { qp_state: QpState::Init, ..QpAttr::default() };
+    attr.port_num = 2;
+    let m = QpAttrMask::STATE | QpAttrMask::PKEY_INDEX | QpAttrMask::PORT | QpAttrMask::ACCESS_FLAGS;
+    assert!(matches!(qp.modify(&attr, m, None), Err(transport::qp::ModifyError::InvalidValue(_))));
+    assert_eq!(qp.state(), QpState::Reset, "a refused modify changes nothing");
+
+    let mut sim = Sim::new(NetConfig { drop: 1.0, ..Default::default() }, 1);
+    let p = ConnectParams { cap: verbs_api::QpCap { max_send_wr: 2, max_send_sge: 1, max_inline_data: 8, ..Default::default() }, ..Default::default() };
+    let q = sim.connect(QpType::Uc, &p, [None, None]);
+    let qp = sim.nodes[0].qp_mut(q[0]).unwrap();
+    let read = SendWr::new(1, SendOp::RdmaRead { remote_addr: 0, rkey: 0 }, vec![]);
+    assert!(matches!(qp.post_send(&read, None), Err(transport::qp::PostError::UnsupportedOperation { .. })));
+    let two_sges = SendWr::new(1, SendOp::Send, vec![Sge::default(), Sge::default()]);
+    assert!(matches!(qp.post_send(&two_sges, None), Err(transport::qp::PostError::TooManySge { given: 2, max: 1 })));
+    let mut inline = SendWr::new(1, SendOp::Send, vec![]);
+    inline.inline_data = Some(vec![0; 9]);
+    assert!(matches!(qp.post_send(&inline, None), Err(transport::qp::PostError::InlineTooLong { len: 9, max: 8 })));
+    qp.post_send(&wr, None).unwrap();
+    qp.post_send(&wr, None).unwrap();
+    assert_eq!(qp.post_send(&wr, None), Err(transport::qp::PostError::QueueFull));
+}

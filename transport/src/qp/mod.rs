@@ -505,6 +505,19 @@ impl Qp {
         }
     }
 
+    /// UC/UD send-queue error (IBTA Vol 1 ch. 10, SQE state): the send queue
+    /// is flushed, receives go on; SQE → RTS resumes sending.
+    pub(crate) fn send_queue_error(&mut self) {
+        let qpn = self.qpn();
+        while let Some(w) = self.req.sq.pop_front() {
+            let status = if w.status != WcStatus::Success { w.status } else { WcStatus::WrFlushErr };
+            self.completions.push_back(Completion { side: CqSide::Send, wc: WorkCompletion::new(w.wr_id, status, w.wc_opcode(), qpn) });
+        }
+        self.req.cur = 0;
+        self.attr.qp_state = QpState::Sqe;
+        self.attr.cur_qp_state = QpState::Sqe;
+    }
+
     pub(crate) fn check_drained(&mut self) {
         if self.attr.qp_state == QpState::Sqd && self.req.sq.iter().all(|w| !w.started) {
             if self.attr.en_sqd_async_notify {

@@ -229,9 +229,14 @@ impl Qp {
         let gathered = gather(mem, pd, &self.req.sq[i], offset, &mut scratch);
         self.scratch = scratch;
         if gathered.is_err() {
-            // IBTA Vol 1 ch. 10 local protection error: the WQE completes in error, the QP goes to ERR.
+            // IBTA Vol 1 ch. 10 local protection error: the WQE completes in
+            // error; an RC QP goes to ERR, a UC/UD QP only to SQE.
             self.req.sq[i].status = WcStatus::LocProtErr;
-            self.fatal(WcStatus::LocProtErr);
+            if t == QpType::Rc {
+                self.fatal(WcStatus::LocProtErr);
+            } else {
+                self.send_queue_error();
+            }
             return None;
         }
 

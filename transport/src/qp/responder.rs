@@ -94,14 +94,14 @@ impl Qp {
                 }
                 let msn = self.resp.msn;
                 self.queue_ack(psn, Syndrome::Nak(code), msn);
-                // Class C errors (IBTA Vol 1 ch. 9): the responder QP goes to ERR
-                // once the NAK is out; the NAK is kept through the flush.
-                let nak = self.resp.out.pop_back();
+                // Class C errors (IBTA Vol 1 ch. 9): the responder QP goes to
+                // ERR; responses owed for earlier PSNs and the NAK still go out.
+                let owed = std::mem::take(&mut self.resp.out);
                 if let Some(s) = status {
                     self.fail_current_recv(s);
                 }
                 self.fatal(WcStatus::RemAccessErr);
-                self.resp.out.extend(nak);
+                self.resp.out = owed;
             }
         }
     }

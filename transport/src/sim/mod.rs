@@ -63,6 +63,7 @@ pub struct ConnectParams {
     pub rnr_retry: u8,
     pub min_rnr_timer: u8,
     pub max_rd_atomic: u8,
+    pub max_dest_rd_atomic: u8,
     pub cap: QpCap,
     /// Initial send PSNs of the two sides (the peer's receive PSN follows).
     pub psn: [u32; 2],
@@ -81,6 +82,7 @@ impl Default for ConnectParams {
             rnr_retry: 7,
             min_rnr_timer: 2,
             max_rd_atomic: 16,
+            max_dest_rd_atomic: 16,
             cap: QpCap {
                 max_send_wr: 1024,
                 max_recv_wr: 1024,
@@ -172,7 +174,7 @@ impl Sim {
             a.path_mtu = p.mtu;
             a.dest_qp_num = r;
             a.rq_psn = p.psn[1 - i];
-            a.max_dest_rd_atomic = p.max_rd_atomic;
+            a.max_dest_rd_atomic = p.max_dest_rd_atomic;
             a.min_rnr_timer = p.min_rnr_timer;
             let (m, path) = match t {
                 QpType::Ud => (QpAttrMask::STATE, None),
