@@ -1,0 +1,5 @@
+//! Link backends and the host stack behind them.
+
+pub mod host;
+pub mod netns;
+pub mod tap;

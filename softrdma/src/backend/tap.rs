@@ -1,0 +1,323 @@
+//! A TAP device as a [`Link`]: the softrdma device sits behind a kernel TAP
+//! interface (optionally inside a network namespace) and exchanges whole
+//! Ethernet frames with it, one frame per `read(2)`/`write(2)`.
+//!
+//! The TAP interface itself is the kernel's side of the wire (it has its own
+//! kernel MAC address, and is typically a bridge port); the device behind it
+//! has the MAC in [`TapConfig::mac`], which is what [`Link::mac`] reports.
+//! The TAP is not persistent: it disappears when the last fd is closed, i.e.
+//! when both halves of the returned link are dropped.
+
+use std::ffi::c_int;
+use std::io;
+use std::os::fd::{AsFd, OwnedFd};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use rustix::event::{PollFd, PollFlags, Timespec};
+use rustix::fs::{Mode, OFlags};
+use rustix::io::Errno;
+use rustix::ioctl::{opcode, Opcode, Updater};
+
+use super::netns::{self, NetNs};
+use crate::link::{Link, LinkRx, LinkTx};
+
+/// How to open a TAP device.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TapConfig {
+    /// The named network namespace (`ip netns`) to create the TAP in; `None`
+    /// for the namespace of this process.
+    pub netns: Option<String>,
+    /// The interface name (≤ 15 bytes); a `%d` in it lets the kernel pick
+    /// a number (see [`open_tap_named`] for the name it chose).
+    pub name: String,
+    /// The device's MAC address behind the TAP; `None` picks a random
+    /// locally administered unicast address.
+    pub mac: Option<[u8; 6]>,
+    /// The interface MTU (IP packet size).
+    pub mtu: usize,
+    /// Virtio-net headers before each frame; not supported, must be false.
+    pub vnet_hdr: bool,
+}
+
+impl TapConfig {
+    /// A TAP named `name` in this process's namespace, random MAC, MTU 1500.
+    pub fn new(name: impl Into<String>) -> TapConfig {
+        TapConfig {
+            netns: None,
+            name: name.into(),
+            mac: None,
+            mtu: 1500,
+            vnet_hdr: false,
+        }
+    }
+
+    /// The same, inside the named network namespace `netns`.
+    pub fn in_netns(netns: impl Into<String>, name: impl Into<String>) -> TapConfig {
+        TapConfig {
+            netns: Some(netns.into()),
+            ..TapConfig::new(name)
+        }
+    }
+}
+
+impl Default for TapConfig {
+    fn default() -> TapConfig {
+        TapConfig::new("srdtap%d")
+    }
+}
+
+// <linux/if_tun.h>, <linux/if.h>
+const IFF_TAP: i16 = 0x0002;
+const IFF_NO_PI: i16 = 0x1000;
+const IFNAMSIZ: usize = 16;
+/// `TUNSETIFF = _IOW('T', 202, int)` (the kernel reads a `struct ifreq`
+/// regardless of the `int` in the definition).
+const TUNSETIFF: Opcode = opcode::write::<c_int>(b'T', 202);
+
+/// `struct ifreq` as far as TUNSETIFF uses it: the name, then the
+/// `ifr_flags` member of the union, padded to the union's 24 bytes.
+#[repr(C)]
+struct IfReq {
+    name: [u8; IFNAMSIZ],
+    flags: i16,
+    _pad: [u8; 22],
+}
+
+const _: () = assert!(std::mem::size_of::<IfReq>() == 40);
+
+fn check_ifname(name: &str) -> io::Result<()> {
+    let ok = !name.is_empty()
+        && name.len() < IFNAMSIZ
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_graphic() && b != b'/' && b != b':');
+    if ok {
+        Ok(())
+    } else {
+        Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("bad interface name {name:?}"),
+        ))
+    }
+}
+
+/// Opens `/dev/net/tun` and attaches a TAP named `name` (in the caller's
+/// network namespace); returns the fd and the name the kernel gave it.
+fn create_tap(name: &str) -> io::Result<(OwnedFd, String)> {
+    let fd = rustix::fs::open(
+        "/dev/net/tun",
+        OFlags::RDWR | OFlags::CLOEXEC | OFlags::NONBLOCK,
+        Mode::empty(),
+    )
+    .map_err(|e| {
+        io::Error::new(
+            io::Error::from(e).kind(),
+            format!("opening /dev/net/tun: {e}"),
+        )
+    })?;
+    let mut req = IfReq {
+        name: [0; IFNAMSIZ],
+        flags: IFF_TAP | IFF_NO_PI,
+        _pad: [0; 22],
+    };
+    req.name[..name.len()].copy_from_slice(name.as_bytes());
+    // SAFETY: TUNSETIFF reads and writes a `struct ifreq`, which `IfReq`
+    // matches in layout and size; `req` outlives the call.
+    unsafe { rustix::ioctl::ioctl(&fd, Updater::<TUNSETIFF, IfReq>::new(&mut req)) }
+        .map_err(|e| io::Error::new(io::Error::from(e).kind(), format!("TUNSETIFF {name}: {e}")))?;
+    let len = req.name.iter().position(|&b| b == 0).unwrap_or(IFNAMSIZ);
+    let actual = String::from_utf8_lossy(&req.name[..len]).into_owned();
+    Ok((fd, actual))
+}
+
+/// A random locally administered unicast MAC address.
+pub fn random_mac() -> [u8; 6] {
+    let mut mac = [0u8; 6];
+    let filled = std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| io::Read::read_exact(&mut f, &mut mac))
+        .is_ok();
+    if !filled {
+        use std::hash::{BuildHasher, Hasher};
+        let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+        h.write_u128(
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap_or_default()
+                .as_nanos(),
+        );
+        h.write_u32(std::process::id());
+        mac.copy_from_slice(&h.finish().to_be_bytes()[..6]);
+    }
+    mac[0] = (mac[0] & 0xfc) | 0x02;
+    mac
+}
+
+/// Opens a TAP device as described by `cfg` and returns it as a link whose
+/// MAC is the device's (not the TAP interface's). See [`open_tap_named`].
+pub fn open_tap(cfg: &TapConfig) -> io::Result<Link> {
+    open_tap_named(cfg).map(|(link, _)| link)
+}
+
+/// Like [`open_tap`], also returning the interface name the kernel chose
+/// (which differs from `cfg.name` only if that contains `%d`).
+///
+/// The device file is opened and the TAP created on a thread inside
+/// `cfg.netns`, so the interface lives in that namespace; then its MTU is
+/// set and it is brought up with `ip`.
+pub fn open_tap_named(cfg: &TapConfig) -> io::Result<(Link, String)> {
+    if cfg.vnet_hdr {
+        return Err(io::Error::new(
+            io::ErrorKind::Unsupported,
+            "TAP with vnet_hdr is not supported",
+        ));
+    }
+    check_ifname(&cfg.name)?;
+    if !(68..=65535).contains(&cfg.mtu) {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("bad MTU {}", cfg.mtu),
+        ));
+    }
+    let (fd, name) = match &cfg.netns {
+        Some(ns) => NetNs::open(ns)?.run_in(|| create_tap(&cfg.name))??,
+        None => create_tap(&cfg.name)?,
+    };
+    // From here on, dropping `fd` removes the interface again.
+    let ns = cfg.netns.as_deref();
+    netns::ip(
+        ns,
+        &[
+            "link",
+            "set",
+            "dev",
+            &name,
+            "mtu",
+            &cfg.mtu.to_string(),
+            "up",
+        ],
+    )?;
+    let fd = Arc::new(fd);
+    let link = Link {
+        tx: Arc::new(TapTx { fd: fd.clone() }),
+        rx: Box::new(TapRx { fd }),
+        mac: cfg.mac.unwrap_or_else(random_mac),
+        mtu: cfg.mtu,
+    };
+    Ok((link, name))
+}
+
+/// Errors that mean the TAP is gone for good (its interface was deleted,
+/// e.g. with its namespace).
+fn is_gone(e: Errno) -> bool {
+    e == Errno::BADFD || e == Errno::NODEV || e == Errno::NXIO || e == Errno::PIPE
+}
+
+fn gone() -> io::Error {
+    io::Error::new(io::ErrorKind::BrokenPipe, "TAP device is gone")
+}
+
+/// The sending half: one `write(2)` per frame on the shared fd.
+struct TapTx {
+    fd: Arc<OwnedFd>,
+}
+
+impl LinkTx for TapTx {
+    fn send(&self, frame: &[u8]) -> io::Result<()> {
+        loop {
+            return match rustix::io::write(self.fd.as_fd(), frame) {
+                Ok(n) if n == frame.len() => Ok(()),
+                Ok(n) => Err(io::Error::new(
+                    io::ErrorKind::WriteZero,
+                    format!("TAP took {n} of {} bytes", frame.len()),
+                )),
+                Err(Errno::INTR) => continue,
+                Err(e) if is_gone(e) => Err(gone()),
+                Err(e) => Err(e.into()),
+            };
+        }
+    }
+}
+
+/// The receiving half: `poll(2)` with the timeout, then `read(2)`.
+struct TapRx {
+    fd: Arc<OwnedFd>,
+}
+
+impl LinkRx for TapRx {
+    fn recv(&mut self, buf: &mut [u8], timeout: Duration) -> io::Result<Option<usize>> {
+        let deadline = Instant::now().checked_add(timeout);
+        loop {
+            match rustix::io::read(self.fd.as_fd(), &mut *buf) {
+                // Cannot happen for frames within the MTU; drop the rest.
+                Ok(n) if n > buf.len() => continue,
+                Ok(n) => return Ok(Some(n)),
+                Err(Errno::AGAIN) | Err(Errno::INTR) => {}
+                Err(e) if is_gone(e) => return Err(gone()),
+                Err(e) => return Err(e.into()),
+            }
+            let left = match deadline {
+                Some(d) => d.saturating_duration_since(Instant::now()),
+                None => Duration::from_secs(3600),
+            };
+            if left.is_zero() {
+                return Ok(None);
+            }
+            let ts = Timespec::try_from(left).unwrap_or(Timespec {
+                tv_sec: 3600,
+                tv_nsec: 0,
+            });
+            let mut fds = [PollFd::new(&*self.fd, PollFlags::IN)];
+            match rustix::event::poll(&mut fds, Some(&ts)) {
+                Ok(0) => return Ok(None),
+                Ok(_) => {
+                    let ev = fds[0].revents();
+                    if ev.intersects(PollFlags::ERR | PollFlags::HUP | PollFlags::NVAL)
+                        && !ev.contains(PollFlags::IN)
+                    {
+                        return Err(gone());
+                    }
+                }
+                Err(Errno::INTR) => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn random_macs_are_local_unicast() {
+        for _ in 0..16 {
+            let m = random_mac();
+            assert_eq!(m[0] & 0x03, 0x02, "{m:02x?}");
+        }
+        assert_ne!(random_mac(), random_mac());
+    }
+
+    #[test]
+    fn config_checks() {
+        assert!(check_ifname("srd1234x0").is_ok());
+        assert!(check_ifname("0123456789abcdef").is_err());
+        assert!(check_ifname("a b").is_err());
+        let bad = TapConfig {
+            vnet_hdr: true,
+            ..TapConfig::new("x")
+        };
+        assert_eq!(
+            open_tap(&bad).err().unwrap().kind(),
+            io::ErrorKind::Unsupported
+        );
+        let bad = TapConfig {
+            mtu: 10,
+            ..TapConfig::new("x")
+        };
+        assert_eq!(
+            open_tap(&bad).err().unwrap().kind(),
+            io::ErrorKind::InvalidInput
+        );
+    }
+}
