@@ -1,7 +1,20 @@
 //! softrdma: a userspace soft-RDMA (RoCEv2) device.
 //!
-//! Today this crate holds the capture reader/writer and the `softrdma decode`
-//! command; the device engine, backends and isolation model are issues 4 and 5.
+//! - [`device::Device`] — a device on a [`link::Link`]; `context()` gives the
+//!   `verbs-api` entry point.
+//! - [`backend`] — links: the in-memory fabric and TAP devices in network
+//!   namespaces, and the small IP host (ARP/ND/ICMP) a device is on its L2.
+//! - [`engine`] — drives the sans-IO transport with threads and timers.
+//! - [`capture`], [`decode`] — pcap/pcapng I/O and `softrdma decode`.
 
+pub mod backend;
 pub mod capture;
 pub mod decode;
+pub mod device;
+pub mod engine;
+pub mod gid;
+pub mod link;
+pub mod mr;
+pub mod testbed;
+pub mod demo;
+pub mod verbs;

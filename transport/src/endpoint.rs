@@ -192,21 +192,21 @@ impl<M: Memory> Endpoint<M> {
     /// Writes the next frame to send into `buf`; QPs take turns.
     pub fn poll_transmit(&mut self, now: Instant, buf: &mut Vec<u8>) -> bool {
         let start = self.cursor;
-        let order = self
+        let mem = &self.mem;
+        let (after, before) = (start.saturating_add(1).., ..=start);
+        let found = self
             .qps
-            .range(start.saturating_add(1)..)
-            .map(|(k, _)| *k)
-            .chain(self.qps.range(..=start).map(|(k, _)| *k));
-        let keys: Vec<u32> = order.collect();
-        for qpn in keys {
-            let qp = self.qps.get_mut(&qpn).expect("key from map");
-            if qp.poll_transmit(now, &self.mem, buf) {
+            .range_mut(after)
+            .find_map(|(n, q)| q.poll_transmit(now, mem, buf).then_some(*n))
+            .or_else(|| self.qps.range_mut(before).find_map(|(n, q)| q.poll_transmit(now, mem, buf).then_some(*n)));
+        match found {
+            Some(qpn) => {
                 self.cursor = qpn;
                 self.counters.tx_frames += 1;
-                return true;
+                true
             }
+            None => false,
         }
-        false
     }
 
     pub fn poll_timeout(&self) -> Option<Instant> {
@@ -219,6 +219,25 @@ impl<M: Memory> Endpoint<M> {
                 qp.handle_timeout(now);
             }
         }
+    }
+
+    /// Whether any posted work request still names this L_Key.
+    pub fn lkey_in_use(&self, lkey: u32) -> bool {
+        self.qps.values().any(|q| q.references_lkey(lkey)) || self.srqs.values().any(|s| s.references_lkey(lkey))
+    }
+
+    /// The next asynchronous QP event, with its QPN.
+    pub fn poll_qp_event(&mut self) -> Option<(u32, crate::qp::QpEvent)> {
+        self.qps.iter_mut().find_map(|(n, q)| q.poll_event().map(|e| (*n, e)))
+    }
+
+    /// The next SRQ event, with its SRQ number.
+    pub fn poll_srq_event(&mut self) -> Option<(u32, crate::srq::SrqEvent)> {
+        self.srqs.iter_mut().find_map(|(n, s)| s.poll_event().map(|e| (*n, e)))
+    }
+
+    pub fn srq(&self, srqn: u32) -> Option<&Srq> {
+        self.srqs.get(&srqn)
     }
 
     /// The next work completion of any QP, with its QPN.

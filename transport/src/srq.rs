@@ -101,6 +101,10 @@ impl Srq {
         Some(w)
     }
 
+    pub fn references_lkey(&self, lkey: u32) -> bool {
+        self.queue.iter().any(|w| w.sges.iter().any(|s| s.lkey == lkey))
+    }
+
     pub fn poll_event(&mut self) -> Option<SrqEvent> {
         self.events.pop_front()
     }

@@ -3,15 +3,23 @@
 //! numeric values of rdma-core's `<infiniband/verbs.h>` so that code and logs
 //! translate one to one.
 //!
-//! The transport core speaks these types; the device (issue 4) adds the
-//! device/context/PD/MR/CQ/QP objects on top of them.
+//! The transport core speaks these types; devices implement the object
+//! traits of [`Context`], [`Pd`], [`Mr`], [`Cq`], [`Qp`], [`Srq`] and [`Ah`],
+//! and programs written against them run on any device.
 
 mod access;
 mod attr;
+mod error;
+pub mod helpers;
+mod verbs;
 mod wc;
 mod wr;
 
 pub use access::AccessFlags;
 pub use attr::{Gid, Mtu, QpAttr, QpAttrMask, QpCap, QpState, QpType};
+pub use error::{Result, VerbsError};
+pub use verbs::{
+    AhAttr, AsyncEvent, Ah, Context, Provider, Cq, DeviceAttr, GidEntry, Mr, Pd, PortAttr, PortState, Qp, QpInitAttr, QpPath, Srq,
+};
 pub use wc::{WcFlags, WcOpcode, WcStatus, WorkCompletion};
 pub use wr::{RecvWr, SendFlags, SendOp, SendWr, Sge};

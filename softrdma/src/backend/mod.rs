@@ -1,5 +1,6 @@
 //! Link backends and the host stack behind them.
 
 pub mod host;
+pub mod memory;
 pub mod netns;
 pub mod tap;

@@ -358,6 +358,14 @@ impl Qp {
     pub fn pkey(&self) -> u16 {
         self.pkey
     }
+    /// The port's active MTU, which bounds UD messages (connected QPs take
+    /// their path MTU from modify).
+    pub fn set_port_mtu(&mut self, mtu: Mtu) {
+        if self.init.qp_type == QpType::Ud {
+            self.attr.path_mtu = mtu;
+        }
+    }
+
     /// Opts into rxe's reading of retry_cnt = 7 as infinite (off: IBTA's seven retries).
     pub fn set_rxe_retry_quirk(&mut self, on: bool) {
         self.rxe_retry_quirk = on;
@@ -647,6 +655,14 @@ impl Qp {
         }
         self.rq.push_back(w);
         Ok(())
+    }
+
+    /// Whether a posted, unfinished work request names this L_Key.
+    pub fn references_lkey(&self, lkey: u32) -> bool {
+        let in_resp = matches!(&self.resp.cur, Some(InProgress::Send { wqe, .. }) if wqe.sges.iter().any(|s| s.lkey == lkey));
+        in_resp
+            || self.req.sq.iter().any(|w| w.inline.is_none() && w.sges.iter().any(|s| s.lkey == lkey))
+            || self.rq.iter().any(|w| w.sges.iter().any(|s| s.lkey == lkey))
     }
 
     pub fn poll_completion(&mut self) -> Option<Completion> {

@@ -1,0 +1,152 @@
+//! A softrdma device: one port, a link (TAP or in-memory fabric), its own
+//! MAC and IP addresses (hence its GID table), a P_Key table, and the
+//! engine threads. `Device::context()` is the verbs entry point.
+
+use std::fs::File;
+use std::io::BufWriter;
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, Weak};
+use std::thread::JoinHandle;
+
+use transport::counters::Counters;
+use transport::endpoint::{Endpoint, EndpointCounters};
+use verbs_api::{Context, GidEntry, Provider};
+
+use crate::backend::host::Host;
+use crate::capture::PcapSink;
+use crate::engine::{self, Core, DeviceCounters, Shared};
+use crate::gid::GidTable;
+use crate::link::Link;
+use crate::mr::DevMemory;
+use crate::verbs::SoftContext;
+
+#[derive(Debug, Clone)]
+pub struct DeviceConfig {
+    /// Device name, as `ibv_devices` would list it (e.g. `srd0`).
+    pub name: String,
+    /// The device's own IP addresses with prefix lengths.
+    pub addrs: Vec<(IpAddr, u8)>,
+    /// The P_Key table; index 0 is the default partition.
+    pub pkeys: Vec<u16>,
+    /// Write every frame sent or received to this pcap file.
+    pub pcap: Option<PathBuf>,
+    /// rxe's "retry_cnt 7 = forever" (docs/design.md).
+    pub rxe_retry_quirk: bool,
+}
+
+impl DeviceConfig {
+    pub fn new(name: &str, addrs: Vec<(IpAddr, u8)>) -> Self {
+        DeviceConfig { name: name.to_string(), addrs, pkeys: vec![0xffff], pcap: None, rxe_retry_quirk: false }
+    }
+}
+
+pub struct Device {
+    shared: Arc<Shared>,
+    threads: Mutex<Vec<JoinHandle<()>>>,
+}
+
+impl Device {
+    /// Starts a device on `link`.
+    pub fn start(cfg: DeviceConfig, link: Link) -> std::io::Result<Arc<Device>> {
+        let pcap = match &cfg.pcap {
+            Some(p) => Some(
+                PcapSink::new(BufWriter::new(File::create(p)?)).map_err(|e| std::io::Error::other(e.to_string()))?,
+            ),
+            None => None,
+        };
+        let ips: Vec<IpAddr> = cfg.addrs.iter().map(|(a, _)| *a).collect();
+        let core = Core {
+            ep: Endpoint::new(DevMemory::default()),
+            host: Host::new(link.mac, cfg.addrs.clone()),
+            gids: GidTable::new(link.mac, &ips),
+            pkeys: if cfg.pkeys.is_empty() { vec![0xffff] } else { cfg.pkeys.clone() },
+            cqs: Default::default(),
+            events: Default::default(),
+            counters: DeviceCounters::default(),
+            pcap,
+            rxe_retry_quirk: cfg.rxe_retry_quirk,
+            cq_by_num: Default::default(),
+            pd_objects: Default::default(),
+            next_pd: 0,
+            next_cq: 0,
+            buf: Vec::with_capacity(link.mtu + 64),
+        };
+        let shared = Shared::new(cfg.name.clone(), link.mac, link.mtu, link.tx, core);
+        let threads = engine::spawn(&shared, link.rx)?;
+        let dev = Arc::new(Device { shared, threads: Mutex::new(threads) });
+        if let Ok(mut reg) = REGISTRY.lock() {
+            reg.retain(|w| w.strong_count() > 0);
+            reg.push(Arc::downgrade(&dev));
+        }
+        Ok(dev)
+    }
+
+    pub fn name(&self) -> &str {
+        &self.shared.name
+    }
+
+    pub fn mac(&self) -> [u8; 6] {
+        self.shared.mac
+    }
+
+    /// The verbs entry point (`ibv_open_device`).
+    pub fn context(&self) -> Arc<dyn Context> {
+        Arc::new(SoftContext { dev: self.shared.clone() })
+    }
+
+    pub fn gids(&self) -> Vec<GidEntry> {
+        self.shared.lock().gids.entries()
+    }
+
+    /// Replaces the device's addresses; the GID table follows (index 0, the
+    /// link-local GID, never changes), as rxe's follows its netdev's.
+    pub fn set_addrs(&self, addrs: Vec<(IpAddr, u8)>) {
+        let mut core = self.shared.lock();
+        let ips: Vec<IpAddr> = addrs.iter().map(|(a, _)| *a).collect();
+        core.gids = GidTable::new(self.shared.mac, &ips);
+        core.host.set_addrs(addrs);
+    }
+
+    pub fn counters(&self) -> (DeviceCounters, EndpointCounters, Counters) {
+        let core = self.shared.lock();
+        (core.counters, *core.ep.counters(), core.ep.qp_counters())
+    }
+
+    /// Stops the engine threads (and flushes the pcap file).
+    pub fn shutdown(&self) {
+        self.shared.shutdown();
+        let threads: Vec<_> = self.threads.lock().map(|mut t| t.drain(..).collect()).unwrap_or_default();
+        for t in threads {
+            let _ = t.join();
+        }
+    }
+}
+
+/// Every running device of this process, for [`SoftProvider`].
+static REGISTRY: Mutex<Vec<Weak<Device>>> = Mutex::new(Vec::new());
+
+/// The process's devices, as `ibv_get_device_list` would show them.
+pub struct SoftProvider;
+
+impl Provider for SoftProvider {
+    fn device_names(&self) -> Vec<String> {
+        let reg = REGISTRY.lock().map(|r| r.clone()).unwrap_or_default();
+        reg.iter().filter_map(|w| w.upgrade()).map(|d| d.name().to_string()).collect()
+    }
+
+    fn open(&self, name: &str) -> verbs_api::Result<Arc<dyn Context>> {
+        let reg = REGISTRY.lock().map(|r| r.clone()).unwrap_or_default();
+        reg.iter()
+            .filter_map(|w| w.upgrade())
+            .find(|d| d.name() == name)
+            .map(|d| d.context())
+            .ok_or_else(|| verbs_api::VerbsError::NotFound(format!("no device named {name}")))
+    }
+}
+
+impl Drop for Device {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}

@@ -1,0 +1,265 @@
+//! The device engine: drives the sans-IO transport. Every verbs call takes
+//! the core lock, feeds the transport and flushes what it produced (frames
+//! out on the link, completions into CQs, events), so a frame leaves from the
+//! thread that caused it. A receive thread feeds frames from the link; a
+//! timer thread sleeps until the transport's next deadline.
+
+use std::collections::{HashMap, VecDeque};
+use std::io::BufWriter;
+use std::fs::File;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::time::Duration;
+
+use transport::endpoint::Endpoint;
+use transport::qp::{CqSide, QpEvent};
+use transport::time::Instant;
+use transport::wire::{classify, FrameKind};
+use verbs_api::{AsyncEvent, WorkCompletion};
+
+use crate::backend::host::Host;
+use crate::capture::PcapSink;
+use crate::gid::GidTable;
+use crate::link::{LinkRx, LinkTx};
+use crate::mr::DevMemory;
+
+/// A completion queue's shared state.
+#[derive(Debug)]
+pub struct CqInner {
+    pub cqn: u32,
+    pub cap: usize,
+    pub queue: Mutex<VecDeque<WorkCompletion>>,
+    pub ready: Condvar,
+    pub overflow: AtomicBool,
+}
+
+impl CqInner {
+    pub fn new(cqn: u32, cap: usize) -> Self {
+        CqInner { cqn, cap, queue: Mutex::new(VecDeque::new()), ready: Condvar::new(), overflow: AtomicBool::new(false) }
+    }
+
+    /// Adds a completion; false if the CQ was full (the completion is lost,
+    /// as on hardware, and the CQ is marked overflowed).
+    fn push(&self, wc: WorkCompletion) -> bool {
+        let Ok(mut q) = self.queue.lock() else { return false };
+        if q.len() >= self.cap {
+            self.overflow.store(true, Ordering::Release);
+            return false;
+        }
+        q.push_back(wc);
+        self.ready.notify_all();
+        true
+    }
+}
+
+/// Frames counted by the device itself (the transport counts the rest).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct DeviceCounters {
+    pub rx_frames: u64,
+    pub tx_frames: u64,
+    pub rx_rocev1_dropped: u64,
+    pub rx_host_frames: u64,
+    pub tx_errors: u64,
+}
+
+/// Everything behind the core lock.
+pub struct Core {
+    pub ep: Endpoint<DevMemory>,
+    pub host: Host,
+    pub gids: GidTable,
+    pub pkeys: Vec<u16>,
+    /// Send and receive CQ of each QP.
+    pub cqs: HashMap<u32, (Arc<CqInner>, Arc<CqInner>)>,
+    pub events: VecDeque<AsyncEvent>,
+    pub counters: DeviceCounters,
+    pub pcap: Option<PcapSink<BufWriter<File>>>,
+    pub rxe_retry_quirk: bool,
+    pub cq_by_num: HashMap<u32, Arc<CqInner>>,
+    /// Objects created under each PD (dealloc is refused while any remain).
+    pub pd_objects: HashMap<u32, u32>,
+    pub next_pd: u32,
+    pub next_cq: u32,
+    pub buf: Vec<u8>,
+}
+
+pub struct Shared {
+    pub name: String,
+    pub mac: [u8; 6],
+    pub mtu: usize,
+    core: Mutex<Core>,
+    tx: Arc<dyn LinkTx>,
+    /// Wakes the timer thread when a deadline may have moved.
+    timer: Condvar,
+    events: Condvar,
+    start: std::time::Instant,
+    stop: AtomicBool,
+}
+
+impl Shared {
+    pub fn new(name: String, mac: [u8; 6], mtu: usize, tx: Arc<dyn LinkTx>, core: Core) -> Arc<Self> {
+        Arc::new(Shared {
+            name,
+            mac,
+            mtu,
+            core: Mutex::new(core),
+            tx,
+            timer: Condvar::new(),
+            events: Condvar::new(),
+            start: std::time::Instant::now(),
+            stop: AtomicBool::new(false),
+        })
+    }
+
+    pub fn now(&self) -> Instant {
+        Instant::from_nanos(self.start.elapsed().as_nanos() as u64)
+    }
+
+    pub fn lock(&self) -> MutexGuard<'_, Core> {
+        // A panic while holding the lock is a bug; keep serving what is left.
+        self.core.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub fn elapsed(&self) -> Duration {
+        self.start.elapsed()
+    }
+
+    /// Sends a frame outside the transport (ARP/ND requests and replies).
+    pub fn send_raw(&self, core: &mut Core, frame: &[u8]) {
+        self.put(core, frame);
+    }
+
+    fn put(&self, core: &mut Core, frame: &[u8]) {
+        if let Some(p) = &mut core.pcap {
+            let _ = p.write(self.elapsed(), frame);
+        }
+        // Loopback: a frame to our own MAC never leaves the device.
+        if frame.len() >= 6 && frame[..6] == self.mac {
+            core.counters.tx_frames += 1;
+            let now = self.now();
+            let _ = core.ep.handle_frame(now, frame);
+            return;
+        }
+        if self.tx.send(frame).is_err() {
+            core.counters.tx_errors += 1;
+        } else {
+            core.counters.tx_frames += 1;
+        }
+    }
+
+    /// Sends everything the transport has to send and routes completions
+    /// and events. Call after every input to the transport.
+    pub fn flush(&self, core: &mut Core) {
+        let now = self.now();
+        let mut buf = std::mem::take(&mut core.buf);
+        while core.ep.poll_transmit(now, &mut buf) {
+            self.put(core, &buf);
+        }
+        core.buf = buf;
+        while let Some((qpn, c)) = core.ep.poll_completion() {
+            if let Some((scq, rcq)) = core.cqs.get(&qpn) {
+                let cq = if c.side == CqSide::Send { scq } else { rcq };
+                if !cq.push(c.wc) {
+                    let cqn = cq.cqn;
+                    core.events.push_back(AsyncEvent::CqError { cqn });
+                }
+            }
+        }
+        while let Some((qpn, e)) = core.ep.poll_qp_event() {
+            core.events.push_back(match e {
+                QpEvent::Fatal(_) => AsyncEvent::QpFatal { qpn },
+                QpEvent::SqDrained => AsyncEvent::SqDrained { qpn },
+            });
+        }
+        while let Some((srqn, _)) = core.ep.poll_srq_event() {
+            core.events.push_back(AsyncEvent::SrqLimitReached { srqn });
+        }
+        if !core.events.is_empty() {
+            self.events.notify_all();
+        }
+        self.timer.notify_one();
+    }
+
+    pub fn next_event(&self, timeout: Duration) -> Option<AsyncEvent> {
+        let mut core = self.lock();
+        let deadline = std::time::Instant::now() + timeout;
+        loop {
+            if let Some(e) = core.events.pop_front() {
+                return Some(e);
+            }
+            let left = deadline.checked_duration_since(std::time::Instant::now())?;
+            core = self.events.wait_timeout(core, left).map(|(g, _)| g).unwrap_or_else(|e| e.into_inner().0);
+        }
+    }
+
+    /// Handles one received frame.
+    fn receive(&self, frame: &[u8]) {
+        let now = self.now();
+        let mut core = self.lock();
+        core.counters.rx_frames += 1;
+        if let Some(p) = &mut core.pcap {
+            let _ = p.write(self.elapsed(), frame);
+        }
+        match classify(frame) {
+            FrameKind::RoceV2 => {
+                let _ = core.ep.handle_frame(now, frame);
+            }
+            FrameKind::RoceV1 => core.counters.rx_rocev1_dropped += 1,
+            FrameKind::Other(_) => {
+                core.counters.rx_host_frames += 1;
+                let replies = core.host.handle(frame, self.elapsed());
+                for r in replies {
+                    self.put(&mut core, &r);
+                }
+            }
+        }
+        self.flush(&mut core);
+    }
+
+    pub fn shutdown(&self) {
+        self.stop.store(true, Ordering::Release);
+        self.timer.notify_all();
+        self.events.notify_all();
+    }
+
+    pub fn stopped(&self) -> bool {
+        self.stop.load(Ordering::Acquire)
+    }
+}
+
+/// Starts the receive and timer threads of a device.
+pub fn spawn(shared: &Arc<Shared>, mut rx: Box<dyn LinkRx>) -> std::io::Result<Vec<std::thread::JoinHandle<()>>> {
+    let s = shared.clone();
+    let rx_thread = std::thread::Builder::new().name(format!("{}-rx", shared.name)).spawn(move || {
+        let mut buf = vec![0u8; s.mtu + 64];
+        while !s.stopped() {
+            match rx.recv(&mut buf, Duration::from_millis(50)) {
+                Ok(Some(n)) => s.receive(&buf[..n]),
+                Ok(None) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => break,
+                Err(_) => std::thread::sleep(Duration::from_millis(10)),
+            }
+        }
+    })?;
+    let s = shared.clone();
+    let timer_thread = std::thread::Builder::new().name(format!("{}-timer", shared.name)).spawn(move || {
+        let mut core = s.lock();
+        while !s.stopped() {
+            let now = s.now();
+            let wait = match core.ep.poll_timeout() {
+                Some(t) if t <= now => {
+                    core.ep.handle_timeout(now);
+                    s.flush(&mut core);
+                    continue;
+                }
+                Some(t) => (t - now).min(Duration::from_millis(100)),
+                None => Duration::from_millis(100),
+            };
+            core = s.timer.wait_timeout(core, wait).map(|(g, _)| g).unwrap_or_else(|e| e.into_inner().0);
+        }
+        if let Some(p) = core.pcap.take() {
+            use std::io::Write;
+            let _ = p.into_inner().flush();
+        }
+    })?;
+    Ok(vec![rx_thread, timer_thread])
+}

@@ -1,0 +1,152 @@
+//! Registered memory of a device: regions the device allocates and hands out
+//! through `Pd::reg_mr`, reachable by the transport through
+//! `transport::mem::Memory` with every check (key, PD, rights, bounds,
+//! alignment). Each region's bytes sit behind a lock, so the application
+//! (through `Mr::read`/`Mr::write`) and the device threads never race.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, RwLock};
+
+use transport::mem::{read_right, write_right, AtomicOp, Key, MemError, Memory};
+use verbs_api::AccessFlags;
+
+#[derive(Debug)]
+pub struct Region {
+    pub pd: u32,
+    pub va: u64,
+    pub access: AccessFlags,
+    pub lkey: u32,
+    pub rkey: u32,
+    pub remote_valid: AtomicBool,
+    pub data: RwLock<Box<[u8]>>,
+}
+
+impl Region {
+    pub fn len(&self) -> usize {
+        self.data.read().map(|d| d.len()).unwrap_or(0)
+    }
+}
+
+/// Every region of a device, by key index.
+#[derive(Debug, Default)]
+pub struct DevMemory {
+    regions: HashMap<u32, Arc<Region>>,
+    next_index: u32,
+    key_byte: u8,
+}
+
+/// Regions live at device-chosen virtual addresses, 4 GiB apart.
+const VA_BASE: u64 = 0x1000_0000_0000;
+
+impl DevMemory {
+    pub fn register(&mut self, pd: u32, len: usize, access: AccessFlags) -> Arc<Region> {
+        self.next_index += 1;
+        let index = self.next_index;
+        self.key_byte = self.key_byte.wrapping_add(0x5b);
+        let key = (index << 8) | self.key_byte as u32;
+        let r = Arc::new(Region {
+            pd,
+            va: VA_BASE + ((index as u64) << 32),
+            access,
+            lkey: key,
+            rkey: key,
+            remote_valid: AtomicBool::new(true),
+            data: RwLock::new(vec![0u8; len].into_boxed_slice()),
+        });
+        self.regions.insert(index, r.clone());
+        r
+    }
+
+    pub fn deregister(&mut self, lkey: u32) -> bool {
+        match self.regions.get(&(lkey >> 8)) {
+            Some(r) if r.lkey == lkey => self.regions.remove(&(lkey >> 8)).is_some(),
+            _ => false,
+        }
+    }
+
+    pub fn count(&self) -> usize {
+        self.regions.len()
+    }
+
+    pub fn bytes(&self) -> u64 {
+        self.regions.values().map(|r| r.len() as u64).sum()
+    }
+
+    fn lookup(&self, pd: u32, key: Key, va: u64, len: u64, need: AccessFlags) -> Result<(&Arc<Region>, usize), MemError> {
+        let (k, remote) = match key {
+            Key::Local(k) => (k, false),
+            Key::Remote(k) => (k, true),
+        };
+        let r = self.regions.get(&(k >> 8)).ok_or(MemError::InvalidKey)?;
+        if (remote && (r.rkey != k || !r.remote_valid.load(Ordering::Acquire))) || (!remote && r.lkey != k) {
+            return Err(MemError::InvalidKey);
+        }
+        if r.pd != pd {
+            return Err(MemError::PdMismatch);
+        }
+        if !r.access.contains(need) {
+            return Err(MemError::AccessDenied);
+        }
+        let off = va.checked_sub(r.va).ok_or(MemError::OutOfBounds)?;
+        let end = off.checked_add(len).ok_or(MemError::OutOfBounds)?;
+        if end > r.len() as u64 {
+            return Err(MemError::OutOfBounds);
+        }
+        Ok((r, off as usize))
+    }
+}
+
+impl Memory for DevMemory {
+    fn check(&self, pd: u32, key: Key, va: u64, len: u64, need: AccessFlags) -> Result<(), MemError> {
+        self.lookup(pd, key, va, len, need).map(|_| ())
+    }
+
+    fn read(&self, pd: u32, key: Key, va: u64, out: &mut [u8]) -> Result<(), MemError> {
+        let (r, off) = self.lookup(pd, key, va, out.len() as u64, read_right(key))?;
+        let d = r.data.read().map_err(|_| MemError::InvalidKey)?;
+        out.copy_from_slice(&d[off..off + out.len()]);
+        Ok(())
+    }
+
+    fn write(&mut self, pd: u32, key: Key, va: u64, data: &[u8]) -> Result<(), MemError> {
+        let (r, off) = self.lookup(pd, key, va, data.len() as u64, write_right(key))?;
+        let mut d = r.data.write().map_err(|_| MemError::InvalidKey)?;
+        d[off..off + data.len()].copy_from_slice(data);
+        Ok(())
+    }
+
+    fn atomic(&mut self, pd: u32, rkey: u32, va: u64, op: AtomicOp) -> Result<u64, MemError> {
+        if va % 8 != 0 {
+            return Err(MemError::Misaligned);
+        }
+        let (r, off) = self.lookup(pd, Key::Remote(rkey), va, 8, AccessFlags::REMOTE_ATOMIC)?;
+        let mut d = r.data.write().map_err(|_| MemError::InvalidKey)?;
+        let cell = &mut d[off..off + 8];
+        let orig = u64::from_ne_bytes(cell.try_into().map_err(|_| MemError::OutOfBounds)?);
+        let new = match op {
+            AtomicOp::CompareSwap { compare, swap } => {
+                if orig == compare {
+                    swap
+                } else {
+                    orig
+                }
+            }
+            AtomicOp::FetchAdd { add } => orig.wrapping_add(add),
+        };
+        cell.copy_from_slice(&new.to_ne_bytes());
+        Ok(orig)
+    }
+
+    fn invalidate(&mut self, pd: u32, rkey: u32) -> Result<(), MemError> {
+        let r = self.regions.get(&(rkey >> 8)).ok_or(MemError::InvalidKey)?;
+        if r.rkey != rkey || !r.remote_valid.load(Ordering::Acquire) {
+            return Err(MemError::InvalidKey);
+        }
+        if r.pd != pd {
+            return Err(MemError::PdMismatch);
+        }
+        r.remote_valid.store(false, Ordering::Release);
+        Ok(())
+    }
+}

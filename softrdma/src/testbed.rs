@@ -1,0 +1,145 @@
+//! Ready-made sets of devices for tests, the demo and the conformance suite:
+//! `n` devices on the in-memory fabric (no privileges), or `n` devices each
+//! behind a TAP in its own network namespace, the namespaces joined by veth
+//! pairs to a bridge in a hub namespace (root). Everything created is torn
+//! down when the testbed is dropped.
+//!
+//! Device `i` has MAC 02:53:52:44:00:0i, IPv4 10.99.0.(i+1)/24 and IPv6
+//! fd99::(i+1)/64; so its GID 1 is `::ffff:10.99.0.(i+1)`, GID 2 `fd99::(i+1)`.
+//! In TAP mode the kernel of namespace `i` has 10.99.0.(101+i)/24 and
+//! fd99::(101+i)/64 on its bridge, so `ip netns exec NS ping 10.99.0.(i+1)`
+//! (or `ping fd99::(i+1)`) reaches the device.
+
+use std::io;
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use verbs_api::Context;
+
+use crate::backend::memory::{Fabric, Faults};
+use crate::backend::netns::{self, NetNs};
+use crate::backend::tap::{open_tap, TapConfig};
+use crate::device::{Device, DeviceConfig};
+
+pub fn device_mac(i: usize) -> [u8; 6] {
+    [0x02, 0x53, 0x52, 0x44, 0x00, i as u8 + 1]
+}
+
+pub fn device_addrs(i: usize) -> Vec<(IpAddr, u8)> {
+    vec![
+        (IpAddr::from([10, 99, 0, i as u8 + 1]), 24),
+        (IpAddr::V6(format!("fd99::{}", i + 1).parse().expect("literal")), 64),
+    ]
+}
+
+/// Options common to both kinds of testbed.
+#[derive(Debug, Clone, Default)]
+pub struct TestbedOptions {
+    /// Write device `i`'s frames to `<prefix>-<i>.pcap`.
+    pub pcap_prefix: Option<PathBuf>,
+    pub rxe_retry_quirk: bool,
+    /// Per-device P_Key tables (default: the full default partition only).
+    pub pkeys: Option<Vec<u16>>,
+}
+
+/// What the TAP testbed created, removed in reverse on drop.
+struct TapNet {
+    hub: NetNs,
+    nss: Vec<NetNs>,
+}
+
+impl Drop for TapNet {
+    fn drop(&mut self) {
+        // Deleting a namespace removes its veth ends, bridges and TAPs.
+        for ns in self.nss.drain(..) {
+            let _ = ns.delete();
+        }
+        let _ = netns::del_link(Some(self.hub.name()), "hubbr");
+    }
+}
+
+pub struct Testbed {
+    pub devices: Vec<Arc<Device>>,
+    pub fabric: Option<Fabric>,
+    net: Option<TapNet>,
+}
+
+impl Testbed {
+    fn config(i: usize, o: &TestbedOptions) -> DeviceConfig {
+        let mut c = DeviceConfig::new(&format!("srd{i}"), device_addrs(i));
+        c.pcap = o.pcap_prefix.as_ref().map(|p| PathBuf::from(format!("{}-{i}.pcap", p.display())));
+        c.rxe_retry_quirk = o.rxe_retry_quirk;
+        if let Some(p) = &o.pkeys {
+            c.pkeys = p.clone();
+        }
+        c
+    }
+
+    /// `n` devices on one in-memory fabric.
+    pub fn memory(n: usize, faults: Faults, o: &TestbedOptions) -> io::Result<Testbed> {
+        let fabric = Fabric::with_faults(faults, 7);
+        let mut devices = Vec::new();
+        for i in 0..n {
+            devices.push(Device::start(Self::config(i, o), fabric.attach(device_mac(i), 1500))?);
+        }
+        Ok(Testbed { devices, fabric: Some(fabric), net: None })
+    }
+
+    /// `n` devices behind TAPs in `n` fresh namespaces (needs root).
+    pub fn tap(n: usize, o: &TestbedOptions) -> io::Result<Testbed> {
+        netns::privileged().map_err(|e| io::Error::new(io::ErrorKind::PermissionDenied, e))?;
+        let hub = NetNs::create(&netns::unique_name("srdh"))?;
+        let mut net = TapNet { hub, nss: Vec::new() };
+        let hub_name = net.hub.name().to_string();
+        netns::bridge(Some(&hub_name), "hubbr")?;
+        netns::link_up(Some(&hub_name), "hubbr")?;
+        let mut links = Vec::new();
+        for i in 0..n {
+            let ns = NetNs::create(&netns::unique_name("srdn"))?;
+            let name = ns.name().to_string();
+            net.nss.push(ns);
+            let (va, vb) = (format!("srdv{i}a"), format!("srdv{i}b"));
+            netns::veth_pair(&va, Some(&name), &vb, Some(&hub_name))?;
+            netns::enslave(Some(&hub_name), &vb, "hubbr")?;
+            netns::link_up(Some(&hub_name), &vb)?;
+            netns::bridge(Some(&name), "srdbr")?;
+            let mut cfg = TapConfig::in_netns(name.clone(), "srdtap0");
+            cfg.mac = Some(device_mac(i));
+            let link = open_tap(&cfg)?;
+            netns::enslave(Some(&name), "srdtap0", "srdbr")?;
+            netns::enslave(Some(&name), &va, "srdbr")?;
+            for ifname in [va.as_str(), "srdbr", "lo"] {
+                netns::link_up(Some(&name), ifname)?;
+            }
+            netns::add_addr(Some(&name), "srdbr", &format!("10.99.0.{}/24", 101 + i))?;
+            let v6 = format!("fd99::{}/64", 101 + i);
+            netns::ip(Some(&name), &["addr", "add", &v6, "dev", "srdbr", "nodad"])?;
+            links.push(link);
+        }
+        let mut devices = Vec::new();
+        for (i, link) in links.into_iter().enumerate() {
+            devices.push(Device::start(Self::config(i, o), link)?);
+        }
+        Ok(Testbed { devices, fabric: None, net: Some(net) })
+    }
+
+    pub fn contexts(&self) -> Vec<Arc<dyn Context>> {
+        self.devices.iter().map(|d| d.context()).collect()
+    }
+
+    /// The namespace device `i` lives in (TAP testbeds only).
+    pub fn netns_of(&self, i: usize) -> Option<&str> {
+        self.net.as_ref().and_then(|n| n.nss.get(i)).map(|n| n.name())
+    }
+}
+
+impl Drop for Testbed {
+    fn drop(&mut self) {
+        for d in &self.devices {
+            d.shutdown();
+        }
+        self.devices.clear();
+        self.net.take();
+    }
+}

@@ -1,0 +1,97 @@
+//! Small conveniences every verbs program writes: bring a QP from RESET to
+//! RTS with the attributes IBTA requires for each step, given what the peer
+//! told you out of band (its QPN, PSN and GID) — the same steps as
+//! `ibv_rc_pingpong`'s `pp_connect_ctx`.
+
+use std::sync::Arc;
+
+use crate::{AccessFlags, AhAttr, Gid, Mtu, Qp, QpAttr, QpAttrMask, QpPath, QpState, QpType, Result};
+
+/// What one side tells the other out of band.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PeerInfo {
+    pub qpn: u32,
+    pub psn: u32,
+    pub gid: Gid,
+}
+
+/// Transport parameters for bring-up.
+#[derive(Debug, Clone, Copy)]
+pub struct ConnectOptions {
+    pub mtu: Mtu,
+    pub sgid_index: u8,
+    pub access: AccessFlags,
+    pub timeout: u8,
+    pub retry_cnt: u8,
+    pub rnr_retry: u8,
+    pub min_rnr_timer: u8,
+    pub max_rd_atomic: u8,
+    pub pkey_index: u16,
+    pub qkey: u32,
+}
+
+impl Default for ConnectOptions {
+    fn default() -> Self {
+        ConnectOptions {
+            mtu: Mtu::M1024,
+            sgid_index: 1,
+            access: AccessFlags::all(),
+            timeout: 14,
+            retry_cnt: 7,
+            rnr_retry: 7,
+            min_rnr_timer: 12,
+            max_rd_atomic: 16,
+            pkey_index: 0,
+            qkey: 0x1111_1111,
+        }
+    }
+}
+
+/// RESET → INIT.
+pub fn to_init(qp: &Arc<dyn Qp>, o: &ConnectOptions) -> Result<()> {
+    let a = QpAttr { qp_state: QpState::Init, pkey_index: o.pkey_index, port_num: 1, qp_access_flags: o.access, qkey: o.qkey, ..QpAttr::default() };
+    let m = QpAttrMask::STATE | QpAttrMask::PKEY_INDEX | QpAttrMask::PORT;
+    let m = if qp.qp_type() == QpType::Ud { m | QpAttrMask::QKEY } else { m | QpAttrMask::ACCESS_FLAGS };
+    qp.modify(&a, m, QpPath::default())
+}
+
+/// INIT → RTR → RTS towards `peer` (for UD only the state changes and the SQ PSN).
+pub fn to_rts(qp: &Arc<dyn Qp>, my_psn: u32, peer: &PeerInfo, o: &ConnectOptions) -> Result<()> {
+    let t = qp.qp_type();
+    let mut a = QpAttr {
+        qp_state: QpState::Rtr,
+        path_mtu: o.mtu,
+        dest_qp_num: peer.qpn,
+        rq_psn: peer.psn,
+        max_dest_rd_atomic: o.max_rd_atomic,
+        min_rnr_timer: o.min_rnr_timer,
+        ..QpAttr::default()
+    };
+    let path = QpPath { ah: Some(AhAttr::new(peer.gid, o.sgid_index)) };
+    match t {
+        QpType::Ud => qp.modify(&a, QpAttrMask::STATE, QpPath::default())?,
+        QpType::Uc => qp.modify(&a, QpAttrMask::STATE | QpAttrMask::AV | QpAttrMask::PATH_MTU | QpAttrMask::DEST_QPN | QpAttrMask::RQ_PSN, path)?,
+        QpType::Rc => qp.modify(
+            &a,
+            QpAttrMask::STATE
+                | QpAttrMask::AV
+                | QpAttrMask::PATH_MTU
+                | QpAttrMask::DEST_QPN
+                | QpAttrMask::RQ_PSN
+                | QpAttrMask::MAX_DEST_RD_ATOMIC
+                | QpAttrMask::MIN_RNR_TIMER,
+            path,
+        )?,
+    }
+    a.qp_state = QpState::Rts;
+    a.sq_psn = my_psn;
+    a.timeout = o.timeout;
+    a.retry_cnt = o.retry_cnt;
+    a.rnr_retry = o.rnr_retry;
+    a.max_rd_atomic = o.max_rd_atomic;
+    let m = match t {
+        QpType::Rc => QpAttrMask::STATE | QpAttrMask::SQ_PSN | QpAttrMask::TIMEOUT | QpAttrMask::RETRY_CNT | QpAttrMask::RNR_RETRY | QpAttrMask::MAX_QP_RD_ATOMIC,
+        _ => QpAttrMask::STATE | QpAttrMask::SQ_PSN,
+    };
+    qp.modify(&a, m, QpPath::default())
+}
