@@ -103,28 +103,14 @@ fn read_pcapng(bytes: &[u8]) -> Result<Vec<CapturedFrame>, CaptureError> {
                 links.push(i.linktype);
                 continue;
             }
-            Block::EnhancedPacket(p) => (
-                p.data.into_owned(),
-                p.original_len as usize,
-                p.timestamp,
-                p.interface_id as usize,
-            ),
-            Block::SimplePacket(p) => (
-                p.data.into_owned(),
-                p.original_len as usize,
-                Duration::ZERO,
-                0,
-            ),
+            Block::EnhancedPacket(p) => {
+                (p.data.into_owned(), p.original_len as usize, p.timestamp, p.interface_id as usize)
+            }
+            Block::SimplePacket(p) => (p.data.into_owned(), p.original_len as usize, Duration::ZERO, 0),
             _ => continue,
         };
         let ethernet = links.get(interface) == Some(&DataLink::ETHERNET);
-        out.push(CapturedFrame {
-            number: out.len() + 1,
-            timestamp,
-            data,
-            original_len,
-            ethernet,
-        });
+        out.push(CapturedFrame { number: out.len() + 1, timestamp, data, original_len, ethernet });
     }
     Ok(out)
 }
@@ -136,14 +122,8 @@ pub struct PcapSink<W: Write> {
 
 impl<W: Write> PcapSink<W> {
     pub fn new(w: W) -> Result<Self, CaptureError> {
-        let header = PcapHeader {
-            datalink: DataLink::ETHERNET,
-            snaplen: 65535,
-            ..Default::default()
-        };
-        Ok(PcapSink {
-            writer: PcapWriter::with_header(w, header).map_err(fmt_err)?,
-        })
+        let header = PcapHeader { datalink: DataLink::ETHERNET, snaplen: 65535, ..Default::default() };
+        Ok(PcapSink { writer: PcapWriter::with_header(w, header).map_err(fmt_err)? })
     }
 
     pub fn write(&mut self, timestamp: Duration, frame: &[u8]) -> Result<(), CaptureError> {
@@ -176,13 +156,7 @@ mod tests {
 
     #[test]
     fn garbage_is_a_format_error_not_a_panic() {
-        assert!(matches!(
-            read_pcap(&[0u8; 10]),
-            Err(CaptureError::Format(_))
-        ));
-        assert!(matches!(
-            read_pcapng(&[0x0a, 0x0d, 0x0d, 0x0a, 1]),
-            Err(CaptureError::Format(_))
-        ));
+        assert!(matches!(read_pcap(&[0u8; 10]), Err(CaptureError::Format(_))));
+        assert!(matches!(read_pcapng(&[0x0a, 0x0d, 0x0d, 0x0a, 1]), Err(CaptureError::Format(_))));
     }
 }

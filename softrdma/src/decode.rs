@@ -18,10 +18,7 @@ pub struct Summary {
 
 impl Summary {
     pub fn line(&self) -> String {
-        format!(
-            "{} packets, {} icrc ok, {} bad",
-            self.packets, self.icrc_ok, self.bad
-        )
+        format!("{} packets, {} icrc ok, {} bad", self.packets, self.icrc_ok, self.bad)
     }
 }
 
@@ -30,26 +27,14 @@ pub fn describe(f: &Frame<'_>) -> String {
     let mut s = String::new();
     match &f.repr.net {
         NetRepr::V4 { ip, udp } => {
-            let _ = write!(
-                s,
-                "{}:{} > {}:{}",
-                ip.src, udp.src_port, ip.dst, udp.dst_port
-            );
+            let _ = write!(s, "{}:{} > {}:{}", ip.src, udp.src_port, ip.dst, udp.dst_port);
         }
         NetRepr::V6 { ip, udp } => {
-            let _ = write!(
-                s,
-                "[{}]:{} > [{}]:{}",
-                ip.src, udp.src_port, ip.dst, udp.dst_port
-            );
+            let _ = write!(s, "[{}]:{} > [{}]:{}", ip.src, udp.src_port, ip.dst, udp.dst_port);
         }
         NetRepr::V1 { grh } => {
-            let _ = write!(
-                s,
-                "RoCEv1 {} > {}",
-                core::net::Ipv6Addr::from(grh.sgid),
-                core::net::Ipv6Addr::from(grh.dgid)
-            );
+            let _ =
+                write!(s, "RoCEv1 {} > {}", core::net::Ipv6Addr::from(grh.sgid), core::net::Ipv6Addr::from(grh.dgid));
         }
     }
     let b = &f.repr.ib.bth;
@@ -72,11 +57,7 @@ pub fn describe(f: &Frame<'_>) -> String {
         let _ = write!(s, " deth[qkey=0x{:08x} srcqp=0x{:06x}]", d.qkey, d.src_qpn);
     }
     if let Some(r) = e.reth {
-        let _ = write!(
-            s,
-            " reth[va=0x{:016x} rkey=0x{:08x} len={}]",
-            r.va, r.rkey, r.dma_len
-        );
+        let _ = write!(s, " reth[va=0x{:016x} rkey=0x{:08x} len={}]", r.va, r.rkey, r.dma_len);
     }
     if let Some(a) = e.atomic_eth {
         let _ = write!(
@@ -107,22 +88,13 @@ pub fn describe(f: &Frame<'_>) -> String {
     if f.icrc_ok() {
         let _ = write!(s, " icrc=ok");
     } else {
-        let _ = write!(
-            s,
-            " icrc=BAD(found 0x{:08x}, want 0x{:08x})",
-            f.packet.icrc(),
-            f.icrc_computed
-        );
+        let _ = write!(s, " icrc=BAD(found 0x{:08x}, want 0x{:08x})", f.packet.icrc(), f.icrc_computed);
     }
     s
 }
 
 /// Decodes one file, writing a line per RoCE packet to `out`.
-pub fn decode_file(
-    path: &Path,
-    out: &mut dyn Write,
-    sum: &mut Summary,
-) -> Result<(), CaptureError> {
+pub fn decode_file(path: &Path, out: &mut dyn Write, sum: &mut Summary) -> Result<(), CaptureError> {
     let name = path.display();
     for cf in read_frames(path)? {
         if !cf.ethernet {
@@ -135,11 +107,7 @@ pub fn decode_file(
         sum.packets += 1;
         let line = if cf.is_truncated() {
             sum.bad += 1;
-            format!(
-                "error: captured {} of {} bytes (snaplen), cannot verify",
-                cf.data.len(),
-                cf.original_len
-            )
+            format!("error: captured {} of {} bytes (snaplen), cannot verify", cf.data.len(), cf.original_len)
         } else {
             match Frame::parse(&cf.data) {
                 Ok(f) => {

@@ -93,7 +93,8 @@ pub fn run(a: &Arc<dyn Context>, b: &Arc<dyn Context>) -> Result<DemoReport, Ver
         to_init(&s.qp, &o)?;
         to_rts(&s.qp, psn, peer, &o)?;
     }
-    let sge = |mr: &Arc<dyn Mr>, off: u64, len: usize| Sge { addr: mr.addr() + off, length: len as u32, lkey: mr.lkey() };
+    let sge =
+        |mr: &Arc<dyn Mr>, off: u64, len: usize| Sge { addr: mr.addr() + off, length: len as u32, lkey: mr.lkey() };
 
     // SEND of sizes around the MTU and beyond.
     let t = Instant::now();
@@ -119,7 +120,10 @@ pub fn run(a: &Arc<dyn Context>, b: &Arc<dyn Context>) -> Result<DemoReport, Ver
     let t = Instant::now();
     let victim = y.pd.reg_mr(4096, AccessFlags::LOCAL_WRITE | AccessFlags::REMOTE_WRITE)?;
     x.mr.write(0, &pattern(7, 3000))?;
-    for (i, op) in [SendOp::SendWithImm { imm: 0x1234_5678 }, SendOp::SendWithInv { invalidate_rkey: victim.rkey() }].into_iter().enumerate() {
+    for (i, op) in [SendOp::SendWithImm { imm: 0x1234_5678 }, SendOp::SendWithInv { invalidate_rkey: victim.rkey() }]
+        .into_iter()
+        .enumerate()
+    {
         y.qp.post_recv(&[RecvWr { wr_id: 40 + i as u64, sg_list: vec![sge(&y.mr, 0, LEN)] }]).map_err(|(_, e)| e)?;
         x.qp.post_send(&[SendWr::new(40 + i as u64, op, vec![sge(&x.mr, 0, 3000)])], None).map_err(|(_, e)| e)?;
         one(&x.cq, "SEND imm/inv")?;
@@ -140,7 +144,11 @@ pub fn run(a: &Arc<dyn Context>, b: &Arc<dyn Context>) -> Result<DemoReport, Ver
     let t = Instant::now();
     let data = pattern(99, 1 << 20);
     x.mr.write(0, &data)?;
-    let w = SendWr::new(1, SendOp::RdmaWrite { remote_addr: y.mr.addr() + 4096, rkey: y.mr.rkey() }, vec![sge(&x.mr, 0, 1 << 20)]);
+    let w = SendWr::new(
+        1,
+        SendOp::RdmaWrite { remote_addr: y.mr.addr() + 4096, rkey: y.mr.rkey() },
+        vec![sge(&x.mr, 0, 1 << 20)],
+    );
     x.qp.post_send(&[w], None).map_err(|(_, e)| e)?;
     one(&x.cq, "RDMA WRITE")?;
     let mut got = vec![0u8; 1 << 20];
@@ -152,7 +160,11 @@ pub fn run(a: &Arc<dyn Context>, b: &Arc<dyn Context>) -> Result<DemoReport, Ver
 
     let t = Instant::now();
     y.qp.post_recv(&[RecvWr { wr_id: 77, sg_list: vec![] }]).map_err(|(_, e)| e)?;
-    let w = SendWr::new(2, SendOp::RdmaWriteWithImm { remote_addr: y.mr.addr(), rkey: y.mr.rkey(), imm: 0xc0ffee }, vec![sge(&x.mr, 0, 4096)]);
+    let w = SendWr::new(
+        2,
+        SendOp::RdmaWriteWithImm { remote_addr: y.mr.addr(), rkey: y.mr.rkey(), imm: 0xc0ffee },
+        vec![sge(&x.mr, 0, 4096)],
+    );
     x.qp.post_send(&[w], None).map_err(|(_, e)| e)?;
     one(&x.cq, "WRITE_WITH_IMM")?;
     let wc = one(&y.cq, "RECV_RDMA_WITH_IMM")?;
@@ -163,7 +175,11 @@ pub fn run(a: &Arc<dyn Context>, b: &Arc<dyn Context>) -> Result<DemoReport, Ver
 
     // RDMA READ the megabyte back.
     let t = Instant::now();
-    let r = SendWr::new(3, SendOp::RdmaRead { remote_addr: y.mr.addr() + 4096, rkey: y.mr.rkey() }, vec![sge(&x.mr, 2 << 20, 1 << 20)]);
+    let r = SendWr::new(
+        3,
+        SendOp::RdmaRead { remote_addr: y.mr.addr() + 4096, rkey: y.mr.rkey() },
+        vec![sge(&x.mr, 2 << 20, 1 << 20)],
+    );
     x.qp.post_send(&[r], None).map_err(|(_, e)| e)?;
     one(&x.cq, "RDMA READ")?;
     x.mr.read(2 << 20, &mut got)?;
@@ -177,7 +193,11 @@ pub fn run(a: &Arc<dyn Context>, b: &Arc<dyn Context>) -> Result<DemoReport, Ver
     y.mr.write(0, &5u64.to_ne_bytes())?;
     let word = y.mr.addr();
     for i in 0..10u64 {
-        let fa = SendWr::new(10 + i, SendOp::AtomicFetchAdd { remote_addr: word, rkey: y.mr.rkey(), add: 3 }, vec![sge(&x.mr, 0, 8)]);
+        let fa = SendWr::new(
+            10 + i,
+            SendOp::AtomicFetchAdd { remote_addr: word, rkey: y.mr.rkey(), add: 3 },
+            vec![sge(&x.mr, 0, 8)],
+        );
         x.qp.post_send(&[fa], None).map_err(|(_, e)| e)?;
         one(&x.cq, "FETCH_ADD")?;
         let mut v = [0u8; 8];
@@ -186,7 +206,11 @@ pub fn run(a: &Arc<dyn Context>, b: &Arc<dyn Context>) -> Result<DemoReport, Ver
             return Err(err(format!("FETCH_ADD #{i} returned {}", u64::from_ne_bytes(v))));
         }
     }
-    let cs = SendWr::new(30, SendOp::AtomicCmpSwp { remote_addr: word, rkey: y.mr.rkey(), compare: 35, swap: 1000 }, vec![sge(&x.mr, 0, 8)]);
+    let cs = SendWr::new(
+        30,
+        SendOp::AtomicCmpSwp { remote_addr: word, rkey: y.mr.rkey(), compare: 35, swap: 1000 },
+        vec![sge(&x.mr, 0, 8)],
+    );
     x.qp.post_send(&[cs], None).map_err(|(_, e)| e)?;
     one(&x.cq, "CMP_SWAP")?;
     let mut v = [0u8; 8];

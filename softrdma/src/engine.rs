@@ -5,8 +5,8 @@
 //! timer thread sleeps until the transport's next deadline.
 
 use std::collections::{HashMap, VecDeque};
-use std::io::BufWriter;
 use std::fs::File;
+use std::io::BufWriter;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::Duration;
@@ -35,7 +35,13 @@ pub struct CqInner {
 
 impl CqInner {
     pub fn new(cqn: u32, cap: usize) -> Self {
-        CqInner { cqn, cap, queue: Mutex::new(VecDeque::new()), ready: Condvar::new(), overflow: AtomicBool::new(false) }
+        CqInner {
+            cqn,
+            cap,
+            queue: Mutex::new(VecDeque::new()),
+            ready: Condvar::new(),
+            overflow: AtomicBool::new(false),
+        }
     }
 
     /// Adds a completion; false if the CQ was full (the completion is lost,

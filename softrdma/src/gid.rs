@@ -66,7 +66,10 @@ mod tests {
     #[test]
     fn same_table_as_the_rxe_guest() {
         // rc-pingpong.log, guest B: MAC 52:54:00:77:00:12.
-        let t = GidTable::new([0x52, 0x54, 0, 0x77, 0, 0x12], &["10.77.0.12".parse().unwrap(), "fd77::12".parse().unwrap()]);
+        let t = GidTable::new(
+            [0x52, 0x54, 0, 0x77, 0, 0x12],
+            &["10.77.0.12".parse().unwrap(), "fd77::12".parse().unwrap()],
+        );
         let shown: Vec<String> = t.entries().iter().map(|e| e.gid.to_string()).collect();
         assert_eq!(shown, ["fe80::5054:ff:fe77:12", "::ffff:10.77.0.12", "fd77::12"]);
     }

@@ -10,11 +10,11 @@
 pub mod backend;
 pub mod capture;
 pub mod decode;
+pub mod demo;
 pub mod device;
 pub mod engine;
 pub mod gid;
 pub mod link;
 pub mod mr;
 pub mod testbed;
-pub mod demo;
 pub mod verbs;

@@ -73,7 +73,14 @@ impl DevMemory {
         self.regions.values().map(|r| r.len() as u64).sum()
     }
 
-    fn lookup(&self, pd: u32, key: Key, va: u64, len: u64, need: AccessFlags) -> Result<(&Arc<Region>, usize), MemError> {
+    fn lookup(
+        &self,
+        pd: u32,
+        key: Key,
+        va: u64,
+        len: u64,
+        need: AccessFlags,
+    ) -> Result<(&Arc<Region>, usize), MemError> {
         let (k, remote) = match key {
             Key::Local(k) => (k, false),
             Key::Remote(k) => (k, true),

@@ -75,14 +75,21 @@ pub(crate) fn resolve(dev: &Shared, gid: Gid) -> Result<EthernetAddress> {
     }
 }
 
-fn build_path(core: &Core, dev: &Shared, ah: &AhAttr, dmac: EthernetAddress, lqpn: u32, rqpn: u32, ud: bool) -> Result<Path> {
+fn build_path(
+    core: &Core,
+    dev: &Shared,
+    ah: &AhAttr,
+    dmac: EthernetAddress,
+    lqpn: u32,
+    rqpn: u32,
+    ud: bool,
+) -> Result<Path> {
     if ah.port_num != 1 {
         return Err(einval(format!("port {} does not exist (one port, 1)", ah.port_num)));
     }
-    let sgid = core
-        .gids
-        .get(ah.sgid_index as u32)
-        .ok_or_else(|| einval(format!("sgid_index {} is not in the GID table ({} entries)", ah.sgid_index, core.gids.len())))?;
+    let sgid = core.gids.get(ah.sgid_index as u32).ok_or_else(|| {
+        einval(format!("sgid_index {} is not in the GID table ({} entries)", ah.sgid_index, core.gids.len()))
+    })?;
     if sgid.to_ipv4().is_some() != ah.dgid.to_ipv4().is_some() {
         return Err(einval(format!("source GID {sgid} and destination GID {} are of different IP families", ah.dgid)));
     }
@@ -162,7 +169,12 @@ impl Context for SoftContext {
         if port != 1 {
             return Err(VerbsError::NotFound(format!("port {port}")));
         }
-        self.dev.lock().pkeys.get(index as usize).copied().ok_or_else(|| VerbsError::NotFound(format!("P_Key index {index}")))
+        self.dev
+            .lock()
+            .pkeys
+            .get(index as usize)
+            .copied()
+            .ok_or_else(|| VerbsError::NotFound(format!("P_Key index {index}")))
     }
 
     fn alloc_pd(&self) -> Result<Arc<dyn Pd>> {
@@ -234,8 +246,16 @@ impl Pd for SoftPd {
             return Err(einval(format!("at most {MAX_SGE} SGEs and {MAX_INLINE} inline bytes")));
         }
         let mut core = self.dev.lock();
-        let scq = core.cq_by_num.get(&init.send_cq.handle()).cloned().ok_or_else(|| einval("send CQ is not of this device"))?;
-        let rcq = core.cq_by_num.get(&init.recv_cq.handle()).cloned().ok_or_else(|| einval("recv CQ is not of this device"))?;
+        let scq = core
+            .cq_by_num
+            .get(&init.send_cq.handle())
+            .cloned()
+            .ok_or_else(|| einval("send CQ is not of this device"))?;
+        let rcq = core
+            .cq_by_num
+            .get(&init.recv_cq.handle())
+            .cloned()
+            .ok_or_else(|| einval("recv CQ is not of this device"))?;
         let srq = match &init.srq {
             Some(s) => {
                 let n = s.handle();
@@ -254,7 +274,13 @@ impl Pd for SoftPd {
         }
         core.cqs.insert(qpn, (scq, rcq));
         bump(&mut core, self.pdn, 1);
-        Ok(Arc::new(SoftQp { dev: self.dev.clone(), qpn, qp_type: init.qp_type, pdn: self.pdn, destroyed: Mutex::new(false) }))
+        Ok(Arc::new(SoftQp {
+            dev: self.dev.clone(),
+            qpn,
+            qp_type: init.qp_type,
+            pdn: self.pdn,
+            destroyed: Mutex::new(false),
+        }))
     }
 
     fn create_srq(&self, max_wr: u32, max_sge: u32) -> Result<Arc<dyn Srq>> {
@@ -314,14 +340,16 @@ impl Mr for SoftMr {
 
     fn write(&self, offset: usize, data: &[u8]) -> Result<()> {
         let mut d = self.region.data.write().map_err(|_| VerbsError::Io("region poisoned".into()))?;
-        let end = offset.checked_add(data.len()).filter(|&e| e <= d.len()).ok_or_else(|| einval("write beyond the MR"))?;
+        let end =
+            offset.checked_add(data.len()).filter(|&e| e <= d.len()).ok_or_else(|| einval("write beyond the MR"))?;
         d[offset..end].copy_from_slice(data);
         Ok(())
     }
 
     fn read(&self, offset: usize, out: &mut [u8]) -> Result<()> {
         let d = self.region.data.read().map_err(|_| VerbsError::Io("region poisoned".into()))?;
-        let end = offset.checked_add(out.len()).filter(|&e| e <= d.len()).ok_or_else(|| einval("read beyond the MR"))?;
+        let end =
+            offset.checked_add(out.len()).filter(|&e| e <= d.len()).ok_or_else(|| einval("read beyond the MR"))?;
         out.copy_from_slice(&d[offset..end]);
         Ok(())
     }
@@ -408,13 +436,22 @@ impl Qp for SoftQp {
         };
         let mut core = self.dev.lock();
         let pkey = if mask.contains(QpAttrMask::PKEY_INDEX) {
-            Some(*core.pkeys.get(attr.pkey_index as usize).ok_or_else(|| einval(format!("pkey_index {} out of the P_Key table", attr.pkey_index)))?)
+            Some(
+                *core
+                    .pkeys
+                    .get(attr.pkey_index as usize)
+                    .ok_or_else(|| einval(format!("pkey_index {} out of the P_Key table", attr.pkey_index)))?,
+            )
         } else {
             None
         };
         let dest = {
             let qp = core.ep.qp(self.qpn).ok_or_else(Self::gone)?;
-            if mask.contains(QpAttrMask::DEST_QPN) { attr.dest_qp_num } else { qp.attr().dest_qp_num }
+            if mask.contains(QpAttrMask::DEST_QPN) {
+                attr.dest_qp_num
+            } else {
+                qp.attr().dest_qp_num
+            }
         };
         let path = match av {
             Some((ah, dmac)) => Some(build_path(&core, &self.dev, &ah, dmac, self.qpn, dest, false)?),
@@ -511,7 +548,9 @@ impl Srq for SoftSrq {
 
     fn post_recv(&self, wrs: &[RecvWr]) -> core::result::Result<(), (usize, VerbsError)> {
         let mut core = self.dev.lock();
-        let Some(srq) = core.ep.srq_mut(self.srqn) else { return Err((0, VerbsError::NotFound("SRQ destroyed".into()))) };
+        let Some(srq) = core.ep.srq_mut(self.srqn) else {
+            return Err((0, VerbsError::NotFound("SRQ destroyed".into())));
+        };
         for (i, wr) in wrs.iter().enumerate() {
             srq.post_recv(wr.clone()).map_err(|e| (i, post_error(e)))?;
         }

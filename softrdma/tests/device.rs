@@ -59,17 +59,32 @@ fn gid_table_and_ports_look_like_rxe() {
     assert_eq!(c.query_gid(1, 1).unwrap().to_string(), "::ffff:10.99.0.77");
 }
 
-fn rc_pair(c: &[Arc<dyn Context>], cap: QpCap) -> (Vec<Arc<dyn verbs_api::Qp>>, Vec<Arc<dyn verbs_api::Cq>>, Vec<Arc<dyn verbs_api::Mr>>) {
+fn rc_pair(
+    c: &[Arc<dyn Context>],
+    cap: QpCap,
+) -> (Vec<Arc<dyn verbs_api::Qp>>, Vec<Arc<dyn verbs_api::Cq>>, Vec<Arc<dyn verbs_api::Mr>>) {
     let (mut qps, mut cqs, mut mrs) = (Vec::new(), Vec::new(), Vec::new());
     for ctx in c {
         let pd = ctx.alloc_pd().unwrap();
         let cq = ctx.create_cq(64).unwrap();
         mrs.push(pd.reg_mr(1 << 16, AccessFlags::all()).unwrap());
-        qps.push(pd.create_qp(&QpInitAttr { qp_type: QpType::Rc, send_cq: cq.clone(), recv_cq: cq.clone(), srq: None, cap, sq_sig_all: true }).unwrap());
+        qps.push(
+            pd.create_qp(&QpInitAttr {
+                qp_type: QpType::Rc,
+                send_cq: cq.clone(),
+                recv_cq: cq.clone(),
+                srq: None,
+                cap,
+                sq_sig_all: true,
+            })
+            .unwrap(),
+        );
         cqs.push(cq);
     }
     let o = ConnectOptions::default();
-    let info: Vec<PeerInfo> = (0..2).map(|i| PeerInfo { qpn: qps[i].qp_num(), psn: 100 * i as u32, gid: c[i].query_gid(1, 1).unwrap() }).collect();
+    let info: Vec<PeerInfo> = (0..2)
+        .map(|i| PeerInfo { qpn: qps[i].qp_num(), psn: 100 * i as u32, gid: c[i].query_gid(1, 1).unwrap() })
+        .collect();
     for i in 0..2 {
         to_init(&qps[i], &o).unwrap();
         to_rts(&qps[i], info[i].psn, &info[1 - i], &o).unwrap();
@@ -84,14 +99,25 @@ fn posting_in_the_wrong_state_and_overrunning_queues_fail_cleanly() {
     let pd = c[0].alloc_pd().unwrap();
     let cq = c[0].create_cq(4).unwrap();
     let cap = QpCap { max_send_wr: 2, max_recv_wr: 2, ..Default::default() };
-    let qp = pd.create_qp(&QpInitAttr { qp_type: QpType::Rc, send_cq: cq.clone(), recv_cq: cq.clone(), srq: None, cap, sq_sig_all: true }).unwrap();
+    let qp = pd
+        .create_qp(&QpInitAttr {
+            qp_type: QpType::Rc,
+            send_cq: cq.clone(),
+            recv_cq: cq.clone(),
+            srq: None,
+            cap,
+            sq_sig_all: true,
+        })
+        .unwrap();
     let wr = SendWr::new(1, SendOp::Send, vec![]);
     let (i, e) = qp.post_send(&[wr.clone()], None).unwrap_err();
     assert_eq!(i, 0);
     assert!(matches!(e, VerbsError::InvalidArgument(ref m) if m.contains("Reset")), "{e}");
     assert_eq!(e.errno(), 22);
     // Illegal transition, missing attributes: EINVAL with the reason.
-    let e = qp.modify(&QpAttr { qp_state: QpState::Rts, ..QpAttr::default() }, QpAttrMask::STATE, QpPath::default()).unwrap_err();
+    let e = qp
+        .modify(&QpAttr { qp_state: QpState::Rts, ..QpAttr::default() }, QpAttrMask::STATE, QpPath::default())
+        .unwrap_err();
     assert!(e.to_string().contains("no QP transition"), "{e}");
     // Receive queue overrun: the third of two slots is refused, the first two posted.
     to_init(&qp, &ConnectOptions::default()).unwrap();
@@ -100,7 +126,16 @@ fn posting_in_the_wrong_state_and_overrunning_queues_fail_cleanly() {
     assert_eq!((i, e.errno()), (2, 12));
     // Resource caps beyond the device's are refused at creation.
     let big = QpCap { max_send_wr: 1 << 20, ..Default::default() };
-    assert!(pd.create_qp(&QpInitAttr { qp_type: QpType::Rc, send_cq: cq.clone(), recv_cq: cq, srq: None, cap: big, sq_sig_all: true }).is_err());
+    assert!(pd
+        .create_qp(&QpInitAttr {
+            qp_type: QpType::Rc,
+            send_cq: cq.clone(),
+            recv_cq: cq,
+            srq: None,
+            cap: big,
+            sq_sig_all: true
+        })
+        .is_err());
     assert!(matches!(pd.dealloc(), Err(VerbsError::Busy(_))), "PD with a QP");
 }
 
@@ -110,15 +145,26 @@ fn deregistering_an_mr_in_use_is_busy_until_the_work_completes() {
     let c = bed.contexts();
     let (qps, cqs, mrs) = rc_pair(&c, QpCap::default());
     // A receive names the MR: EBUSY.
-    qps[1].post_recv(&[RecvWr { wr_id: 1, sg_list: vec![Sge { addr: mrs[1].addr(), length: 64, lkey: mrs[1].lkey() }] }]).unwrap();
+    qps[1]
+        .post_recv(&[RecvWr { wr_id: 1, sg_list: vec![Sge { addr: mrs[1].addr(), length: 64, lkey: mrs[1].lkey() }] }])
+        .unwrap();
     assert!(matches!(mrs[1].deregister(), Err(VerbsError::Busy(_))));
-    qps[0].post_send(&[SendWr::new(1, SendOp::Send, vec![Sge { addr: mrs[0].addr(), length: 8, lkey: mrs[0].lkey() }])], None).unwrap();
+    qps[0]
+        .post_send(
+            &[SendWr::new(1, SendOp::Send, vec![Sge { addr: mrs[0].addr(), length: 8, lkey: mrs[0].lkey() }])],
+            None,
+        )
+        .unwrap();
     assert_eq!(cqs[1].wait(1, Duration::from_secs(5))[0].status, WcStatus::Success);
     assert_eq!(cqs[0].wait(1, Duration::from_secs(5))[0].status, WcStatus::Success);
     mrs[1].deregister().unwrap();
     assert!(matches!(mrs[1].deregister(), Err(VerbsError::NotFound(_))));
     // A WRITE to the deregistered R_Key is a remote access error.
-    let w = SendWr::new(2, SendOp::RdmaWrite { remote_addr: mrs[1].addr(), rkey: mrs[1].rkey() }, vec![Sge { addr: mrs[0].addr(), length: 8, lkey: mrs[0].lkey() }]);
+    let w = SendWr::new(
+        2,
+        SendOp::RdmaWrite { remote_addr: mrs[1].addr(), rkey: mrs[1].rkey() },
+        vec![Sge { addr: mrs[0].addr(), length: 8, lkey: mrs[0].lkey() }],
+    );
     qps[0].post_send(&[w], None).unwrap();
     assert_eq!(cqs[0].wait(1, Duration::from_secs(5))[0].status, WcStatus::RemAccessErr);
     // MR bounds are checked on the CPU path too.
@@ -142,7 +188,16 @@ fn bad_address_handles_are_refused() {
     assert!(t.elapsed() < Duration::from_secs(5), "resolution gives up instead of hanging");
     // A UD send without an AH is refused.
     let cq = c[0].create_cq(4).unwrap();
-    let ud = pd.create_qp(&QpInitAttr { qp_type: QpType::Ud, send_cq: cq.clone(), recv_cq: cq, srq: None, cap: QpCap::default(), sq_sig_all: true }).unwrap();
+    let ud = pd
+        .create_qp(&QpInitAttr {
+            qp_type: QpType::Ud,
+            send_cq: cq.clone(),
+            recv_cq: cq,
+            srq: None,
+            cap: QpCap::default(),
+            sq_sig_all: true,
+        })
+        .unwrap();
     to_init(&ud, &ConnectOptions::default()).unwrap();
     to_rts(&ud, 0, &PeerInfo { qpn: 0, psn: 0, gid: peer }, &ConnectOptions::default()).unwrap();
     assert!(ud.post_send(&[SendWr::new(1, SendOp::Send, vec![])], None).is_err());
@@ -159,17 +214,32 @@ fn ipv6_gids_work_end_to_end() {
         let pd = ctx.alloc_pd().unwrap();
         let cq = ctx.create_cq(8).unwrap();
         mrs.push(pd.reg_mr(4096, AccessFlags::all()).unwrap());
-        qps.push(pd.create_qp(&QpInitAttr { qp_type: QpType::Rc, send_cq: cq.clone(), recv_cq: cq.clone(), srq: None, cap: QpCap::default(), sq_sig_all: true }).unwrap());
+        qps.push(
+            pd.create_qp(&QpInitAttr {
+                qp_type: QpType::Rc,
+                send_cq: cq.clone(),
+                recv_cq: cq.clone(),
+                srq: None,
+                cap: QpCap::default(),
+                sq_sig_all: true,
+            })
+            .unwrap(),
+        );
         cqs.push(cq);
     }
     let o = ConnectOptions { sgid_index: 2, ..Default::default() };
-    let info: Vec<PeerInfo> = (0..2).map(|i| PeerInfo { qpn: qps[i].qp_num(), psn: 7, gid: c[i].query_gid(1, 2).unwrap() }).collect();
+    let info: Vec<PeerInfo> =
+        (0..2).map(|i| PeerInfo { qpn: qps[i].qp_num(), psn: 7, gid: c[i].query_gid(1, 2).unwrap() }).collect();
     for i in 0..2 {
         to_init(&qps[i], &o).unwrap();
         to_rts(&qps[i], 7, &info[1 - i], &o).unwrap();
     }
     mrs[0].write(0, b"over IPv6").unwrap();
-    let w = SendWr::new(1, SendOp::RdmaWrite { remote_addr: mrs[1].addr() + 100, rkey: mrs[1].rkey() }, vec![Sge { addr: mrs[0].addr(), length: 9, lkey: mrs[0].lkey() }]);
+    let w = SendWr::new(
+        1,
+        SendOp::RdmaWrite { remote_addr: mrs[1].addr() + 100, rkey: mrs[1].rkey() },
+        vec![Sge { addr: mrs[0].addr(), length: 9, lkey: mrs[0].lkey() }],
+    );
     qps[0].post_send(&[w], None).unwrap();
     assert_eq!(cqs[0].wait(1, Duration::from_secs(5))[0].status, WcStatus::Success);
     let mut got = [0u8; 9];

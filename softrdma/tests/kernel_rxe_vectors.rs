@@ -24,29 +24,19 @@ fn captures() -> Vec<PathBuf> {
     for d in vector_dirs() {
         for e in std::fs::read_dir(&d).unwrap_or_else(|e| panic!("{}: {e}", d.display())) {
             let p = e.unwrap().path();
-            if matches!(
-                p.extension().and_then(|x| x.to_str()),
-                Some("pcap" | "pcapng")
-            ) {
+            if matches!(p.extension().and_then(|x| x.to_str()), Some("pcap" | "pcapng")) {
                 files.push(p);
             }
         }
     }
     files.sort();
-    assert!(
-        files.len() >= 11,
-        "expected the kernel-rxe captures, found {files:?}"
-    );
+    assert!(files.len() >= 11, "expected the kernel-rxe captures, found {files:?}");
     files
 }
 
 fn roce_frames(path: &Path) -> Vec<Vec<u8>> {
     let frames = read_frames(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-    frames
-        .into_iter()
-        .filter(|f| f.ethernet && classify(&f.data) == FrameKind::RoceV2)
-        .map(|f| f.data)
-        .collect()
+    frames.into_iter().filter(|f| f.ethernet && classify(&f.data) == FrameKind::RoceV2).map(|f| f.data).collect()
 }
 
 /// Offset of the IP header and of the first byte after the frame's IP packet
@@ -73,12 +63,7 @@ fn every_rxe_packet_parses_verifies_and_reemits_identically() {
             let mut out = vec![0u8; f.repr.buffer_len()];
             let n = f.repr.emit(f.payload(), &mut out).unwrap();
             assert_eq!(n, end);
-            assert_eq!(
-                &out[..],
-                &bytes[..end],
-                "{} #{i}: re-emitted bytes differ",
-                path.display()
-            );
+            assert_eq!(&out[..], &bytes[..end], "{} #{i}: re-emitted bytes differ", path.display());
         }
         per_file.push((path.file_name().unwrap().to_owned(), frames.len()));
         total += frames.len();
@@ -98,9 +83,7 @@ fn every_rxe_packet_parses_verifies_and_reemits_identically() {
         ("ud-pingpong.pcap", 10),
     ] {
         assert!(
-            per_file
-                .iter()
-                .any(|(f, c)| f.to_str() == Some(name) && *c == n),
+            per_file.iter().any(|(f, c)| f.to_str() == Some(name) && *c == n),
             "{name}: expected {n} RoCEv2 packets, got {per_file:?}"
         );
     }
@@ -120,10 +103,7 @@ fn flipping_any_icrc_covered_byte_fails_verification() {
         for bytes in roce_frames(&path) {
             let f = Frame::verify(&bytes).unwrap();
             let (start, end) = ip_span(&f);
-            assert!(
-                matches!(f.repr.net, NetRepr::V4 { .. }),
-                "captures are IPv4"
-            );
+            assert!(matches!(f.repr.net, NetRepr::V4 { .. }), "captures are IPv4");
             // Every byte from the IP header to the last payload/pad byte.
             for i in start..end - icrc::LEN {
                 if is_variant(i - start) {
@@ -144,10 +124,7 @@ fn flipping_any_icrc_covered_byte_fails_verification() {
             for i in end - icrc::LEN..end {
                 let mut g = bytes.clone();
                 g[i] ^= 0x01;
-                assert!(matches!(
-                    Frame::verify(&g),
-                    Err(transport::wire::Error::IcrcMismatch { .. })
-                ));
+                assert!(matches!(Frame::verify(&g), Err(transport::wire::Error::IcrcMismatch { .. })));
             }
         }
     }
@@ -171,9 +148,5 @@ fn variant_fields_may_change_without_breaking_the_icrc() {
     let mut out = vec![0u8; repr.buffer_len()];
     repr.emit(f.payload(), &mut out).unwrap();
     let g = Frame::verify(&out).unwrap();
-    assert_eq!(
-        g.packet.icrc(),
-        f.packet.icrc(),
-        "same ICRC with different variant fields"
-    );
+    assert_eq!(g.packet.icrc(), f.packet.icrc(), "same ICRC with different variant fields");
 }

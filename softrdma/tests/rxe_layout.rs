@@ -8,8 +8,8 @@ use std::path::Path;
 use std::time::Duration;
 
 use softrdma::capture::read_frames;
-use transport::sim::{path_between, ConnectParams, NetConfig, Sim};
 use transport::qp::UdDest;
+use transport::sim::{path_between, ConnectParams, NetConfig, Sim};
 use transport::wire::{classify, Frame, FrameKind, NetRepr};
 use verbs_api::{AccessFlags, Mtu, QpType, RecvWr, SendOp, SendWr, Sge};
 
@@ -19,7 +19,9 @@ fn signature(bytes: &[u8]) -> String {
     let f = Frame::verify(bytes).expect("valid frame");
     let b = f.repr.ib.bth;
     let (ttl, df, tos, sport, dport, csum) = match f.repr.net {
-        NetRepr::V4 { ip, udp } => (ip.ttl, ip.dont_frag, ip.dscp << 2 | ip.ecn, udp.src_port, udp.dst_port, format!("{:?}", udp.checksum)),
+        NetRepr::V4 { ip, udp } => {
+            (ip.ttl, ip.dont_frag, ip.dscp << 2 | ip.ecn, udp.src_port, udp.dst_port, format!("{:?}", udp.checksum))
+        }
         _ => panic!("captures are IPv4"),
     };
     let e = f.repr.ib.ext;
@@ -71,7 +73,11 @@ fn ours(t: QpType, op: impl Fn(u64, u32) -> SendOp, len: u32, count: u64) -> [Ve
     let (lkey, _) = sim.nodes[0].mem.register(1, 0x10_0000, 1 << 16, all);
     let (rl, rkey) = sim.nodes[1].mem.register(1, 0x20_0000, 1 << 16, all);
     for i in 0..count {
-        sim.nodes[1].qp_mut(q[1]).unwrap().post_recv(RecvWr { wr_id: i, sg_list: vec![Sge { addr: 0x20_0000, length: 1 << 16, lkey: rl }] }).ok();
+        sim.nodes[1]
+            .qp_mut(q[1])
+            .unwrap()
+            .post_recv(RecvWr { wr_id: i, sg_list: vec![Sge { addr: 0x20_0000, length: 1 << 16, lkey: rl }] })
+            .ok();
         let mut wr = SendWr::new(i, op(0x20_0000, rkey), vec![Sge { addr: 0x10_0000, length: len, lkey }]);
         let ud = (t == QpType::Ud).then(|| {
             wr.remote_qpn = q[1];
@@ -91,7 +97,13 @@ fn ours(t: QpType, op: impl Fn(u64, u32) -> SendOp, len: u32, count: u64) -> [Ve
 fn compare(name: &str, got: [Vec<String>; 2]) {
     let want = captured(name);
     for dir in 0..2 {
-        assert_eq!(got[dir].len(), want[dir].len(), "{name} direction {dir}: frame count\nours: {:#?}\nrxe: {:#?}", got[dir], want[dir]);
+        assert_eq!(
+            got[dir].len(),
+            want[dir].len(),
+            "{name} direction {dir}: frame count\nours: {:#?}\nrxe: {:#?}",
+            got[dir],
+            want[dir]
+        );
         for (i, (g, w)) in got[dir].iter().zip(&want[dir]).enumerate() {
             assert_eq!(g, w, "{name} direction {dir} frame {i}");
         }
@@ -120,12 +132,18 @@ fn rc_read_8k() {
 
 #[test]
 fn rc_fetch_add() {
-    compare("rc-fetch-add.pcap", ours(QpType::Rc, |va, rkey| SendOp::AtomicFetchAdd { remote_addr: va, rkey, add: 1 }, 8, 5));
+    compare(
+        "rc-fetch-add.pcap",
+        ours(QpType::Rc, |va, rkey| SendOp::AtomicFetchAdd { remote_addr: va, rkey, add: 1 }, 8, 5),
+    );
 }
 
 #[test]
 fn rc_cmp_swap() {
-    compare("rc-cmp-swap.pcap", ours(QpType::Rc, |va, rkey| SendOp::AtomicCmpSwp { remote_addr: va, rkey, compare: 0, swap: 1 }, 8, 5));
+    compare(
+        "rc-cmp-swap.pcap",
+        ours(QpType::Rc, |va, rkey| SendOp::AtomicCmpSwp { remote_addr: va, rkey, compare: 0, swap: 1 }, 8, 5),
+    );
 }
 
 #[test]

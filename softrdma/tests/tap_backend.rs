@@ -49,12 +49,7 @@ struct Pump {
 
 impl Pump {
     fn start(link: Link, addrs: Vec<(IpAddr, u8)>) -> Pump {
-        let Link {
-            tx,
-            mut rx,
-            mac,
-            mtu,
-        } = link;
+        let Link { tx, mut rx, mac, mtu } = link;
         let host = Arc::new(Mutex::new(Host::new(mac, addrs)));
         let stop = Arc::new(AtomicBool::new(false));
         let (frames_tx, frames) = mpsc::channel();
@@ -77,15 +72,7 @@ impl Pump {
                 Ok(())
             })
         };
-        Pump {
-            tx,
-            mac,
-            host,
-            frames,
-            stop,
-            thread: Some(thread),
-            t0,
-        }
+        Pump { tx, mac, host, frames, stop, thread: Some(thread), t0 }
     }
 
     fn now(&self) -> Duration {
@@ -116,9 +103,7 @@ impl Pump {
             match self.frames.recv_timeout(left) {
                 Ok(f) if want(&f) => return Some(f),
                 Ok(_) => {}
-                Err(RecvTimeoutError::Timeout) | Err(RecvTimeoutError::Disconnected) => {
-                    return None
-                }
+                Err(RecvTimeoutError::Timeout) | Err(RecvTimeoutError::Disconnected) => return None,
             }
         }
     }
@@ -173,10 +158,7 @@ impl Testbed {
         }
 
         let tap = |ns: &NetNs, mac: [u8; 6]| {
-            let cfg = TapConfig {
-                mac: Some(mac),
-                ..TapConfig::in_netns(ns.name(), unique_name("srt"))
-            };
+            let cfg = TapConfig { mac: Some(mac), ..TapConfig::in_netns(ns.name(), unique_name("srt")) };
             let (link, name) = open_tap_named(&cfg).unwrap();
             assert_eq!(link.mac, mac);
             assert_eq!(link.mtu, 1500);
@@ -189,33 +171,17 @@ impl Testbed {
 
         let a = Pump::start(link_a, vec![(v4(2).into(), 24), (v6(2).into(), 64)]);
         let b = Pump::start(link_b, vec![(v4(3).into(), 24), (v6(3).into(), 64)]);
-        Testbed {
-            a,
-            b,
-            tap_a,
-            tap_b,
-            br_a,
-            ns_a,
-            ns_b,
-        }
+        Testbed { a, b, tap_a, tap_b, br_a, ns_a, ns_b }
     }
 }
 
 fn ipv6_available() -> bool {
-    std::fs::read_to_string("/proc/sys/net/ipv6/conf/default/disable_ipv6")
-        .is_ok_and(|s| s.trim() == "0")
+    std::fs::read_to_string("/proc/sys/net/ipv6/conf/default/disable_ipv6").is_ok_and(|s| s.trim() == "0")
 }
 
 fn tun_links(ns: &str) -> String {
-    let out = Command::new("ip")
-        .args(["-n", ns, "-o", "link", "show", "type", "tun"])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let out = Command::new("ip").args(["-n", ns, "-o", "link", "show", "type", "tun"]).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     String::from_utf8(out.stdout).unwrap()
 }
 
@@ -226,15 +192,9 @@ fn netns_list() -> String {
 
 /// The MAC of `ifname` in `ns`, from `ip -br link`.
 fn if_mac(ns: &str, ifname: &str) -> [u8; 6] {
-    let out = Command::new("ip")
-        .args(["-n", ns, "-br", "link", "show", "dev", ifname])
-        .output()
-        .unwrap();
+    let out = Command::new("ip").args(["-n", ns, "-br", "link", "show", "dev", ifname]).output().unwrap();
     let text = String::from_utf8(out.stdout).unwrap();
-    let field = text
-        .split_whitespace()
-        .nth(2)
-        .unwrap_or_else(|| panic!("no MAC in {text:?}"));
+    let field = text.split_whitespace().nth(2).unwrap_or_else(|| panic!("no MAC in {text:?}"));
     let mut mac = [0u8; 6];
     for (m, h) in mac.iter_mut().zip(field.split(':')) {
         *m = u8::from_str_radix(h, 16).unwrap();
@@ -245,23 +205,10 @@ fn if_mac(ns: &str, ifname: &str) -> [u8; 6] {
 /// Makes the kernel of namespace `ns` ping `dst` twice: with ping(8) if
 /// installed, else with a raw ICMP socket inside the namespace.
 fn kernel_ping(ns: &NetNs, dst: IpAddr) -> Result<(), String> {
-    let have_ping = Command::new("ping")
-        .arg("-V")
-        .output()
-        .is_ok_and(|o| o.status.success());
+    let have_ping = Command::new("ping").arg("-V").output().is_ok_and(|o| o.status.success());
     if have_ping {
         let out = Command::new("ip")
-            .args([
-                "netns",
-                "exec",
-                ns.name(),
-                "ping",
-                "-c",
-                "2",
-                "-W",
-                "2",
-                &dst.to_string(),
-            ])
+            .args(["netns", "exec", ns.name(), "ping", "-c", "2", "-W", "2", &dst.to_string()])
             .output()
             .map_err(|e| e.to_string())?;
         return if out.status.success() {
@@ -276,10 +223,7 @@ fn kernel_ping(ns: &NetNs, dst: IpAddr) -> Result<(), String> {
             ))
         };
     }
-    eprintln!(
-        "no ping(8): pinging {dst} from a raw ICMP socket in {}",
-        ns.name()
-    );
+    eprintln!("no ping(8): pinging {dst} from a raw ICMP socket in {}", ns.name());
     ns.run_in(|| raw_ping(dst)).map_err(|e| e.to_string())?
 }
 
@@ -287,15 +231,12 @@ fn kernel_ping(ns: &NetNs, dst: IpAddr) -> Result<(), String> {
 /// `Ok` if both are answered within 2 s each.
 fn raw_ping(dst: IpAddr) -> Result<(), String> {
     use rustix::event::{poll, PollFd, PollFlags, Timespec};
-    use rustix::net::{
-        ipproto, recv, sendto, socket, AddressFamily, RecvFlags, SendFlags, SocketType,
-    };
+    use rustix::net::{ipproto, recv, sendto, socket, AddressFamily, RecvFlags, SendFlags, SocketType};
     let (family, proto, request_type, reply_type) = match dst {
         IpAddr::V4(_) => (AddressFamily::INET, ipproto::ICMP, 8u8, 0u8),
         IpAddr::V6(_) => (AddressFamily::INET6, ipproto::ICMPV6, 128, 129),
     };
-    let fd =
-        socket(family, SocketType::RAW, Some(proto)).map_err(|e| format!("raw socket: {e}"))?;
+    let fd = socket(family, SocketType::RAW, Some(proto)).map_err(|e| format!("raw socket: {e}"))?;
     let ident = (std::process::id() & 0xffff) as u16;
     for seq in 1..=2u16 {
         let mut msg = vec![request_type, 0, 0, 0];
@@ -304,28 +245,16 @@ fn raw_ping(dst: IpAddr) -> Result<(), String> {
         msg.extend_from_slice(b"softrdma raw ping");
         if dst.is_ipv4() {
             // The kernel fills in the ICMPv6 checksum, not the ICMPv4 one.
-            let mut sum: u32 = msg
-                .chunks(2)
-                .map(|c| u32::from(u16::from_be_bytes([c[0], *c.get(1).unwrap_or(&0)])))
-                .sum();
+            let mut sum: u32 =
+                msg.chunks(2).map(|c| u32::from(u16::from_be_bytes([c[0], *c.get(1).unwrap_or(&0)]))).sum();
             while sum >> 16 != 0 {
                 sum = (sum & 0xffff) + (sum >> 16);
             }
             msg[2..4].copy_from_slice(&(!(sum as u16)).to_be_bytes());
         }
         let sent = match dst {
-            IpAddr::V4(a) => sendto(
-                &fd,
-                &msg,
-                SendFlags::empty(),
-                &std::net::SocketAddrV4::new(a, 0),
-            ),
-            IpAddr::V6(a) => sendto(
-                &fd,
-                &msg,
-                SendFlags::empty(),
-                &std::net::SocketAddrV6::new(a, 0, 0, 0),
-            ),
+            IpAddr::V4(a) => sendto(&fd, &msg, SendFlags::empty(), &std::net::SocketAddrV4::new(a, 0)),
+            IpAddr::V6(a) => sendto(&fd, &msg, SendFlags::empty(), &std::net::SocketAddrV6::new(a, 0, 0, 0)),
         };
         sent.map_err(|e| format!("sendto {dst}: {e}"))?;
         let deadline = Instant::now() + Duration::from_secs(2);
@@ -364,25 +293,12 @@ fn tap_links_across_namespaces() {
     let ipv6 = ipv6_available();
     let tb = Testbed::new();
     let (na, nb) = (tb.ns_a.name().to_owned(), tb.ns_b.name().to_owned());
-    assert!(
-        tun_links(&na).contains(&tb.tap_a),
-        "TAP A exists in namespace A"
-    );
-    assert!(
-        tun_links(&nb).contains(&tb.tap_b),
-        "TAP B exists in namespace B"
-    );
-    assert_ne!(
-        if_mac(&na, &tb.tap_a),
-        tb.a.mac,
-        "the device MAC is not the TAP's"
-    );
+    assert!(tun_links(&na).contains(&tb.tap_a), "TAP A exists in namespace A");
+    assert!(tun_links(&nb).contains(&tb.tap_b), "TAP B exists in namespace B");
+    assert_ne!(if_mac(&na, &tb.tap_a), tb.a.mac, "the device MAC is not the TAP's");
 
     // (a) A raw Ethernet frame from link A arrives on link B, and back.
-    for (from, to, marker) in [
-        (&tb.a, &tb.b, b"softrdma a->b"),
-        (&tb.b, &tb.a, b"softrdma b->a"),
-    ] {
+    for (from, to, marker) in [(&tb.a, &tb.b, b"softrdma a->b"), (&tb.b, &tb.a, b"softrdma b->a")] {
         let mut frame = Vec::new();
         frame.extend_from_slice(&to.mac);
         frame.extend_from_slice(&from.mac);
@@ -397,12 +313,7 @@ fn tap_links_across_namespaces() {
                 break;
             }
         }
-        assert_eq!(
-            got.as_deref(),
-            Some(frame.as_slice()),
-            "{}",
-            String::from_utf8_lossy(marker)
-        );
+        assert_eq!(got.as_deref(), Some(frame.as_slice()), "{}", String::from_utf8_lossy(marker));
     }
 
     // (b) The kernel of namespace A pings host A through its bridge.
@@ -413,64 +324,31 @@ fn tap_links_across_namespaces() {
         eprintln!("IPv6 disabled here: skipping the IPv6 ping");
     }
     // ... and the kernel learnt host A's MAC for it.
-    let neigh = Command::new("ip")
-        .args(["-n", &na, "neigh", "show", &v4(2).to_string()])
-        .output()
-        .unwrap();
+    let neigh = Command::new("ip").args(["-n", &na, "neigh", "show", &v4(2).to_string()]).output().unwrap();
     let neigh = String::from_utf8_lossy(&neigh.stdout).to_lowercase();
     let mac_text: Vec<String> = tb.a.mac.iter().map(|b| format!("{b:02x}")).collect();
-    assert!(
-        neigh.contains(&mac_text.join(":")),
-        "kernel neighbour entry: {neigh}"
-    );
+    assert!(neigh.contains(&mac_text.join(":")), "kernel neighbour entry: {neigh}");
 
     // (c) Host B resolves host A across the veth (IPv4, IPv6, link-local).
-    assert_eq!(
-        tb.b.resolve(v4(2).into(), Duration::from_secs(5)),
-        Some(tb.a.mac)
-    );
-    assert_eq!(
-        tb.b.host.lock().unwrap().lookup(v4(2).into()),
-        Some(tb.a.mac)
-    );
+    assert_eq!(tb.b.resolve(v4(2).into(), Duration::from_secs(5)), Some(tb.a.mac));
+    assert_eq!(tb.b.host.lock().unwrap().lookup(v4(2).into()), Some(tb.a.mac));
     if ipv6 {
-        assert_eq!(
-            tb.b.resolve(v6(2).into(), Duration::from_secs(5)),
-            Some(tb.a.mac)
-        );
+        assert_eq!(tb.b.resolve(v6(2).into(), Duration::from_secs(5)), Some(tb.a.mac));
         let ll = tb.a.host.lock().unwrap().link_local();
-        assert_eq!(
-            tb.b.resolve(ll.into(), Duration::from_secs(5)),
-            Some(tb.a.mac)
-        );
+        assert_eq!(tb.b.resolve(ll.into(), Duration::from_secs(5)), Some(tb.a.mac));
     }
     // Host A learnt host B from B's ARP request.
-    assert_eq!(
-        tb.a.host.lock().unwrap().lookup(v4(3).into()),
-        Some(tb.b.mac)
-    );
+    assert_eq!(tb.a.host.lock().unwrap().lookup(v4(3).into()), Some(tb.b.mac));
     // Host A resolves the kernel's bridge address in namespace A.
     let br_mac = if_mac(&na, &tb.br_a);
-    assert_eq!(
-        tb.a.resolve(v4(1).into(), Duration::from_secs(5)),
-        Some(br_mac)
-    );
+    assert_eq!(tb.a.resolve(v4(1).into(), Duration::from_secs(5)), Some(br_mac));
     if ipv6 {
-        assert_eq!(
-            tb.a.resolve(v6(1).into(), Duration::from_secs(5)),
-            Some(br_mac)
-        );
+        assert_eq!(tb.a.resolve(v6(1).into(), Duration::from_secs(5)), Some(br_mac));
     }
 
     // Teardown: closing the links removes the TAPs, dropping the handles
     // removes the namespaces.
-    let Testbed {
-        mut a,
-        mut b,
-        ns_a,
-        ns_b,
-        ..
-    } = tb;
+    let Testbed { mut a, mut b, ns_a, ns_b, .. } = tb;
     a.shutdown().unwrap();
     b.shutdown().unwrap();
     drop((a, b));
@@ -479,10 +357,7 @@ fn tap_links_across_namespaces() {
     ns_a.delete().unwrap();
     ns_b.delete().unwrap();
     let list = netns_list();
-    assert!(
-        !list.contains(&na) && !list.contains(&nb),
-        "namespaces left: {list}"
-    );
+    assert!(!list.contains(&na) && !list.contains(&nb), "namespaces left: {list}");
 }
 
 #[test]
@@ -491,11 +366,7 @@ fn tap_link_reports_gone_device() {
     let ns = NetNs::create(&unique_name("srd")).unwrap();
     let cfg = TapConfig::in_netns(ns.name(), unique_name("srt"));
     let (mut link, name) = open_tap_named(&cfg).unwrap();
-    assert_eq!(
-        link.mac[0] & 0x03,
-        0x02,
-        "random MAC is locally administered unicast"
-    );
+    assert_eq!(link.mac[0] & 0x03, 0x02, "random MAC is locally administered unicast");
     let mut buf = vec![0u8; link.mtu + 18];
     // Nothing arrives on an unconnected TAP (IPv6 noise aside): no error.
     let _ = link.rx.recv(&mut buf, Duration::from_millis(50)).unwrap();
@@ -509,8 +380,5 @@ fn tap_link_reports_gone_device() {
         }
     }
     assert_eq!(err.map(|e| e.kind()), Some(io::ErrorKind::BrokenPipe));
-    assert_eq!(
-        link.tx.send(&[0u8; 60]).unwrap_err().kind(),
-        io::ErrorKind::BrokenPipe
-    );
+    assert_eq!(link.tx.send(&[0u8; 60]).unwrap_err().kind(), io::ErrorKind::BrokenPipe);
 }

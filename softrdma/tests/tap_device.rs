@@ -27,7 +27,8 @@ fn every_opcode_between_two_namespaces_ping_and_tshark() {
     let dir = std::env::temp_dir().join(format!("srd-tap-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let prefix = dir.join("dev");
-    let bed = Testbed::tap(2, &TestbedOptions { pcap_prefix: Some(prefix.clone()), ..Default::default() }).expect("TAP testbed");
+    let bed = Testbed::tap(2, &TestbedOptions { pcap_prefix: Some(prefix.clone()), ..Default::default() })
+        .expect("TAP testbed");
     let ctx = bed.contexts();
     let report = softrdma::demo::run(&ctx[0], &ctx[1]).expect("traffic between namespaces");
     assert_eq!(report.lines.len(), 7);
@@ -35,7 +36,10 @@ fn every_opcode_between_two_namespaces_ping_and_tshark() {
     for i in 0..2 {
         let ns = bed.netns_of(i).unwrap().to_string();
         for target in [format!("10.99.0.{}", i + 1), format!("fd99::{}", i + 1)] {
-            let out = Command::new("ip").args(["netns", "exec", &ns, "ping", "-c", "2", "-W", "2", &target]).output().unwrap();
+            let out = Command::new("ip")
+                .args(["netns", "exec", &ns, "ping", "-c", "2", "-W", "2", &target])
+                .output()
+                .unwrap();
             assert!(out.status.success(), "ping {target} from {ns}: {}", String::from_utf8_lossy(&out.stdout));
         }
     }
@@ -49,7 +53,10 @@ fn every_opcode_between_two_namespaces_ping_and_tshark() {
     if tshark_available() {
         // RPC-over-RDMA's heuristic dissector claims 0- and 1-byte SENDs and
         // then calls them malformed; it is not the InfiniBand dissector.
-        let out = Command::new("tshark").args(["-r", &pcap, "--disable-protocol", "rpcordma", "-qz", "expert"]).output().unwrap();
+        let out = Command::new("tshark")
+            .args(["-r", &pcap, "--disable-protocol", "rpcordma", "-qz", "expert"])
+            .output()
+            .unwrap();
         let text = String::from_utf8_lossy(&out.stdout);
         assert!(out.status.success() && !text.contains("Malformed"), "tshark expert info:\n{text}");
         let out = Command::new("tshark").args(["-r", &pcap, "-T", "fields", "-e", "frame.protocols"]).output().unwrap();

@@ -22,10 +22,7 @@ fn usage() -> ExitCode {
 }
 
 fn main() -> ExitCode {
-    let mut cfg = WorkloadConfig {
-        messages: 10_000,
-        ..WorkloadConfig::default()
-    };
+    let mut cfg = WorkloadConfig { messages: 10_000, ..WorkloadConfig::default() };
     let mut net = NetConfig::default();
     let mut args = std::env::args().skip(1);
     while let Some(flag) = args.next() {
@@ -46,28 +43,12 @@ fn main() -> ExitCode {
             "--reorder" => prob(&v).map(|p| net.reorder = p).is_some(),
             "--corrupt" => prob(&v).map(|p| net.corrupt = p).is_some(),
             "--seed" => v.parse().map(|s| cfg.seed = s).is_ok(),
-            "--retry-cnt" => v
-                .parse()
-                .ok()
-                .filter(|r| *r <= 7)
-                .map(|r| cfg.retry_cnt = r)
-                .is_some(),
+            "--retry-cnt" => v.parse().ok().filter(|r| *r <= 7).map(|r| cfg.retry_cnt = r).is_some(),
             "--depth" => v.parse().map(|d| cfg.depth = d).is_ok(),
             "--max-size" => v.parse().map(|d| cfg.max_size = d).is_ok(),
-            "--latency-us" => v
-                .parse()
-                .map(|d| net.latency = Duration::from_micros(d))
-                .is_ok(),
-            "--psn" => v
-                .parse::<u32>()
-                .map(|p| cfg.psn = [p & 0xff_ffff, p.wrapping_add(0x100) & 0xff_ffff])
-                .is_ok(),
-            "--mtu" => v
-                .parse()
-                .ok()
-                .and_then(Mtu::from_bytes)
-                .map(|m| cfg.mtu = m)
-                .is_some(),
+            "--latency-us" => v.parse().map(|d| net.latency = Duration::from_micros(d)).is_ok(),
+            "--psn" => v.parse::<u32>().map(|p| cfg.psn = [p & 0xff_ffff, p.wrapping_add(0x100) & 0xff_ffff]).is_ok(),
+            "--mtu" => v.parse().ok().and_then(Mtu::from_bytes).map(|m| cfg.mtu = m).is_some(),
             "--transport" => match v.as_str() {
                 "rc" => Some(QpType::Rc),
                 "uc" => Some(QpType::Uc),
@@ -85,11 +66,7 @@ fn main() -> ExitCode {
     }
     let started = std::time::Instant::now();
     let report = run(&cfg, net);
-    println!(
-        "{} ({:.1} s wall)",
-        report.summary(),
-        started.elapsed().as_secs_f64()
-    );
+    println!("{} ({:.1} s wall)", report.summary(), started.elapsed().as_secs_f64());
     for e in &report.errors {
         eprintln!("error: {e}");
     }

@@ -68,27 +68,10 @@ impl<M: Memory> Endpoint<M> {
     }
 
     /// Creates a QP and returns its number.
-    pub fn create_qp(
-        &mut self,
-        qp_type: QpType,
-        pd: u32,
-        cap: QpCap,
-        sq_sig_all: bool,
-        srq: Option<u32>,
-    ) -> u32 {
+    pub fn create_qp(&mut self, qp_type: QpType, pd: u32, cap: QpCap, sq_sig_all: bool, srq: Option<u32>) -> u32 {
         let qpn = self.next_qpn;
         self.next_qpn = (self.next_qpn + 1) & 0xff_ffff;
-        self.qps.insert(
-            qpn,
-            Qp::new(QpInit {
-                qpn,
-                qp_type,
-                pd,
-                cap,
-                sq_sig_all,
-                srq,
-            }),
-        );
+        self.qps.insert(qpn, Qp::new(QpInit { qpn, qp_type, pd, cap, sq_sig_all, srq }));
         qpn
     }
 
@@ -168,23 +151,12 @@ impl<M: Memory> Endpoint<M> {
         }
         if !crate::policy::pkeys_match(bth.pkey, qp.pkey()) {
             self.counters.rx_bad_pkey += 1;
-            return Err(Drop::BadPkey {
-                qpn: bth.dest_qpn,
-                pkey: bth.pkey,
-            });
+            return Err(Drop::BadPkey { qpn: bth.dest_qpn, pkey: bth.pkey });
         }
         let (grh, sgid) = grh_area(bytes, &frame);
-        let pkt = RxPacket {
-            ib: frame.repr.ib,
-            payload: frame.payload(),
-            grh,
-            sgid,
-        };
+        let pkt = RxPacket { ib: frame.repr.ib, payload: frame.payload(), grh, sgid };
         let srq = qp.srq().and_then(|n| self.srqs.get_mut(&n));
-        let mut env = Env {
-            mem: &mut self.mem,
-            srq,
-        };
+        let mut env = Env { mem: &mut self.mem, srq };
         qp.handle_packet(now, &pkt, &mut env);
         Ok(())
     }
@@ -242,9 +214,7 @@ impl<M: Memory> Endpoint<M> {
 
     /// The next work completion of any QP, with its QPN.
     pub fn poll_completion(&mut self) -> Option<(u32, Completion)> {
-        self.qps
-            .iter_mut()
-            .find_map(|(n, q)| q.poll_completion().map(|c| (*n, c)))
+        self.qps.iter_mut().find_map(|(n, q)| q.poll_completion().map(|c| (*n, c)))
     }
 }
 

@@ -41,14 +41,7 @@ pub enum AtomicOp {
 /// the transport trusts a successful return.
 pub trait Memory {
     /// Checks that `[va, va+len)` under `key` may be accessed as `need`.
-    fn check(
-        &self,
-        pd: u32,
-        key: Key,
-        va: u64,
-        len: u64,
-        need: AccessFlags,
-    ) -> Result<(), MemError>;
+    fn check(&self, pd: u32, key: Key, va: u64, len: u64, need: AccessFlags) -> Result<(), MemError>;
     /// Copies out of memory (local gather, or remote READ with REMOTE_READ).
     fn read(&self, pd: u32, key: Key, va: u64, out: &mut [u8]) -> Result<(), MemError>;
     /// Copies into memory (local scatter with LOCAL_WRITE, or remote WRITE with REMOTE_WRITE).
@@ -105,15 +98,7 @@ impl RegionTable {
         self.key_byte = self.key_byte.wrapping_add(0x5b);
         let lkey = (index << 8) | self.key_byte as u32;
         let rkey = lkey;
-        self.regions.push(Some(Region {
-            pd,
-            va,
-            data: vec![0; len],
-            access,
-            lkey,
-            rkey,
-            remote_valid: true,
-        }));
+        self.regions.push(Some(Region { pd, va, data: vec![0; len], access, lkey, rkey, remote_valid: true }));
         (lkey, rkey)
     }
 
@@ -128,27 +113,14 @@ impl RegionTable {
     }
 
     pub fn region(&self, key: u32) -> Option<&Region> {
-        self.regions
-            .get((key >> 8) as usize)?
-            .as_ref()
-            .filter(|r| r.lkey == key || r.rkey == key)
+        self.regions.get((key >> 8) as usize)?.as_ref().filter(|r| r.lkey == key || r.rkey == key)
     }
 
     pub fn region_mut(&mut self, key: u32) -> Option<&mut Region> {
-        self.regions
-            .get_mut((key >> 8) as usize)?
-            .as_mut()
-            .filter(|r| r.lkey == key || r.rkey == key)
+        self.regions.get_mut((key >> 8) as usize)?.as_mut().filter(|r| r.lkey == key || r.rkey == key)
     }
 
-    fn lookup(
-        &self,
-        pd: u32,
-        key: Key,
-        va: u64,
-        len: u64,
-        need: AccessFlags,
-    ) -> Result<(&Region, usize), MemError> {
+    fn lookup(&self, pd: u32, key: Key, va: u64, len: u64, need: AccessFlags) -> Result<(&Region, usize), MemError> {
         let (k, remote) = match key {
             Key::Local(k) => (k, false),
             Key::Remote(k) => (k, true),
@@ -173,14 +145,7 @@ impl RegionTable {
 }
 
 impl Memory for RegionTable {
-    fn check(
-        &self,
-        pd: u32,
-        key: Key,
-        va: u64,
-        len: u64,
-        need: AccessFlags,
-    ) -> Result<(), MemError> {
+    fn check(&self, pd: u32, key: Key, va: u64, len: u64, need: AccessFlags) -> Result<(), MemError> {
         self.lookup(pd, key, va, len, need).map(|_| ())
     }
 
@@ -245,77 +210,21 @@ mod tests {
         let rw = AccessFlags::LOCAL_WRITE | AccessFlags::REMOTE_WRITE;
         let (lk, rk) = t.register(1, 0x1000, 64, rw);
         assert_eq!(t.write(1, Key::Remote(rk), 0x1000, &[1; 64]), Ok(()));
-        assert_eq!(
-            t.write(2, Key::Remote(rk), 0x1000, &[1]),
-            Err(MemError::PdMismatch)
-        );
-        assert_eq!(
-            t.write(1, Key::Remote(rk + 1), 0x1000, &[1]),
-            Err(MemError::InvalidKey)
-        );
-        assert_eq!(
-            t.write(1, Key::Remote(rk), 0x103f, &[1, 2]),
-            Err(MemError::OutOfBounds)
-        );
-        assert_eq!(
-            t.write(1, Key::Remote(rk), 0xfff, &[1]),
-            Err(MemError::OutOfBounds)
-        );
-        assert_eq!(
-            t.read(1, Key::Remote(rk), 0x1000, &mut [0; 4]),
-            Err(MemError::AccessDenied)
-        );
+        assert_eq!(t.write(2, Key::Remote(rk), 0x1000, &[1]), Err(MemError::PdMismatch));
+        assert_eq!(t.write(1, Key::Remote(rk + 1), 0x1000, &[1]), Err(MemError::InvalidKey));
+        assert_eq!(t.write(1, Key::Remote(rk), 0x103f, &[1, 2]), Err(MemError::OutOfBounds));
+        assert_eq!(t.write(1, Key::Remote(rk), 0xfff, &[1]), Err(MemError::OutOfBounds));
+        assert_eq!(t.read(1, Key::Remote(rk), 0x1000, &mut [0; 4]), Err(MemError::AccessDenied));
         assert_eq!(t.read(1, Key::Local(lk), 0x1000, &mut [0; 4]), Ok(()));
-        assert_eq!(
-            t.atomic(1, rk, 0x1000, AtomicOp::FetchAdd { add: 1 }),
-            Err(MemError::AccessDenied)
-        );
+        assert_eq!(t.atomic(1, rk, 0x1000, AtomicOp::FetchAdd { add: 1 }), Err(MemError::AccessDenied));
         let (_, ark) = t.register(1, 0x2000, 16, AccessFlags::REMOTE_ATOMIC);
-        assert_eq!(
-            t.atomic(1, ark, 0x2004, AtomicOp::FetchAdd { add: 1 }),
-            Err(MemError::Misaligned)
-        );
-        assert_eq!(
-            t.atomic(1, ark, 0x2008, AtomicOp::FetchAdd { add: 5 }),
-            Ok(0)
-        );
-        assert_eq!(
-            t.atomic(
-                1,
-                ark,
-                0x2008,
-                AtomicOp::CompareSwap {
-                    compare: 5,
-                    swap: 9
-                }
-            ),
-            Ok(5)
-        );
-        assert_eq!(
-            t.atomic(
-                1,
-                ark,
-                0x2008,
-                AtomicOp::CompareSwap {
-                    compare: 5,
-                    swap: 1
-                }
-            ),
-            Ok(9)
-        );
-        assert_eq!(
-            t.atomic(1, ark, 0x2010, AtomicOp::FetchAdd { add: 1 }),
-            Err(MemError::OutOfBounds)
-        );
+        assert_eq!(t.atomic(1, ark, 0x2004, AtomicOp::FetchAdd { add: 1 }), Err(MemError::Misaligned));
+        assert_eq!(t.atomic(1, ark, 0x2008, AtomicOp::FetchAdd { add: 5 }), Ok(0));
+        assert_eq!(t.atomic(1, ark, 0x2008, AtomicOp::CompareSwap { compare: 5, swap: 9 }), Ok(5));
+        assert_eq!(t.atomic(1, ark, 0x2008, AtomicOp::CompareSwap { compare: 5, swap: 1 }), Ok(9));
+        assert_eq!(t.atomic(1, ark, 0x2010, AtomicOp::FetchAdd { add: 1 }), Err(MemError::OutOfBounds));
         assert_eq!(t.invalidate(1, rk), Ok(()));
-        assert_eq!(
-            t.write(1, Key::Remote(rk), 0x1000, &[1]),
-            Err(MemError::InvalidKey)
-        );
-        assert_eq!(
-            t.write(1, Key::Local(lk), 0x1000, &[1]),
-            Ok(()),
-            "local access survives invalidation"
-        );
+        assert_eq!(t.write(1, Key::Remote(rk), 0x1000, &[1]), Err(MemError::InvalidKey));
+        assert_eq!(t.write(1, Key::Local(lk), 0x1000, &[1]), Ok(()), "local access survives invalidation");
     }
 }

@@ -9,9 +9,7 @@ use smoltcp::wire::EthernetAddress;
 use verbs_api::Gid;
 
 use crate::wire::roce::ROCEV2_UDP_PORT;
-use crate::wire::{
-    EthernetRepr, FrameRepr, IbRepr, Ipv4Repr, Ipv6Repr, NetRepr, UdpChecksum, UdpRepr, VlanTag,
-};
+use crate::wire::{EthernetRepr, FrameRepr, IbRepr, Ipv4Repr, Ipv6Repr, NetRepr, UdpChecksum, UdpRepr, VlanTag};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Path {
@@ -35,11 +33,7 @@ impl Path {
     /// The headers of a frame on this path carrying `ib`. `ident` is the IPv4
     /// identification (rxe lets the kernel's IP layer pick one per packet).
     pub fn frame_repr(&self, ib: IbRepr, ident: u16) -> FrameRepr {
-        let udp = |checksum| UdpRepr {
-            src_port: self.udp_sport,
-            dst_port: ROCEV2_UDP_PORT,
-            checksum,
-        };
+        let udp = |checksum| UdpRepr { src_port: self.udp_sport, dst_port: ROCEV2_UDP_PORT, checksum };
         let net = match (self.sgid.to_ipv4(), self.dgid.to_ipv4()) {
             (Some(src), Some(dst)) => NetRepr::V4 {
                 ip: Ipv4Repr {
@@ -69,15 +63,6 @@ impl Path {
                 udp: udp(UdpChecksum::Computed),
             },
         };
-        FrameRepr {
-            eth: EthernetRepr {
-                dst: self.dmac,
-                src: self.smac,
-                vlan: self.vlan,
-                ethertype: 0,
-            },
-            net,
-            ib,
-        }
+        FrameRepr { eth: EthernetRepr { dst: self.dmac, src: self.smac, vlan: self.vlan, ethertype: 0 }, net, ib }
     }
 }

@@ -95,11 +95,7 @@ mod tests {
     #[test]
     fn window_edges() {
         let a = Psn::new(0);
-        assert_eq!(
-            a.add(1 << 23).distance(a),
-            -(1 << 23),
-            "exactly half the space reads as behind"
-        );
+        assert_eq!(a.add(1 << 23).distance(a), -(1 << 23), "exactly half the space reads as behind");
         assert_eq!(a.add((1 << 23) - 1).distance(a), (1 << 23) - 1);
     }
 

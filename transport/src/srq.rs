@@ -39,15 +39,7 @@ pub struct Srq {
 
 impl Srq {
     pub fn new(srqn: u32, pd: u32, max_wr: u32, max_sge: u32) -> Self {
-        Srq {
-            srqn,
-            pd,
-            max_wr,
-            max_sge,
-            limit: 0,
-            queue: VecDeque::new(),
-            events: VecDeque::new(),
-        }
+        Srq { srqn, pd, max_wr, max_sge, limit: 0, queue: VecDeque::new(), events: VecDeque::new() }
     }
 
     pub fn post_recv(&mut self, wr: RecvWr) -> Result<(), PostError> {
@@ -55,15 +47,9 @@ impl Srq {
             return Err(PostError::QueueFull);
         }
         if wr.sg_list.len() as u32 > self.max_sge {
-            return Err(PostError::TooManySge {
-                given: wr.sg_list.len() as u32,
-                max: self.max_sge,
-            });
+            return Err(PostError::TooManySge { given: wr.sg_list.len() as u32, max: self.max_sge });
         }
-        self.queue.push_back(RecvWqe {
-            wr_id: wr.wr_id,
-            sges: wr.sg_list,
-        });
+        self.queue.push_back(RecvWqe { wr_id: wr.wr_id, sges: wr.sg_list });
         Ok(())
     }
 
@@ -123,11 +109,7 @@ mod tests {
     fn limit_event_fires_once_when_armed() {
         let mut s = Srq::new(1, 1, 8, 1);
         for i in 0..4 {
-            s.post_recv(RecvWr {
-                wr_id: i,
-                sg_list: vec![],
-            })
-            .unwrap();
+            s.post_recv(RecvWr { wr_id: i, sg_list: vec![] }).unwrap();
         }
         s.take();
         assert_eq!(s.poll_event(), None, "not armed");

@@ -5,10 +5,12 @@
 use std::time::Duration;
 
 use transport::mem::{Key, Memory};
-use transport::qp::{CqSide, Completion, UdDest};
+use transport::qp::{Completion, CqSide, UdDest};
 use transport::sim::workload::{run, WorkloadConfig};
 use transport::sim::{path_between, ConnectParams, NetConfig, Sim};
-use verbs_api::{AccessFlags, Mtu, QpAttr, QpAttrMask, QpState, QpType, RecvWr, SendOp, SendWr, Sge, WcFlags, WcOpcode, WcStatus};
+use verbs_api::{
+    AccessFlags, Mtu, QpAttr, QpAttrMask, QpState, QpType, RecvWr, SendOp, SendWr, Sge, WcFlags, WcOpcode, WcStatus,
+};
 
 const LW: AccessFlags = AccessFlags::LOCAL_WRITE;
 
@@ -22,7 +24,13 @@ fn completions(sim: &mut Sim, node: usize) -> Vec<Completion> {
 
 #[test]
 fn every_opcode_and_size_class_is_delivered_and_verified_on_a_clean_network() {
-    for (t, mtu) in [(QpType::Rc, Mtu::M1024), (QpType::Rc, Mtu::M256), (QpType::Rc, Mtu::M4096), (QpType::Uc, Mtu::M1024), (QpType::Ud, Mtu::M1024)] {
+    for (t, mtu) in [
+        (QpType::Rc, Mtu::M1024),
+        (QpType::Rc, Mtu::M256),
+        (QpType::Rc, Mtu::M4096),
+        (QpType::Uc, Mtu::M1024),
+        (QpType::Ud, Mtu::M1024),
+    ] {
         let cfg = WorkloadConfig { messages: 3000, transport: t, mtu, max_size: 20_000, seed: 3, ..Default::default() };
         let r = run(&cfg, NetConfig::default());
         assert!(r.ok(), "{t:?}/{mtu:?}: {:?}", r.errors);
@@ -57,7 +65,9 @@ fn rc_hundred_thousand_messages_under_heavy_faults() {
     let r = run(&cfg, net);
     assert!(r.ok(), "{:?}\n{}", r.errors, r.summary());
     assert_eq!((r.completed, r.lost), (100_000, 0));
-    assert!(r.net.dropped > 100_000 && r.net.corrupted > 100_000 && r.net.duplicated > 100_000 && r.net.reordered > 100_000);
+    assert!(
+        r.net.dropped > 100_000 && r.net.corrupted > 100_000 && r.net.duplicated > 100_000 && r.net.reordered > 100_000
+    );
     assert!(r.counters[1].duplicate_request > 0 && r.counters[1].out_of_seq_request > 0);
 }
 
@@ -91,7 +101,12 @@ fn rig(net: NetConfig, p: ConnectParams) -> Rig {
     let qpn = sim.connect(QpType::Rc, &p, [None, None]);
     let (src, _) = sim.nodes[0].mem.register(1, 0x1000, 1 << 20, LW);
     let (dst, _) = sim.nodes[0].mem.register(1, 0x20_0000, 1 << 20, LW);
-    let (rbuf, rkey) = sim.nodes[1].mem.register(1, 0x40_0000, 1 << 20, LW | AccessFlags::REMOTE_WRITE | AccessFlags::REMOTE_READ | AccessFlags::REMOTE_ATOMIC);
+    let (rbuf, rkey) = sim.nodes[1].mem.register(
+        1,
+        0x40_0000,
+        1 << 20,
+        LW | AccessFlags::REMOTE_WRITE | AccessFlags::REMOTE_READ | AccessFlags::REMOTE_ATOMIC,
+    );
     Rig { sim, qpn, src, dst, rbuf, rkey }
 }
 
@@ -100,7 +115,8 @@ impl Rig {
         self.sim.nodes[0].qp_mut(self.qpn[0]).unwrap().post_send(&wr, None).unwrap();
     }
     fn recv(&mut self, wr_id: u64, len: u32) {
-        let wr = RecvWr { wr_id, sg_list: vec![Sge { addr: 0x40_0000 + (wr_id * 0x1_0000), length: len, lkey: self.rbuf }] };
+        let wr =
+            RecvWr { wr_id, sg_list: vec![Sge { addr: 0x40_0000 + (wr_id * 0x1_0000), length: len, lkey: self.rbuf }] };
         self.sim.nodes[1].qp_mut(self.qpn[1]).unwrap().post_recv(wr).unwrap();
     }
     fn run(&mut self) {
@@ -113,7 +129,11 @@ fn retry_exhaustion_when_the_peer_vanishes() {
     let p = ConnectParams { timeout: 4, retry_cnt: 3, ..Default::default() };
     let mut r = rig(NetConfig { drop: 1.0, ..Default::default() }, p);
     let lkey = r.src;
-    r.post(SendWr::new(7, SendOp::RdmaWrite { remote_addr: 0x40_0000, rkey: r.rkey }, vec![Sge { addr: 0x1000, length: 100, lkey }]));
+    r.post(SendWr::new(
+        7,
+        SendOp::RdmaWrite { remote_addr: 0x40_0000, rkey: r.rkey },
+        vec![Sge { addr: 0x1000, length: 100, lkey }],
+    ));
     r.post(SendWr::new(8, SendOp::Send, vec![Sge { addr: 0x1000, length: 10, lkey }]));
     let t0 = r.sim.now;
     r.run();
@@ -127,7 +147,10 @@ fn retry_exhaustion_when_the_peer_vanishes() {
     assert_eq!(qp.counters().retry_exceeded_err, 1);
     // 4 timeouts of 4.096 µs × 2^4.
     let elapsed = r.sim.now - t0;
-    assert!(elapsed >= Duration::from_nanos(4 * 4096 * 16) && elapsed < Duration::from_nanos(5 * 4096 * 16), "{elapsed:?}");
+    assert!(
+        elapsed >= Duration::from_nanos(4 * 4096 * 16) && elapsed < Duration::from_nanos(5 * 4096 * 16),
+        "{elapsed:?}"
+    );
 }
 
 #[test]
@@ -165,10 +188,26 @@ fn rnr_retry_and_rnr_exhaustion() {
 #[test]
 fn remote_access_violations_complete_with_the_right_status_on_both_sides() {
     let cases: Vec<(&str, Box<dyn Fn(&Rig) -> SendOp>, WcStatus)> = vec![
-        ("bad rkey", Box::new(|r| SendOp::RdmaWrite { remote_addr: 0x40_0000, rkey: r.rkey ^ 0x100 }), WcStatus::RemAccessErr),
-        ("out of bounds", Box::new(|r| SendOp::RdmaWrite { remote_addr: 0x40_0000 + (1 << 20) - 4, rkey: r.rkey }), WcStatus::RemAccessErr),
-        ("read out of bounds", Box::new(|r| SendOp::RdmaRead { remote_addr: 0x3f_ffff, rkey: r.rkey }), WcStatus::RemAccessErr),
-        ("misaligned atomic", Box::new(|r| SendOp::AtomicFetchAdd { remote_addr: 0x40_0004, rkey: r.rkey, add: 1 }), WcStatus::RemInvReqErr),
+        (
+            "bad rkey",
+            Box::new(|r| SendOp::RdmaWrite { remote_addr: 0x40_0000, rkey: r.rkey ^ 0x100 }),
+            WcStatus::RemAccessErr,
+        ),
+        (
+            "out of bounds",
+            Box::new(|r| SendOp::RdmaWrite { remote_addr: 0x40_0000 + (1 << 20) - 4, rkey: r.rkey }),
+            WcStatus::RemAccessErr,
+        ),
+        (
+            "read out of bounds",
+            Box::new(|r| SendOp::RdmaRead { remote_addr: 0x3f_ffff, rkey: r.rkey }),
+            WcStatus::RemAccessErr,
+        ),
+        (
+            "misaligned atomic",
+            Box::new(|r| SendOp::AtomicFetchAdd { remote_addr: 0x40_0004, rkey: r.rkey, add: 1 }),
+            WcStatus::RemInvReqErr,
+        ),
     ];
     for (name, op, status) in cases {
         let mut r = rig(NetConfig::default(), ConnectParams::default());
@@ -188,7 +227,11 @@ fn remote_access_violations_complete_with_the_right_status_on_both_sides() {
         assert_eq!(resp.state(), QpState::Err, "{name}");
         assert!(resp.counters().remote_access_violations == 1, "{name}: counted");
         let rc = completions(&mut r.sim, 1);
-        assert_eq!(rc.iter().map(|c| (c.side, c.wc.status)).collect::<Vec<_>>(), vec![(CqSide::Recv, WcStatus::WrFlushErr)], "{name}");
+        assert_eq!(
+            rc.iter().map(|c| (c.side, c.wc.status)).collect::<Vec<_>>(),
+            vec![(CqSide::Recv, WcStatus::WrFlushErr)],
+            "{name}"
+        );
     }
 }
 
@@ -202,7 +245,11 @@ fn pd_mismatch_and_missing_rights_are_remote_access_errors() {
         std::mem::swap(&mut r2.sim.nodes[1].mem, &mut r.sim.nodes[1].mem);
         let lkey = r2.src;
         let va = if rkey == other_pd { 0x90_0000 } else { 0xa0_0000 };
-        r2.post(SendWr::new(1, SendOp::RdmaWrite { remote_addr: va, rkey }, vec![Sge { addr: 0x1000, length: 16, lkey }]));
+        r2.post(SendWr::new(
+            1,
+            SendOp::RdmaWrite { remote_addr: va, rkey },
+            vec![Sge { addr: 0x1000, length: 16, lkey }],
+        ));
         r2.run();
         assert_eq!(completions(&mut r2.sim, 0)[0].wc.status, WcStatus::RemAccessErr);
         std::mem::swap(&mut r2.sim.nodes[1].mem, &mut r.sim.nodes[1].mem);
@@ -239,7 +286,11 @@ fn send_with_invalidate_and_immediate_reach_the_completion() {
     r.recv(0, 64);
     r.recv(1, 64);
     let lkey = r.src;
-    r.post(SendWr::new(1, SendOp::SendWithInv { invalidate_rkey: victim }, vec![Sge { addr: 0x1000, length: 5, lkey }]));
+    r.post(SendWr::new(
+        1,
+        SendOp::SendWithInv { invalidate_rkey: victim },
+        vec![Sge { addr: 0x1000, length: 5, lkey }],
+    ));
     r.post(SendWr::new(2, SendOp::SendWithImm { imm: 0xfeed }, vec![]));
     r.run();
     let c = completions(&mut r.sim, 1);
@@ -257,8 +308,16 @@ fn psn_range_crossing_the_2_pow_24_wrap() {
     let data: Vec<u8> = (0..65536u32).map(|i| (i * 7 % 251) as u8).collect();
     let lkey = r.src;
     r.sim.nodes[0].mem.write(1, Key::Local(lkey), 0x1000, &data).unwrap();
-    r.post(SendWr::new(1, SendOp::RdmaWrite { remote_addr: 0x40_0000, rkey: r.rkey }, vec![Sge { addr: 0x1000, length: 65536, lkey }]));
-    r.post(SendWr::new(2, SendOp::RdmaRead { remote_addr: 0x40_0000, rkey: r.rkey }, vec![Sge { addr: 0x20_0000, length: 65536, lkey: r.dst }]));
+    r.post(SendWr::new(
+        1,
+        SendOp::RdmaWrite { remote_addr: 0x40_0000, rkey: r.rkey },
+        vec![Sge { addr: 0x1000, length: 65536, lkey }],
+    ));
+    r.post(SendWr::new(
+        2,
+        SendOp::RdmaRead { remote_addr: 0x40_0000, rkey: r.rkey },
+        vec![Sge { addr: 0x20_0000, length: 65536, lkey: r.dst }],
+    ));
     r.run();
     let c = completions(&mut r.sim, 0);
     assert_eq!(c.iter().map(|c| c.wc.status).collect::<Vec<_>>(), vec![WcStatus::Success; 2]);
@@ -277,7 +336,11 @@ fn ud_qkey_mismatch_is_dropped_and_counted_and_grh_is_delivered() {
     let (lk, _) = sim.nodes[0].mem.register(1, 0x1000, 4096, LW);
     let (rk, _) = sim.nodes[1].mem.register(1, 0x8000, 4096, LW);
     for i in 0..2 {
-        sim.nodes[1].qp_mut(q[1]).unwrap().post_recv(RecvWr { wr_id: i, sg_list: vec![Sge { addr: 0x8000 + i * 1024, length: 1024, lkey: rk }] }).unwrap();
+        sim.nodes[1]
+            .qp_mut(q[1])
+            .unwrap()
+            .post_recv(RecvWr { wr_id: i, sg_list: vec![Sge { addr: 0x8000 + i * 1024, length: 1024, lkey: rk }] })
+            .unwrap();
     }
     for (i, qkey) in [(1u64, 0x1234), (2, 0x1111_1111)] {
         let mut wr = SendWr::new(i, SendOp::Send, vec![Sge { addr: 0x1000, length: 100, lkey: lk }]);
@@ -310,13 +373,15 @@ fn srq_feeds_two_qps_and_fires_its_limit_event() {
     let (rk, _) = sim.nodes[1].mem.register(1, 0x8000, 16 * 256, LW);
     let srq = sim.nodes[1].srq_mut(srqn).unwrap();
     for i in 0..8 {
-        srq.post_recv(RecvWr { wr_id: i, sg_list: vec![Sge { addr: 0x8000 + i * 256, length: 256, lkey: rk }] }).unwrap();
+        srq.post_recv(RecvWr { wr_id: i, sg_list: vec![Sge { addr: 0x8000 + i * 256, length: 256, lkey: rk }] })
+            .unwrap();
     }
     srq.set_limit(5).unwrap();
     // Posting receives to a QP attached to an SRQ is refused.
     assert!(sim.nodes[1].qp_mut(a[1]).unwrap().post_recv(RecvWr { wr_id: 99, sg_list: vec![] }).is_err());
     for (n, q) in [(0u64, a[0]), (1, b[0]), (2, a[0]), (3, b[0])] {
-        let wr = SendWr::new(n, SendOp::SendWithImm { imm: n as u32 }, vec![Sge { addr: 0x1000, length: 100, lkey: lk }]);
+        let wr =
+            SendWr::new(n, SendOp::SendWithImm { imm: n as u32 }, vec![Sge { addr: 0x1000, length: 100, lkey: lk }]);
         sim.nodes[0].qp_mut(q).unwrap().post_send(&wr, None).unwrap();
     }
     sim.run_until_idle(Duration::from_secs(1));
@@ -338,7 +403,11 @@ fn more_reads_than_max_dest_rd_atomic_is_an_invalid_request() {
     let p = ConnectParams { max_rd_atomic: 4, max_dest_rd_atomic: 1, ..Default::default() };
     let mut r = rig(NetConfig::default(), p);
     for i in 0..2 {
-        r.post(SendWr::new(i, SendOp::RdmaRead { remote_addr: 0x40_0000, rkey: r.rkey }, vec![Sge { addr: 0x20_0000, length: 64, lkey: r.dst }]));
+        r.post(SendWr::new(
+            i,
+            SendOp::RdmaRead { remote_addr: 0x40_0000, rkey: r.rkey },
+            vec![Sge { addr: 0x20_0000, length: 64, lkey: r.dst }],
+        ));
     }
     r.run();
     let c = completions(&mut r.sim, 0);
@@ -366,7 +435,8 @@ fn ud_local_protection_error_moves_to_sqe_and_back() {
 #[test]
 fn misuse_is_refused_with_a_reason() {
     let mut sim = Sim::new(NetConfig::default(), 1);
-    let q = sim.nodes[0].create_qp(QpType::Rc, 1, verbs_api::QpCap { max_send_wr: 2, ..Default::default() }, false, None);
+    let q =
+        sim.nodes[0].create_qp(QpType::Rc, 1, verbs_api::QpCap { max_send_wr: 2, ..Default::default() }, false, None);
     let qp = sim.nodes[0].qp_mut(q).unwrap();
     let wr = SendWr::new(1, SendOp::Send, vec![]);
     assert!(matches!(qp.post_send(&wr, None), Err(transport::qp::PostError::InvalidState(QpState::Reset))));
@@ -378,7 +448,10 @@ fn misuse_is_refused_with_a_reason() {
     assert_eq!(qp.state(), QpState::Reset, "a refused modify changes nothing");
 
     let mut sim = Sim::new(NetConfig { drop: 1.0, ..Default::default() }, 1);
-    let p = ConnectParams { cap: verbs_api::QpCap { max_send_wr: 2, max_send_sge: 1, max_inline_data: 8, ..Default::default() }, ..Default::default() };
+    let p = ConnectParams {
+        cap: verbs_api::QpCap { max_send_wr: 2, max_send_sge: 1, max_inline_data: 8, ..Default::default() },
+        ..Default::default()
+    };
     let q = sim.connect(QpType::Uc, &p, [None, None]);
     let qp = sim.nodes[0].qp_mut(q[0]).unwrap();
     let read = SendWr::new(1, SendOp::RdmaRead { remote_addr: 0, rkey: 0 }, vec![]);

@@ -10,10 +10,9 @@ use smoltcp::wire::{EthernetAddress, IpAddress, Ipv4Packet, UdpPacket};
 
 use transport::wire::packet::pad_for;
 use transport::wire::{
-    classify, AethRepr, AtomicAckEthRepr, AtomicEthRepr, BthRepr, DethRepr, EthernetRepr,
-    ExtHeaders, Frame, FrameKind, FrameRepr, GrhRepr, IbPacket, IbRepr, IethRepr, ImmDtRepr,
-    Ipv4Repr, Ipv6Repr, NetRepr, Opcode, RethRepr, Syndrome, UdpChecksum, UdpRepr, VlanTag,
-    ROCEV1_ETHERTYPE, ROCEV2_UDP_PORT,
+    classify, AethRepr, AtomicAckEthRepr, AtomicEthRepr, BthRepr, DethRepr, EthernetRepr, ExtHeaders, Frame, FrameKind,
+    FrameRepr, GrhRepr, IbPacket, IbRepr, IethRepr, ImmDtRepr, Ipv4Repr, Ipv6Repr, NetRepr, Opcode, RethRepr, Syndrome,
+    UdpChecksum, UdpRepr, VlanTag, ROCEV1_ETHERTYPE, ROCEV2_UDP_PORT,
 };
 
 const CASES: u32 = 256;
@@ -25,106 +24,64 @@ fn arb_mac() -> impl Strategy<Value = EthernetAddress> {
 }
 
 fn arb_vlan() -> impl Strategy<Value = Option<VlanTag>> {
-    prop::option::of(
-        (0u8..8, any::<bool>(), 0u16..4096).prop_map(|(pcp, dei, vid)| VlanTag { pcp, dei, vid }),
-    )
+    prop::option::of((0u8..8, any::<bool>(), 0u16..4096).prop_map(|(pcp, dei, vid)| VlanTag { pcp, dei, vid }))
 }
 
 /// The EtherType is random on purpose: `FrameRepr::emit` must derive it.
 fn arb_eth() -> impl Strategy<Value = EthernetRepr> {
-    (arb_mac(), arb_mac(), arb_vlan(), any::<u16>()).prop_map(|(dst, src, vlan, ethertype)| {
-        EthernetRepr {
-            dst,
-            src,
-            vlan,
-            ethertype,
-        }
+    (arb_mac(), arb_mac(), arb_vlan(), any::<u16>()).prop_map(|(dst, src, vlan, ethertype)| EthernetRepr {
+        dst,
+        src,
+        vlan,
+        ethertype,
     })
 }
 
 fn arb_udp() -> impl Strategy<Value = UdpRepr> {
-    (
-        any::<u16>(),
-        prop_oneof![Just(UdpChecksum::None), Just(UdpChecksum::Computed)],
-    )
-        .prop_map(|(src_port, checksum)| UdpRepr {
-            src_port,
-            dst_port: ROCEV2_UDP_PORT,
-            checksum,
-        })
+    (any::<u16>(), prop_oneof![Just(UdpChecksum::None), Just(UdpChecksum::Computed)])
+        .prop_map(|(src_port, checksum)| UdpRepr { src_port, dst_port: ROCEV2_UDP_PORT, checksum })
 }
 
 fn arb_v4() -> impl Strategy<Value = NetRepr> {
-    (
-        any::<[u8; 4]>(),
-        any::<[u8; 4]>(),
-        0u8..64,
-        0u8..4,
-        any::<u16>(),
-        any::<bool>(),
-        any::<u8>(),
-        arb_udp(),
-    )
-        .prop_map(
-            |(src, dst, dscp, ecn, ident, dont_frag, ttl, udp)| NetRepr::V4 {
-                ip: Ipv4Repr {
-                    src: Ipv4Addr::from(src),
-                    dst: Ipv4Addr::from(dst),
-                    dscp,
-                    ecn,
-                    ident,
-                    dont_frag,
-                    ttl,
-                    protocol: 17,
-                },
-                udp,
+    (any::<[u8; 4]>(), any::<[u8; 4]>(), 0u8..64, 0u8..4, any::<u16>(), any::<bool>(), any::<u8>(), arb_udp()).prop_map(
+        |(src, dst, dscp, ecn, ident, dont_frag, ttl, udp)| NetRepr::V4 {
+            ip: Ipv4Repr {
+                src: Ipv4Addr::from(src),
+                dst: Ipv4Addr::from(dst),
+                dscp,
+                ecn,
+                ident,
+                dont_frag,
+                ttl,
+                protocol: 17,
             },
-        )
+            udp,
+        },
+    )
 }
 
 fn arb_v6() -> impl Strategy<Value = NetRepr> {
-    (
-        any::<[u8; 16]>(),
-        any::<[u8; 16]>(),
-        any::<u8>(),
-        0u32..1 << 20,
-        any::<u8>(),
-        arb_udp(),
-    )
-        .prop_map(
-            |(src, dst, traffic_class, flow_label, hop_limit, udp)| NetRepr::V6 {
-                ip: Ipv6Repr {
-                    src: Ipv6Addr::from(src),
-                    dst: Ipv6Addr::from(dst),
-                    traffic_class,
-                    flow_label,
-                    hop_limit,
-                    next_header: 17,
-                },
-                udp,
+    (any::<[u8; 16]>(), any::<[u8; 16]>(), any::<u8>(), 0u32..1 << 20, any::<u8>(), arb_udp()).prop_map(
+        |(src, dst, traffic_class, flow_label, hop_limit, udp)| NetRepr::V6 {
+            ip: Ipv6Repr {
+                src: Ipv6Addr::from(src),
+                dst: Ipv6Addr::from(dst),
+                traffic_class,
+                flow_label,
+                hop_limit,
+                next_header: 17,
             },
-        )
+            udp,
+        },
+    )
 }
 
 fn arb_v1() -> impl Strategy<Value = NetRepr> {
-    (
-        any::<u8>(),
-        0u32..1 << 20,
-        any::<u8>(),
-        any::<[u8; 16]>(),
-        any::<[u8; 16]>(),
+    (any::<u8>(), 0u32..1 << 20, any::<u8>(), any::<[u8; 16]>(), any::<[u8; 16]>()).prop_map(
+        |(traffic_class, flow_label, hop_limit, sgid, dgid)| NetRepr::V1 {
+            grh: GrhRepr { traffic_class, flow_label, hop_limit, sgid, dgid },
+        },
     )
-        .prop_map(
-            |(traffic_class, flow_label, hop_limit, sgid, dgid)| NetRepr::V1 {
-                grh: GrhRepr {
-                    traffic_class,
-                    flow_label,
-                    hop_limit,
-                    sgid,
-                    dgid,
-                },
-            },
-        )
 }
 
 fn arb_net() -> impl Strategy<Value = NetRepr> {
@@ -156,22 +113,18 @@ fn arb_bth(reserved: bool) -> impl Strategy<Value = BthFields> {
         (any::<bool>(), 0u32..1 << 24, any::<bool>(), 0u32..1 << 24),
         (0u8..resv_max6, 0u8..resv_max7),
     )
-        .prop_map(
-            |((solicited, mig_req, pkey, fecn), (becn, dest_qpn, ack_req, psn), (resv6, resv7))| {
-                BthFields {
-                    solicited,
-                    mig_req,
-                    pkey,
-                    fecn,
-                    becn,
-                    dest_qpn,
-                    ack_req,
-                    psn,
-                    resv6,
-                    resv7,
-                }
-            },
-        )
+        .prop_map(|((solicited, mig_req, pkey, fecn), (becn, dest_qpn, ack_req, psn), (resv6, resv7))| BthFields {
+            solicited,
+            mig_req,
+            pkey,
+            fecn,
+            becn,
+            dest_qpn,
+            ack_req,
+            psn,
+            resv6,
+            resv7,
+        })
 }
 
 /// Every extension header filled at random; `ext_for` keeps those an opcode has.
@@ -192,22 +145,10 @@ fn arb_ext(reserved: bool) -> impl Strategy<Value = ExtHeaders> {
                 (syndrome, msn),
                 (orig, imm, inv_rkey),
             )| ExtHeaders {
-                deth: Some(DethRepr {
-                    qkey,
-                    src_qpn,
-                    resv8: resv8 as u8,
-                }),
+                deth: Some(DethRepr { qkey, src_qpn, resv8: resv8 as u8 }),
                 reth: Some(RethRepr { va, rkey, dma_len }),
-                atomic_eth: Some(AtomicEthRepr {
-                    va: ava,
-                    rkey: arkey,
-                    swap_add,
-                    compare,
-                }),
-                aeth: Some(AethRepr {
-                    syndrome: Syndrome::from_byte(syndrome),
-                    msn,
-                }),
+                atomic_eth: Some(AtomicEthRepr { va: ava, rkey: arkey, swap_add, compare }),
+                aeth: Some(AethRepr { syndrome: Syndrome::from_byte(syndrome), msn }),
                 atomic_ack_eth: Some(AtomicAckEthRepr { orig }),
                 immdt: Some(ImmDtRepr { imm }),
                 ieth: Some(IethRepr { rkey: inv_rkey }),
@@ -226,20 +167,8 @@ struct Case {
 }
 
 fn arb_case_with(reserved: bool) -> impl Strategy<Value = Case> {
-    (
-        arb_eth(),
-        arb_net(),
-        arb_bth(reserved),
-        arb_ext(reserved),
-        prop::collection::vec(any::<u8>(), 0..=600),
-    )
-        .prop_map(|(eth, net, bth, ext, payload)| Case {
-            eth,
-            net,
-            bth,
-            ext,
-            payload,
-        })
+    (arb_eth(), arb_net(), arb_bth(reserved), arb_ext(reserved), prop::collection::vec(any::<u8>(), 0..=600))
+        .prop_map(|(eth, net, bth, ext, payload)| Case { eth, net, bth, ext, payload })
 }
 
 fn arb_case() -> impl Strategy<Value = Case> {
@@ -262,11 +191,7 @@ fn ext_for(op: Opcode, all: &ExtHeaders) -> ExtHeaders {
 /// The repr and payload of `case` with opcode `op` (payload dropped when the
 /// opcode carries none, pad count set to what the payload needs).
 fn build(op: Opcode, case: &Case) -> (FrameRepr, Vec<u8>) {
-    let payload = if op.info().payload {
-        case.payload.clone()
-    } else {
-        Vec::new()
-    };
+    let payload = if op.info().payload { case.payload.clone() } else { Vec::new() };
     let b = case.bth;
     let bth = BthRepr {
         opcode: op,
@@ -285,11 +210,7 @@ fn build(op: Opcode, case: &Case) -> (FrameRepr, Vec<u8>) {
     let repr = FrameRepr {
         eth: case.eth,
         net: case.net,
-        ib: IbRepr {
-            bth,
-            ext: ext_for(op, &case.ext),
-            payload_len: payload.len(),
-        },
+        ib: IbRepr { bth, ext: ext_for(op, &case.ext), payload_len: payload.len() },
     };
     (repr, payload)
 }
@@ -420,14 +341,8 @@ fn poke_everything(bytes: &[u8]) {
     let _ = Ipv6Repr::parse(bytes);
     let _ = GrhRepr::parse(bytes);
     for (s, d) in [
-        (
-            IpAddress::Ipv4(Ipv4Addr::new(10, 0, 0, 1)),
-            IpAddress::Ipv4(Ipv4Addr::new(10, 0, 0, 2)),
-        ),
-        (
-            IpAddress::Ipv6(Ipv6Addr::LOCALHOST),
-            IpAddress::Ipv6(Ipv6Addr::UNSPECIFIED),
-        ),
+        (IpAddress::Ipv4(Ipv4Addr::new(10, 0, 0, 1)), IpAddress::Ipv4(Ipv4Addr::new(10, 0, 0, 2))),
+        (IpAddress::Ipv6(Ipv6Addr::LOCALHOST), IpAddress::Ipv6(Ipv6Addr::UNSPECIFIED)),
     ] {
         let _ = UdpRepr::parse(bytes, &s, &d);
     }
@@ -453,20 +368,11 @@ fn poke_everything(bytes: &[u8]) {
         let e = p.ext_headers();
         assert_eq!(e, ext_for(r.bth.opcode, &e));
         assert_eq!(
-            [
-                e.deth.is_some(),
-                e.reth.is_some(),
-                e.atomic_eth.is_some(),
-                e.aeth.is_some()
-            ],
+            [e.deth.is_some(), e.reth.is_some(), e.atomic_eth.is_some(), e.aeth.is_some()],
             [h.deth, h.reth, h.atomic_eth, h.aeth]
         );
         assert_eq!(
-            [
-                e.atomic_ack_eth.is_some(),
-                e.immdt.is_some(),
-                e.ieth.is_some()
-            ],
+            [e.atomic_ack_eth.is_some(), e.immdt.is_some(), e.ieth.is_some()],
             [h.atomic_ack_eth, h.immdt, h.ieth]
         );
     }
@@ -532,11 +438,7 @@ fn invariant_bytes(repr: &FrameRepr, frame_len: usize) -> Vec<(usize, u8)> {
         // Ports and length; the checksum is variant.
         v.extend((udp..udp + 6).map(|i| (i, 0xff)));
     }
-    v.extend(
-        (lay.bth..frame_len)
-            .filter(|&i| i != lay.bth + 4)
-            .map(|i| (i, 0xff)),
-    );
+    v.extend((lay.bth..frame_len).filter(|&i| i != lay.bth + 4).map(|i| (i, 0xff)));
     v
 }
 

@@ -41,15 +41,11 @@ impl Mtu {
     pub fn for_link_mtu(link_mtu: usize) -> Option<Mtu> {
         // IP (≤40) + UDP (8) + BTH and headers (≤ 40 for RoCE) + ICRC.
         let room = link_mtu.checked_sub(40 + 8 + 12 + 28 + 4)?;
-        [Mtu::M4096, Mtu::M2048, Mtu::M1024, Mtu::M512, Mtu::M256]
-            .into_iter()
-            .find(|m| m.bytes() <= room)
+        [Mtu::M4096, Mtu::M2048, Mtu::M1024, Mtu::M512, Mtu::M256].into_iter().find(|m| m.bytes() <= room)
     }
 
     pub fn from_bytes(n: usize) -> Option<Mtu> {
-        [Mtu::M256, Mtu::M512, Mtu::M1024, Mtu::M2048, Mtu::M4096]
-            .into_iter()
-            .find(|m| m.bytes() == n)
+        [Mtu::M256, Mtu::M512, Mtu::M1024, Mtu::M2048, Mtu::M4096].into_iter().find(|m| m.bytes() == n)
     }
 }
 
@@ -100,13 +96,7 @@ pub struct QpCap {
 
 impl Default for QpCap {
     fn default() -> Self {
-        QpCap {
-            max_send_wr: 128,
-            max_recv_wr: 128,
-            max_send_sge: 4,
-            max_recv_sge: 4,
-            max_inline_data: 256,
-        }
+        QpCap { max_send_wr: 128, max_recv_wr: 128, max_send_sge: 4, max_recv_sge: 4, max_inline_data: 256 }
     }
 }
 
@@ -179,22 +169,11 @@ impl QpAttrMask {
 
 impl fmt::Debug for QpAttrMask {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let names: Vec<&str> = (0..21)
-            .filter(|b| self.0 & (1 << b) != 0)
-            .map(|b| QpAttrMask::NAMES[b])
-            .collect();
+        let names: Vec<&str> = (0..21).filter(|b| self.0 & (1 << b) != 0).map(|b| QpAttrMask::NAMES[b]).collect();
         if self.0 >> 21 != 0 {
             write!(f, "{}|0x{:x}", names.join("|"), self.0 & !((1 << 21) - 1))
         } else {
-            write!(
-                f,
-                "{}",
-                if names.is_empty() {
-                    "NONE".to_string()
-                } else {
-                    names.join("|")
-                }
-            )
+            write!(f, "{}", if names.is_empty() { "NONE".to_string() } else { names.join("|") })
         }
     }
 }
@@ -283,9 +262,6 @@ mod tests {
     fn gid_display_matches_ibv_devinfo() {
         let g = Gid::from_ipv4("10.77.0.12".parse().unwrap());
         assert_eq!(g.to_string(), "::ffff:10.77.0.12");
-        assert_eq!(
-            format!("{:?}", QpAttrMask::STATE | QpAttrMask::AV),
-            "STATE|AV"
-        );
+        assert_eq!(format!("{:?}", QpAttrMask::STATE | QpAttrMask::AV), "STATE|AV");
     }
 }

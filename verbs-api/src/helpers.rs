@@ -49,7 +49,14 @@ impl Default for ConnectOptions {
 
 /// RESET → INIT.
 pub fn to_init(qp: &Arc<dyn Qp>, o: &ConnectOptions) -> Result<()> {
-    let a = QpAttr { qp_state: QpState::Init, pkey_index: o.pkey_index, port_num: 1, qp_access_flags: o.access, qkey: o.qkey, ..QpAttr::default() };
+    let a = QpAttr {
+        qp_state: QpState::Init,
+        pkey_index: o.pkey_index,
+        port_num: 1,
+        qp_access_flags: o.access,
+        qkey: o.qkey,
+        ..QpAttr::default()
+    };
     let m = QpAttrMask::STATE | QpAttrMask::PKEY_INDEX | QpAttrMask::PORT;
     let m = if qp.qp_type() == QpType::Ud { m | QpAttrMask::QKEY } else { m | QpAttrMask::ACCESS_FLAGS };
     qp.modify(&a, m, QpPath::default())
@@ -70,7 +77,11 @@ pub fn to_rts(qp: &Arc<dyn Qp>, my_psn: u32, peer: &PeerInfo, o: &ConnectOptions
     let path = QpPath { ah: Some(AhAttr::new(peer.gid, o.sgid_index)) };
     match t {
         QpType::Ud => qp.modify(&a, QpAttrMask::STATE, QpPath::default())?,
-        QpType::Uc => qp.modify(&a, QpAttrMask::STATE | QpAttrMask::AV | QpAttrMask::PATH_MTU | QpAttrMask::DEST_QPN | QpAttrMask::RQ_PSN, path)?,
+        QpType::Uc => qp.modify(
+            &a,
+            QpAttrMask::STATE | QpAttrMask::AV | QpAttrMask::PATH_MTU | QpAttrMask::DEST_QPN | QpAttrMask::RQ_PSN,
+            path,
+        )?,
         QpType::Rc => qp.modify(
             &a,
             QpAttrMask::STATE
@@ -90,7 +101,14 @@ pub fn to_rts(qp: &Arc<dyn Qp>, my_psn: u32, peer: &PeerInfo, o: &ConnectOptions
     a.rnr_retry = o.rnr_retry;
     a.max_rd_atomic = o.max_rd_atomic;
     let m = match t {
-        QpType::Rc => QpAttrMask::STATE | QpAttrMask::SQ_PSN | QpAttrMask::TIMEOUT | QpAttrMask::RETRY_CNT | QpAttrMask::RNR_RETRY | QpAttrMask::MAX_QP_RD_ATOMIC,
+        QpType::Rc => {
+            QpAttrMask::STATE
+                | QpAttrMask::SQ_PSN
+                | QpAttrMask::TIMEOUT
+                | QpAttrMask::RETRY_CNT
+                | QpAttrMask::RNR_RETRY
+                | QpAttrMask::MAX_QP_RD_ATOMIC
+        }
         _ => QpAttrMask::STATE | QpAttrMask::SQ_PSN,
     };
     qp.modify(&a, m, QpPath::default())

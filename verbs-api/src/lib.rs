@@ -19,7 +19,8 @@ pub use access::AccessFlags;
 pub use attr::{Gid, Mtu, QpAttr, QpAttrMask, QpCap, QpState, QpType};
 pub use error::{Result, VerbsError};
 pub use verbs::{
-    AhAttr, AsyncEvent, Ah, Context, Provider, Cq, DeviceAttr, GidEntry, Mr, Pd, PortAttr, PortState, Qp, QpInitAttr, QpPath, Srq,
+    Ah, AhAttr, AsyncEvent, Context, Cq, DeviceAttr, GidEntry, Mr, Pd, PortAttr, PortState, Provider, Qp, QpInitAttr,
+    QpPath, Srq,
 };
 pub use wc::{WcFlags, WcOpcode, WcStatus, WorkCompletion};
 pub use wr::{RecvWr, SendFlags, SendOp, SendWr, Sge};

@@ -181,7 +181,11 @@ pub trait Qp: Send + Sync {
     fn query(&self) -> Result<QpAttr>;
     /// `ibv_post_send` for a list; on error, returns the index of the first
     /// request refused (those before it were posted), like `bad_wr`.
-    fn post_send(&self, wrs: &[SendWr], ah: Option<&Arc<dyn Ah>>) -> core::result::Result<(), (usize, crate::VerbsError)>;
+    fn post_send(
+        &self,
+        wrs: &[SendWr],
+        ah: Option<&Arc<dyn Ah>>,
+    ) -> core::result::Result<(), (usize, crate::VerbsError)>;
     fn post_recv(&self, wrs: &[RecvWr]) -> core::result::Result<(), (usize, crate::VerbsError)>;
     fn destroy(&self) -> Result<()>;
 }

@@ -35,44 +35,18 @@ impl BitOr for SendFlags {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SendOp {
     Send,
-    SendWithImm {
-        imm: u32,
-    },
-    SendWithInv {
-        invalidate_rkey: u32,
-    },
-    RdmaWrite {
-        remote_addr: u64,
-        rkey: u32,
-    },
-    RdmaWriteWithImm {
-        remote_addr: u64,
-        rkey: u32,
-        imm: u32,
-    },
-    RdmaRead {
-        remote_addr: u64,
-        rkey: u32,
-    },
-    AtomicCmpSwp {
-        remote_addr: u64,
-        rkey: u32,
-        compare: u64,
-        swap: u64,
-    },
-    AtomicFetchAdd {
-        remote_addr: u64,
-        rkey: u32,
-        add: u64,
-    },
+    SendWithImm { imm: u32 },
+    SendWithInv { invalidate_rkey: u32 },
+    RdmaWrite { remote_addr: u64, rkey: u32 },
+    RdmaWriteWithImm { remote_addr: u64, rkey: u32, imm: u32 },
+    RdmaRead { remote_addr: u64, rkey: u32 },
+    AtomicCmpSwp { remote_addr: u64, rkey: u32, compare: u64, swap: u64 },
+    AtomicFetchAdd { remote_addr: u64, rkey: u32, add: u64 },
 }
 
 impl SendOp {
     pub fn is_atomic(&self) -> bool {
-        matches!(
-            self,
-            SendOp::AtomicCmpSwp { .. } | SendOp::AtomicFetchAdd { .. }
-        )
+        matches!(self, SendOp::AtomicCmpSwp { .. } | SendOp::AtomicFetchAdd { .. })
     }
     pub fn is_read_or_atomic(&self) -> bool {
         self.is_atomic() || matches!(self, SendOp::RdmaRead { .. })
@@ -97,15 +71,7 @@ pub struct SendWr {
 
 impl SendWr {
     pub fn new(wr_id: u64, op: SendOp, sg_list: Vec<Sge>) -> Self {
-        SendWr {
-            wr_id,
-            op,
-            sg_list,
-            flags: SendFlags::SIGNALED,
-            inline_data: None,
-            remote_qpn: 0,
-            remote_qkey: 0,
-        }
+        SendWr { wr_id, op, sg_list, flags: SendFlags::SIGNALED, inline_data: None, remote_qpn: 0, remote_qkey: 0 }
     }
 
     /// Total bytes the request moves (for atomics: the 8-byte result).

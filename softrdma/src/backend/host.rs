@@ -21,9 +21,9 @@ use std::time::Duration;
 
 use smoltcp::phy::ChecksumCapabilities;
 use smoltcp::wire::{
-    ArpOperation, ArpPacket, ArpRepr, EthernetAddress, EthernetFrame, EthernetProtocol,
-    EthernetRepr, Icmpv4Packet, Icmpv4Repr, Icmpv6Packet, Icmpv6Repr, IpProtocol, Ipv4Packet,
-    Ipv4Repr, Ipv6Packet, Ipv6Repr, NdiscNeighborFlags, NdiscRepr, RawHardwareAddress,
+    ArpOperation, ArpPacket, ArpRepr, EthernetAddress, EthernetFrame, EthernetProtocol, EthernetRepr, Icmpv4Packet,
+    Icmpv4Repr, Icmpv6Packet, Icmpv6Repr, IpProtocol, Ipv4Packet, Ipv4Repr, Ipv6Packet, Ipv6Repr, NdiscNeighborFlags,
+    NdiscRepr, RawHardwareAddress,
 };
 use transport::wire::roce::{classify, FrameKind};
 
@@ -87,16 +87,7 @@ pub fn link_local_from_mac(mac: [u8; 6]) -> Ipv6Addr {
 /// The solicited-node multicast address `ff02::1:ffXX:XXXX` of `addr`.
 pub fn solicited_node(addr: Ipv6Addr) -> Ipv6Addr {
     let o = addr.octets();
-    Ipv6Addr::new(
-        0xff02,
-        0,
-        0,
-        0,
-        0,
-        1,
-        0xff00 | o[13] as u16,
-        u16::from_be_bytes([o[14], o[15]]),
-    )
+    Ipv6Addr::new(0xff02, 0, 0, 0, 0, 1, 0xff00 | o[13] as u16, u16::from_be_bytes([o[14], o[15]]))
 }
 
 /// The Ethernet multicast MAC of an IPv4 or IPv6 multicast address.
@@ -135,41 +126,20 @@ fn is_unicast_mac(mac: &[u8]) -> bool {
 }
 
 fn eth(dst: [u8; 6], src: [u8; 6], ethertype: EthernetProtocol, payload_len: usize) -> Vec<u8> {
-    let repr = EthernetRepr {
-        src_addr: EthernetAddress(src),
-        dst_addr: EthernetAddress(dst),
-        ethertype,
-    };
+    let repr = EthernetRepr { src_addr: EthernetAddress(src), dst_addr: EthernetAddress(dst), ethertype };
     let mut buf = vec![0u8; repr.buffer_len() + payload_len];
     repr.emit(&mut EthernetFrame::new_unchecked(&mut buf[..]));
     buf
 }
 
 fn arp_frame(eth_dst: [u8; 6], repr: ArpRepr) -> Vec<u8> {
-    let ArpRepr::EthernetIpv4 {
-        source_hardware_addr,
-        ..
-    } = repr
-    else {
-        unreachable!()
-    };
-    let mut f = eth(
-        eth_dst,
-        source_hardware_addr.0,
-        EthernetProtocol::Arp,
-        repr.buffer_len(),
-    );
+    let ArpRepr::EthernetIpv4 { source_hardware_addr, .. } = repr else { unreachable!() };
+    let mut f = eth(eth_dst, source_hardware_addr.0, EthernetProtocol::Arp, repr.buffer_len());
     repr.emit(&mut ArpPacket::new_unchecked(&mut f[14..]));
     f
 }
 
-fn icmpv4_frame(
-    eth_dst: [u8; 6],
-    eth_src: [u8; 6],
-    src: Ipv4Addr,
-    dst: Ipv4Addr,
-    icmp: &Icmpv4Repr,
-) -> Vec<u8> {
+fn icmpv4_frame(eth_dst: [u8; 6], eth_src: [u8; 6], src: Ipv4Addr, dst: Ipv4Addr, icmp: &Icmpv4Repr) -> Vec<u8> {
     let caps = ChecksumCapabilities::default();
     let ip = Ipv4Repr {
         src_addr: src,
@@ -178,12 +148,7 @@ fn icmpv4_frame(
         payload_len: icmp.buffer_len(),
         hop_limit: HOP_LIMIT,
     };
-    let mut f = eth(
-        eth_dst,
-        eth_src,
-        EthernetProtocol::Ipv4,
-        ip.buffer_len() + icmp.buffer_len(),
-    );
+    let mut f = eth(eth_dst, eth_src, EthernetProtocol::Ipv4, ip.buffer_len() + icmp.buffer_len());
     let mut pkt = Ipv4Packet::new_unchecked(&mut f[14..]);
     ip.emit(&mut pkt, &caps);
     icmp.emit(&mut Icmpv4Packet::new_unchecked(pkt.payload_mut()), &caps);
@@ -205,20 +170,10 @@ fn icmpv6_frame(
         payload_len: icmp.buffer_len(),
         hop_limit,
     };
-    let mut f = eth(
-        eth_dst,
-        eth_src,
-        EthernetProtocol::Ipv6,
-        ip.buffer_len() + icmp.buffer_len(),
-    );
+    let mut f = eth(eth_dst, eth_src, EthernetProtocol::Ipv6, ip.buffer_len() + icmp.buffer_len());
     let mut pkt = Ipv6Packet::new_unchecked(&mut f[14..]);
     ip.emit(&mut pkt);
-    icmp.emit(
-        &src,
-        &dst,
-        &mut Icmpv6Packet::new_unchecked(pkt.payload_mut()),
-        &ChecksumCapabilities::default(),
-    );
+    icmp.emit(&src, &dst, &mut Icmpv6Packet::new_unchecked(pkt.payload_mut()), &ChecksumCapabilities::default());
     f
 }
 
@@ -276,11 +231,7 @@ impl Host {
             .find(|&&(a, p)| prefix_contains(a, p, dst))
             .or_else(|| self.addrs.iter().find(|(a, _)| same_family(a)))
             .map(|&(a, _)| a)
-            .or(if dst.is_ipv6() {
-                Some(IpAddr::V6(self.link_local))
-            } else {
-                None
-            })
+            .or(if dst.is_ipv6() { Some(IpAddr::V6(self.link_local)) } else { None })
     }
 
     /// The known MAC address of neighbour `ip`.
@@ -293,22 +244,11 @@ impl Host {
         self.now = self.now.max(now);
         self.pending.remove(&ip);
         if !self.neighbors.contains_key(&ip) && self.neighbors.len() >= MAX_NEIGHBORS {
-            if let Some(oldest) = self
-                .neighbors
-                .iter()
-                .min_by_key(|(_, n)| n.confirmed)
-                .map(|(ip, _)| *ip)
-            {
+            if let Some(oldest) = self.neighbors.iter().min_by_key(|(_, n)| n.confirmed).map(|(ip, _)| *ip) {
                 self.neighbors.remove(&oldest);
             }
         }
-        self.neighbors.insert(
-            ip,
-            Neighbor {
-                mac,
-                confirmed: now,
-            },
-        );
+        self.neighbors.insert(ip, Neighbor { mac, confirmed: now });
     }
 
     /// Forgets neighbour `ip`.
@@ -361,8 +301,7 @@ impl Host {
             }
         }
         if self.pending.len() >= MAX_NEIGHBORS {
-            self.pending
-                .retain(|_, &mut last| now < last + Duration::from_secs(10));
+            self.pending.retain(|_, &mut last| now < last + Duration::from_secs(10));
             if self.pending.len() >= MAX_NEIGHBORS {
                 return Resolution::Pending(None);
             }
@@ -411,13 +350,10 @@ impl Host {
     /// that neighbours update their caches, e.g. after a MAC change.
     pub fn announce(&self) -> Vec<Vec<u8>> {
         let mut out = Vec::new();
-        let v6 =
-            std::iter::once(self.link_local).chain(self.addrs.iter().filter_map(
-                |&(a, _)| match a {
-                    IpAddr::V6(a) => Some(a),
-                    IpAddr::V4(_) => None,
-                },
-            ));
+        let v6 = std::iter::once(self.link_local).chain(self.addrs.iter().filter_map(|&(a, _)| match a {
+            IpAddr::V6(a) => Some(a),
+            IpAddr::V4(_) => None,
+        }));
         for &(a, _) in &self.addrs {
             if let IpAddr::V4(a) = a {
                 out.push(arp_frame(
@@ -529,16 +465,8 @@ impl Host {
         }
         let icmp = Icmpv4Packet::new_checked(ip.payload()).ok()?;
         match Icmpv4Repr::parse(&icmp, &ChecksumCapabilities::default()).ok()? {
-            Icmpv4Repr::EchoRequest {
-                ident,
-                seq_no,
-                data,
-            } => {
-                let reply = Icmpv4Repr::EchoReply {
-                    ident,
-                    seq_no,
-                    data,
-                };
+            Icmpv4Repr::EchoRequest { ident, seq_no, data } => {
+                let reply = Icmpv4Repr::EchoReply { ident, seq_no, data };
                 Some(icmpv4_frame(src_mac, self.mac, dst, src, &reply))
             }
             _ => None,
@@ -557,27 +485,16 @@ impl Host {
         let icmp = Icmpv6Packet::new_checked(ip.payload()).ok()?;
         let repr = Icmpv6Repr::parse(&src, &dst, &icmp, &ChecksumCapabilities::default()).ok()?;
         match repr {
-            Icmpv6Repr::EchoRequest {
-                ident,
-                seq_no,
-                data,
-            } => {
+            Icmpv6Repr::EchoRequest { ident, seq_no, data } => {
                 if !self.is_local(IpAddr::V6(dst)) || src.is_unspecified() {
                     return None;
                 }
-                let reply = Icmpv6Repr::EchoReply {
-                    ident,
-                    seq_no,
-                    data,
-                };
+                let reply = Icmpv6Repr::EchoReply { ident, seq_no, data };
                 Some(icmpv6_frame(src_mac, self.mac, dst, src, HOP_LIMIT, &reply))
             }
             // RFC 4861 §7.1: NDISC messages must come with hop limit 255.
             Icmpv6Repr::Ndisc(_) if ip.hop_limit() != 255 => None,
-            Icmpv6Repr::Ndisc(NdiscRepr::NeighborSolicit {
-                target_addr,
-                lladdr,
-            }) => {
+            Icmpv6Repr::Ndisc(NdiscRepr::NeighborSolicit { target_addr, lladdr }) => {
                 let for_my_addr = self.is_local(IpAddr::V6(target_addr));
                 let dad = src.is_unspecified();
                 if let Some(ll) = lladdr {
@@ -598,14 +515,7 @@ impl Host {
                         lladdr: me,
                     });
                     let eth_dst = multicast_mac(IpAddr::V6(all_nodes)).unwrap();
-                    return Some(icmpv6_frame(
-                        eth_dst,
-                        self.mac,
-                        target_addr,
-                        all_nodes,
-                        255,
-                        &na,
-                    ));
+                    return Some(icmpv6_frame(eth_dst, self.mac, target_addr, all_nodes, 255, &na));
                 }
                 let na = Icmpv6Repr::Ndisc(NdiscRepr::NeighborAdvert {
                     flags: NdiscNeighborFlags::SOLICITED | NdiscNeighborFlags::OVERRIDE,
@@ -618,11 +528,7 @@ impl Host {
                 };
                 Some(icmpv6_frame(eth_dst, self.mac, target_addr, src, 255, &na))
             }
-            Icmpv6Repr::Ndisc(NdiscRepr::NeighborAdvert {
-                target_addr,
-                lladdr,
-                ..
-            }) => {
+            Icmpv6Repr::Ndisc(NdiscRepr::NeighborAdvert { target_addr, lladdr, .. }) => {
                 if let Some(ll) = lladdr {
                     self.learn(IpAddr::V6(target_addr), ll.as_bytes(), to_me);
                 }
@@ -657,10 +563,7 @@ mod tests {
 
     fn hex(s: &str) -> Vec<u8> {
         let s: String = s.chars().filter(|c| !c.is_whitespace()).collect();
-        (0..s.len())
-            .step_by(2)
-            .map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap())
-            .collect()
+        (0..s.len()).step_by(2).map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap()).collect()
     }
 
     /// An ARP request from PEER (10.9.0.1) for 10.9.0.2, as Linux sends it
@@ -696,11 +599,7 @@ mod tests {
     fn checksum(data: &[u8]) -> u16 {
         let mut sum: u32 = 0;
         for c in data.chunks(2) {
-            let w = if c.len() == 2 {
-                u16::from_be_bytes([c[0], c[1]])
-            } else {
-                u16::from(c[0]) << 8
-            };
+            let w = if c.len() == 2 { u16::from_be_bytes([c[0], c[1]]) } else { u16::from(c[0]) << 8 };
             sum += u32::from(w);
         }
         while sum >> 16 != 0 {
@@ -720,13 +619,7 @@ mod tests {
     }
 
     /// An IPv6 frame PEER → `eth_dst` carrying `icmp` (checksum filled in).
-    fn icmpv6_bytes(
-        eth_dst: [u8; 6],
-        src: Ipv6Addr,
-        dst: Ipv6Addr,
-        hop: u8,
-        mut icmp: Vec<u8>,
-    ) -> Vec<u8> {
+    fn icmpv6_bytes(eth_dst: [u8; 6], src: Ipv6Addr, dst: Ipv6Addr, hop: u8, mut icmp: Vec<u8>) -> Vec<u8> {
         let c = icmpv6_checksum(src, dst, &icmp);
         icmp[2..4].copy_from_slice(&c.to_be_bytes());
         let mut f = Vec::new();
@@ -757,18 +650,9 @@ mod tests {
             link_local_from_mac([0x52, 0x54, 0x00, 0x12, 0x34, 0x56]),
             "fe80::5054:ff:fe12:3456".parse::<Ipv6Addr>().unwrap()
         );
-        assert_eq!(
-            solicited_node(ip6()),
-            "ff02::1:ff00:2".parse::<Ipv6Addr>().unwrap()
-        );
-        assert_eq!(
-            multicast_mac("ff02::1:ff00:2".parse::<IpAddr>().unwrap()),
-            Some([0x33, 0x33, 0xff, 0, 0, 2])
-        );
-        assert_eq!(
-            multicast_mac("239.129.2.3".parse::<IpAddr>().unwrap()),
-            Some([1, 0, 0x5e, 1, 2, 3])
-        );
+        assert_eq!(solicited_node(ip6()), "ff02::1:ff00:2".parse::<Ipv6Addr>().unwrap());
+        assert_eq!(multicast_mac("ff02::1:ff00:2".parse::<IpAddr>().unwrap()), Some([0x33, 0x33, 0xff, 0, 0, 2]));
+        assert_eq!(multicast_mac("239.129.2.3".parse::<IpAddr>().unwrap()), Some([1, 0, 0x5e, 1, 2, 3]));
     }
 
     #[test]
@@ -788,11 +672,7 @@ mod tests {
         let mut f = arp_request_bytes();
         f[41] = 3; // target 10.9.0.3
         assert!(h.handle(&f, t(0)).is_empty());
-        assert_eq!(
-            h.lookup(PEER4.into()),
-            None,
-            "not learnt: not for us, not pending"
-        );
+        assert_eq!(h.lookup(PEER4.into()), None, "not learnt: not for us, not pending");
     }
 
     #[test]
@@ -837,11 +717,7 @@ mod tests {
     fn echo6_reply() {
         let mut h = host();
         for dst in [ip6(), h.link_local()] {
-            let src = if dst.is_unicast_link_local() {
-                "fe80::1".parse().unwrap()
-            } else {
-                peer6()
-            };
+            let src = if dst.is_unicast_link_local() { "fe80::1".parse().unwrap() } else { peer6() };
             let mut icmp = hex("80 00 0000 beef 0003");
             icmp.extend_from_slice(b"ping6 payload");
             let req = icmpv6_bytes(MAC, src, dst, 64, icmp);
@@ -890,9 +766,7 @@ mod tests {
         let ll = h.link_local();
         assert_eq!(h.handle(&ns_bytes(ll), t(0)).len(), 1);
         // Not for other targets, nor with a hop limit other than 255.
-        assert!(h
-            .handle(&ns_bytes("fd00:9::3".parse().unwrap()), t(0))
-            .is_empty());
+        assert!(h.handle(&ns_bytes("fd00:9::3".parse().unwrap()), t(0)).is_empty());
         let mut low_hop = ns_bytes(ip6());
         low_hop[14 + 7] = 64;
         assert!(h.handle(&low_hop, t(0)).is_empty());
@@ -904,21 +778,12 @@ mod tests {
         let mut icmp = hex("87 00 0000 00000000");
         icmp.extend_from_slice(&ip6().octets());
         let dst = solicited_node(ip6());
-        let f = icmpv6_bytes(
-            multicast_mac(dst.into()).unwrap(),
-            Ipv6Addr::UNSPECIFIED,
-            dst,
-            255,
-            icmp,
-        );
+        let f = icmpv6_bytes(multicast_mac(dst.into()).unwrap(), Ipv6Addr::UNSPECIFIED, dst, 255, icmp);
         let out = h.handle(&f, t(0));
         assert_eq!(out.len(), 1);
         let r = &out[0];
         assert_eq!(&r[0..6], &[0x33, 0x33, 0, 0, 0, 1]);
-        assert_eq!(
-            &r[14 + 24..14 + 40],
-            &"ff02::1".parse::<Ipv6Addr>().unwrap().octets()
-        );
+        assert_eq!(&r[14 + 24..14 + 40], &"ff02::1".parse::<Ipv6Addr>().unwrap().octets());
         assert_eq!(r[14 + 40 + 4], 0x20, "O only");
     }
 
@@ -947,9 +812,7 @@ mod tests {
     #[test]
     fn resolve_ipv4() {
         let mut h = host();
-        let Resolution::Pending(Some(req)) = h.resolve(PEER4.into(), t(1000)) else {
-            panic!()
-        };
+        let Resolution::Pending(Some(req)) = h.resolve(PEER4.into(), t(1000)) else { panic!() };
         assert_eq!(
             req,
             hex("ffffffffffff 02000000000a 0806
@@ -957,16 +820,10 @@ mod tests {
         );
         // Rate-limited.
         assert_eq!(h.resolve(PEER4.into(), t(1050)), Resolution::Pending(None));
-        assert!(matches!(
-            h.resolve(PEER4.into(), t(1100)),
-            Resolution::Pending(Some(_))
-        ));
+        assert!(matches!(h.resolve(PEER4.into(), t(1100)), Resolution::Pending(Some(_))));
         assert_eq!(h.resolve(PEER4.into(), t(1150)), Resolution::Pending(None));
         // Another address is independent.
-        assert!(matches!(
-            h.resolve(Ipv4Addr::new(10, 9, 0, 7).into(), t(1150)),
-            Resolution::Pending(Some(_))
-        ));
+        assert!(matches!(h.resolve(Ipv4Addr::new(10, 9, 0, 7).into(), t(1150)), Resolution::Pending(Some(_))));
         // The reply comes in.
         let reply = hex("02000000000a 525400123456 0806
              0001 0800 06 04 0002 525400123456 0a090001 02000000000a 0a090002");
@@ -975,22 +832,14 @@ mod tests {
         assert_eq!(h.lookup(PEER4.into()), Some(PEER));
         // Local, broadcast and multicast addresses need no request.
         assert_eq!(h.resolve(IP4.into(), t(0)), Resolution::Known(MAC));
-        assert_eq!(
-            h.resolve(Ipv4Addr::new(10, 9, 0, 255).into(), t(0)),
-            Resolution::Known(BROADCAST_MAC)
-        );
-        assert_eq!(
-            h.resolve(Ipv4Addr::BROADCAST.into(), t(0)),
-            Resolution::Known(BROADCAST_MAC)
-        );
+        assert_eq!(h.resolve(Ipv4Addr::new(10, 9, 0, 255).into(), t(0)), Resolution::Known(BROADCAST_MAC));
+        assert_eq!(h.resolve(Ipv4Addr::BROADCAST.into(), t(0)), Resolution::Known(BROADCAST_MAC));
     }
 
     #[test]
     fn resolve_ipv6() {
         let mut h = host();
-        let Resolution::Pending(Some(req)) = h.resolve(peer6().into(), t(0)) else {
-            panic!()
-        };
+        let Resolution::Pending(Some(req)) = h.resolve(peer6().into(), t(0)) else { panic!() };
         assert_eq!(&req[0..6], &[0x33, 0x33, 0xff, 0, 0, 1]);
         let ip = &req[14..];
         assert_eq!(ip[7], 255);
@@ -1015,9 +864,7 @@ mod tests {
 
         // A link-local target is solicited from the link-local address.
         let ll_peer: Ipv6Addr = "fe80::5054:ff:fe12:3456".parse().unwrap();
-        let Resolution::Pending(Some(req)) = h.resolve(ll_peer.into(), t(0)) else {
-            panic!()
-        };
+        let Resolution::Pending(Some(req)) = h.resolve(ll_peer.into(), t(0)) else { panic!() };
         assert_eq!(&req[14 + 8..14 + 24], &h.link_local().octets());
     }
 

@@ -101,12 +101,7 @@ impl Fabric {
             i.macs.insert(mac, p);
             p
         };
-        Link {
-            tx: Arc::new(FabricTx { fabric: self.clone(), port }),
-            rx: Box::new(FabricRx { rx }),
-            mac,
-            mtu,
-        }
+        Link { tx: Arc::new(FabricTx { fabric: self.clone(), port }), rx: Box::new(FabricRx { rx }), mac, mtu }
     }
 }
 

@@ -37,10 +37,7 @@ pub struct NetNs {
 
 impl fmt::Debug for NetNs {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("NetNs")
-            .field("name", &self.name)
-            .field("owned", &self.owned)
-            .finish()
+        f.debug_struct("NetNs").field("name", &self.name).field("owned", &self.owned).finish()
     }
 }
 
@@ -49,9 +46,7 @@ fn check_name(name: &str) -> io::Result<()> {
         && name.len() <= 64
         && name != "."
         && name != ".."
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b));
+        && name.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b));
     if ok {
         Ok(())
     } else {
@@ -73,11 +68,7 @@ impl NetNs {
         check_name(name)?;
         ip(None, &["netns", "add", name])?;
         match Self::open_path(name) {
-            Ok(fd) => Ok(NetNs {
-                name: name.to_owned(),
-                fd,
-                owned: true,
-            }),
+            Ok(fd) => Ok(NetNs { name: name.to_owned(), fd, owned: true }),
             Err(e) => {
                 let _ = ip(None, &["netns", "delete", name]);
                 Err(e)
@@ -89,20 +80,13 @@ impl NetNs {
     /// left alone on drop.
     pub fn open(name: &str) -> io::Result<NetNs> {
         check_name(name)?;
-        Ok(NetNs {
-            name: name.to_owned(),
-            fd: Self::open_path(name)?,
-            owned: false,
-        })
+        Ok(NetNs { name: name.to_owned(), fd: Self::open_path(name)?, owned: false })
     }
 
     fn open_path(name: &str) -> io::Result<OwnedFd> {
         let path = ns_path(name);
         rustix::fs::open(&path, OFlags::RDONLY | OFlags::CLOEXEC, Mode::empty()).map_err(|e| {
-            io::Error::new(
-                io::Error::from(e).kind(),
-                format!("opening network namespace {}: {e}", path.display()),
-            )
+            io::Error::new(io::Error::from(e).kind(), format!("opening network namespace {}: {e}", path.display()))
         })
     }
 
@@ -128,18 +112,15 @@ impl NetNs {
         let fd = self.fd.as_fd();
         let name = &self.name;
         std::thread::scope(|s| {
-            let handle = std::thread::Builder::new()
-                .name(format!("netns-{name}"))
-                .spawn_scoped(s, move || -> io::Result<R> {
-                    rustix::thread::move_into_link_name_space(fd, Some(LinkNameSpaceType::Network))
-                        .map_err(|e| {
-                            io::Error::new(
-                                io::Error::from(e).kind(),
-                                format!("setns into network namespace {name}: {e}"),
-                            )
-                        })?;
+            let handle = std::thread::Builder::new().name(format!("netns-{name}")).spawn_scoped(
+                s,
+                move || -> io::Result<R> {
+                    rustix::thread::move_into_link_name_space(fd, Some(LinkNameSpaceType::Network)).map_err(|e| {
+                        io::Error::new(io::Error::from(e).kind(), format!("setns into network namespace {name}: {e}"))
+                    })?;
                     Ok(f())
-                })?;
+                },
+            )?;
             match handle.join() {
                 Ok(r) => r,
                 Err(panic) => std::panic::resume_unwind(panic),
@@ -169,10 +150,7 @@ impl Drop for NetNs {
     fn drop(&mut self) {
         if self.owned {
             if let Err(e) = ip(None, &["netns", "delete", &self.name]) {
-                eprintln!(
-                    "softrdma: could not delete network namespace {}: {e}",
-                    self.name
-                );
+                eprintln!("softrdma: could not delete network namespace {}: {e}", self.name);
             }
         }
     }
@@ -206,12 +184,7 @@ pub fn ip(ns: Option<&str>, args: &[&str]) -> io::Result<()> {
         Ok(())
     } else {
         let stderr = String::from_utf8_lossy(&out.stderr);
-        Err(io::Error::other(format!(
-            "`{}` failed ({}): {}",
-            line(),
-            out.status,
-            stderr.trim()
-        )))
+        Err(io::Error::other(format!("`{}` failed ({}): {}", line(), out.status, stderr.trim())))
     }
 }
 
@@ -228,21 +201,7 @@ pub fn veth_pair(a: &str, ns_a: Option<&str>, b: &str, ns_b: Option<&str>) -> io
 
 /// Creates a bridge (STP off, no forwarding delay) in `ns` and brings it up.
 pub fn bridge(ns: Option<&str>, name: &str) -> io::Result<()> {
-    ip(
-        ns,
-        &[
-            "link",
-            "add",
-            "name",
-            name,
-            "type",
-            "bridge",
-            "stp_state",
-            "0",
-            "forward_delay",
-            "0",
-        ],
-    )?;
+    ip(ns, &["link", "add", "name", name, "type", "bridge", "stp_state", "0", "forward_delay", "0"])?;
     link_up(ns, name)
 }
 
@@ -305,10 +264,7 @@ const CAP_SYS_ADMIN: u32 = 21;
 /// reason why not.
 pub fn privileged() -> Result<(), String> {
     let caps = cap_eff().ok_or("cannot read CapEff from /proc/self/status")?;
-    for (bit, name) in [
-        (CAP_SYS_ADMIN, "CAP_SYS_ADMIN"),
-        (CAP_NET_ADMIN, "CAP_NET_ADMIN"),
-    ] {
+    for (bit, name) in [(CAP_SYS_ADMIN, "CAP_SYS_ADMIN"), (CAP_NET_ADMIN, "CAP_NET_ADMIN")] {
         if caps & (1 << bit) == 0 {
             return Err(format!("needs root ({name} missing)"));
         }
@@ -320,14 +276,9 @@ pub fn privileged() -> Result<(), String> {
     })
     .join()
     .map_err(|_| "unshare test thread panicked".to_string())?;
-    unshared
-        .map_err(|e| format!("cannot create a network namespace: unshare(CLONE_NEWNET): {e}"))?;
-    rustix::fs::open(
-        "/dev/net/tun",
-        OFlags::RDWR | OFlags::CLOEXEC,
-        Mode::empty(),
-    )
-    .map_err(|e| format!("cannot open /dev/net/tun: {e}"))?;
+    unshared.map_err(|e| format!("cannot create a network namespace: unshare(CLONE_NEWNET): {e}"))?;
+    rustix::fs::open("/dev/net/tun", OFlags::RDWR | OFlags::CLOEXEC, Mode::empty())
+        .map_err(|e| format!("cannot open /dev/net/tun: {e}"))?;
     match Command::new("ip").arg("-V").output() {
         Ok(o) if o.status.success() => Ok(()),
         Ok(o) => Err(format!("`ip -V` failed: {}", o.status)),
@@ -389,10 +340,7 @@ mod tests {
         let e = ip(None, &["link", "show", "dev", "srd-no-such-if0"]).unwrap_err();
         let msg = e.to_string();
         assert!(msg.contains("ip link show dev srd-no-such-if0"), "{msg}");
-        assert!(
-            msg.to_lowercase().contains("not exist") || msg.contains("Cannot"),
-            "{msg}"
-        );
+        assert!(msg.to_lowercase().contains("not exist") || msg.contains("Cannot"), "{msg}");
     }
 
     #[test]
@@ -402,19 +350,11 @@ mod tests {
         let ns = NetNs::create(&name).unwrap();
         assert!(ns.is_owned());
         // Inside, only `lo` exists; outside, the calling thread is untouched.
-        let inside = ns
-            .run_in(|| std::fs::read_to_string("/proc/thread-self/net/dev").unwrap())
-            .unwrap();
-        let ifaces: Vec<_> = inside
-            .lines()
-            .skip(2)
-            .map(|l| l.split(':').next().unwrap().trim())
-            .collect();
+        let inside = ns.run_in(|| std::fs::read_to_string("/proc/thread-self/net/dev").unwrap()).unwrap();
+        let ifaces: Vec<_> = inside.lines().skip(2).map(|l| l.split(':').next().unwrap().trim()).collect();
         assert_eq!(ifaces, ["lo"]);
         let mine = std::fs::read_link("/proc/thread-self/ns/net").unwrap();
-        let theirs = ns
-            .run_in(|| std::fs::read_link("/proc/thread-self/ns/net").unwrap())
-            .unwrap();
+        let theirs = ns.run_in(|| std::fs::read_link("/proc/thread-self/ns/net").unwrap()).unwrap();
         assert_ne!(mine, theirs);
         let opened = NetNs::open(&name).unwrap();
         assert!(!opened.is_owned());

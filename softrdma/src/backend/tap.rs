@@ -43,21 +43,12 @@ pub struct TapConfig {
 impl TapConfig {
     /// A TAP named `name` in this process's namespace, random MAC, MTU 1500.
     pub fn new(name: impl Into<String>) -> TapConfig {
-        TapConfig {
-            netns: None,
-            name: name.into(),
-            mac: None,
-            mtu: 1500,
-            vnet_hdr: false,
-        }
+        TapConfig { netns: None, name: name.into(), mac: None, mtu: 1500, vnet_hdr: false }
     }
 
     /// The same, inside the named network namespace `netns`.
     pub fn in_netns(netns: impl Into<String>, name: impl Into<String>) -> TapConfig {
-        TapConfig {
-            netns: Some(netns.into()),
-            ..TapConfig::new(name)
-        }
+        TapConfig { netns: Some(netns.into()), ..TapConfig::new(name) }
     }
 }
 
@@ -89,38 +80,20 @@ const _: () = assert!(std::mem::size_of::<IfReq>() == 40);
 fn check_ifname(name: &str) -> io::Result<()> {
     let ok = !name.is_empty()
         && name.len() < IFNAMSIZ
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_graphic() && b != b'/' && b != b':');
+        && name.bytes().all(|b| b.is_ascii_graphic() && b != b'/' && b != b':');
     if ok {
         Ok(())
     } else {
-        Err(io::Error::new(
-            io::ErrorKind::InvalidInput,
-            format!("bad interface name {name:?}"),
-        ))
+        Err(io::Error::new(io::ErrorKind::InvalidInput, format!("bad interface name {name:?}")))
     }
 }
 
 /// Opens `/dev/net/tun` and attaches a TAP named `name` (in the caller's
 /// network namespace); returns the fd and the name the kernel gave it.
 fn create_tap(name: &str) -> io::Result<(OwnedFd, String)> {
-    let fd = rustix::fs::open(
-        "/dev/net/tun",
-        OFlags::RDWR | OFlags::CLOEXEC | OFlags::NONBLOCK,
-        Mode::empty(),
-    )
-    .map_err(|e| {
-        io::Error::new(
-            io::Error::from(e).kind(),
-            format!("opening /dev/net/tun: {e}"),
-        )
-    })?;
-    let mut req = IfReq {
-        name: [0; IFNAMSIZ],
-        flags: IFF_TAP | IFF_NO_PI,
-        _pad: [0; 22],
-    };
+    let fd = rustix::fs::open("/dev/net/tun", OFlags::RDWR | OFlags::CLOEXEC | OFlags::NONBLOCK, Mode::empty())
+        .map_err(|e| io::Error::new(io::Error::from(e).kind(), format!("opening /dev/net/tun: {e}")))?;
+    let mut req = IfReq { name: [0; IFNAMSIZ], flags: IFF_TAP | IFF_NO_PI, _pad: [0; 22] };
     req.name[..name.len()].copy_from_slice(name.as_bytes());
     // SAFETY: TUNSETIFF reads and writes a `struct ifreq`, which `IfReq`
     // matches in layout and size; `req` outlives the call.
@@ -134,18 +107,11 @@ fn create_tap(name: &str) -> io::Result<(OwnedFd, String)> {
 /// A random locally administered unicast MAC address.
 pub fn random_mac() -> [u8; 6] {
     let mut mac = [0u8; 6];
-    let filled = std::fs::File::open("/dev/urandom")
-        .and_then(|mut f| io::Read::read_exact(&mut f, &mut mac))
-        .is_ok();
+    let filled = std::fs::File::open("/dev/urandom").and_then(|mut f| io::Read::read_exact(&mut f, &mut mac)).is_ok();
     if !filled {
         use std::hash::{BuildHasher, Hasher};
         let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-        h.write_u128(
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .unwrap_or_default()
-                .as_nanos(),
-        );
+        h.write_u128(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_nanos());
         h.write_u32(std::process::id());
         mac.copy_from_slice(&h.finish().to_be_bytes()[..6]);
     }
@@ -167,17 +133,11 @@ pub fn open_tap(cfg: &TapConfig) -> io::Result<Link> {
 /// set and it is brought up with `ip`.
 pub fn open_tap_named(cfg: &TapConfig) -> io::Result<(Link, String)> {
     if cfg.vnet_hdr {
-        return Err(io::Error::new(
-            io::ErrorKind::Unsupported,
-            "TAP with vnet_hdr is not supported",
-        ));
+        return Err(io::Error::new(io::ErrorKind::Unsupported, "TAP with vnet_hdr is not supported"));
     }
     check_ifname(&cfg.name)?;
     if !(68..=65535).contains(&cfg.mtu) {
-        return Err(io::Error::new(
-            io::ErrorKind::InvalidInput,
-            format!("bad MTU {}", cfg.mtu),
-        ));
+        return Err(io::Error::new(io::ErrorKind::InvalidInput, format!("bad MTU {}", cfg.mtu)));
     }
     let (fd, name) = match &cfg.netns {
         Some(ns) => NetNs::open(ns)?.run_in(|| create_tap(&cfg.name))??,
@@ -185,18 +145,7 @@ pub fn open_tap_named(cfg: &TapConfig) -> io::Result<(Link, String)> {
     };
     // From here on, dropping `fd` removes the interface again.
     let ns = cfg.netns.as_deref();
-    netns::ip(
-        ns,
-        &[
-            "link",
-            "set",
-            "dev",
-            &name,
-            "mtu",
-            &cfg.mtu.to_string(),
-            "up",
-        ],
-    )?;
+    netns::ip(ns, &["link", "set", "dev", &name, "mtu", &cfg.mtu.to_string(), "up"])?;
     let fd = Arc::new(fd);
     let link = Link {
         tx: Arc::new(TapTx { fd: fd.clone() }),
@@ -227,10 +176,9 @@ impl LinkTx for TapTx {
         loop {
             return match rustix::io::write(self.fd.as_fd(), frame) {
                 Ok(n) if n == frame.len() => Ok(()),
-                Ok(n) => Err(io::Error::new(
-                    io::ErrorKind::WriteZero,
-                    format!("TAP took {n} of {} bytes", frame.len()),
-                )),
+                Ok(n) => {
+                    Err(io::Error::new(io::ErrorKind::WriteZero, format!("TAP took {n} of {} bytes", frame.len())))
+                }
                 Err(Errno::INTR) => continue,
                 Err(e) if is_gone(e) => Err(gone()),
                 Err(e) => Err(e.into()),
@@ -263,18 +211,13 @@ impl LinkRx for TapRx {
             if left.is_zero() {
                 return Ok(None);
             }
-            let ts = Timespec::try_from(left).unwrap_or(Timespec {
-                tv_sec: 3600,
-                tv_nsec: 0,
-            });
+            let ts = Timespec::try_from(left).unwrap_or(Timespec { tv_sec: 3600, tv_nsec: 0 });
             let mut fds = [PollFd::new(&*self.fd, PollFlags::IN)];
             match rustix::event::poll(&mut fds, Some(&ts)) {
                 Ok(0) => return Ok(None),
                 Ok(_) => {
                     let ev = fds[0].revents();
-                    if ev.intersects(PollFlags::ERR | PollFlags::HUP | PollFlags::NVAL)
-                        && !ev.contains(PollFlags::IN)
-                    {
+                    if ev.intersects(PollFlags::ERR | PollFlags::HUP | PollFlags::NVAL) && !ev.contains(PollFlags::IN) {
                         return Err(gone());
                     }
                 }
@@ -303,21 +246,9 @@ mod tests {
         assert!(check_ifname("srd1234x0").is_ok());
         assert!(check_ifname("0123456789abcdef").is_err());
         assert!(check_ifname("a b").is_err());
-        let bad = TapConfig {
-            vnet_hdr: true,
-            ..TapConfig::new("x")
-        };
-        assert_eq!(
-            open_tap(&bad).err().unwrap().kind(),
-            io::ErrorKind::Unsupported
-        );
-        let bad = TapConfig {
-            mtu: 10,
-            ..TapConfig::new("x")
-        };
-        assert_eq!(
-            open_tap(&bad).err().unwrap().kind(),
-            io::ErrorKind::InvalidInput
-        );
+        let bad = TapConfig { vnet_hdr: true, ..TapConfig::new("x") };
+        assert_eq!(open_tap(&bad).err().unwrap().kind(), io::ErrorKind::Unsupported);
+        let bad = TapConfig { mtu: 10, ..TapConfig::new("x") };
+        assert_eq!(open_tap(&bad).err().unwrap().kind(), io::ErrorKind::InvalidInput);
     }
 }

@@ -64,7 +64,11 @@ fn demo(fabric: Option<&str>, pcap: Option<PathBuf>) -> ExitCode {
         }
     };
     let where_ = if tap {
-        format!("TAP devices in network namespaces {} and {}", bed.netns_of(0).unwrap_or("?"), bed.netns_of(1).unwrap_or("?"))
+        format!(
+            "TAP devices in network namespaces {} and {}",
+            bed.netns_of(0).unwrap_or("?"),
+            bed.netns_of(1).unwrap_or("?")
+        )
     } else {
         "the in-memory fabric".to_string()
     };

@@ -23,15 +23,8 @@ pub(crate) fn nak_status(code: NakCode) -> WcStatus {
 }
 
 impl Qp {
-    pub(crate) fn handle_response(
-        &mut self,
-        now: Instant,
-        pkt: &RxPacket<'_>,
-        mem: &mut dyn Memory,
-    ) {
-        if self.init.qp_type != QpType::Rc
-            || !matches!(self.attr.qp_state, QpState::Rts | QpState::Sqd)
-        {
+    pub(crate) fn handle_response(&mut self, now: Instant, pkt: &RxPacket<'_>, mem: &mut dyn Memory) {
+        if self.init.qp_type != QpType::Rc || !matches!(self.attr.qp_state, QpState::Rts | QpState::Sqd) {
             self.counters.ignored_responses += 1;
             return;
         }
@@ -75,9 +68,7 @@ impl Qp {
                 self.fatal(nak_status(code));
             }
             (Operation::ReadResponse, _) => self.read_response(now, pkt, psn, mem),
-            (Operation::AtomicAcknowledge, Some(Syndrome::Ack { .. })) => {
-                self.atomic_ack(now, pkt, psn, mem)
-            }
+            (Operation::AtomicAcknowledge, Some(Syndrome::Ack { .. })) => self.atomic_ack(now, pkt, psn, mem),
             _ => self.counters.ignored_responses += 1,
         }
         self.retire();
@@ -109,12 +100,7 @@ impl Qp {
             w.done = true;
         }
         let new_una = match implied_nak {
-            Some(_) => self
-                .req
-                .sq
-                .iter()
-                .find(|w| !w.done)
-                .map_or(psn.next(), |w| w.first_psn),
+            Some(_) => self.req.sq.iter().find(|w| !w.done).map_or(psn.next(), |w| w.first_psn),
             None => psn.next(),
         };
         if new_una.distance(self.req.una) > 0 {
@@ -134,11 +120,8 @@ impl Qp {
 
     fn rearm(&mut self, now: Instant) {
         let outstanding = self.req.sq.iter().any(|w| w.started && !w.done);
-        self.req.ack_deadline = if outstanding {
-            super::timers::local_ack_timeout(self.attr.timeout).map(|d| now + d)
-        } else {
-            None
-        };
+        self.req.ack_deadline =
+            if outstanding { super::timers::local_ack_timeout(self.attr.timeout).map(|d| now + d) } else { None };
     }
 
     /// Starts a retransmission round from `psn`, or fails the QP when the
@@ -206,11 +189,7 @@ impl Qp {
     }
 
     fn read_response(&mut self, now: Instant, pkt: &RxPacket<'_>, psn: Psn, mem: &mut dyn Memory) {
-        let Some(i) = self
-            .req
-            .sq
-            .iter()
-            .position(|w| w.contains(psn) && matches!(w.op, SendOp::RdmaRead { .. }))
+        let Some(i) = self.req.sq.iter().position(|w| w.contains(psn) && matches!(w.op, SendOp::RdmaRead { .. }))
         else {
             self.counters.ignored_responses += 1;
             return;
@@ -271,12 +250,7 @@ impl Qp {
     }
 
     fn atomic_ack(&mut self, now: Instant, pkt: &RxPacket<'_>, psn: Psn, mem: &mut dyn Memory) {
-        let Some(i) = self
-            .req
-            .sq
-            .iter()
-            .position(|w| w.contains(psn) && w.op.is_atomic())
-        else {
+        let Some(i) = self.req.sq.iter().position(|w| w.contains(psn) && w.op.is_atomic()) else {
             self.counters.ignored_responses += 1;
             return;
         };
@@ -340,12 +314,7 @@ pub(crate) fn scatter(
             continue;
         }
         let n = ((len - skip) as usize).min(data.len() - done);
-        mem.write(
-            pd,
-            Key::Local(sge.lkey),
-            sge.addr + skip,
-            &data[done..done + n],
-        )?;
+        mem.write(pd, Key::Local(sge.lkey), sge.addr + skip, &data[done..done + n])?;
         done += n;
         skip = 0;
     }

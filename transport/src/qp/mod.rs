@@ -16,8 +16,8 @@ pub mod timers;
 use std::collections::VecDeque;
 
 use verbs_api::{
-    AccessFlags, Gid, Mtu, QpAttr, QpAttrMask, QpCap, QpState, QpType, RecvWr, SendFlags, SendOp,
-    SendWr, Sge, WcOpcode, WcStatus, WorkCompletion,
+    AccessFlags, Gid, Mtu, QpAttr, QpAttrMask, QpCap, QpState, QpType, RecvWr, SendFlags, SendOp, SendWr, Sge,
+    WcOpcode, WcStatus, WorkCompletion,
 };
 
 use crate::counters::Counters;
@@ -184,9 +184,7 @@ impl SendWqe {
     }
     pub fn wc_opcode(&self) -> WcOpcode {
         match self.op {
-            SendOp::Send | SendOp::SendWithImm { .. } | SendOp::SendWithInv { .. } => {
-                WcOpcode::Send
-            }
+            SendOp::Send | SendOp::SendWithImm { .. } | SendOp::SendWithInv { .. } => WcOpcode::Send,
             SendOp::RdmaWrite { .. } | SendOp::RdmaWriteWithImm { .. } => WcOpcode::RdmaWrite,
             SendOp::RdmaRead { .. } => WcOpcode::RdmaRead,
             SendOp::AtomicCmpSwp { .. } => WcOpcode::CompSwap,
@@ -225,24 +223,9 @@ pub(crate) struct Requester {
 /// Output the responder still owes the requester, in PSN order.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum RespOut {
-    Ack {
-        psn: Psn,
-        syndrome: crate::wire::Syndrome,
-        msn: u32,
-    },
-    Read {
-        psn: Psn,
-        va: u64,
-        rkey: u32,
-        len: u32,
-        sent: u32,
-        msn: u32,
-    },
-    Atomic {
-        psn: Psn,
-        orig: u64,
-        msn: u32,
-    },
+    Ack { psn: Psn, syndrome: crate::wire::Syndrome, msn: u32 },
+    Read { psn: Psn, va: u64, rkey: u32, len: u32, sent: u32, msn: u32 },
+    Atomic { psn: Psn, orig: u64, msn: u32 },
 }
 
 /// Memory of executed READs and atomics, for duplicates (IBTA Vol 1 ch. 9 "responder resources").
@@ -254,16 +237,8 @@ pub(crate) enum Resource {
 
 #[derive(Debug)]
 pub(crate) enum InProgress {
-    Send {
-        wqe: RecvWqe,
-        offset: u64,
-    },
-    Write {
-        va: u64,
-        rkey: u32,
-        remaining: u64,
-        total: u64,
-    },
+    Send { wqe: RecvWqe, offset: u64 },
+    Write { va: u64, rkey: u32, remaining: u64, total: u64 },
 }
 
 #[derive(Debug, Default)]
@@ -313,10 +288,7 @@ impl Qp {
     pub fn new(init: QpInit) -> Self {
         Qp {
             init,
-            attr: QpAttr {
-                cap: init.cap,
-                ..QpAttr::default()
-            },
+            attr: QpAttr { cap: init.cap, ..QpAttr::default() },
             path: None,
             pkey: DEFAULT_PKEY,
             req: Requester::default(),
@@ -385,23 +357,11 @@ impl Qp {
     }
 
     /// `ibv_modify_qp`. `path` is the resolved address vector, required with `AV`.
-    pub fn modify(
-        &mut self,
-        attr: &QpAttr,
-        mask: QpAttrMask,
-        path: Option<Path>,
-    ) -> Result<(), ModifyError> {
+    pub fn modify(&mut self, attr: &QpAttr, mask: QpAttrMask, path: Option<Path>) -> Result<(), ModifyError> {
         let from = self.attr.qp_state;
-        let to = if mask.contains(QpAttrMask::STATE) {
-            attr.qp_state
-        } else {
-            from
-        };
+        let to = if mask.contains(QpAttrMask::STATE) { attr.qp_state } else { from };
         if mask.contains(QpAttrMask::CUR_STATE) && attr.cur_qp_state != from {
-            return Err(ModifyError::CurrentStateMismatch {
-                claimed: attr.cur_qp_state,
-                actual: from,
-            });
+            return Err(ModifyError::CurrentStateMismatch { claimed: attr.cur_qp_state, actual: from });
         }
         if mask.contains(QpAttrMask::STATE) {
             state::check(self.init.qp_type, from, to, mask)?;
@@ -411,9 +371,7 @@ impl Qp {
         }
         validate_values(attr, mask)?;
         if mask.contains(QpAttrMask::AV) && path.is_none() {
-            return Err(ModifyError::InvalidValue(
-                "AV given without a resolved path",
-            ));
+            return Err(ModifyError::InvalidValue("AV given without a resolved path"));
         }
 
         // Everything checked: apply.
@@ -472,17 +430,10 @@ impl Qp {
     fn flush(&mut self) {
         let qpn = self.qpn();
         while let Some(w) = self.req.sq.pop_front() {
-            let status = if w.status != WcStatus::Success {
-                w.status
-            } else {
-                WcStatus::WrFlushErr
-            };
+            let status = if w.status != WcStatus::Success { w.status } else { WcStatus::WrFlushErr };
             let mut wc = WorkCompletion::new(w.wr_id, status, w.wc_opcode(), qpn);
             wc.byte_len = 0;
-            self.completions.push_back(Completion {
-                side: CqSide::Send,
-                wc,
-            });
+            self.completions.push_back(Completion { side: CqSide::Send, wc });
         }
         self.req.cur = 0;
         self.req.ack_deadline = None;
@@ -499,10 +450,7 @@ impl Qp {
 
     fn complete_recv_flush(&mut self, w: RecvWqe) {
         let wc = WorkCompletion::new(w.wr_id, WcStatus::WrFlushErr, WcOpcode::Recv, self.qpn());
-        self.completions.push_back(Completion {
-            side: CqSide::Recv,
-            wc,
-        });
+        self.completions.push_back(Completion { side: CqSide::Recv, wc });
     }
 
     /// Moves the QP to ERR because of an error it detected itself.
@@ -519,7 +467,10 @@ impl Qp {
         let qpn = self.qpn();
         while let Some(w) = self.req.sq.pop_front() {
             let status = if w.status != WcStatus::Success { w.status } else { WcStatus::WrFlushErr };
-            self.completions.push_back(Completion { side: CqSide::Send, wc: WorkCompletion::new(w.wr_id, status, w.wc_opcode(), qpn) });
+            self.completions.push_back(Completion {
+                side: CqSide::Send,
+                wc: WorkCompletion::new(w.wr_id, status, w.wc_opcode(), qpn),
+            });
         }
         self.req.cur = 0;
         self.attr.qp_state = QpState::Sqe;
@@ -546,29 +497,19 @@ impl Qp {
             return Err(PostError::QueueFull);
         }
         if wr.sg_list.len() as u32 > cap.max_send_sge {
-            return Err(PostError::TooManySge {
-                given: wr.sg_list.len() as u32,
-                max: cap.max_send_sge,
-            });
+            return Err(PostError::TooManySge { given: wr.sg_list.len() as u32, max: cap.max_send_sge });
         }
         let inline = match (&wr.inline_data, wr.flags.contains(SendFlags::INLINE)) {
             (Some(d), _) => {
                 if d.len() as u32 > cap.max_inline_data {
-                    return Err(PostError::InlineTooLong {
-                        len: d.len(),
-                        max: cap.max_inline_data,
-                    });
+                    return Err(PostError::InlineTooLong { len: d.len(), max: cap.max_inline_data });
                 }
                 if matches!(wr.op, SendOp::RdmaRead { .. }) || wr.op.is_atomic() {
                     return Err(PostError::InvalidArgument("inline data on READ/atomic"));
                 }
                 Some(d.clone())
             }
-            (None, true) => {
-                return Err(PostError::InvalidArgument(
-                    "IBV_SEND_INLINE without inline data",
-                ))
-            }
+            (None, true) => return Err(PostError::InvalidArgument("IBV_SEND_INLINE without inline data")),
             (None, false) => None,
         };
         let unsupported = |op| Err(PostError::UnsupportedOperation { op, qp_type: t });
@@ -584,11 +525,7 @@ impl Qp {
         if wr.op.is_atomic() && (wr.sg_list.len() != 1 || length != 8) {
             return Err(PostError::InvalidArgument("an atomic takes one 8-byte SGE"));
         }
-        let max = if t == QpType::Ud {
-            self.mtu() as u64
-        } else {
-            MAX_MSG_SIZE
-        };
+        let max = if t == QpType::Ud { self.mtu() as u64 } else { MAX_MSG_SIZE };
         if length > max {
             return Err(PostError::MessageTooLong { len: length, max });
         }
@@ -615,12 +552,8 @@ impl Qp {
         if matches!(st, QpState::Err | QpState::Sqe) {
             // Posting to a QP in error completes at once with a flush error.
             wqe.status = WcStatus::WrFlushErr;
-            let wc =
-                WorkCompletion::new(wqe.wr_id, WcStatus::WrFlushErr, wqe.wc_opcode(), self.qpn());
-            self.completions.push_back(Completion {
-                side: CqSide::Send,
-                wc,
-            });
+            let wc = WorkCompletion::new(wqe.wr_id, WcStatus::WrFlushErr, wqe.wc_opcode(), self.qpn());
+            self.completions.push_back(Completion { side: CqSide::Send, wc });
             return Ok(());
         }
         self.req.sq.push_back(wqe);
@@ -640,15 +573,9 @@ impl Qp {
             return Err(PostError::QueueFull);
         }
         if wr.sg_list.len() as u32 > self.attr.cap.max_recv_sge {
-            return Err(PostError::TooManySge {
-                given: wr.sg_list.len() as u32,
-                max: self.attr.cap.max_recv_sge,
-            });
+            return Err(PostError::TooManySge { given: wr.sg_list.len() as u32, max: self.attr.cap.max_recv_sge });
         }
-        let w = RecvWqe {
-            wr_id: wr.wr_id,
-            sges: wr.sg_list,
-        };
+        let w = RecvWqe { wr_id: wr.wr_id, sges: wr.sg_list };
         if st == QpState::Err {
             self.complete_recv_flush(w);
             return Ok(());
@@ -659,7 +586,8 @@ impl Qp {
 
     /// Whether a posted, unfinished work request names this L_Key.
     pub fn references_lkey(&self, lkey: u32) -> bool {
-        let in_resp = matches!(&self.resp.cur, Some(InProgress::Send { wqe, .. }) if wqe.sges.iter().any(|s| s.lkey == lkey));
+        let in_resp =
+            matches!(&self.resp.cur, Some(InProgress::Send { wqe, .. }) if wqe.sges.iter().any(|s| s.lkey == lkey));
         in_resp
             || self.req.sq.iter().any(|w| w.inline.is_none() && w.sges.iter().any(|s| s.lkey == lkey))
             || self.rq.iter().any(|w| w.sges.iter().any(|s| s.lkey == lkey))
@@ -697,12 +625,8 @@ impl Qp {
         self.counters.rcvd_bytes += pkt.payload.len() as u64;
         use crate::wire::opcode::Operation::*;
         match pkt.ib.bth.opcode.info().operation {
-            Acknowledge | AtomicAcknowledge | ReadResponse => {
-                self.handle_response(now, pkt, env.mem)
-            }
-            Send | RdmaWrite | ReadRequest | CompareSwap | FetchAdd => {
-                self.handle_request(pkt, env)
-            }
+            Acknowledge | AtomicAcknowledge | ReadResponse => self.handle_response(now, pkt, env.mem),
+            Send | RdmaWrite | ReadRequest | CompareSwap | FetchAdd => self.handle_request(pkt, env),
             Cnp => {}
         }
     }
@@ -741,11 +665,7 @@ impl Qp {
     }
 
     pub(crate) fn ib(&self, bth: BthRepr, ext: ExtHeaders, payload_len: usize) -> IbRepr {
-        IbRepr {
-            bth,
-            ext,
-            payload_len,
-        }
+        IbRepr { bth, ext, payload_len }
     }
 
     pub(crate) fn access_allows(&self, need: AccessFlags) -> bool {

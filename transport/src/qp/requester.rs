@@ -10,9 +10,7 @@ use crate::path::Path;
 use crate::psn::Psn;
 use crate::time::Instant;
 use crate::wire::opcode::Position;
-use crate::wire::{
-    AtomicEthRepr, DethRepr, ExtHeaders, IbRepr, IethRepr, ImmDtRepr, Opcode, RethRepr,
-};
+use crate::wire::{AtomicEthRepr, DethRepr, ExtHeaders, IbRepr, IethRepr, ImmDtRepr, Opcode, RethRepr};
 
 /// Packets a WQE occupies in PSN space (IBTA Vol 1 ch. 9: a READ consumes one PSN
 /// per expected response packet; a zero-length message still takes one).
@@ -34,14 +32,8 @@ fn opcode_for(t: QpType, op: &SendOp, pos: Position) -> Opcode {
         (_, SendOp::AtomicFetchAdd { .. }, _) => RcFetchAdd,
         (t, op, pos) => {
             let rc = t == QpType::Rc;
-            let write = matches!(
-                op,
-                SendOp::RdmaWrite { .. } | SendOp::RdmaWriteWithImm { .. }
-            );
-            let imm = matches!(
-                op,
-                SendOp::SendWithImm { .. } | SendOp::RdmaWriteWithImm { .. }
-            );
+            let write = matches!(op, SendOp::RdmaWrite { .. } | SendOp::RdmaWriteWithImm { .. });
+            let imm = matches!(op, SendOp::SendWithImm { .. } | SendOp::RdmaWriteWithImm { .. });
             let inv = matches!(op, SendOp::SendWithInv { .. });
             match (rc, write, pos, imm, inv) {
                 (true, false, First, ..) => RcSendFirst,
@@ -85,13 +77,7 @@ pub(crate) fn position(index: u32, npkts: u32) -> Position {
 }
 
 /// Copies `out.len()` bytes starting `offset` bytes into a WQE's gather list.
-fn gather(
-    mem: &dyn Memory,
-    pd: u32,
-    w: &SendWqe,
-    offset: u64,
-    out: &mut [u8],
-) -> Result<(), MemError> {
+fn gather(mem: &dyn Memory, pd: u32, w: &SendWqe, offset: u64, out: &mut [u8]) -> Result<(), MemError> {
     if let Some(d) = &w.inline {
         out.copy_from_slice(&d[offset as usize..offset as usize + out.len()]);
         return Ok(());
@@ -108,12 +94,7 @@ fn gather(
             continue;
         }
         let n = ((len - skip) as usize).min(out.len() - filled);
-        mem.read(
-            pd,
-            Key::Local(sge.lkey),
-            sge.addr + skip,
-            &mut out[filled..filled + n],
-        )?;
+        mem.read(pd, Key::Local(sge.lkey), sge.addr + skip, &mut out[filled..filled + n])?;
         filled += n;
         skip = 0;
     }
@@ -122,11 +103,7 @@ fn gather(
 
 impl Qp {
     /// The next request packet, its payload left in `self.scratch`.
-    pub(crate) fn next_request(
-        &mut self,
-        now: Instant,
-        mem: &dyn Memory,
-    ) -> Option<(IbRepr, Option<Path>)> {
+    pub(crate) fn next_request(&mut self, now: Instant, mem: &dyn Memory) -> Option<(IbRepr, Option<Path>)> {
         let st = self.attr.qp_state;
         if !matches!(st, QpState::Rts | QpState::Sqd) {
             return None;
@@ -152,51 +129,22 @@ impl Qp {
         match w.op {
             SendOp::RdmaRead { remote_addr, rkey } => {
                 let skip = (w.read_base as u64 * mtu as u64).min(w.length);
-                ext.reth = Some(RethRepr {
-                    va: remote_addr + skip,
-                    rkey,
-                    dma_len: (w.length - skip) as u32,
-                });
+                ext.reth = Some(RethRepr { va: remote_addr + skip, rkey, dma_len: (w.length - skip) as u32 });
             }
-            SendOp::AtomicCmpSwp {
-                remote_addr,
-                rkey,
-                compare,
-                swap,
-            } => {
-                ext.atomic_eth = Some(AtomicEthRepr {
-                    va: remote_addr,
-                    rkey,
-                    swap_add: swap,
-                    compare,
-                });
+            SendOp::AtomicCmpSwp { remote_addr, rkey, compare, swap } => {
+                ext.atomic_eth = Some(AtomicEthRepr { va: remote_addr, rkey, swap_add: swap, compare });
             }
-            SendOp::AtomicFetchAdd {
-                remote_addr,
-                rkey,
-                add,
-            } => {
-                ext.atomic_eth = Some(AtomicEthRepr {
-                    va: remote_addr,
-                    rkey,
-                    swap_add: add,
-                    compare: 0,
-                });
+            SendOp::AtomicFetchAdd { remote_addr, rkey, add } => {
+                ext.atomic_eth = Some(AtomicEthRepr { va: remote_addr, rkey, swap_add: add, compare: 0 });
             }
             op => {
                 offset = k as u64 * mtu as u64;
                 payload_len = (w.length - offset.min(w.length)).min(mtu as u64) as usize;
                 if pos.starts_message() {
                     if let SendOp::RdmaWrite { remote_addr, rkey }
-                    | SendOp::RdmaWriteWithImm {
-                        remote_addr, rkey, ..
-                    } = op
+                    | SendOp::RdmaWriteWithImm { remote_addr, rkey, .. } = op
                     {
-                        ext.reth = Some(RethRepr {
-                            va: remote_addr,
-                            rkey,
-                            dma_len: w.length as u32,
-                        });
+                        ext.reth = Some(RethRepr { va: remote_addr, rkey, dma_len: w.length as u32 });
                     }
                 }
                 if pos.ends_message() {
@@ -204,21 +152,13 @@ impl Qp {
                         SendOp::SendWithImm { imm } | SendOp::RdmaWriteWithImm { imm, .. } => {
                             ext.immdt = Some(ImmDtRepr { imm })
                         }
-                        SendOp::SendWithInv { invalidate_rkey } => {
-                            ext.ieth = Some(IethRepr {
-                                rkey: invalidate_rkey,
-                            })
-                        }
+                        SendOp::SendWithInv { invalidate_rkey } => ext.ieth = Some(IethRepr { rkey: invalidate_rkey }),
                         _ => {}
                     }
                 }
                 if let Some(ud) = w.ud {
                     let qkey = crate::policy::effective_qkey(ud.remote_qkey, self.attr.qkey);
-                    ext.deth = Some(DethRepr {
-                        qkey,
-                        src_qpn: self.init.qpn,
-                        resv8: 0,
-                    });
+                    ext.deth = Some(DethRepr { qkey, src_qpn: self.init.qpn, resv8: 0 });
                     ud_path = Some(ud.path);
                     dest_qpn = ud.remote_qpn;
                 }
@@ -243,9 +183,7 @@ impl Qp {
         let mut bth = self.bth(opcode, psn);
         bth.dest_qpn = dest_qpn;
         let w = &mut self.req.sq[i];
-        bth.solicited = pos.ends_message()
-            && w.flags.contains(SendFlags::SOLICITED)
-            && !w.op.is_read_or_atomic();
+        bth.solicited = pos.ends_message() && w.flags.contains(SendFlags::SOLICITED) && !w.op.is_read_or_atomic();
         if t == QpType::Rc {
             // rxe asks for an ACK at the end of each message and every
             // MAX_PKT_PER_ACK packets of a long one; READ and atomic requests
@@ -260,11 +198,7 @@ impl Qp {
                 self.req.noack_pkts = 0;
             }
         }
-        w.next_psn = if w.op.is_read_or_atomic() {
-            w.first_psn.add(w.npkts)
-        } else {
-            psn.next()
-        };
+        w.next_psn = if w.op.is_read_or_atomic() { w.first_psn.add(w.npkts) } else { psn.next() };
         let end = w.first_psn.add(w.npkts);
         if psn.distance(self.req.high) < 0 {
             self.counters.retransmitted_pkts += 1;
@@ -279,8 +213,7 @@ impl Qp {
         match t {
             QpType::Rc => {
                 if self.req.ack_deadline.is_none() {
-                    self.req.ack_deadline =
-                        super::timers::local_ack_timeout(self.attr.timeout).map(|d| now + d);
+                    self.req.ack_deadline = super::timers::local_ack_timeout(self.attr.timeout).map(|d| now + d);
                 }
             }
             // UC and UD complete a WQE once its last packet is on its way.
@@ -290,12 +223,7 @@ impl Qp {
                     self.req.cur = i;
                     self.req.una = end;
                     if w.signaled(self.init.sq_sig_all) {
-                        let mut wc = WorkCompletion::new(
-                            w.wr_id,
-                            WcStatus::Success,
-                            w.wc_opcode(),
-                            self.init.qpn,
-                        );
+                        let mut wc = WorkCompletion::new(w.wr_id, WcStatus::Success, w.wc_opcode(), self.init.qpn);
                         wc.byte_len = w.length as u32;
                         self.push_completion(CqSide::Send, wc);
                     }
@@ -324,20 +252,13 @@ impl Qp {
                 if st == QpState::Sqd {
                     return None;
                 }
-                let earlier_rd_atomic = self
-                    .req
-                    .sq
-                    .iter()
-                    .take(i)
-                    .filter(|x| x.op.is_read_or_atomic() && !x.done)
-                    .count();
+                let earlier_rd_atomic =
+                    self.req.sq.iter().take(i).filter(|x| x.op.is_read_or_atomic() && !x.done).count();
                 // IBTA §10.8.3.3: a fenced WQE waits for earlier READs/atomics.
                 if w.flags.contains(SendFlags::FENCE) && earlier_rd_atomic > 0 {
                     return None;
                 }
-                if w.op.is_read_or_atomic()
-                    && earlier_rd_atomic >= self.attr.max_rd_atomic.max(1) as usize
-                {
+                if w.op.is_read_or_atomic() && earlier_rd_atomic >= self.attr.max_rd_atomic.max(1) as usize {
                     return None;
                 }
                 if rc && self.req.psn.forward_from(self.req.una) >= MAX_UNACKED_PSNS {
@@ -354,10 +275,7 @@ impl Qp {
                 self.req.ssn = self.req.ssn.wrapping_add(1);
                 return Some(i);
             }
-            if rc
-                && w.next_psn.forward_from(self.req.una) >= MAX_UNACKED_PSNS
-                && !w.op.is_read_or_atomic()
-            {
+            if rc && w.next_psn.forward_from(self.req.una) >= MAX_UNACKED_PSNS && !w.op.is_read_or_atomic() {
                 return None;
             }
             return Some(i);

@@ -39,10 +39,7 @@ fn mem_nak(e: MemError) -> NakCode {
 
 impl Qp {
     pub(crate) fn handle_request(&mut self, pkt: &RxPacket<'_>, env: &mut Env<'_>) {
-        if !matches!(
-            self.attr.qp_state,
-            QpState::Rtr | QpState::Rts | QpState::Sqd | QpState::Sqe
-        ) {
+        if !matches!(self.attr.qp_state, QpState::Rtr | QpState::Rts | QpState::Sqd | QpState::Sqe) {
             return;
         }
         match self.init.qp_type {
@@ -165,8 +162,7 @@ impl Qp {
         };
         let pd = self.init.pd;
         let need = 40 + pkt.payload.len() as u64;
-        let mut wc =
-            WorkCompletion::new(wqe.wr_id, WcStatus::Success, WcOpcode::Recv, self.init.qpn);
+        let mut wc = WorkCompletion::new(wqe.wr_id, WcStatus::Success, WcOpcode::Recv, self.init.qpn);
         if wqe.capacity() < need {
             wc.status = WcStatus::LocLenErr;
         } else if scatter(env.mem, pd, &wqe.sges, 0, &pkt.grh).is_err()
@@ -207,9 +203,7 @@ impl Qp {
         let info = pkt.ib.bth.opcode.info();
         // IBTA Vol 1 ch. 9: the opcode sequence must continue the message in progress.
         let continuing = !info.position.starts_message();
-        if continuing != self.resp.cur_op.is_some()
-            || (continuing && self.resp.cur_op != Some(info.operation))
-        {
+        if continuing != self.resp.cur_op.is_some() || (continuing && self.resp.cur_op != Some(info.operation)) {
             return if self.init.qp_type == QpType::Rc {
                 Verdict::Nak(NakCode::InvalidRequest, None)
             } else {
@@ -254,8 +248,7 @@ impl Qp {
                 return Verdict::Drop;
             };
             self.resp.cur_op = None;
-            let mut wc =
-                WorkCompletion::new(wqe.wr_id, WcStatus::Success, WcOpcode::Recv, self.init.qpn);
+            let mut wc = WorkCompletion::new(wqe.wr_id, WcStatus::Success, WcOpcode::Recv, self.init.qpn);
             wc.byte_len = offset as u32;
             wc.src_qp = self.attr.dest_qp_num;
             if let Some(imm) = pkt.ib.ext.immdt {
@@ -319,22 +312,11 @@ impl Qp {
                 if !self.access_allows(AccessFlags::REMOTE_WRITE) {
                     return self.remote_violation(MemError::AccessDenied);
                 }
-                if let Err(e) = env.mem.check(
-                    pd,
-                    Key::Remote(reth.rkey),
-                    reth.va,
-                    len,
-                    AccessFlags::REMOTE_WRITE,
-                ) {
+                if let Err(e) = env.mem.check(pd, Key::Remote(reth.rkey), reth.va, len, AccessFlags::REMOTE_WRITE) {
                     return self.remote_violation(e);
                 }
             }
-            self.resp.cur = Some(InProgress::Write {
-                va: reth.va,
-                rkey: reth.rkey,
-                remaining: len,
-                total: len,
-            });
+            self.resp.cur = Some(InProgress::Write { va: reth.va, rkey: reth.rkey, remaining: len, total: len });
             self.resp.cur_op = Some(Operation::RdmaWrite);
         }
         if let Err(v) = self.check_segment(pkt) {
@@ -349,13 +331,7 @@ impl Qp {
             }
             return Verdict::Rnr;
         }
-        let Some(InProgress::Write {
-            va,
-            rkey,
-            remaining,
-            total,
-        }) = &mut self.resp.cur
-        else {
+        let Some(InProgress::Write { va, rkey, remaining, total }) = &mut self.resp.cur else {
             return Verdict::Drop;
         };
         let n = pkt.payload.len() as u64;
@@ -376,12 +352,8 @@ impl Qp {
             self.finish_message();
             if let Some(imm) = imm {
                 let wqe = self.take_recv(env).expect("checked above");
-                let mut wc = WorkCompletion::new(
-                    wqe.wr_id,
-                    WcStatus::Success,
-                    WcOpcode::RecvRdmaWithImm,
-                    self.init.qpn,
-                );
+                let mut wc =
+                    WorkCompletion::new(wqe.wr_id, WcStatus::Success, WcOpcode::RecvRdmaWithImm, self.init.qpn);
                 wc.byte_len = tot as u32;
                 wc.imm_data = imm.imm;
                 wc.src_qp = self.attr.dest_qp_num;
@@ -394,11 +366,7 @@ impl Qp {
     }
 
     fn outstanding_rd_atomic(&self) -> usize {
-        self.resp
-            .out
-            .iter()
-            .filter(|o| !matches!(o, RespOut::Ack { .. }))
-            .count()
+        self.resp.out.iter().filter(|o| !matches!(o, RespOut::Ack { .. })).count()
     }
 
     fn exec_read(&mut self, pkt: &RxPacket<'_>, psn: Psn, mem: &mut dyn Memory) -> Verdict {
@@ -413,13 +381,9 @@ impl Qp {
             if !self.access_allows(AccessFlags::REMOTE_READ) {
                 return self.remote_violation(MemError::AccessDenied);
             }
-            if let Err(e) = mem.check(
-                self.init.pd,
-                Key::Remote(reth.rkey),
-                reth.va,
-                reth.dma_len as u64,
-                AccessFlags::REMOTE_READ,
-            ) {
+            if let Err(e) =
+                mem.check(self.init.pd, Key::Remote(reth.rkey), reth.va, reth.dma_len as u64, AccessFlags::REMOTE_READ)
+            {
                 return self.remote_violation(e);
             }
         }
@@ -427,14 +391,7 @@ impl Qp {
         self.finish_message();
         let msn = self.resp.msn;
         self.remember(Resource::Read { psn, npkts, msn });
-        self.resp.out.push_back(RespOut::Read {
-            psn,
-            va: reth.va,
-            rkey: reth.rkey,
-            len: reth.dma_len,
-            sent: 0,
-            msn,
-        });
+        self.resp.out.push_back(RespOut::Read { psn, va: reth.va, rkey: reth.rkey, len: reth.dma_len, sent: 0, msn });
         self.resp.epsn = psn.add(npkts);
         Verdict::Responded
     }
@@ -450,10 +407,7 @@ impl Qp {
             return self.remote_violation(MemError::AccessDenied);
         }
         let op = if pkt.ib.bth.opcode == Opcode::RcCompareSwap {
-            AtomicOp::CompareSwap {
-                compare: a.compare,
-                swap: a.swap_add,
-            }
+            AtomicOp::CompareSwap { compare: a.compare, swap: a.swap_add }
         } else {
             AtomicOp::FetchAdd { add: a.swap_add }
         };
@@ -485,9 +439,7 @@ impl Qp {
             Operation::ReadRequest => {
                 let Some(reth) = pkt.ib.ext.reth else { return };
                 let found = self.resp.resources.iter().find_map(|r| match *r {
-                    Resource::Read { psn: p, npkts, msn } if psn.forward_from(p) < npkts => {
-                        Some(msn)
-                    }
+                    Resource::Read { psn: p, npkts, msn } if psn.forward_from(p) < npkts => Some(msn),
                     _ => None,
                 });
                 let Some(msn) = found else { return };
@@ -505,9 +457,7 @@ impl Qp {
                     return;
                 }
                 // Re-executed READ: any response in the queue for the same PSNs is superseded.
-                self.resp
-                    .out
-                    .retain(|o| !matches!(o, RespOut::Read { psn: p, .. } if *p == psn));
+                self.resp.out.retain(|o| !matches!(o, RespOut::Read { psn: p, .. } if *p == psn));
                 self.resp.out.push_back(RespOut::Read {
                     psn,
                     va: reth.va,
@@ -523,12 +473,7 @@ impl Qp {
                     _ => None,
                 });
                 if let Some((orig, msn)) = found {
-                    if !self
-                        .resp
-                        .out
-                        .iter()
-                        .any(|o| matches!(o, RespOut::Atomic { psn: p, .. } if *p == psn))
-                    {
+                    if !self.resp.out.iter().any(|o| matches!(o, RespOut::Atomic { psn: p, .. } if *p == psn)) {
                         self.resp.out.push_back(RespOut::Atomic { psn, orig, msn });
                     }
                 }
@@ -547,13 +492,8 @@ impl Qp {
     /// Queues an ACK/NAK; a plain ACK replaces one still waiting at the tail
     /// (coalescing: the later ACK acknowledges everything the earlier did).
     fn queue_ack(&mut self, psn: Psn, syndrome: Syndrome, msn: u32) {
-        if let (
-            Some(RespOut::Ack {
-                syndrome: Syndrome::Ack { .. },
-                ..
-            }),
-            Syndrome::Ack { .. },
-        ) = (self.resp.out.back(), syndrome)
+        if let (Some(RespOut::Ack { syndrome: Syndrome::Ack { .. }, .. }), Syndrome::Ack { .. }) =
+            (self.resp.out.back(), syndrome)
         {
             self.resp.out.pop_back();
         }
@@ -578,34 +518,21 @@ impl Qp {
         let mut ext = ExtHeaders::default();
         let (opcode, psn) = match front {
             RespOut::Ack { psn, syndrome, msn } => {
-                ext.aeth = Some(AethRepr {
-                    syndrome: *syndrome,
-                    msn: *msn,
-                });
+                ext.aeth = Some(AethRepr { syndrome: *syndrome, msn: *msn });
                 let p = *psn;
                 self.resp.out.pop_front();
                 self.scratch.clear();
                 (Opcode::RcAcknowledge, p)
             }
             RespOut::Atomic { psn, orig, msn } => {
-                ext.aeth = Some(AethRepr {
-                    syndrome: ACK,
-                    msn: *msn,
-                });
+                ext.aeth = Some(AethRepr { syndrome: ACK, msn: *msn });
                 ext.atomic_ack_eth = Some(AtomicAckEthRepr { orig: *orig });
                 let p = *psn;
                 self.resp.out.pop_front();
                 self.scratch.clear();
                 (Opcode::RcAtomicAcknowledge, p)
             }
-            RespOut::Read {
-                psn,
-                va,
-                rkey,
-                len,
-                sent,
-                msn,
-            } => {
+            RespOut::Read { psn, va, rkey, len, sent, msn } => {
                 let npkts = (*len as u64).div_ceil(mtu).max(1) as u32;
                 let k = *sent;
                 let pos = position(k, npkts);
@@ -619,33 +546,17 @@ impl Qp {
                 }
                 // IBTA §9.3.5: READ responses carry an AETH on FIRST, LAST and ONLY.
                 if pos != Position::Middle {
-                    ext.aeth = Some(AethRepr {
-                        syndrome: ACK,
-                        msn: m,
-                    });
+                    ext.aeth = Some(AethRepr { syndrome: ACK, msn: m });
                 }
                 self.scratch.resize(n, 0);
-                if n > 0
-                    && mem
-                        .read(pd, Key::Remote(rk), at, &mut self.scratch)
-                        .is_err()
-                {
+                if n > 0 && mem.read(pd, Key::Remote(rk), at, &mut self.scratch).is_err() {
                     // The region went away between request and response.
-                    self.resp.out.retain(
-                        |o| !matches!(o, RespOut::Read { psn: q, .. } if q.forward_from(p) < npkts),
-                    );
+                    self.resp.out.retain(|o| !matches!(o, RespOut::Read { psn: q, .. } if q.forward_from(p) < npkts));
                     ext = ExtHeaders::default();
-                    ext.aeth = Some(AethRepr {
-                        syndrome: Syndrome::Nak(NakCode::RemoteAccessError),
-                        msn: m,
-                    });
+                    ext.aeth = Some(AethRepr { syndrome: Syndrome::Nak(NakCode::RemoteAccessError), msn: m });
                     self.scratch.clear();
                     self.counters.nak_remote_access_sent += 1;
-                    return Some(IbRepr {
-                        bth: self.bth(Opcode::RcAcknowledge, p),
-                        ext,
-                        payload_len: 0,
-                    });
+                    return Some(IbRepr { bth: self.bth(Opcode::RcAcknowledge, p), ext, payload_len: 0 });
                 }
                 let op = match pos {
                     Position::First => Opcode::RcReadResponseFirst,
@@ -657,10 +568,6 @@ impl Qp {
             }
         };
         let bth = self.bth(opcode, psn);
-        Some(IbRepr {
-            bth,
-            ext,
-            payload_len: self.scratch.len(),
-        })
+        Some(IbRepr { bth, ext, payload_len: self.scratch.len() })
     }
 }

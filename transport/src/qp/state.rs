@@ -13,10 +13,7 @@ pub struct Rule {
 }
 
 const fn r(required: u32, optional: u32) -> Option<Rule> {
-    Some(Rule {
-        required: M(required),
-        optional: M(optional),
-    })
+    Some(Rule { required: M(required), optional: M(optional) })
 }
 
 const CUR_STATE: u32 = M::CUR_STATE.0;
@@ -58,18 +55,12 @@ pub fn rule(t: QpType, from: QpState, to: QpState) -> Option<Rule> {
         (Init, Rtr) => match t {
             Ud => r(0, PKEY | QKEY),
             Uc => r(AV | MTU | DEST_QPN | RQ_PSN, ALT | ACCESS | PKEY),
-            Rc => r(
-                AV | MTU | DEST_QPN | RQ_PSN | DEST_RD_ATOMIC | MIN_RNR,
-                ALT | ACCESS | PKEY,
-            ),
+            Rc => r(AV | MTU | DEST_QPN | RQ_PSN | DEST_RD_ATOMIC | MIN_RNR, ALT | ACCESS | PKEY),
         },
         (Rtr, Rts) => match t {
             Ud => r(SQ_PSN, CUR_STATE | QKEY),
             Uc => r(SQ_PSN, CUR_STATE | ALT | ACCESS | MIG),
-            Rc => r(
-                TIMEOUT | RETRY | RNR_RETRY | SQ_PSN | RD_ATOMIC,
-                CUR_STATE | ALT | ACCESS | MIN_RNR | MIG,
-            ),
+            Rc => r(TIMEOUT | RETRY | RNR_RETRY | SQ_PSN | RD_ATOMIC, CUR_STATE | ALT | ACCESS | MIN_RNR | MIG),
         },
         (Rts, Rts) | (Sqd, Rts) => match t {
             Ud => r(0, CUR_STATE | QKEY),
@@ -165,35 +156,16 @@ mod tests {
 
     #[test]
     fn rc_bring_up_needs_exactly_the_ibta_attributes() {
-        assert_eq!(
-            check(
-                Rc,
-                Reset,
-                Init,
-                M::STATE | M::PKEY_INDEX | M::PORT | M::ACCESS_FLAGS
-            ),
-            Ok(())
-        );
+        assert_eq!(check(Rc, Reset, Init, M::STATE | M::PKEY_INDEX | M::PORT | M::ACCESS_FLAGS), Ok(()));
         assert_eq!(
             check(Rc, Reset, Init, M::STATE | M::PKEY_INDEX | M::PORT),
             Result::Err(ModifyError::MissingAttributes(M::ACCESS_FLAGS))
         );
         assert_eq!(
-            check(
-                Rc,
-                Reset,
-                Init,
-                M::STATE | M::PKEY_INDEX | M::PORT | M::ACCESS_FLAGS | M::SQ_PSN
-            ),
+            check(Rc, Reset, Init, M::STATE | M::PKEY_INDEX | M::PORT | M::ACCESS_FLAGS | M::SQ_PSN),
             Result::Err(ModifyError::UnexpectedAttributes(M::SQ_PSN))
         );
-        let rtr = M::STATE
-            | M::AV
-            | M::PATH_MTU
-            | M::DEST_QPN
-            | M::RQ_PSN
-            | M::MAX_DEST_RD_ATOMIC
-            | M::MIN_RNR_TIMER;
+        let rtr = M::STATE | M::AV | M::PATH_MTU | M::DEST_QPN | M::RQ_PSN | M::MAX_DEST_RD_ATOMIC | M::MIN_RNR_TIMER;
         assert_eq!(check(Rc, Init, Rtr, rtr), Ok(()));
         assert_eq!(
             check(Rc, Init, Rtr, rtr.minus(M::MIN_RNR_TIMER)),
@@ -202,33 +174,19 @@ mod tests {
         // UC has no RDMA READ/atomics, so no responder resources to set.
         assert_eq!(
             check(Uc, Init, Rtr, rtr),
-            Result::Err(ModifyError::UnexpectedAttributes(
-                M::MAX_DEST_RD_ATOMIC | M::MIN_RNR_TIMER
-            ))
+            Result::Err(ModifyError::UnexpectedAttributes(M::MAX_DEST_RD_ATOMIC | M::MIN_RNR_TIMER))
         );
-        let rts =
-            M::STATE | M::TIMEOUT | M::RETRY_CNT | M::RNR_RETRY | M::SQ_PSN | M::MAX_QP_RD_ATOMIC;
+        let rts = M::STATE | M::TIMEOUT | M::RETRY_CNT | M::RNR_RETRY | M::SQ_PSN | M::MAX_QP_RD_ATOMIC;
         assert_eq!(check(Rc, Rtr, Rts, rts), Ok(()));
         assert_eq!(check(Ud, Rtr, Rts, M::STATE | M::SQ_PSN), Ok(()));
     }
 
     #[test]
     fn impossible_transitions_are_refused() {
-        for (from, to) in [
-            (Reset, Rtr),
-            (Reset, Rts),
-            (Init, Rts),
-            (Rtr, Init),
-            (Err, Rts),
-            (Rts, Init),
-            (Sqe, Sqd),
-        ] {
+        for (from, to) in [(Reset, Rtr), (Reset, Rts), (Init, Rts), (Rtr, Init), (Err, Rts), (Rts, Init), (Sqe, Sqd)] {
             assert!(check(Rc, from, to, M::STATE).is_err(), "{from:?}->{to:?}");
         }
-        assert_eq!(
-            check(Rc, Sqe, Rts, M::STATE),
-            Result::Err(ModifyError::NoSuchTransition { from: Sqe, to: Rts })
-        );
+        assert_eq!(check(Rc, Sqe, Rts, M::STATE), Result::Err(ModifyError::NoSuchTransition { from: Sqe, to: Rts }));
         assert_eq!(check(Uc, Sqe, Rts, M::STATE), Ok(()));
         for from in [Reset, Init, Rtr, Rts, Sqd, Sqe, Err] {
             assert_eq!(check(Rc, from, Err, M::STATE), Ok(()));

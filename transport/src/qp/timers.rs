@@ -16,9 +16,8 @@ pub fn local_ack_timeout(timeout: u8) -> Option<Duration> {
 
 /// Table 45, in microseconds, indexed by the RNR timer code.
 const RNR_TIMER_US: [u32; 32] = [
-    655_360, 10, 20, 30, 40, 60, 80, 120, 160, 240, 320, 480, 640, 960, 1_280, 1_920, 2_560, 3_840,
-    5_120, 7_680, 10_240, 15_360, 20_480, 30_720, 40_960, 61_440, 81_920, 122_880, 163_840,
-    245_760, 327_680, 491_520,
+    655_360, 10, 20, 30, 40, 60, 80, 120, 160, 240, 320, 480, 640, 960, 1_280, 1_920, 2_560, 3_840, 5_120, 7_680,
+    10_240, 15_360, 20_480, 30_720, 40_960, 61_440, 81_920, 122_880, 163_840, 245_760, 327_680, 491_520,
 ];
 
 pub fn rnr_timer(code: u8) -> Duration {
@@ -36,9 +35,6 @@ mod tests {
         assert_eq!(rnr_timer(12), Duration::from_micros(640));
         assert_eq!(rnr_timer(31), Duration::from_micros(491_520));
         assert_eq!(local_ack_timeout(0), None);
-        assert_eq!(
-            local_ack_timeout(14),
-            Some(Duration::from_nanos(4096 * 16384))
-        );
+        assert_eq!(local_ack_timeout(14), Some(Duration::from_nanos(4096 * 16384)));
     }
 }

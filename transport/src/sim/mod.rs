@@ -32,13 +32,7 @@ fn brief(frame: &[u8]) -> String {
     match crate::wire::Frame::parse(frame) {
         Ok(f) => {
             let b = f.repr.ib.bth;
-            let aeth = f
-                .repr
-                .ib
-                .ext
-                .aeth
-                .map(|a| format!(" {:?} msn={}", a.syndrome, a.msn))
-                .unwrap_or_default();
+            let aeth = f.repr.ib.ext.aeth.map(|a| format!(" {:?} msn={}", a.syndrome, a.msn)).unwrap_or_default();
             format!(
                 "{} qpn={:#x} psn={:#08x}{}{} len={}{}",
                 b.opcode.name(),
@@ -83,13 +77,7 @@ impl Default for ConnectParams {
             min_rnr_timer: 2,
             max_rd_atomic: 16,
             max_dest_rd_atomic: 16,
-            cap: QpCap {
-                max_send_wr: 1024,
-                max_recv_wr: 1024,
-                max_send_sge: 4,
-                max_recv_sge: 4,
-                max_inline_data: 256,
-            },
+            cap: QpCap { max_send_wr: 1024, max_recv_wr: 1024, max_send_sge: 4, max_recv_sge: 4, max_inline_data: 256 },
             psn: [0x10_0000, 0xab_cdef],
             access: AccessFlags::all(),
             qkey: 0x1111_1111,
@@ -101,10 +89,7 @@ impl Default for ConnectParams {
 /// The MAC and IPv4 address of simulated node `i`.
 pub fn node_addr(i: usize) -> (EthernetAddress, Gid) {
     let mac = EthernetAddress([0x02, 0, 0, 0, 0, i as u8 + 1]);
-    (
-        mac,
-        Gid::from_ipv4(core::net::Ipv4Addr::new(10, 0, 0, i as u8 + 1)),
-    )
+    (mac, Gid::from_ipv4(core::net::Ipv4Addr::new(10, 0, 0, i as u8 + 1)))
 }
 
 /// The path from node `from` to node `1 - from`, for a flow between two QPNs.
@@ -121,11 +106,7 @@ pub fn path_between(from: usize, lqpn: u32, rqpn: u32, ud: bool) -> Path {
         traffic_class: 0,
         hop_limit: 64,
         flow_label: fl,
-        udp_sport: if ud {
-            flow::ud_udp_sport(lqpn)
-        } else {
-            flow::udp_sport_from_flow_label(fl)
-        },
+        udp_sport: if ud { flow::ud_udp_sport(lqpn) } else { flow::udp_sport_from_flow_label(fl) },
     }
 }
 
@@ -133,10 +114,7 @@ impl Sim {
     pub fn new(net: NetConfig, seed: u64) -> Self {
         Sim {
             now: Instant::ZERO,
-            nodes: [
-                Endpoint::new(RegionTable::new()),
-                Endpoint::new(RegionTable::new()),
-            ],
+            nodes: [Endpoint::new(RegionTable::new()), Endpoint::new(RegionTable::new())],
             net: Network::new(net, seed),
             trace: false,
             tap: None,
@@ -147,10 +125,8 @@ impl Sim {
     /// Creates a QP of `t` on each node and brings both to RTS, connected to
     /// each other (UD QPs are simply brought up). Returns the two QPNs.
     pub fn connect(&mut self, t: QpType, p: &ConnectParams, srq: [Option<u32>; 2]) -> [u32; 2] {
-        let q = [
-            self.nodes[0].create_qp(t, 1, p.cap, false, srq[0]),
-            self.nodes[1].create_qp(t, 1, p.cap, false, srq[1]),
-        ];
+        let q =
+            [self.nodes[0].create_qp(t, 1, p.cap, false, srq[0]), self.nodes[1].create_qp(t, 1, p.cap, false, srq[1])];
         for i in 0..2 {
             let (l, r) = (q[i], q[1 - i]);
             let qp = self.nodes[i].qp_mut(l).expect("just created");
@@ -164,11 +140,7 @@ impl Sim {
                 ..QpAttr::default()
             };
             let m = QpAttrMask::STATE | QpAttrMask::PKEY_INDEX | QpAttrMask::PORT;
-            let m = if t == QpType::Ud {
-                m | QpAttrMask::QKEY
-            } else {
-                m | QpAttrMask::ACCESS_FLAGS
-            };
+            let m = if t == QpType::Ud { m | QpAttrMask::QKEY } else { m | QpAttrMask::ACCESS_FLAGS };
             qp.modify(&a, m, None).expect("RESET->INIT");
             a.qp_state = QpState::Rtr;
             a.path_mtu = p.mtu;
@@ -244,26 +216,17 @@ impl Sim {
         while let Some((dest, frame)) = self.net.pop_due(self.now) {
             let r = self.nodes[dest].handle_frame(self.now, &frame);
             if self.trace {
-                eprintln!(
-                    "{:>12}  ->{dest} {} {:?}",
-                    self.now.as_nanos(),
-                    brief(&frame),
-                    r.err()
-                );
+                eprintln!("{:>12}  ->{dest} {} {:?}", self.now.as_nanos(), brief(&frame), r.err());
             }
             busy = true;
         }
         if busy {
             return true;
         }
-        let next = [
-            self.net.next_delivery(),
-            self.nodes[0].poll_timeout(),
-            self.nodes[1].poll_timeout(),
-        ]
-        .into_iter()
-        .flatten()
-        .min();
+        let next = [self.net.next_delivery(), self.nodes[0].poll_timeout(), self.nodes[1].poll_timeout()]
+            .into_iter()
+            .flatten()
+            .min();
         match next {
             Some(t) => {
                 if t > self.now {

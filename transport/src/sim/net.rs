@@ -156,13 +156,7 @@ mod tests {
     #[test]
     fn knobs_do_what_they_say_and_replay() {
         let run = |seed| {
-            let cfg = NetConfig {
-                drop: 0.1,
-                dup: 0.1,
-                reorder: 0.1,
-                corrupt: 0.1,
-                ..Default::default()
-            };
+            let cfg = NetConfig { drop: 0.1, dup: 0.1, reorder: 0.1, corrupt: 0.1, ..Default::default() };
             let mut n = Network::new(cfg, seed);
             for i in 0..10_000u32 {
                 n.send(Instant::ZERO, 0, &i.to_be_bytes());
@@ -175,12 +169,9 @@ mod tests {
         };
         let (s, got) = run(7);
         assert_eq!(run(7).1, got, "same seed, same delivery");
-        for (v, name) in [
-            (s.dropped, "drop"),
-            (s.duplicated, "dup"),
-            (s.reordered, "reorder"),
-            (s.corrupted, "corrupt"),
-        ] {
+        for (v, name) in
+            [(s.dropped, "drop"), (s.duplicated, "dup"), (s.reordered, "reorder"), (s.corrupted, "corrupt")]
+        {
             assert!((800..1200).contains(&v), "{name}: {v} of 10000");
         }
         assert_eq!(got.len() as u64, s.sent - s.dropped + s.duplicated);

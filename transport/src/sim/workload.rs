@@ -10,9 +10,7 @@
 use core::time::Duration;
 use std::collections::VecDeque;
 
-use verbs_api::{
-    AccessFlags, Mtu, QpType, RecvWr, SendFlags, SendOp, SendWr, Sge, WcFlags, WcOpcode, WcStatus,
-};
+use verbs_api::{AccessFlags, Mtu, QpType, RecvWr, SendFlags, SendOp, SendWr, Sge, WcFlags, WcOpcode, WcStatus};
 
 use super::{path_between, ConnectParams, NetConfig, NetStats, Rng, Sim};
 use crate::counters::Counters;
@@ -185,11 +183,7 @@ impl<'c> Workload<'c> {
             ..ConnectParams::default()
         };
         let qpn = sim.connect(cfg.transport, &params, [None, None]);
-        let max = if cfg.transport == QpType::Ud {
-            cfg.mtu.bytes()
-        } else {
-            cfg.max_size.max(3 * cfg.mtu.bytes() + 1)
-        };
+        let max = if cfg.transport == QpType::Ud { cfg.mtu.bytes() } else { cfg.max_size.max(3 * cfg.mtu.bytes() + 1) };
         let slot_size = max + 64;
         let nslots = cfg.depth.max(cfg.recv_depth) + 8;
         let lw = AccessFlags::LOCAL_WRITE;
@@ -197,36 +191,18 @@ impl<'c> Workload<'c> {
         let (src, _) = a.mem.register(1, SRC, slot_size * nslots, lw);
         let (dst, _) = a.mem.register(1, DST, slot_size * nslots, lw);
         let (recv, _) = b.mem.register(1, RECV, slot_size * nslots, lw);
-        let (_, target) = b.mem.register(
-            1,
-            TARGET,
-            slot_size * nslots,
-            lw | AccessFlags::REMOTE_WRITE,
-        );
+        let (_, target) = b.mem.register(1, TARGET, slot_size * nslots, lw | AccessFlags::REMOTE_WRITE);
         let rsrc_len = slot_size * 2;
-        let (rsrc_l, rsrc) = b
-            .mem
-            .register(1, RSRC, rsrc_len, lw | AccessFlags::REMOTE_READ);
+        let (rsrc_l, rsrc) = b.mem.register(1, RSRC, rsrc_len, lw | AccessFlags::REMOTE_READ);
         let bytes: Vec<u8> = (0..rsrc_len as u64).map(read_source).collect();
-        b.mem
-            .region_mut(rsrc_l)
-            .expect("registered")
-            .data
-            .copy_from_slice(&bytes);
+        b.mem.region_mut(rsrc_l).expect("registered").data.copy_from_slice(&bytes);
         let (_, atom) = b.mem.register(1, ATOM, 16, lw | AccessFlags::REMOTE_ATOMIC);
         let mut w = Workload {
             cfg,
             sim,
             rng: Rng::new(cfg.seed),
             qpn,
-            keys: Keys {
-                src,
-                dst,
-                recv,
-                target,
-                rsrc,
-                atom,
-            },
+            keys: Keys { src, dst, recv, target, rsrc, atom },
             slot_size,
             nslots,
             pending: VecDeque::new(),
@@ -251,16 +227,10 @@ impl<'c> Workload<'c> {
     fn post_recv(&mut self) {
         let slot = self.recv_slot % self.nslots;
         self.recv_slot += 1;
-        let sge = Sge {
-            addr: RECV + (slot * self.slot_size) as u64,
-            length: self.slot_size as u32,
-            lkey: self.keys.recv,
-        };
+        let sge =
+            Sge { addr: RECV + (slot * self.slot_size) as u64, length: self.slot_size as u32, lkey: self.keys.recv };
         let qp = self.sim.nodes[1].qp_mut(self.qpn[1]).expect("qp");
-        if let Err(e) = qp.post_recv(RecvWr {
-            wr_id: slot as u64,
-            sg_list: vec![sge],
-        }) {
+        if let Err(e) = qp.post_recv(RecvWr { wr_id: slot as u64, sg_list: vec![sge] }) {
             self.error(format!("post_recv: {e}"));
         }
     }
@@ -286,11 +256,7 @@ impl<'c> Workload<'c> {
 
     fn pick_size(&mut self) -> usize {
         let mtu = self.cfg.mtu.bytes();
-        let max = if self.cfg.transport == QpType::Ud {
-            mtu
-        } else {
-            self.cfg.max_size.max(1)
-        };
+        let max = if self.cfg.transport == QpType::Ud { mtu } else { self.cfg.max_size.max(1) };
         let s = match self.rng.below(10) {
             0 => 0,
             1 => 1,
@@ -307,24 +273,12 @@ impl<'c> Workload<'c> {
 
     /// Splits `[base, base+len)` into 1–3 SGEs.
     fn sges(&mut self, base: u64, len: usize, lkey: u32) -> Vec<Sge> {
-        let parts = if len >= 16 {
-            1 + self.rng.below(3) as usize
-        } else {
-            1
-        };
+        let parts = if len >= 16 { 1 + self.rng.below(3) as usize } else { 1 };
         let mut out = Vec::new();
         let mut at = 0usize;
         for p in 0..parts {
-            let n = if p + 1 == parts {
-                len - at
-            } else {
-                (len / parts).max(1)
-            };
-            out.push(Sge {
-                addr: base + at as u64,
-                length: n as u32,
-                lkey,
-            });
+            let n = if p + 1 == parts { len - at } else { (len / parts).max(1) };
+            out.push(Sge { addr: base + at as u64, length: n as u32, lkey });
             at += n;
         }
         out
@@ -340,16 +294,10 @@ impl<'c> Workload<'c> {
         let base = (slot * self.slot_size) as u64;
         let mut arg = 0u64;
         let mut inline = None;
-        if matches!(
-            kind,
-            Kind::Send | Kind::SendImm | Kind::SendInv | Kind::Write | Kind::WriteImm
-        ) {
+        if matches!(kind, Kind::Send | Kind::SendImm | Kind::SendInv | Kind::Write | Kind::WriteImm) {
             let data: Vec<u8> = (0..size).map(|i| pattern(id, i)).collect();
             let k = self.keys.src;
-            self.sim.nodes[0]
-                .mem
-                .write(1, Key::Local(k), SRC + base, &data)
-                .expect("src slot");
+            self.sim.nodes[0].mem.write(1, Key::Local(k), SRC + base, &data).expect("src slot");
             if size <= 64 && self.rng.chance(0.25) {
                 inline = Some(data);
             }
@@ -367,44 +315,23 @@ impl<'c> Workload<'c> {
                     AccessFlags::LOCAL_WRITE | AccessFlags::REMOTE_WRITE,
                 );
                 arg = rkey as u64;
-                SendOp::SendWithInv {
-                    invalidate_rkey: rkey,
-                }
+                SendOp::SendWithInv { invalidate_rkey: rkey }
             }
-            Kind::Write => SendOp::RdmaWrite {
-                remote_addr: remote_target,
-                rkey: self.keys.target,
-            },
-            Kind::WriteImm => SendOp::RdmaWriteWithImm {
-                remote_addr: remote_target,
-                rkey: self.keys.target,
-                imm,
-            },
+            Kind::Write => SendOp::RdmaWrite { remote_addr: remote_target, rkey: self.keys.target },
+            Kind::WriteImm => SendOp::RdmaWriteWithImm { remote_addr: remote_target, rkey: self.keys.target, imm },
             Kind::Read => {
                 arg = self.rng.below(self.slot_size as u64);
-                SendOp::RdmaRead {
-                    remote_addr: RSRC + arg,
-                    rkey: self.keys.rsrc,
-                }
+                SendOp::RdmaRead { remote_addr: RSRC + arg, rkey: self.keys.rsrc }
             }
             Kind::FetchAdd => {
                 arg = self.fetch_adds;
                 self.fetch_adds += 1;
-                SendOp::AtomicFetchAdd {
-                    remote_addr: ATOM,
-                    rkey: self.keys.atom,
-                    add: 1,
-                }
+                SendOp::AtomicFetchAdd { remote_addr: ATOM, rkey: self.keys.atom, add: 1 }
             }
             Kind::CmpSwap => {
                 arg = self.cmp_swaps;
                 self.cmp_swaps += 1;
-                SendOp::AtomicCmpSwp {
-                    remote_addr: ATOM + 8,
-                    rkey: self.keys.atom,
-                    compare: arg,
-                    swap: arg + 1,
-                }
+                SendOp::AtomicCmpSwp { remote_addr: ATOM + 8, rkey: self.keys.atom, compare: arg, swap: arg + 1 }
             }
         };
         let sg_list = match kind {
@@ -431,21 +358,12 @@ impl<'c> Workload<'c> {
                 remote_qkey: 0x1111_1111,
             }
         });
-        let p = Posted {
-            id,
-            kind,
-            size,
-            slot,
-            arg,
-        };
+        let p = Posted { id, kind, size, slot, arg };
         let qp = self.sim.nodes[0].qp_mut(self.qpn[0]).expect("qp");
         match qp.post_send(&wr, ud) {
             Ok(()) => {
                 self.report.posted += 1;
-                if matches!(
-                    kind,
-                    Kind::Send | Kind::SendImm | Kind::SendInv | Kind::WriteImm
-                ) {
+                if matches!(kind, Kind::Send | Kind::SendImm | Kind::SendInv | Kind::WriteImm) {
                     self.expect_recv.push_back(p.clone());
                 }
                 self.pending.push_back(p);
@@ -461,8 +379,7 @@ impl<'c> Workload<'c> {
         loop {
             // UC and UD have no RNR: like their pingpong tools, the sender
             // never has more messages in flight than receives are posted.
-            let recv_room =
-                |w: &Self| w.cfg.transport == QpType::Rc || w.expect_recv.len() < w.cfg.recv_depth;
+            let recv_room = |w: &Self| w.cfg.transport == QpType::Rc || w.expect_recv.len() < w.cfg.recv_depth;
             while next_id < n
                 && self.pending.len() < self.cfg.depth
                 && recv_room(&self)
@@ -522,18 +439,12 @@ impl<'c> Workload<'c> {
             let fa = u64::from_ne_bytes(w[..8].try_into().expect("8 bytes"));
             let cs = u64::from_ne_bytes(w[8..].try_into().expect("8 bytes"));
             if fa != self.fetch_adds || cs != self.cmp_swaps {
-                self.error(format!(
-                    "atomics executed {fa}/{cs} times, posted {}/{}",
-                    self.fetch_adds, self.cmp_swaps
-                ));
+                self.error(format!("atomics executed {fa}/{cs} times, posted {}/{}", self.fetch_adds, self.cmp_swaps));
             }
         }
         self.report.sim_time = self.sim.now - crate::time::Instant::ZERO;
         self.report.net = self.sim.net.stats;
-        self.report.counters = [
-            self.sim.nodes[0].qp_counters(),
-            self.sim.nodes[1].qp_counters(),
-        ];
+        self.report.counters = [self.sim.nodes[0].qp_counters(), self.sim.nodes[1].qp_counters()];
         self.report
     }
 
@@ -548,26 +459,12 @@ impl<'c> Workload<'c> {
         }
     }
 
-    fn check_bytes(
-        &mut self,
-        what: &str,
-        node: usize,
-        key: u32,
-        va: u64,
-        want: impl Iterator<Item = u8>,
-    ) {
+    fn check_bytes(&mut self, what: &str, node: usize, key: u32, va: u64, want: impl Iterator<Item = u8>) {
         let want: Vec<u8> = want.collect();
         let mut got = vec![0u8; want.len()];
-        if self.sim.nodes[node]
-            .mem
-            .read(1, Key::Local(key), va, &mut got)
-            .is_err()
-            || got != want
-        {
+        if self.sim.nodes[node].mem.read(1, Key::Local(key), va, &mut got).is_err() || got != want {
             let at = got.iter().zip(&want).position(|(a, b)| a != b);
-            self.error(format!(
-                "{what}: contents differ (first difference at byte {at:?})"
-            ));
+            self.error(format!("{what}: contents differ (first difference at byte {at:?})"));
         } else {
             self.report.bytes_verified += want.len() as u64;
         }
@@ -601,15 +498,10 @@ impl<'c> Workload<'c> {
             Kind::FetchAdd | Kind::CmpSwap => {
                 let mut b = [0u8; 8];
                 let k = self.keys.dst;
-                let _ = self.sim.nodes[0]
-                    .mem
-                    .read(1, Key::Local(k), DST + base, &mut b);
+                let _ = self.sim.nodes[0].mem.read(1, Key::Local(k), DST + base, &mut b);
                 let got = u64::from_ne_bytes(b);
                 if got != p.arg {
-                    self.error(format!(
-                        "{:?} #{} returned {got}, expected {}",
-                        p.kind, p.id, p.arg
-                    ));
+                    self.error(format!("{:?} #{} returned {got}, expected {}", p.kind, p.id, p.arg));
                 }
             }
             Kind::Write if self.cfg.transport == QpType::Rc => {
@@ -654,16 +546,10 @@ impl<'c> Workload<'c> {
             }
         };
         let Some(p) = found else {
-            self.error(format!(
-                "unexpected receive completion (duplicate or out of order): {wc:?}"
-            ));
+            self.error(format!("unexpected receive completion (duplicate or out of order): {wc:?}"));
             return;
         };
-        let grh = if self.cfg.transport == QpType::Ud {
-            40
-        } else {
-            0
-        };
+        let grh = if self.cfg.transport == QpType::Ud { 40 } else { 0 };
         let (opcode, with_imm) = match p.kind {
             Kind::WriteImm => (WcOpcode::RecvRdmaWithImm, true),
             Kind::SendImm => (WcOpcode::Recv, true),
@@ -682,26 +568,16 @@ impl<'c> Workload<'c> {
         if with_imm && wc.imm_data != p.id as u32 {
             self.error(format!("#{}: immediate data {:#x}", p.id, wc.imm_data));
         }
-        if p.kind == Kind::SendInv
-            && (!wc.wc_flags.contains(WcFlags::WITH_INV) || wc.invalidated_rkey as u64 != p.arg)
+        if p.kind == Kind::SendInv && (!wc.wc_flags.contains(WcFlags::WITH_INV) || wc.invalidated_rkey as u64 != p.arg)
         {
-            self.error(format!(
-                "#{}: SEND_INV completion without the invalidated R_Key",
-                p.id
-            ));
+            self.error(format!("#{}: SEND_INV completion without the invalidated R_Key", p.id));
         }
         let what = format!("{:?} #{}", p.kind, p.id);
         match p.kind {
             Kind::WriteImm => {
                 let k = self.keys.target;
                 let base = (p.slot * self.slot_size) as u64;
-                self.check_bytes(
-                    &what,
-                    1,
-                    k,
-                    TARGET + base,
-                    (0..p.size).map(|i| pattern(p.id, i)),
-                );
+                self.check_bytes(&what, 1, k, TARGET + base, (0..p.size).map(|i| pattern(p.id, i)));
             }
             _ => {
                 let k = self.keys.recv;

@@ -107,18 +107,13 @@ impl AethRepr {
             have: bytes.len(),
         })?;
         let w = h.syndrome_msn.get();
-        Ok(AethRepr {
-            syndrome: Syndrome::from_byte((w >> 24) as u8),
-            msn: w & 0xff_ffff,
-        })
+        Ok(AethRepr { syndrome: Syndrome::from_byte((w >> 24) as u8), msn: w & 0xff_ffff })
     }
 
     pub fn emit(&self, bytes: &mut [u8]) -> Result<(), Error> {
         let have = bytes.len();
-        let (h, _) =
-            Aeth::mut_from_prefix(bytes).map_err(|_| Error::BufferTooSmall { need: LEN, have })?;
-        h.syndrome_msn
-            .set((self.syndrome.to_byte() as u32) << 24 | (self.msn & 0xff_ffff));
+        let (h, _) = Aeth::mut_from_prefix(bytes).map_err(|_| Error::BufferTooSmall { need: LEN, have })?;
+        h.syndrome_msn.set((self.syndrome.to_byte() as u32) << 24 | (self.msn & 0xff_ffff));
         Ok(())
     }
 }
@@ -139,26 +134,11 @@ mod tests {
         // rxe acks with credits 0x1f ("invalid credit count": no end-to-end flow control).
         assert_eq!(Syndrome::from_byte(0x1f), Syndrome::Ack { credits: 31 });
         assert_eq!(Syndrome::from_byte(0x2e), Syndrome::RnrNak { timer: 14 });
-        assert_eq!(
-            Syndrome::from_byte(0x60),
-            Syndrome::Nak(NakCode::PsnSequenceError)
-        );
-        assert_eq!(
-            Syndrome::from_byte(0x61),
-            Syndrome::Nak(NakCode::InvalidRequest)
-        );
-        assert_eq!(
-            Syndrome::from_byte(0x62),
-            Syndrome::Nak(NakCode::RemoteAccessError)
-        );
-        assert_eq!(
-            Syndrome::from_byte(0x63),
-            Syndrome::Nak(NakCode::RemoteOperationalError)
-        );
-        let a = AethRepr {
-            syndrome: Syndrome::Nak(NakCode::RemoteAccessError),
-            msn: 0x123456,
-        };
+        assert_eq!(Syndrome::from_byte(0x60), Syndrome::Nak(NakCode::PsnSequenceError));
+        assert_eq!(Syndrome::from_byte(0x61), Syndrome::Nak(NakCode::InvalidRequest));
+        assert_eq!(Syndrome::from_byte(0x62), Syndrome::Nak(NakCode::RemoteAccessError));
+        assert_eq!(Syndrome::from_byte(0x63), Syndrome::Nak(NakCode::RemoteOperationalError));
+        let a = AethRepr { syndrome: Syndrome::Nak(NakCode::RemoteAccessError), msn: 0x123456 };
         let mut b = [0u8; 4];
         a.emit(&mut b).unwrap();
         assert_eq!(b, [0x62, 0x12, 0x34, 0x56]);

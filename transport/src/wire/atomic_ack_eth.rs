@@ -31,8 +31,7 @@ impl AtomicAckEthRepr {
 
     pub fn emit(&self, bytes: &mut [u8]) -> Result<(), Error> {
         let have = bytes.len();
-        let (h, _) = AtomicAckEth::mut_from_prefix(bytes)
-            .map_err(|_| Error::BufferTooSmall { need: LEN, have })?;
+        let (h, _) = AtomicAckEth::mut_from_prefix(bytes).map_err(|_| Error::BufferTooSmall { need: LEN, have })?;
         h.orig.set(self.orig);
         Ok(())
     }
@@ -44,9 +43,7 @@ mod tests {
 
     #[test]
     fn original_data_is_big_endian() {
-        let r = AtomicAckEthRepr {
-            orig: 0x1122334455667788,
-        };
+        let r = AtomicAckEthRepr { orig: 0x1122334455667788 };
         let mut b = [0u8; LEN];
         r.emit(&mut b).unwrap();
         assert_eq!(b, [0x11, 0x22, 0x33, 0x44, 0x55, 0x66, 0x77, 0x88]);

@@ -34,18 +34,12 @@ impl AtomicEthRepr {
             need: LEN,
             have: bytes.len(),
         })?;
-        Ok(AtomicEthRepr {
-            va: h.va.get(),
-            rkey: h.rkey.get(),
-            swap_add: h.swap_add.get(),
-            compare: h.compare.get(),
-        })
+        Ok(AtomicEthRepr { va: h.va.get(), rkey: h.rkey.get(), swap_add: h.swap_add.get(), compare: h.compare.get() })
     }
 
     pub fn emit(&self, bytes: &mut [u8]) -> Result<(), Error> {
         let have = bytes.len();
-        let (h, _) = AtomicEth::mut_from_prefix(bytes)
-            .map_err(|_| Error::BufferTooSmall { need: LEN, have })?;
+        let (h, _) = AtomicEth::mut_from_prefix(bytes).map_err(|_| Error::BufferTooSmall { need: LEN, have })?;
         h.va.set(self.va);
         h.rkey.set(self.rkey);
         h.swap_add.set(self.swap_add);
@@ -60,12 +54,7 @@ mod tests {
 
     #[test]
     fn layout_is_va_rkey_swap_compare() {
-        let r = AtomicEthRepr {
-            va: 0x1000,
-            rkey: 0x77,
-            swap_add: 5,
-            compare: 0x0102030405060708,
-        };
+        let r = AtomicEthRepr { va: 0x1000, rkey: 0x77, swap_add: 5, compare: 0x0102030405060708 };
         let mut b = [0u8; LEN];
         r.emit(&mut b).unwrap();
         assert_eq!(&b[..12], &[0, 0, 0, 0, 0, 0, 0x10, 0, 0, 0, 0, 0x77]);

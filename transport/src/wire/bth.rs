@@ -67,11 +67,8 @@ impl BthRepr {
     }
 
     pub fn parse(bytes: &[u8]) -> Result<Self, Error> {
-        let (bth, _) = Bth::ref_from_prefix(bytes).map_err(|_| Error::Truncated {
-            what: "BTH",
-            need: LEN,
-            have: bytes.len(),
-        })?;
+        let (bth, _) =
+            Bth::ref_from_prefix(bytes).map_err(|_| Error::Truncated { what: "BTH", need: LEN, have: bytes.len() })?;
         let tver = bth.flags & 0x0f;
         // IBTA Vol 1 ch. 9: a packet with a TVer other than 0 is silently dropped.
         if tver != 0 {
@@ -97,19 +94,14 @@ impl BthRepr {
 
     pub fn emit(&self, bytes: &mut [u8]) -> Result<(), Error> {
         let have = bytes.len();
-        let (bth, _) =
-            Bth::mut_from_prefix(bytes).map_err(|_| Error::BufferTooSmall { need: LEN, have })?;
+        let (bth, _) = Bth::mut_from_prefix(bytes).map_err(|_| Error::BufferTooSmall { need: LEN, have })?;
         bth.opcode = self.opcode as u8;
         bth.flags = (self.solicited as u8) << 7 | (self.mig_req as u8) << 6 | (self.pad & 3) << 4;
         bth.pkey.set(self.pkey);
         bth.resv8a = (self.fecn as u8) << 7 | (self.becn as u8) << 6 | (self.resv6 & 0x3f);
         let q = self.dest_qpn.to_be_bytes();
         bth.dest_qp = [q[1], q[2], q[3]];
-        bth.ackreq_psn.set(
-            (self.ack_req as u32) << 31
-                | ((self.resv7 as u32) & 0x7f) << 24
-                | (self.psn & 0xff_ffff),
-        );
+        bth.ackreq_psn.set((self.ack_req as u32) << 31 | ((self.resv7 as u32) & 0x7f) << 24 | (self.psn & 0xff_ffff));
         Ok(())
     }
 }
@@ -119,9 +111,7 @@ mod tests {
     use super::*;
 
     // BTH of the first RDMA WRITE ONLY in rc-write-64.pcap (kernel rxe).
-    const RXE_WRITE_ONLY: [u8; 12] = [
-        0x0a, 0x00, 0xff, 0xff, 0x00, 0x00, 0x00, 0x11, 0x80, 0xd2, 0x54, 0x1a,
-    ];
+    const RXE_WRITE_ONLY: [u8; 12] = [0x0a, 0x00, 0xff, 0xff, 0x00, 0x00, 0x00, 0x11, 0x80, 0xd2, 0x54, 0x1a];
 
     #[test]
     fn parses_rxe_write_only() {
@@ -139,14 +129,7 @@ mod tests {
 
     #[test]
     fn refuses_short_and_versioned_headers() {
-        assert_eq!(
-            BthRepr::parse(&RXE_WRITE_ONLY[..11]),
-            Err(Error::Truncated {
-                what: "BTH",
-                need: 12,
-                have: 11
-            })
-        );
+        assert_eq!(BthRepr::parse(&RXE_WRITE_ONLY[..11]), Err(Error::Truncated { what: "BTH", need: 12, have: 11 }));
         let mut v = RXE_WRITE_ONLY;
         v[1] |= 0x01;
         assert_eq!(BthRepr::parse(&v), Err(Error::BadTver(1)));
@@ -163,10 +146,7 @@ mod tests {
         r.becn = true;
         let mut out = [0u8; 12];
         r.emit(&mut out).unwrap();
-        assert_eq!(
-            out,
-            [0x04, 0xb0, 0x80, 0x01, 0x40, 0xab, 0xcd, 0xef, 0x00, 0xff, 0xff, 0xff]
-        );
+        assert_eq!(out, [0x04, 0xb0, 0x80, 0x01, 0x40, 0xab, 0xcd, 0xef, 0x00, 0xff, 0xff, 0xff]);
         assert_eq!(BthRepr::parse(&out).unwrap(), r);
     }
 }

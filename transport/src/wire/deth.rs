@@ -35,20 +35,14 @@ impl DethRepr {
             have: bytes.len(),
         })?;
         let w = h.resv8_src_qp.get();
-        Ok(DethRepr {
-            qkey: h.qkey.get(),
-            src_qpn: w & 0xff_ffff,
-            resv8: (w >> 24) as u8,
-        })
+        Ok(DethRepr { qkey: h.qkey.get(), src_qpn: w & 0xff_ffff, resv8: (w >> 24) as u8 })
     }
 
     pub fn emit(&self, bytes: &mut [u8]) -> Result<(), Error> {
         let have = bytes.len();
-        let (h, _) =
-            Deth::mut_from_prefix(bytes).map_err(|_| Error::BufferTooSmall { need: LEN, have })?;
+        let (h, _) = Deth::mut_from_prefix(bytes).map_err(|_| Error::BufferTooSmall { need: LEN, have })?;
         h.qkey.set(self.qkey);
-        h.resv8_src_qp
-            .set((self.resv8 as u32) << 24 | (self.src_qpn & 0xff_ffff));
+        h.resv8_src_qp.set((self.resv8 as u32) << 24 | (self.src_qpn & 0xff_ffff));
         Ok(())
     }
 }
@@ -59,11 +53,7 @@ mod tests {
 
     #[test]
     fn round_trip() {
-        let r = DethRepr {
-            qkey: 0x11111111,
-            src_qpn: 0x000012,
-            resv8: 0,
-        };
+        let r = DethRepr { qkey: 0x11111111, src_qpn: 0x000012, resv8: 0 };
         let mut b = [0u8; 8];
         r.emit(&mut b).unwrap();
         assert_eq!(b, [0x11, 0x11, 0x11, 0x11, 0, 0, 0, 0x12]);

@@ -69,20 +69,13 @@ impl fmt::Display for Error {
             Truncated { what, need, have } => {
                 write!(f, "truncated {what}: need {need} bytes, have {have}")
             }
-            BadLength {
-                what,
-                declared,
-                actual,
-            } => {
+            BadLength { what, declared, actual } => {
                 write!(f, "bad {what} length: declared {declared}, actual {actual}")
             }
             NotRoce => write!(f, "not a RoCE frame"),
             BadIpVersion(v) => write!(f, "bad IP version {v}"),
             Ipv4Options { header_len } => {
-                write!(
-                    f,
-                    "IPv4 header with options ({header_len} bytes) is not RoCE"
-                )
+                write!(f, "IPv4 header with options ({header_len} bytes) is not RoCE")
             }
             Ipv4Fragment => write!(f, "fragmented IPv4 packet is not RoCE"),
             Ipv4Checksum => write!(f, "bad IPv4 header checksum"),
@@ -91,29 +84,16 @@ impl fmt::Display for Error {
             BadTver(v) => write!(f, "BTH transport version {v} (only 0 is defined)"),
             UnknownOpcode(op) => write!(f, "unknown or unsupported BTH opcode 0x{op:02x}"),
             OpcodeNotForTransport { opcode, transport } => {
-                write!(
-                    f,
-                    "opcode 0x{opcode:02x} is not legal on a {transport:?} QP"
-                )
+                write!(f, "opcode 0x{opcode:02x} is not legal on a {transport:?} QP")
             }
-            BadPad {
-                pad,
-                payload_and_pad,
-            } => write!(
-                f,
-                "bad pad count {pad} for {payload_and_pad} bytes of payload and pad"
-            ),
+            BadPad { pad, payload_and_pad } => {
+                write!(f, "bad pad count {pad} for {payload_and_pad} bytes of payload and pad")
+            }
             UnexpectedPayload { opcode, len } => {
-                write!(
-                    f,
-                    "opcode 0x{opcode:02x} carries no payload, found {len} bytes"
-                )
+                write!(f, "opcode 0x{opcode:02x} carries no payload, found {len} bytes")
             }
             IcrcMismatch { expected, found } => {
-                write!(
-                    f,
-                    "ICRC mismatch: computed 0x{expected:08x}, packet has 0x{found:08x}"
-                )
+                write!(f, "ICRC mismatch: computed 0x{expected:08x}, packet has 0x{found:08x}")
             }
             BufferTooSmall { need, have } => {
                 write!(f, "output buffer too small: need {need} bytes, have {have}")

@@ -25,11 +25,7 @@ impl VlanTag {
         ((self.pcp as u16 & 7) << 13) | ((self.dei as u16) << 12) | (self.vid & 0x0fff)
     }
     fn from_tci(tci: u16) -> Self {
-        VlanTag {
-            pcp: (tci >> 13) as u8,
-            dei: tci & 0x1000 != 0,
-            vid: tci & 0x0fff,
-        }
+        VlanTag { pcp: (tci >> 13) as u8, dei: tci & 0x1000 != 0, vid: tci & 0x0fff }
     }
 }
 
@@ -51,22 +47,15 @@ impl EthernetRepr {
             have: bytes.len(),
         })?;
         let outer: u16 = frame.ethertype().into();
-        let mut repr = EthernetRepr {
-            dst: frame.dst_addr(),
-            src: frame.src_addr(),
-            vlan: None,
-            ethertype: outer,
-        };
+        let mut repr = EthernetRepr { dst: frame.dst_addr(), src: frame.src_addr(), vlan: None, ethertype: outer };
         if outer != VLAN_TPID {
             return Ok((repr, HEADER_LEN));
         }
-        let tag = bytes
-            .get(HEADER_LEN..HEADER_LEN + VLAN_TAG_LEN)
-            .ok_or(Error::Truncated {
-                what: "802.1Q tag",
-                need: HEADER_LEN + VLAN_TAG_LEN,
-                have: bytes.len(),
-            })?;
+        let tag = bytes.get(HEADER_LEN..HEADER_LEN + VLAN_TAG_LEN).ok_or(Error::Truncated {
+            what: "802.1Q tag",
+            need: HEADER_LEN + VLAN_TAG_LEN,
+            have: bytes.len(),
+        })?;
         repr.vlan = Some(VlanTag::from_tci(u16::from_be_bytes([tag[0], tag[1]])));
         repr.ethertype = u16::from_be_bytes([tag[2], tag[3]]);
         Ok((repr, HEADER_LEN + VLAN_TAG_LEN))
@@ -80,10 +69,7 @@ impl EthernetRepr {
     pub fn emit(&self, bytes: &mut [u8]) -> Result<usize, Error> {
         let need = self.header_len();
         if bytes.len() < need {
-            return Err(Error::BufferTooSmall {
-                need,
-                have: bytes.len(),
-            });
+            return Err(Error::BufferTooSmall { need, have: bytes.len() });
         }
         bytes[0..6].copy_from_slice(self.dst.as_bytes());
         bytes[6..12].copy_from_slice(self.src.as_bytes());
@@ -105,20 +91,10 @@ mod tests {
 
     #[test]
     fn tagged_header_round_trips() {
-        let bytes = [
-            0x52, 0x54, 0, 0x77, 0, 0x12, 0x52, 0x54, 0, 0x77, 0, 0x11, 0x81, 0x00, 0xa0, 0x64,
-            0x08, 0x00,
-        ];
+        let bytes = [0x52, 0x54, 0, 0x77, 0, 0x12, 0x52, 0x54, 0, 0x77, 0, 0x11, 0x81, 0x00, 0xa0, 0x64, 0x08, 0x00];
         let (r, off) = EthernetRepr::parse(&bytes).unwrap();
         assert_eq!(off, 18);
-        assert_eq!(
-            r.vlan,
-            Some(VlanTag {
-                pcp: 5,
-                dei: false,
-                vid: 100
-            })
-        );
+        assert_eq!(r.vlan, Some(VlanTag { pcp: 5, dei: false, vid: 100 }));
         assert_eq!(r.ethertype, 0x0800);
         let mut out = [0u8; 18];
         assert_eq!(r.emit(&mut out), Ok(18));
@@ -128,13 +104,7 @@ mod tests {
     #[test]
     fn truncated_tag_is_an_error() {
         let bytes = [0u8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x81, 0x00, 0xa0];
-        assert!(matches!(
-            EthernetRepr::parse(&bytes),
-            Err(Error::Truncated {
-                what: "802.1Q tag",
-                ..
-            })
-        ));
+        assert!(matches!(EthernetRepr::parse(&bytes), Err(Error::Truncated { what: "802.1Q tag", .. })));
         assert!(EthernetRepr::parse(&bytes[..13]).is_err());
     }
 }

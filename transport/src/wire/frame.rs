@@ -85,26 +85,16 @@ impl<'a> Frame<'a> {
                 if ip.protocol != IPPROTO_UDP {
                     return Err(Error::NotRoce);
                 }
-                let (udp, ib) =
-                    UdpRepr::parse(datagram, &IpAddress::Ipv4(ip.src), &IpAddress::Ipv4(ip.dst))?;
-                (
-                    NetRepr::V4 { ip, udp },
-                    Some(&datagram[..udp::HEADER_LEN]),
-                    ib,
-                )
+                let (udp, ib) = UdpRepr::parse(datagram, &IpAddress::Ipv4(ip.src), &IpAddress::Ipv4(ip.dst))?;
+                (NetRepr::V4 { ip, udp }, Some(&datagram[..udp::HEADER_LEN]), ib)
             }
             ETHERTYPE_IPV6 => {
                 let (ip, datagram) = Ipv6Repr::parse(l3)?;
                 if ip.next_header != IPPROTO_UDP {
                     return Err(Error::NotRoce);
                 }
-                let (udp, ib) =
-                    UdpRepr::parse(datagram, &IpAddress::Ipv6(ip.src), &IpAddress::Ipv6(ip.dst))?;
-                (
-                    NetRepr::V6 { ip, udp },
-                    Some(&datagram[..udp::HEADER_LEN]),
-                    ib,
-                )
+                let (udp, ib) = UdpRepr::parse(datagram, &IpAddress::Ipv6(ip.src), &IpAddress::Ipv6(ip.dst))?;
+                (NetRepr::V6 { ip, udp }, Some(&datagram[..udp::HEADER_LEN]), ib)
             }
             ROCEV1_ETHERTYPE => {
                 let (grh, ib) = GrhRepr::parse(l3)?;
@@ -119,16 +109,8 @@ impl<'a> Frame<'a> {
         }
         let packet = IbPacket::new_checked(ib_bytes)?;
         let icrc_computed = icrc::compute(&l3[..net.l3_len()], udp_hdr, packet.without_icrc());
-        let repr = FrameRepr {
-            eth,
-            net,
-            ib: IbRepr::parse(&packet),
-        };
-        Ok(Frame {
-            repr,
-            packet,
-            icrc_computed,
-        })
+        let repr = FrameRepr { eth, net, ib: IbRepr::parse(&packet) };
+        Ok(Frame { repr, packet, icrc_computed })
     }
 
     /// Parses and insists on a correct ICRC (IBTA Vol 1 ch. 7: a packet whose ICRC
@@ -136,10 +118,7 @@ impl<'a> Frame<'a> {
     pub fn verify(bytes: &'a [u8]) -> Result<Self, Error> {
         let f = Self::parse(bytes)?;
         if !f.icrc_ok() {
-            return Err(Error::IcrcMismatch {
-                expected: f.icrc_computed,
-                found: f.packet.icrc(),
-            });
+            return Err(Error::IcrcMismatch { expected: f.icrc_computed, found: f.packet.icrc() });
         }
         Ok(f)
     }
@@ -162,16 +141,10 @@ impl FrameRepr {
     pub fn emit(&self, payload: &[u8], buf: &mut [u8]) -> Result<usize, Error> {
         let len = self.buffer_len();
         if buf.len() < len {
-            return Err(Error::BufferTooSmall {
-                need: len,
-                have: buf.len(),
-            });
+            return Err(Error::BufferTooSmall { need: len, have: buf.len() });
         }
         let buf = &mut buf[..len];
-        let eth = EthernetRepr {
-            ethertype: self.net.ethertype(),
-            ..self.eth
-        };
+        let eth = EthernetRepr { ethertype: self.net.ethertype(), ..self.eth };
         let off = eth.emit(buf)?;
         let (_, rest) = buf.split_at_mut(off);
         let (l3, rest) = rest.split_at_mut(self.net.l3_len());
@@ -198,11 +171,7 @@ impl FrameRepr {
             }
         };
         if let Some((u, src, dst)) = &udp {
-            UdpRepr {
-                checksum: UdpChecksum::None,
-                ..**u
-            }
-            .emit(rest, src, dst)?;
+            UdpRepr { checksum: UdpChecksum::None, ..**u }.emit(rest, src, dst)?;
         }
         {
             let (udp_hdr, ib) = rest.split_at_mut(udp_len);

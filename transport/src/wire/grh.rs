@@ -28,11 +28,7 @@ impl GrhRepr {
     /// Parses the GRH; returns it and the bytes it covers (BTH up to the ICRC).
     pub fn parse(bytes: &[u8]) -> Result<(Self, &[u8]), Error> {
         let (ip, rest) = Ipv6Repr::parse(bytes).map_err(|e| match e {
-            Error::Truncated { need, have, .. } => Error::Truncated {
-                what: "GRH",
-                need,
-                have,
-            },
+            Error::Truncated { need, have, .. } => Error::Truncated { what: "GRH", need, have },
             other => other,
         })?;
         if ip.next_header != NEXT_HEADER_IBA {
@@ -71,12 +67,8 @@ mod tests {
             traffic_class: 0,
             flow_label: 0,
             hop_limit: 1,
-            sgid: [
-                0xfe, 0x80, 0, 0, 0, 0, 0, 0, 0x50, 0x54, 0, 0xff, 0xfe, 0x77, 0, 0x11,
-            ],
-            dgid: [
-                0xfe, 0x80, 0, 0, 0, 0, 0, 0, 0x50, 0x54, 0, 0xff, 0xfe, 0x77, 0, 0x12,
-            ],
+            sgid: [0xfe, 0x80, 0, 0, 0, 0, 0, 0, 0x50, 0x54, 0, 0xff, 0xfe, 0x77, 0, 0x11],
+            dgid: [0xfe, 0x80, 0, 0, 0, 0, 0, 0, 0x50, 0x54, 0, 0xff, 0xfe, 0x77, 0, 0x12],
         };
         let mut b = vec![0u8; LEN + 16];
         g.emit(&mut b, 16).unwrap();

@@ -95,10 +95,7 @@ mod tests {
     const RXE_FRAME: &str = "4500007cd0b340004011550d0a4d000b0a4d000cc12112b7006800000a00ffff0000001180d2541a00005632b82880000000022000000040a9eb7daa811246b1fc09b4e2bc6ef75dd43640dbfb278c4eebf33b4d341ae9dd0666878778ce3974d7ed56935c4df03083300c7e5798cc428b0890bf22799c28941d377b";
 
     fn hex(s: &str) -> Vec<u8> {
-        (0..s.len())
-            .step_by(2)
-            .map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap())
-            .collect()
+        (0..s.len()).step_by(2).map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap()).collect()
     }
 
     #[test]

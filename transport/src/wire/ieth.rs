@@ -31,8 +31,7 @@ impl IethRepr {
 
     pub fn emit(&self, bytes: &mut [u8]) -> Result<(), Error> {
         let have = bytes.len();
-        let (h, _) =
-            Ieth::mut_from_prefix(bytes).map_err(|_| Error::BufferTooSmall { need: LEN, have })?;
+        let (h, _) = Ieth::mut_from_prefix(bytes).map_err(|_| Error::BufferTooSmall { need: LEN, have })?;
         h.rkey.set(self.rkey);
         Ok(())
     }

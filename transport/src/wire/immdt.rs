@@ -33,8 +33,7 @@ impl ImmDtRepr {
 
     pub fn emit(&self, bytes: &mut [u8]) -> Result<(), Error> {
         let have = bytes.len();
-        let (h, _) =
-            ImmDt::mut_from_prefix(bytes).map_err(|_| Error::BufferTooSmall { need: LEN, have })?;
+        let (h, _) = ImmDt::mut_from_prefix(bytes).map_err(|_| Error::BufferTooSmall { need: LEN, have })?;
         h.imm.set(self.imm);
         Ok(())
     }

@@ -38,9 +38,7 @@ impl Ipv4Repr {
             return Err(Error::BadIpVersion(p.version()));
         }
         if p.header_len() as usize != IPV4_HEADER_LEN {
-            return Err(Error::Ipv4Options {
-                header_len: p.header_len() as usize,
-            });
+            return Err(Error::Ipv4Options { header_len: p.header_len() as usize });
         }
         if p.more_frags() || p.frag_offset() != 0 {
             return Err(Error::Ipv4Fragment);
@@ -70,10 +68,7 @@ impl Ipv4Repr {
             actual: 65535,
         })?;
         if bytes.len() < need {
-            return Err(Error::BufferTooSmall {
-                need,
-                have: bytes.len(),
-            });
+            return Err(Error::BufferTooSmall { need, have: bytes.len() });
         }
         let mut p = Ipv4Packet::new_unchecked(&mut bytes[..need]);
         p.set_version(4);
@@ -135,10 +130,7 @@ impl Ipv6Repr {
             actual: 65535,
         })?;
         if bytes.len() < need {
-            return Err(Error::BufferTooSmall {
-                need,
-                have: bytes.len(),
-            });
+            return Err(Error::BufferTooSmall { need, have: bytes.len() });
         }
         let mut p = Ipv6Packet::new_unchecked(&mut bytes[..need]);
         p.set_version(6);
@@ -159,8 +151,8 @@ mod tests {
 
     // IPv4 header of the first RoCE packet in rc-write-64.pcap (kernel rxe).
     const RXE_IPV4: [u8; 20] = [
-        0x45, 0x00, 0x00, 0x7c, 0xd0, 0xb3, 0x40, 0x00, 0x40, 0x11, 0x55, 0x0d, 0x0a, 0x4d, 0x00,
-        0x0b, 0x0a, 0x4d, 0x00, 0x0c,
+        0x45, 0x00, 0x00, 0x7c, 0xd0, 0xb3, 0x40, 0x00, 0x40, 0x11, 0x55, 0x0d, 0x0a, 0x4d, 0x00, 0x0b, 0x0a, 0x4d,
+        0x00, 0x0c,
     ];
 
     #[test]
@@ -189,13 +181,7 @@ mod tests {
         assert_eq!(Ipv4Repr::parse(&c).unwrap_err(), Error::Ipv4Fragment);
         let mut c = b.clone();
         c[0] = 0x46;
-        assert_eq!(
-            Ipv4Repr::parse(&c).unwrap_err(),
-            Error::Ipv4Options { header_len: 24 }
-        );
-        assert!(
-            Ipv4Repr::parse(&b[..30]).is_err(),
-            "total length beyond the buffer"
-        );
+        assert_eq!(Ipv4Repr::parse(&c).unwrap_err(), Error::Ipv4Options { header_len: 24 });
+        assert!(Ipv4Repr::parse(&b[..30]).is_err(), "total length beyond the buffer");
     }
 }

@@ -102,15 +102,7 @@ const fn hs(
     immdt: bool,
     ieth: bool,
 ) -> HeaderSet {
-    HeaderSet {
-        deth,
-        reth,
-        atomic_eth,
-        aeth,
-        atomic_ack_eth,
-        immdt,
-        ieth,
-    }
+    HeaderSet { deth, reth, atomic_eth, aeth, atomic_ack_eth, immdt, ieth }
 }
 const NONE: HeaderSet = hs(false, false, false, false, false, false, false);
 const IMM: HeaderSet = hs(false, false, false, false, false, true, false);
@@ -215,10 +207,7 @@ impl Opcode {
         if self.info().transport == transport {
             Ok(())
         } else {
-            Err(Error::OpcodeNotForTransport {
-                opcode: self as u8,
-                transport,
-            })
+            Err(Error::OpcodeNotForTransport { opcode: self as u8, transport })
         }
     }
 }
@@ -273,10 +262,7 @@ mod tests {
         assert!(Opcode::UcWriteOnly.check_transport(Transport::Uc).is_ok());
         assert_eq!(
             Opcode::RcReadRequest.check_transport(Transport::Uc),
-            Err(Error::OpcodeNotForTransport {
-                opcode: 0x0c,
-                transport: Transport::Uc
-            })
+            Err(Error::OpcodeNotForTransport { opcode: 0x0c, transport: Transport::Uc })
         );
         assert!(Opcode::UdSendOnly.check_transport(Transport::Rc).is_err());
     }

@@ -49,26 +49,16 @@ impl<T: AsRef<[u8]>> IbPacket<T> {
         let info = bth.opcode.info();
         let need = info.header_len() + icrc::LEN;
         if b.len() < need {
-            return Err(Error::Truncated {
-                what: info.name,
-                need,
-                have: b.len(),
-            });
+            return Err(Error::Truncated { what: info.name, need, have: b.len() });
         }
         let payload_and_pad = b.len() - need;
         // IBTA §9.2: payload plus pad is a whole number of 4-byte words, and the
         // pad (0..=3) is taken from the end of it.
         if payload_and_pad % 4 != 0 || (bth.pad as usize) > payload_and_pad {
-            return Err(Error::BadPad {
-                pad: bth.pad,
-                payload_and_pad,
-            });
+            return Err(Error::BadPad { pad: bth.pad, payload_and_pad });
         }
         if !info.payload && payload_and_pad != 0 {
-            return Err(Error::UnexpectedPayload {
-                opcode: bth.opcode as u8,
-                len: payload_and_pad,
-            });
+            return Err(Error::UnexpectedPayload { opcode: bth.opcode as u8, len: payload_and_pad });
         }
         Ok(IbPacket { buffer, bth, info })
     }
@@ -126,22 +116,12 @@ impl<T: AsRef<[u8]>> IbPacket<T> {
         // Order fixed by IBTA §9.2 (Figure 67 "IBA packet format").
         let deth = take(h.deth, deth::LEN).and_then(|s| DethRepr::parse(s).ok());
         let reth = take(h.reth, reth::LEN).and_then(|s| RethRepr::parse(s).ok());
-        let atomic_eth =
-            take(h.atomic_eth, atomic_eth::LEN).and_then(|s| AtomicEthRepr::parse(s).ok());
+        let atomic_eth = take(h.atomic_eth, atomic_eth::LEN).and_then(|s| AtomicEthRepr::parse(s).ok());
         let aeth = take(h.aeth, aeth::LEN).and_then(|s| AethRepr::parse(s).ok());
-        let atomic_ack_eth = take(h.atomic_ack_eth, atomic_ack_eth::LEN)
-            .and_then(|s| AtomicAckEthRepr::parse(s).ok());
+        let atomic_ack_eth = take(h.atomic_ack_eth, atomic_ack_eth::LEN).and_then(|s| AtomicAckEthRepr::parse(s).ok());
         let immdt = take(h.immdt, immdt::LEN).and_then(|s| ImmDtRepr::parse(s).ok());
         let ieth = take(h.ieth, ieth::LEN).and_then(|s| IethRepr::parse(s).ok());
-        ExtHeaders {
-            deth,
-            reth,
-            atomic_eth,
-            aeth,
-            atomic_ack_eth,
-            immdt,
-            ieth,
-        }
+        ExtHeaders { deth, reth, atomic_eth, aeth, atomic_ack_eth, immdt, ieth }
     }
 }
 
@@ -164,19 +144,12 @@ pub struct IbRepr {
 
 impl IbRepr {
     pub fn parse<T: AsRef<[u8]>>(packet: &IbPacket<T>) -> Self {
-        IbRepr {
-            bth: *packet.bth(),
-            ext: packet.ext_headers(),
-            payload_len: packet.payload().len(),
-        }
+        IbRepr { bth: *packet.bth(), ext: packet.ext_headers(), payload_len: packet.payload().len() }
     }
 
     /// Bytes from the BTH through the ICRC.
     pub fn buffer_len(&self) -> usize {
-        self.bth.opcode.info().header_len()
-            + self.payload_len
-            + pad_for(self.payload_len) as usize
-            + icrc::LEN
+        self.bth.opcode.info().header_len() + self.payload_len + pad_for(self.payload_len) as usize + icrc::LEN
     }
 
     /// Writes BTH, extension headers, `payload` and zero pad bytes into `buf`
@@ -187,17 +160,11 @@ impl IbRepr {
     pub fn emit(&self, buf: &mut [u8], payload: &[u8]) -> Result<(), Error> {
         let need = self.buffer_len();
         if buf.len() != need || payload.len() != self.payload_len {
-            return Err(Error::BufferTooSmall {
-                need,
-                have: buf.len(),
-            });
+            return Err(Error::BufferTooSmall { need, have: buf.len() });
         }
         let info = self.bth.opcode.info();
         if !info.payload && !payload.is_empty() {
-            return Err(Error::UnexpectedPayload {
-                opcode: self.bth.opcode as u8,
-                len: payload.len(),
-            });
+            return Err(Error::UnexpectedPayload { opcode: self.bth.opcode as u8, len: payload.len() });
         }
         let mut bth = self.bth;
         bth.pad = pad_for(payload.len());
@@ -218,10 +185,7 @@ impl IbRepr {
         put!(h.atomic_eth, e.atomic_eth, atomic_eth::LEN);
         if h.aeth {
             e.aeth
-                .unwrap_or(AethRepr {
-                    syndrome: aeth::Syndrome::Ack { credits: 0 },
-                    msn: 0,
-                })
+                .unwrap_or(AethRepr { syndrome: aeth::Syndrome::Ack { credits: 0 }, msn: 0 })
                 .emit(&mut buf[off..off + aeth::LEN])?;
             off += aeth::LEN;
         }
@@ -247,11 +211,8 @@ mod tests {
 
     #[test]
     fn view_checks_lengths_pad_and_payload_presence() {
-        let mut repr = IbRepr {
-            bth: BthRepr::new(Opcode::RcSendOnly, 0xffff, 5, 9),
-            ext: ExtHeaders::default(),
-            payload_len: 5,
-        };
+        let mut repr =
+            IbRepr { bth: BthRepr::new(Opcode::RcSendOnly, 0xffff, 5, 9), ext: ExtHeaders::default(), payload_len: 5 };
         let mut buf = vec![0u8; repr.buffer_len()];
         repr.emit(&mut buf, b"hello").unwrap();
         assert_eq!(buf.len(), 12 + 5 + 3 + 4);
@@ -259,14 +220,8 @@ mod tests {
         assert_eq!(p.payload(), b"hello");
         assert_eq!(p.bth().pad, 3);
         assert_eq!(p.pad_bytes(), &[0, 0, 0]);
-        assert!(matches!(
-            IbPacket::new_checked(&buf[..buf.len() - 1]),
-            Err(Error::BadPad { .. })
-        ));
-        assert!(matches!(
-            IbPacket::new_checked(&buf[..15]),
-            Err(Error::Truncated { .. })
-        ));
+        assert!(matches!(IbPacket::new_checked(&buf[..buf.len() - 1]), Err(Error::BadPad { .. })));
+        assert!(matches!(IbPacket::new_checked(&buf[..15]), Err(Error::Truncated { .. })));
 
         repr.bth.opcode = Opcode::RcAcknowledge;
         repr.payload_len = 0;
@@ -274,12 +229,6 @@ mod tests {
         repr.emit(&mut ack, &[]).unwrap();
         assert!(IbPacket::new_checked(&ack[..]).is_ok());
         ack.splice(16..16, [0u8; 4]);
-        assert_eq!(
-            IbPacket::new_checked(&ack[..]).unwrap_err(),
-            Error::UnexpectedPayload {
-                opcode: 0x11,
-                len: 4
-            }
-        );
+        assert_eq!(IbPacket::new_checked(&ack[..]).unwrap_err(), Error::UnexpectedPayload { opcode: 0x11, len: 4 });
     }
 }

@@ -31,17 +31,12 @@ impl RethRepr {
             need: LEN,
             have: bytes.len(),
         })?;
-        Ok(RethRepr {
-            va: h.va.get(),
-            rkey: h.rkey.get(),
-            dma_len: h.dma_len.get(),
-        })
+        Ok(RethRepr { va: h.va.get(), rkey: h.rkey.get(), dma_len: h.dma_len.get() })
     }
 
     pub fn emit(&self, bytes: &mut [u8]) -> Result<(), Error> {
         let have = bytes.len();
-        let (h, _) =
-            Reth::mut_from_prefix(bytes).map_err(|_| Error::BufferTooSmall { need: LEN, have })?;
+        let (h, _) = Reth::mut_from_prefix(bytes).map_err(|_| Error::BufferTooSmall { need: LEN, have })?;
         h.va.set(self.va);
         h.rkey.set(self.rkey);
         h.dma_len.set(self.dma_len);
@@ -55,17 +50,10 @@ mod tests {
 
     #[test]
     fn fields_are_big_endian_in_order() {
-        let r = RethRepr {
-            va: 0x0102030405060708,
-            rkey: 0x0a0b0c0d,
-            dma_len: 0x40,
-        };
+        let r = RethRepr { va: 0x0102030405060708, rkey: 0x0a0b0c0d, dma_len: 0x40 };
         let mut b = [0u8; 16];
         r.emit(&mut b).unwrap();
-        assert_eq!(
-            b,
-            [1, 2, 3, 4, 5, 6, 7, 8, 0xa, 0xb, 0xc, 0xd, 0, 0, 0, 0x40]
-        );
+        assert_eq!(b, [1, 2, 3, 4, 5, 6, 7, 8, 0xa, 0xb, 0xc, 0xd, 0, 0, 0, 0x40]);
         assert_eq!(RethRepr::parse(&b), Ok(r));
         assert!(RethRepr::parse(&b[..15]).is_err());
     }

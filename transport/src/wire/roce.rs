@@ -36,9 +36,7 @@ pub fn classify(frame: &[u8]) -> FrameKind {
             _ => None,
         },
         ETHERTYPE_IPV6 => match Ipv6Packet::new_checked(rest) {
-            Ok(ip) if ip.next_header() == IpProtocol::Udp => {
-                rest.get(smoltcp::wire::IPV6_HEADER_LEN..)
-            }
+            Ok(ip) if ip.next_header() == IpProtocol::Udp => rest.get(smoltcp::wire::IPV6_HEADER_LEN..),
             _ => None,
         },
         _ => None,

@@ -26,11 +26,7 @@ pub struct UdpRepr {
 impl UdpRepr {
     /// Parses the header; returns it and the datagram payload as bounded by the
     /// UDP length. A non-zero checksum must verify.
-    pub fn parse<'a>(
-        bytes: &'a [u8],
-        src: &IpAddress,
-        dst: &IpAddress,
-    ) -> Result<(Self, &'a [u8]), Error> {
+    pub fn parse<'a>(bytes: &'a [u8], src: &IpAddress, dst: &IpAddress) -> Result<(Self, &'a [u8]), Error> {
         let p = UdpPacket::new_checked(bytes).map_err(|_| Error::Truncated {
             what: "UDP header",
             need: HEADER_LEN,
@@ -38,11 +34,7 @@ impl UdpRepr {
         })?;
         let len = p.len() as usize;
         if len != bytes.len() {
-            return Err(Error::BadLength {
-                what: "UDP",
-                declared: len,
-                actual: bytes.len(),
-            });
+            return Err(Error::BadLength { what: "UDP", declared: len, actual: bytes.len() });
         }
         let checksum = if p.checksum() == 0 {
             UdpChecksum::None
@@ -51,24 +43,14 @@ impl UdpRepr {
         } else {
             return Err(Error::UdpChecksum);
         };
-        Ok((
-            UdpRepr {
-                src_port: p.src_port(),
-                dst_port: p.dst_port(),
-                checksum,
-            },
-            &bytes[HEADER_LEN..],
-        ))
+        Ok((UdpRepr { src_port: p.src_port(), dst_port: p.dst_port(), checksum }, &bytes[HEADER_LEN..]))
     }
 
     /// Writes the header over `datagram` (header + payload, payload already in
     /// place when a checksum is to be computed).
     pub fn emit(&self, datagram: &mut [u8], src: &IpAddress, dst: &IpAddress) -> Result<(), Error> {
         if datagram.len() < HEADER_LEN {
-            return Err(Error::BufferTooSmall {
-                need: HEADER_LEN,
-                have: datagram.len(),
-            });
+            return Err(Error::BufferTooSmall { need: HEADER_LEN, have: datagram.len() });
         }
         let len = u16::try_from(datagram.len()).map_err(|_| Error::BadLength {
             what: "UDP",
