@@ -48,6 +48,8 @@ pub struct Endpoint<M: Memory> {
     counters: EndpointCounters,
     /// Counters of destroyed QPs, so totals survive them.
     retired: Counters,
+    /// TEST-ONLY fault injection (see [`Endpoint::set_skip_pkey_check`]).
+    skip_pkey_check: bool,
 }
 
 /// rxe numbers QPs from 0x11 (after the special QP0/QP1 and a reserved range).
@@ -64,7 +66,16 @@ impl<M: Memory> Endpoint<M> {
             next_srqn: 1,
             counters: EndpointCounters::default(),
             retired: Counters::default(),
+            skip_pkey_check: false,
         }
+    }
+
+    /// TEST-ONLY: accept packets whatever their P_Key, i.e. deliberately break
+    /// IBTA partitioning. Exists so the conformance suite can prove that its
+    /// P_Key cases fail on a non-conforming device (softrdma's
+    /// `DeviceConfig::broken`); never set it otherwise.
+    pub fn set_skip_pkey_check(&mut self, skip: bool) {
+        self.skip_pkey_check = skip;
     }
 
     /// Creates a QP and returns its number.
@@ -149,7 +160,7 @@ impl<M: Memory> Endpoint<M> {
             self.counters.rx_wrong_transport += 1;
             return Err(Drop::WrongTransport { qpn: bth.dest_qpn });
         }
-        if !crate::policy::pkeys_match(bth.pkey, qp.pkey()) {
+        if !self.skip_pkey_check && !crate::policy::pkeys_match(bth.pkey, qp.pkey()) {
             self.counters.rx_bad_pkey += 1;
             return Err(Drop::BadPkey { qpn: bth.dest_qpn, pkey: bth.pkey });
         }

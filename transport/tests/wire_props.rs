@@ -136,6 +136,7 @@ fn arb_ext(reserved: bool) -> impl Strategy<Value = ExtHeaders> {
         (any::<u64>(), any::<u32>(), any::<u64>(), any::<u64>()),
         (any::<u8>(), 0u32..1 << 24),
         (any::<u64>(), any::<u32>(), any::<u32>()),
+        proptest::option::of(any::<u16>()),
     )
         .prop_map(
             |(
@@ -144,7 +145,9 @@ fn arb_ext(reserved: bool) -> impl Strategy<Value = ExtHeaders> {
                 (ava, arkey, swap_add, compare),
                 (syndrome, msn),
                 (orig, imm, inv_rkey),
+                jkey,
             )| ExtHeaders {
+                jketh: jkey.map(|jkey| transport::wire::JkethRepr { jkey, reserved: 0 }),
                 deth: Some(DethRepr { qkey, src_qpn, resv8: resv8 as u8 }),
                 reth: Some(RethRepr { va, rkey, dma_len }),
                 atomic_eth: Some(AtomicEthRepr { va: ava, rkey: arkey, swap_add, compare }),
@@ -178,6 +181,8 @@ fn arb_case() -> impl Strategy<Value = Case> {
 fn ext_for(op: Opcode, all: &ExtHeaders) -> ExtHeaders {
     let h = op.info().headers;
     ExtHeaders {
+        // A JKETH may ride on any opcode.
+        jketh: all.jketh,
         deth: all.deth.filter(|_| h.deth),
         reth: all.reth.filter(|_| h.reth),
         atomic_eth: all.atomic_eth.filter(|_| h.atomic_eth),
@@ -204,7 +209,9 @@ fn build(op: Opcode, case: &Case) -> (FrameRepr, Vec<u8>) {
         resv6: b.resv6,
         dest_qpn: b.dest_qpn,
         ack_req: b.ack_req,
-        resv7: b.resv7,
+        // Resv7's top bit announces the JKETH (transport::wire::jketh).
+        resv7: (b.resv7 & !transport::wire::jketh::BTH_FLAG)
+            | if case.ext.jketh.is_some() { transport::wire::jketh::BTH_FLAG } else { 0 },
         psn: b.psn,
     };
     let repr = FrameRepr {

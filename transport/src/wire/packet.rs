@@ -13,6 +13,7 @@ use super::deth::{self, DethRepr};
 use super::icrc;
 use super::ieth::{self, IethRepr};
 use super::immdt::{self, ImmDtRepr};
+use super::jketh::{self, JkethRepr};
 use super::opcode::OpcodeInfo;
 use super::reth::{self, RethRepr};
 use super::Error;
@@ -20,6 +21,8 @@ use super::Error;
 /// The extension headers of one packet; which are present is fixed by the opcode.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct ExtHeaders {
+    /// softrdma's job key header (announced by a BTH Resv7 flag; see `jketh`).
+    pub jketh: Option<JkethRepr>,
     pub deth: Option<DethRepr>,
     pub reth: Option<RethRepr>,
     pub atomic_eth: Option<AtomicEthRepr>,
@@ -40,6 +43,7 @@ pub struct IbPacket<T: AsRef<[u8]>> {
     buffer: T,
     bth: BthRepr,
     info: OpcodeInfo,
+    jketh: bool,
 }
 
 impl<T: AsRef<[u8]>> IbPacket<T> {
@@ -47,7 +51,8 @@ impl<T: AsRef<[u8]>> IbPacket<T> {
         let b = buffer.as_ref();
         let bth = BthRepr::parse(b)?;
         let info = bth.opcode.info();
-        let need = info.header_len() + icrc::LEN;
+        let jketh = bth.resv7 & jketh::BTH_FLAG != 0;
+        let need = info.header_len() + if jketh { jketh::LEN } else { 0 } + icrc::LEN;
         if b.len() < need {
             return Err(Error::Truncated { what: info.name, need, have: b.len() });
         }
@@ -60,7 +65,7 @@ impl<T: AsRef<[u8]>> IbPacket<T> {
         if !info.payload && payload_and_pad != 0 {
             return Err(Error::UnexpectedPayload { opcode: bth.opcode as u8, len: payload_and_pad });
         }
-        Ok(IbPacket { buffer, bth, info })
+        Ok(IbPacket { buffer, bth, info, jketh })
     }
 
     pub fn bth(&self) -> &BthRepr {
@@ -76,7 +81,7 @@ impl<T: AsRef<[u8]>> IbPacket<T> {
     }
 
     pub fn header_len(&self) -> usize {
-        self.info.header_len()
+        self.info.header_len() + if self.jketh { jketh::LEN } else { 0 }
     }
 
     /// Everything the ICRC covers after the BTH's start: headers, payload, pad.
@@ -106,6 +111,7 @@ impl<T: AsRef<[u8]>> IbPacket<T> {
         let b = &self.bytes()[bth::LEN..self.header_len()];
         let h = self.info.headers;
         let mut off = 0;
+        let jk = self.jketh;
         let mut take = |present: bool, len: usize| -> Option<&[u8]> {
             present.then(|| {
                 let s = &b[off..off + len];
@@ -113,7 +119,8 @@ impl<T: AsRef<[u8]>> IbPacket<T> {
                 s
             })
         };
-        // Order fixed by IBTA §9.2 (Figure 67 "IBA packet format").
+        let jketh = take(jk, jketh::LEN).and_then(|s| JkethRepr::parse(s).ok());
+        // Order fixed by IBTA Vol 1 ch. 9 ("IBA packet format").
         let deth = take(h.deth, deth::LEN).and_then(|s| DethRepr::parse(s).ok());
         let reth = take(h.reth, reth::LEN).and_then(|s| RethRepr::parse(s).ok());
         let atomic_eth = take(h.atomic_eth, atomic_eth::LEN).and_then(|s| AtomicEthRepr::parse(s).ok());
@@ -121,7 +128,7 @@ impl<T: AsRef<[u8]>> IbPacket<T> {
         let atomic_ack_eth = take(h.atomic_ack_eth, atomic_ack_eth::LEN).and_then(|s| AtomicAckEthRepr::parse(s).ok());
         let immdt = take(h.immdt, immdt::LEN).and_then(|s| ImmDtRepr::parse(s).ok());
         let ieth = take(h.ieth, ieth::LEN).and_then(|s| IethRepr::parse(s).ok());
-        ExtHeaders { deth, reth, atomic_eth, aeth, atomic_ack_eth, immdt, ieth }
+        ExtHeaders { jketh, deth, reth, atomic_eth, aeth, atomic_ack_eth, immdt, ieth }
     }
 }
 
@@ -149,7 +156,12 @@ impl IbRepr {
 
     /// Bytes from the BTH through the ICRC.
     pub fn buffer_len(&self) -> usize {
-        self.bth.opcode.info().header_len() + self.payload_len + pad_for(self.payload_len) as usize + icrc::LEN
+        self.header_len() + self.payload_len + pad_for(self.payload_len) as usize + icrc::LEN
+    }
+
+    /// Bytes from the BTH to the payload.
+    pub fn header_len(&self) -> usize {
+        self.bth.opcode.info().header_len() + if self.ext.jketh.is_some() { jketh::LEN } else { 0 }
     }
 
     /// Writes BTH, extension headers, `payload` and zero pad bytes into `buf`
@@ -168,10 +180,18 @@ impl IbRepr {
         }
         let mut bth = self.bth;
         bth.pad = pad_for(payload.len());
+        match self.ext.jketh {
+            Some(_) => bth.resv7 |= jketh::BTH_FLAG,
+            None => bth.resv7 &= !jketh::BTH_FLAG,
+        }
         bth.emit(buf)?;
         let h = info.headers;
         let e = &self.ext;
         let mut off = bth::LEN;
+        if let Some(j) = self.ext.jketh {
+            j.emit(&mut buf[off..off + jketh::LEN])?;
+            off += jketh::LEN;
+        }
         macro_rules! put {
             ($present:expr, $repr:expr, $len:expr) => {
                 if $present {
