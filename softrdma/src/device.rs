@@ -33,11 +33,31 @@ pub struct DeviceConfig {
     pub pcap: Option<PathBuf>,
     /// rxe's "retry_cnt 7 = forever" (docs/design.md).
     pub rxe_retry_quirk: bool,
+    /// TEST-ONLY: checks deliberately switched off (all off by default).
+    pub broken: BrokenChecks,
+}
+
+/// TEST-ONLY switches that make the device non-conforming on purpose, so the
+/// conformance suite can prove that its cases fail when a check is missing
+/// (`conformance/tests/broken.rs`). Never set them for anything else.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct BrokenChecks {
+    /// Remote (R_Key) accesses skip the MR bounds check (`mr::DevMemory`).
+    pub skip_rkey_bounds: bool,
+    /// Received packets skip the P_Key check (`Endpoint::set_skip_pkey_check`).
+    pub skip_pkey_check: bool,
 }
 
 impl DeviceConfig {
     pub fn new(name: &str, addrs: Vec<(IpAddr, u8)>) -> Self {
-        DeviceConfig { name: name.to_string(), addrs, pkeys: vec![0xffff], pcap: None, rxe_retry_quirk: false }
+        DeviceConfig {
+            name: name.to_string(),
+            addrs,
+            pkeys: vec![0xffff],
+            pcap: None,
+            rxe_retry_quirk: false,
+            broken: BrokenChecks::default(),
+        }
     }
 }
 
@@ -56,8 +76,12 @@ impl Device {
             None => None,
         };
         let ips: Vec<IpAddr> = cfg.addrs.iter().map(|(a, _)| *a).collect();
+        let mut mem = DevMemory::default();
+        mem.skip_rkey_bounds = cfg.broken.skip_rkey_bounds;
+        let mut ep = Endpoint::new(mem);
+        ep.set_skip_pkey_check(cfg.broken.skip_pkey_check);
         let core = Core {
-            ep: Endpoint::new(DevMemory::default()),
+            ep,
             host: Host::new(link.mac, cfg.addrs.clone()),
             gids: GidTable::new(link.mac, &ips),
             pkeys: if cfg.pkeys.is_empty() { vec![0xffff] } else { cfg.pkeys.clone() },

@@ -34,6 +34,12 @@ pub struct DevMemory {
     regions: HashMap<u32, Arc<Region>>,
     next_index: u32,
     key_byte: u8,
+    /// TEST-ONLY fault injection: R_Key accesses skip the bounds check, so
+    /// out-of-bounds remote READ/WRITE/atomics "succeed" (the part outside
+    /// the region is dropped on write, reads as zeros). Set only through
+    /// `DeviceConfig::broken` so the conformance suite can prove its
+    /// bounds cases fail on a non-conforming device; never set it otherwise.
+    pub skip_rkey_bounds: bool,
 }
 
 /// Regions live at device-chosen virtual addresses, 4 GiB apart.
@@ -95,6 +101,9 @@ impl DevMemory {
         if !r.access.contains(need) {
             return Err(MemError::AccessDenied);
         }
+        if remote && self.skip_rkey_bounds {
+            return Ok((r, va.wrapping_sub(r.va).min(usize::MAX as u64) as usize));
+        }
         let off = va.checked_sub(r.va).ok_or(MemError::OutOfBounds)?;
         let end = off.checked_add(len).ok_or(MemError::OutOfBounds)?;
         if end > r.len() as u64 {
@@ -102,6 +111,13 @@ impl DevMemory {
         }
         Ok((r, off as usize))
     }
+}
+
+/// The part of `[off, off + len)` inside a region of `size` bytes, as a
+/// length from `off` (all of `len` unless `skip_rkey_bounds` let an
+/// out-of-bounds access through).
+fn inside(size: usize, off: usize, len: usize) -> usize {
+    size.saturating_sub(off).min(len)
 }
 
 impl Memory for DevMemory {
@@ -112,14 +128,21 @@ impl Memory for DevMemory {
     fn read(&self, pd: u32, key: Key, va: u64, out: &mut [u8]) -> Result<(), MemError> {
         let (r, off) = self.lookup(pd, key, va, out.len() as u64, read_right(key))?;
         let d = r.data.read().map_err(|_| MemError::InvalidKey)?;
-        out.copy_from_slice(&d[off..off + out.len()]);
+        let n = inside(d.len(), off, out.len());
+        out[n..].fill(0);
+        if n > 0 {
+            out[..n].copy_from_slice(&d[off..off + n]);
+        }
         Ok(())
     }
 
     fn write(&mut self, pd: u32, key: Key, va: u64, data: &[u8]) -> Result<(), MemError> {
         let (r, off) = self.lookup(pd, key, va, data.len() as u64, write_right(key))?;
         let mut d = r.data.write().map_err(|_| MemError::InvalidKey)?;
-        d[off..off + data.len()].copy_from_slice(data);
+        let n = inside(d.len(), off, data.len());
+        if n > 0 {
+            d[off..off + n].copy_from_slice(&data[..n]);
+        }
         Ok(())
     }
 
@@ -129,6 +152,9 @@ impl Memory for DevMemory {
         }
         let (r, off) = self.lookup(pd, Key::Remote(rkey), va, 8, AccessFlags::REMOTE_ATOMIC)?;
         let mut d = r.data.write().map_err(|_| MemError::InvalidKey)?;
+        if inside(d.len(), off, 8) < 8 {
+            return Ok(0); // only with skip_rkey_bounds: nothing to operate on
+        }
         let cell = &mut d[off..off + 8];
         let orig = u64::from_ne_bytes(cell.try_into().map_err(|_| MemError::OutOfBounds)?);
         let new = match op {

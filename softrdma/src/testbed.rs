@@ -20,7 +20,7 @@ use verbs_api::Context;
 use crate::backend::memory::{Fabric, Faults};
 use crate::backend::netns::{self, NetNs};
 use crate::backend::tap::{open_tap, TapConfig};
-use crate::device::{Device, DeviceConfig};
+use crate::device::{BrokenChecks, Device, DeviceConfig};
 
 pub fn device_mac(i: usize) -> [u8; 6] {
     [0x02, 0x53, 0x52, 0x44, 0x00, i as u8 + 1]
@@ -41,6 +41,8 @@ pub struct TestbedOptions {
     pub rxe_retry_quirk: bool,
     /// Per-device P_Key tables (default: the full default partition only).
     pub pkeys: Option<Vec<u16>>,
+    /// TEST-ONLY: checks every device skips (see [`BrokenChecks`]).
+    pub broken: BrokenChecks,
 }
 
 /// What the TAP testbed created, removed in reverse on drop.
@@ -70,6 +72,7 @@ impl Testbed {
         let mut c = DeviceConfig::new(&format!("srd{i}"), device_addrs(i));
         c.pcap = o.pcap_prefix.as_ref().map(|p| PathBuf::from(format!("{}-{i}.pcap", p.display())));
         c.rxe_retry_quirk = o.rxe_retry_quirk;
+        c.broken = o.broken;
         if let Some(p) = &o.pkeys {
             c.pkeys = p.clone();
         }
