@@ -31,8 +31,6 @@ pub struct Counters {
     pub nak_remote_op_sent: u64,
     /// Remote-access violations seen by the responder (bad R_Key, PD, rights, bounds, alignment).
     pub remote_access_violations: u64,
-    /// UD packets dropped for a Q_Key mismatch.
-    pub qkey_violations: u64,
     /// Packets dropped because no receive WQE was posted (UD/UC) .
     pub rcv_no_wqe_drops: u64,
     /// UC packets dropped while waiting for the next FIRST/ONLY after a gap.
@@ -68,7 +66,6 @@ impl Counters {
             nak_remote_access_sent,
             nak_remote_op_sent,
             remote_access_violations,
-            qkey_violations,
             rcv_no_wqe_drops,
             uc_gap_drops,
             ignored_responses,

@@ -10,6 +10,7 @@ use verbs_api::{Gid, QpCap, QpType};
 
 use crate::counters::Counters;
 use crate::mem::Memory;
+use crate::policy::{self, Violation};
 use crate::qp::{Completion, Env, Qp, QpInit, RxPacket};
 use crate::srq::Srq;
 use crate::time::Instant;
@@ -21,8 +22,15 @@ pub enum Drop {
     Malformed(WireError),
     IcrcMismatch,
     UnknownQp(u32),
-    WrongTransport { qpn: u32 },
-    BadPkey { qpn: u32, pkey: u16 },
+    WrongTransport {
+        qpn: u32,
+    },
+    /// Refused by the admission policy (transport::policy); `peer` is the source GID.
+    Refused {
+        qpn: u32,
+        peer: Gid,
+        violation: Violation,
+    },
 }
 
 /// Frame-level counters of an endpoint (QP counters are per QP).
@@ -35,6 +43,10 @@ pub struct EndpointCounters {
     pub rx_unknown_qp: u64,
     pub rx_wrong_transport: u64,
     pub rx_bad_pkey: u64,
+    pub rx_bad_qkey: u64,
+    pub rx_bad_jkey: u64,
+    pub rx_foreign_dgid: u64,
+    pub rx_spoofed_sgid: u64,
 }
 
 pub struct Endpoint<M: Memory> {
@@ -50,6 +62,8 @@ pub struct Endpoint<M: Memory> {
     retired: Counters,
     /// TEST-ONLY fault injection (see [`Endpoint::set_skip_pkey_check`]).
     skip_pkey_check: bool,
+    /// The GIDs this endpoint owns (policy rule 1); empty: not checked.
+    local_gids: Vec<Gid>,
 }
 
 /// rxe numbers QPs from 0x11 (after the special QP0/QP1 and a reserved range).
@@ -67,6 +81,7 @@ impl<M: Memory> Endpoint<M> {
             counters: EndpointCounters::default(),
             retired: Counters::default(),
             skip_pkey_check: false,
+            local_gids: Vec::new(),
         }
     }
 
@@ -119,6 +134,11 @@ impl<M: Memory> Endpoint<M> {
         self.srqs.remove(&srqn)
     }
 
+    /// The GIDs packets may be addressed to (the device's GID table).
+    pub fn set_local_gids(&mut self, gids: Vec<Gid>) {
+        self.local_gids = gids;
+    }
+
     pub fn counters(&self) -> &EndpointCounters {
         &self.counters
     }
@@ -160,11 +180,23 @@ impl<M: Memory> Endpoint<M> {
             self.counters.rx_wrong_transport += 1;
             return Err(Drop::WrongTransport { qpn: bth.dest_qpn });
         }
-        if !self.skip_pkey_check && !crate::policy::pkeys_match(bth.pkey, qp.pkey()) {
-            self.counters.rx_bad_pkey += 1;
-            return Err(Drop::BadPkey { qpn: bth.dest_qpn, pkey: bth.pkey });
-        }
         let (grh, sgid) = grh_area(bytes, &frame);
+        let dgid = dest_gid(&frame);
+        match policy::admit(qp, &frame.repr.ib, sgid, dgid, &self.local_gids) {
+            Err(Violation::BadPkey { .. }) if self.skip_pkey_check => {}
+            Err(v) => {
+                let c = &mut self.counters;
+                match v {
+                    Violation::BadPkey { .. } => c.rx_bad_pkey += 1,
+                    Violation::QkeyMismatch { .. } => c.rx_bad_qkey += 1,
+                    Violation::JkeyMismatch { .. } => c.rx_bad_jkey += 1,
+                    Violation::ForeignDestination { .. } => c.rx_foreign_dgid += 1,
+                    Violation::SpoofedSource { .. } => c.rx_spoofed_sgid += 1,
+                }
+                return Err(Drop::Refused { qpn: bth.dest_qpn, peer: sgid, violation: v });
+            }
+            Ok(()) => {}
+        }
         let pkt = RxPacket { ib: frame.repr.ib, payload: frame.payload(), grh, sgid };
         let srq = qp.srq().and_then(|n| self.srqs.get_mut(&n));
         let mut env = Env { mem: &mut self.mem, srq };
@@ -226,6 +258,15 @@ impl<M: Memory> Endpoint<M> {
     /// The next work completion of any QP, with its QPN.
     pub fn poll_completion(&mut self) -> Option<(u32, Completion)> {
         self.qps.iter_mut().find_map(|(n, q)| q.poll_completion().map(|c| (*n, c)))
+    }
+}
+
+/// The GID a packet is addressed to.
+fn dest_gid(frame: &Frame<'_>) -> Gid {
+    match frame.repr.net {
+        NetRepr::V4 { ip, .. } => Gid::from_ipv4(ip.dst),
+        NetRepr::V6 { ip, .. } => Gid::from_ipv6(ip.dst),
+        NetRepr::V1 { grh } => Gid(grh.dgid),
     }
 }
 

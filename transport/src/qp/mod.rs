@@ -110,6 +110,8 @@ pub struct Completion {
 pub enum QpEvent {
     /// The QP went to ERR on its own (IBV_EVENT_QP_FATAL / QP_ACCESS_ERR).
     Fatal(WcStatus),
+    /// A peer's request was refused by the memory checks (R_Key abuse).
+    AccessViolation { rkey: u32, va: u64, len: u64, error: crate::mem::MemError },
     /// All outstanding send WQEs completed in SQD (IBV_EVENT_SQ_DRAINED).
     SqDrained,
 }
@@ -273,6 +275,8 @@ pub struct Qp {
     /// rxe treats retry_cnt = 7 as "retry forever", like rnr_retry; IBTA
     /// means seven retries. Off by default (docs/design.md, "Deviations").
     pub(crate) rxe_retry_quirk: bool,
+    /// The job this QP belongs to; its packets carry a JKETH (wire::jketh).
+    pub(crate) jkey: Option<u16>,
 }
 
 /// Packets between forced AckReqs in a long message (rxe's RXE_MAX_PKT_PER_ACK).
@@ -300,6 +304,7 @@ impl Qp {
             ip_ident: 0,
             scratch: Vec::new(),
             rxe_retry_quirk: false,
+            jkey: None,
         }
     }
 
@@ -336,6 +341,16 @@ impl Qp {
         if self.init.qp_type == QpType::Ud {
             self.attr.path_mtu = mtu;
         }
+    }
+
+    pub fn jkey(&self) -> Option<u16> {
+        self.jkey
+    }
+
+    /// Binds the QP to a job: its packets carry the JKey, and it accepts
+    /// only packets of the same job (transport::policy).
+    pub fn set_jkey(&mut self, jkey: Option<u16>) {
+        self.jkey = jkey;
     }
 
     /// Opts into rxe's reading of retry_cnt = 7 as infinite (off: IBTA's seven retries).
@@ -414,10 +429,13 @@ impl Qp {
         self.attr.cur_qp_state = to;
         match to {
             QpState::Reset => {
-                let (init, counters, quirk) = (self.init, self.counters, self.rxe_retry_quirk);
+                let (init, counters, quirk, jkey, pkey) =
+                    (self.init, self.counters, self.rxe_retry_quirk, self.jkey, self.pkey);
                 *self = Qp::new(init);
                 self.counters = counters;
                 self.rxe_retry_quirk = quirk;
+                self.jkey = jkey;
+                self.pkey = pkey;
             }
             QpState::Err => self.flush(),
             QpState::Rts if from == QpState::Sqd => {}
@@ -664,7 +682,8 @@ impl Qp {
         BthRepr::new(opcode, self.pkey, self.attr.dest_qp_num, psn.value())
     }
 
-    pub(crate) fn ib(&self, bth: BthRepr, ext: ExtHeaders, payload_len: usize) -> IbRepr {
+    pub(crate) fn ib(&self, bth: BthRepr, mut ext: ExtHeaders, payload_len: usize) -> IbRepr {
+        ext.jketh = self.jkey.map(|jkey| crate::wire::JkethRepr { jkey, reserved: 0 });
         IbRepr { bth, ext, payload_len }
     }
 

@@ -150,12 +150,8 @@ impl Qp {
     }
 
     fn ud_receive(&mut self, pkt: &RxPacket<'_>, env: &mut Env<'_>) {
+        // The Q_Key was checked on admission (transport::policy).
         let Some(deth) = pkt.ib.ext.deth else { return };
-        // IBTA Vol 1 ch. 10: a UD packet whose Q_Key differs from the QP's is dropped.
-        if deth.qkey != self.attr.qkey {
-            self.counters.qkey_violations += 1;
-            return;
-        }
         let Some(wqe) = self.take_recv(env) else {
             self.counters.rcv_no_wqe_drops += 1;
             return;
@@ -290,8 +286,9 @@ impl Qp {
         self.resp.msn = (self.resp.msn + 1) & 0xff_ffff;
     }
 
-    fn remote_violation(&mut self, e: MemError) -> Verdict {
+    fn remote_violation(&mut self, e: MemError, rkey: u32, va: u64, len: u64) -> Verdict {
         self.counters.remote_access_violations += 1;
+        self.events.push_back(super::QpEvent::AccessViolation { rkey, va, len, error: e });
         if self.init.qp_type == QpType::Rc {
             Verdict::Nak(mem_nak(e), None)
         } else {
@@ -310,10 +307,10 @@ impl Qp {
             // IBTA Vol 1 ch. 9: a zero-length RDMA WRITE does not check its R_Key.
             if len > 0 {
                 if !self.access_allows(AccessFlags::REMOTE_WRITE) {
-                    return self.remote_violation(MemError::AccessDenied);
+                    return self.remote_violation(MemError::AccessDenied, reth.rkey, reth.va, len);
                 }
                 if let Err(e) = env.mem.check(pd, Key::Remote(reth.rkey), reth.va, len, AccessFlags::REMOTE_WRITE) {
-                    return self.remote_violation(e);
+                    return self.remote_violation(e, reth.rkey, reth.va, len);
                 }
             }
             self.resp.cur = Some(InProgress::Write { va: reth.va, rkey: reth.rkey, remaining: len, total: len });
@@ -343,7 +340,7 @@ impl Qp {
         *remaining -= n;
         if n > 0 {
             if let Err(e) = env.mem.write(pd, Key::Remote(rk), at, pkt.payload) {
-                return self.remote_violation(e);
+                return self.remote_violation(e, rk, at, n);
             }
         }
         if pos.ends_message() {
@@ -379,12 +376,12 @@ impl Qp {
         }
         if reth.dma_len > 0 {
             if !self.access_allows(AccessFlags::REMOTE_READ) {
-                return self.remote_violation(MemError::AccessDenied);
+                return self.remote_violation(MemError::AccessDenied, reth.rkey, reth.va, reth.dma_len as u64);
             }
             if let Err(e) =
                 mem.check(self.init.pd, Key::Remote(reth.rkey), reth.va, reth.dma_len as u64, AccessFlags::REMOTE_READ)
             {
-                return self.remote_violation(e);
+                return self.remote_violation(e, reth.rkey, reth.va, reth.dma_len as u64);
             }
         }
         let npkts = (reth.dma_len as u64).div_ceil(self.mtu() as u64).max(1) as u32;
@@ -404,7 +401,7 @@ impl Qp {
             return Verdict::Nak(NakCode::InvalidRequest, None);
         }
         if !self.access_allows(AccessFlags::REMOTE_ATOMIC) {
-            return self.remote_violation(MemError::AccessDenied);
+            return self.remote_violation(MemError::AccessDenied, a.rkey, a.va, 8);
         }
         let op = if pkt.ib.bth.opcode == Opcode::RcCompareSwap {
             AtomicOp::CompareSwap { compare: a.compare, swap: a.swap_add }
@@ -413,7 +410,7 @@ impl Qp {
         };
         let orig = match mem.atomic(self.init.pd, a.rkey, a.va, op) {
             Ok(v) => v,
-            Err(e) => return self.remote_violation(e),
+            Err(e) => return self.remote_violation(e, a.rkey, a.va, 8),
         };
         self.finish_message();
         let msn = self.resp.msn;
@@ -556,7 +553,7 @@ impl Qp {
                     ext.aeth = Some(AethRepr { syndrome: Syndrome::Nak(NakCode::RemoteAccessError), msn: m });
                     self.scratch.clear();
                     self.counters.nak_remote_access_sent += 1;
-                    return Some(IbRepr { bth: self.bth(Opcode::RcAcknowledge, p), ext, payload_len: 0 });
+                    return Some(self.ib(self.bth(Opcode::RcAcknowledge, p), ext, 0));
                 }
                 let op = match pos {
                     Position::First => Opcode::RcReadResponseFirst,
@@ -568,6 +565,6 @@ impl Qp {
             }
         };
         let bth = self.bth(opcode, psn);
-        Some(IbRepr { bth, ext, payload_len: self.scratch.len() })
+        Some(self.ib(bth, ext, self.scratch.len()))
     }
 }
