@@ -11,7 +11,7 @@ use std::thread::JoinHandle;
 
 use transport::counters::Counters;
 use transport::endpoint::{Endpoint, EndpointCounters};
-use verbs_api::{Context, GidEntry, Provider};
+use verbs_api::{Context, Gid, GidEntry, Provider};
 
 use crate::backend::host::Host;
 use crate::capture::PcapSink;
@@ -19,6 +19,7 @@ use crate::engine::{self, Core, DeviceCounters, Shared};
 use crate::gid::GidTable;
 use crate::link::Link;
 use crate::mr::DevMemory;
+use crate::namespace::{BoundaryMode, Namespace};
 use crate::verbs::SoftContext;
 
 #[derive(Debug, Clone)]
@@ -35,6 +36,13 @@ pub struct DeviceConfig {
     pub rxe_retry_quirk: bool,
     /// TEST-ONLY: checks deliberately switched off (all off by default).
     pub broken: BrokenChecks,
+    /// The namespace (tenant) the device belongs to; default: the host's.
+    pub namespace: Option<Arc<Namespace>>,
+    pub mode: BoundaryMode,
+    /// Partition mode: the GIDs the namespace is granted (netdev mode: its addresses).
+    pub granted_gids: Vec<Gid>,
+    /// Speak RoCEv1 too. Refused for devices outside the initial namespace.
+    pub rocev1: bool,
 }
 
 /// TEST-ONLY switches that make the device non-conforming on purpose, so the
@@ -57,6 +65,10 @@ impl DeviceConfig {
             pcap: None,
             rxe_retry_quirk: false,
             broken: BrokenChecks::default(),
+            namespace: None,
+            mode: BoundaryMode::Netdev,
+            granted_gids: Vec::new(),
+            rocev1: false,
         }
     }
 }
@@ -75,15 +87,31 @@ impl Device {
             ),
             None => None,
         };
+        let ns = cfg.namespace.clone().unwrap_or_else(Namespace::host);
+        if cfg.rocev1 && !ns.initial {
+            // Annex A16 GIDs are link-layer addresses no namespace can own.
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::PermissionDenied,
+                format!("RoCEv1 is refused for devices in namespace {} (only the initial namespace may use it)", ns.name),
+            ));
+        }
         let ips: Vec<IpAddr> = cfg.addrs.iter().map(|(a, _)| *a).collect();
+        let gids = match cfg.mode {
+            BoundaryMode::Netdev => GidTable::new(link.mac, &ips),
+            BoundaryMode::Partition => GidTable::granted(link.mac, &cfg.granted_gids),
+        };
         let mut mem = DevMemory::default();
         mem.skip_rkey_bounds = cfg.broken.skip_rkey_bounds;
         let mut ep = Endpoint::new(mem);
         ep.set_skip_pkey_check(cfg.broken.skip_pkey_check);
+        ep.set_local_gids(gids.all());
         let core = Core {
             ep,
             host: Host::new(link.mac, cfg.addrs.clone()),
-            gids: GidTable::new(link.mac, &ips),
+            gids,
+            ns,
+            mode: cfg.mode,
+            rocev1: cfg.rocev1,
             pkeys: if cfg.pkeys.is_empty() { vec![0xffff] } else { cfg.pkeys.clone() },
             cqs: Default::default(),
             events: Default::default(),
@@ -127,9 +155,36 @@ impl Device {
     /// link-local GID, never changes), as rxe's follows its netdev's.
     pub fn set_addrs(&self, addrs: Vec<(IpAddr, u8)>) {
         let mut core = self.shared.lock();
-        let ips: Vec<IpAddr> = addrs.iter().map(|(a, _)| *a).collect();
-        core.gids = GidTable::new(self.shared.mac, &ips);
+        if core.mode == BoundaryMode::Netdev {
+            let ips: Vec<IpAddr> = addrs.iter().map(|(a, _)| *a).collect();
+            core.gids = GidTable::new(self.shared.mac, &ips);
+            let all = core.gids.all();
+            core.ep.set_local_gids(all);
+        }
         core.host.set_addrs(addrs);
+    }
+
+    /// Partition mode: replaces the GIDs the namespace is granted.
+    pub fn grant_gids(&self, gids: &[Gid]) {
+        let mut core = self.shared.lock();
+        if core.mode == BoundaryMode::Partition {
+            core.gids = GidTable::granted(self.shared.mac, gids);
+            let all = core.gids.all();
+            core.ep.set_local_gids(all);
+        }
+    }
+
+    /// Replaces the P_Key table (QPs keep the P_Key they were given).
+    pub fn set_pkeys(&self, pkeys: Vec<u16>) {
+        self.shared.lock().pkeys = if pkeys.is_empty() { vec![0xffff] } else { pkeys };
+    }
+
+    pub fn pkeys(&self) -> Vec<u16> {
+        self.shared.lock().pkeys.clone()
+    }
+
+    pub fn namespace(&self) -> Arc<Namespace> {
+        self.shared.lock().ns.clone()
     }
 
     pub fn counters(&self) -> (DeviceCounters, EndpointCounters, Counters) {
@@ -152,6 +207,14 @@ static REGISTRY: Mutex<Vec<Weak<Device>>> = Mutex::new(Vec::new());
 
 /// The process's devices, as `ibv_get_device_list` would show them.
 pub struct SoftProvider;
+
+impl SoftProvider {
+    /// Every running device of the process.
+    pub fn devices(&self) -> Vec<Arc<Device>> {
+        let reg = REGISTRY.lock().map(|r| r.clone()).unwrap_or_default();
+        reg.iter().filter_map(|w| w.upgrade()).collect()
+    }
+}
 
 impl Provider for SoftProvider {
     fn device_names(&self) -> Vec<String> {

@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::Duration;
 
-use transport::endpoint::Endpoint;
+use transport::endpoint::{Drop as RxDrop, Endpoint};
 use transport::qp::{CqSide, QpEvent};
 use transport::time::Instant;
 use transport::wire::{classify, FrameKind};
@@ -19,7 +19,9 @@ use verbs_api::{AsyncEvent, WorkCompletion};
 
 use crate::backend::host::Host;
 use crate::capture::PcapSink;
+use crate::audit::AuditEvent;
 use crate::gid::GidTable;
+use crate::namespace::{BoundaryMode, Namespace};
 use crate::link::{LinkRx, LinkTx};
 use crate::mr::DevMemory;
 
@@ -73,6 +75,9 @@ pub struct Core {
     pub ep: Endpoint<DevMemory>,
     pub host: Host,
     pub gids: GidTable,
+    pub ns: Arc<Namespace>,
+    pub mode: BoundaryMode,
+    pub rocev1: bool,
     pub pkeys: Vec<u16>,
     /// Send and receive CQ of each QP.
     pub cqs: HashMap<u32, (Arc<CqInner>, Arc<CqInner>)>,
@@ -171,10 +176,15 @@ impl Shared {
             }
         }
         while let Some((qpn, e)) = core.ep.poll_qp_event() {
-            core.events.push_back(match e {
-                QpEvent::Fatal(_) => AsyncEvent::QpFatal { qpn },
-                QpEvent::SqDrained => AsyncEvent::SqDrained { qpn },
-            });
+            match e {
+                QpEvent::Fatal(_) => core.events.push_back(AsyncEvent::QpFatal { qpn }),
+                QpEvent::SqDrained => core.events.push_back(AsyncEvent::SqDrained { qpn }),
+                QpEvent::AccessViolation { rkey, va, len, error } => {
+                    let peer = core.ep.qp(qpn).and_then(|q| q.path()).map(|p| p.dgid);
+                    let detail = format!("R_Key {rkey:#x} va {va:#x} len {len}: {error:?}");
+                    self.audit(core, "rkey", Some(qpn), peer, detail);
+                }
+            }
         }
         while let Some((srqn, _)) = core.ep.poll_srq_event() {
             core.events.push_back(AsyncEvent::SrqLimitReached { srqn });
@@ -183,6 +193,11 @@ impl Shared {
             self.events.notify_all();
         }
         self.timer.notify_one();
+    }
+
+    /// Records a security event on the device's namespace stream.
+    pub fn audit(&self, core: &Core, kind: &'static str, qpn: Option<u32>, peer: Option<verbs_api::Gid>, detail: String) {
+        core.ns.audit.record(AuditEvent::new(&core.ns.name, &self.name, kind, qpn, peer, detail));
     }
 
     pub fn next_event(&self, timeout: Duration) -> Option<AsyncEvent> {
@@ -206,10 +221,13 @@ impl Shared {
             let _ = p.write(self.elapsed(), frame);
         }
         match classify(frame) {
-            FrameKind::RoceV2 => {
-                let _ = core.ep.handle_frame(now, frame);
+            FrameKind::RoceV2 => self.admit(&mut core, now, frame),
+            FrameKind::RoceV1 if core.rocev1 => self.admit(&mut core, now, frame),
+            FrameKind::RoceV1 => {
+                core.counters.rx_rocev1_dropped += 1;
+                let detail = format!("RoCEv1 frame from {:02x?} refused", &frame[6..12]);
+                self.audit(&core, "rocev1", None, None, detail);
             }
-            FrameKind::RoceV1 => core.counters.rx_rocev1_dropped += 1,
             FrameKind::Other(_) => {
                 core.counters.rx_host_frames += 1;
                 let replies = core.host.handle(frame, self.elapsed());
@@ -219,6 +237,12 @@ impl Shared {
             }
         }
         self.flush(&mut core);
+    }
+
+    fn admit(&self, core: &mut Core, now: Instant, frame: &[u8]) {
+        if let Err(RxDrop::Refused { qpn, peer, violation }) = core.ep.handle_frame(now, frame) {
+            self.audit(core, violation.kind(), Some(qpn), Some(peer), format!("{violation:?}"));
+        }
     }
 
     pub fn shutdown(&self) {

@@ -34,6 +34,21 @@ impl GidTable {
         GidTable { gids }
     }
 
+    /// Partition mode: the link-local GID, then exactly the granted GIDs.
+    pub fn granted(mac: [u8; 6], gids: &[Gid]) -> Self {
+        let mut t = GidTable::new(mac, &[]);
+        for g in gids {
+            if !t.gids.contains(g) {
+                t.gids.push(*g);
+            }
+        }
+        t
+    }
+
+    pub fn all(&self) -> Vec<Gid> {
+        self.gids.clone()
+    }
+
     pub fn get(&self, index: u32) -> Option<Gid> {
         self.gids.get(index as usize).copied()
     }

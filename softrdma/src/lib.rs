@@ -7,6 +7,7 @@
 //! - [`engine`] — drives the sans-IO transport with threads and timers.
 //! - [`capture`], [`decode`] — pcap/pcapng I/O and `softrdma decode`.
 
+pub mod audit;
 pub mod backend;
 pub mod capture;
 pub mod decode;
@@ -16,5 +17,7 @@ pub mod engine;
 pub mod gid;
 pub mod link;
 pub mod mr;
+pub mod namespace;
 pub mod testbed;
 pub mod verbs;
+pub mod view;

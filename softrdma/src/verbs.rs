@@ -17,6 +17,7 @@ use verbs_api::{
 use crate::backend::host::Resolution;
 use crate::engine::{Core, CqInner, Shared};
 use crate::mr::Region;
+use crate::namespace::Resource;
 
 /// How long address resolution (ARP/ND) may take before `modify`/`create_ah` fail.
 pub const RESOLVE_TIMEOUT: Duration = Duration::from_secs(3);
@@ -179,6 +180,7 @@ impl Context for SoftContext {
 
     fn alloc_pd(&self) -> Result<Arc<dyn Pd>> {
         let mut core = self.dev.lock();
+        charge(&self.dev, &core, Resource::Pd, 1)?;
         core.next_pd += 1;
         let pdn = core.next_pd;
         core.pd_objects.insert(pdn, 0);
@@ -190,10 +192,11 @@ impl Context for SoftContext {
             return Err(einval(format!("cqe {cqe} not in 1..={MAX_CQE}")));
         }
         let mut core = self.dev.lock();
+        charge(&self.dev, &core, Resource::Cq, 1)?;
         core.next_cq += 1;
         let inner = Arc::new(CqInner::new(core.next_cq, cqe as usize));
         core.cq_by_num.insert(inner.cqn, inner.clone());
-        Ok(Arc::new(SoftCq { inner }))
+        Ok(Arc::new(SoftCq { inner, ns: core.ns.clone() }))
     }
 
     fn get_async_event(&self, timeout: Duration) -> Option<AsyncEvent> {
@@ -205,6 +208,11 @@ pub struct SoftPd {
     dev: Arc<Shared>,
     pdn: u32,
     mtu: Mtu,
+}
+
+/// Takes `amount` of `r` from the device's namespace, auditing a refusal.
+fn charge(dev: &Shared, core: &Core, r: Resource, amount: u64) -> Result<()> {
+    core.ns.charge(r, amount).inspect_err(|e| dev.audit(core, "limit", None, None, e.to_string()))
 }
 
 fn bump(core: &mut Core, pdn: u32, by: i32) {
@@ -231,6 +239,11 @@ impl Pd for SoftPd {
         let mut core = self.dev.lock();
         if !core.pd_objects.contains_key(&self.pdn) {
             return Err(einval("PD was deallocated"));
+        }
+        charge(&self.dev, &core, Resource::Mr, 1)?;
+        if let Err(e) = charge(&self.dev, &core, Resource::MrBytes, len as u64) {
+            core.ns.release(Resource::Mr, 1);
+            return Err(e);
         }
         let region = core.ep.mem.register(self.pdn, len, access);
         bump(&mut core, self.pdn, 1);
@@ -266,11 +279,13 @@ impl Pd for SoftPd {
             }
             None => None,
         };
+        charge(&self.dev, &core, Resource::Qp, 1)?;
         let qpn = core.ep.create_qp(init.qp_type, self.pdn, cap, init.sq_sig_all, srq);
-        let quirk = core.rxe_retry_quirk;
+        let (quirk, jkey) = (core.rxe_retry_quirk, core.ns.jkey());
         if let Some(qp) = core.ep.qp_mut(qpn) {
             qp.set_port_mtu(self.mtu);
             qp.set_rxe_retry_quirk(quirk);
+            qp.set_jkey(jkey);
         }
         core.cqs.insert(qpn, (scq, rcq));
         bump(&mut core, self.pdn, 1);
@@ -288,6 +303,7 @@ impl Pd for SoftPd {
             return Err(einval("SRQ max_wr/max_sge out of range"));
         }
         let mut core = self.dev.lock();
+        charge(&self.dev, &core, Resource::Srq, 1)?;
         let srqn = core.ep.create_srq(self.pdn, max_wr, max_sge);
         bump(&mut core, self.pdn, 1);
         Ok(Arc::new(SoftSrq { dev: self.dev.clone(), srqn, pdn: self.pdn }))
@@ -301,8 +317,9 @@ impl Pd for SoftPd {
         }
         let dmac = resolve(&self.dev, attr.dgid)?;
         let mut core = self.dev.lock();
+        charge(&self.dev, &core, Resource::Ah, 1)?;
         bump(&mut core, self.pdn, 1);
-        Ok(Arc::new(SoftAh { attr: *attr, dmac }))
+        Ok(Arc::new(SoftAh { attr: *attr, dmac, ns: core.ns.clone() }))
     }
 
     fn dealloc(&self) -> Result<()> {
@@ -310,6 +327,7 @@ impl Pd for SoftPd {
         match core.pd_objects.get(&self.pdn) {
             Some(0) => {
                 core.pd_objects.remove(&self.pdn);
+                core.ns.release(Resource::Pd, 1);
                 Ok(())
             }
             Some(n) => Err(VerbsError::Busy(format!("PD still has {n} objects"))),
@@ -362,6 +380,8 @@ impl Mr for SoftMr {
         if !core.ep.mem.deregister(self.region.lkey) {
             return Err(VerbsError::NotFound("MR already deregistered".into()));
         }
+        core.ns.release(Resource::Mr, 1);
+        core.ns.release(Resource::MrBytes, self.region.len() as u64);
         bump(&mut core, self.pdn, -1);
         Ok(())
     }
@@ -369,6 +389,13 @@ impl Mr for SoftMr {
 
 pub struct SoftCq {
     inner: Arc<CqInner>,
+    ns: Arc<crate::namespace::Namespace>,
+}
+
+impl Drop for SoftCq {
+    fn drop(&mut self) {
+        self.ns.release(Resource::Cq, 1);
+    }
 }
 
 impl Cq for SoftCq {
@@ -435,6 +462,13 @@ impl Qp for SoftQp {
             None
         };
         let mut core = self.dev.lock();
+        // IBTA Vol 1 ch. 10: Q_Keys with the high bit set are controlled; only
+        // a privileged owner may give one to a QP.
+        if mask.contains(QpAttrMask::QKEY) && attr.qkey & 0x8000_0000 != 0 && !core.ns.privileged {
+            let detail = format!("QP {:#x} asked for controlled Q_Key {:#x}", self.qpn, attr.qkey);
+            self.dev.audit(&core, "controlled_qkey", Some(self.qpn), None, detail.clone());
+            return Err(VerbsError::PermissionDenied(detail));
+        }
         let pkey = if mask.contains(QpAttrMask::PKEY_INDEX) {
             Some(
                 *core
@@ -521,6 +555,7 @@ impl Qp for SoftQp {
         let mut core = self.dev.lock();
         core.ep.destroy_qp(self.qpn);
         core.cqs.remove(&self.qpn);
+        core.ns.release(Resource::Qp, 1);
         bump(&mut core, self.pdn, -1);
         *d = true;
         Ok(())
@@ -570,6 +605,7 @@ impl Srq for SoftSrq {
             return Err(VerbsError::Busy("QPs still use the SRQ".into()));
         }
         core.ep.destroy_srq(self.srqn).ok_or_else(|| VerbsError::NotFound("SRQ destroyed".into()))?;
+        core.ns.release(Resource::Srq, 1);
         bump(&mut core, self.pdn, -1);
         Ok(())
     }
@@ -578,6 +614,13 @@ impl Srq for SoftSrq {
 pub struct SoftAh {
     attr: AhAttr,
     dmac: EthernetAddress,
+    ns: Arc<crate::namespace::Namespace>,
+}
+
+impl Drop for SoftAh {
+    fn drop(&mut self) {
+        self.ns.release(Resource::Ah, 1);
+    }
 }
 
 impl Ah for SoftAh {
