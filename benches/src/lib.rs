@@ -1,1 +1,26 @@
-//! perftest-compatible tools and micro-benchmarks (issue 7). Nothing here yet.
+//! perftest-compatible tools and micro-benchmarks for softrdma (issue 7).
+//!
+//! - [`fabric`]: two (or many) softrdma devices on the in-memory fabric or on
+//!   TAPs in network namespaces, with the link MTU a test asks for, and the
+//!   bare links (no device) for the raw baselines.
+//! - [`perf`]: the verbs tests (`write_bw`, `read_bw`, `send_bw`,
+//!   `atomic_bw`, `write_lat`, `send_lat`, `read_lat`) written against
+//!   `verbs-api` only.
+//! - [`baseline`]: what the machine can do without RDMA: raw Ethernet frames
+//!   through the same links, memcpy, and the sans-IO transport alone.
+//! - [`scale`]: many QPs on one device, many namespaces with a device each.
+//! - [`report`]: perftest-style tables and the JSON file.
+
+pub mod baseline;
+pub mod fabric;
+pub mod perf;
+pub mod report;
+pub mod scale;
+
+/// Resident set size of this process in bytes (`VmRSS` of `/proc/self/status`).
+pub fn rss_bytes() -> Option<u64> {
+    let s = std::fs::read_to_string("/proc/self/status").ok()?;
+    let l = s.lines().find(|l| l.starts_with("VmRSS:"))?;
+    let kb: u64 = l["VmRSS:".len()..].trim().trim_end_matches("kB").trim().parse().ok()?;
+    Some(kb * 1024)
+}

@@ -1,0 +1,2 @@
+//! Placeholder; the simulator micro-benchmarks follow in the next commit.
+fn main() {}

@@ -1,0 +1,2 @@
+//! Placeholder; the wire micro-benchmarks follow in the next commit.
+fn main() {}

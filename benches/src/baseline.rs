@@ -1,0 +1,274 @@
+//! What the machine does without RDMA, for comparison: raw Ethernet frames
+//! through the very links the devices use (`raw_bw`, `raw_lat`), memcpy
+//! (`memcpy_bw`), and the sans-IO transport alone on the deterministic
+//! simulator, with no threads, locks or links (`sim_bw`).
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use softrdma::link::Link;
+use transport::mem::Memory;
+use transport::sim::{ConnectParams, NetConfig, Sim};
+use verbs_api::{AccessFlags, Mtu, QpCap, QpType, SendFlags, SendOp, SendWr, Sge, WcStatus};
+
+use crate::fabric::{self, FabricKind};
+use crate::perf::peak;
+use crate::report::{BwRow, LatRow};
+
+/// Bytes a RoCEv2 RDMA WRITE MIDDLE packet (IPv4) adds around its payload:
+/// Ethernet 14, IPv4 20, UDP 8, BTH 12, ICRC 4.
+pub const ROCE_OVERHEAD: usize = 14 + 20 + 8 + 12 + 4;
+
+/// An Ethernet frame of `len` bytes from device 0 to device 1 with a local
+/// experimental EtherType (the kernel bridges forward it and nobody consumes it).
+fn frame(len: usize, from: usize, to: usize) -> Vec<u8> {
+    let mut f = vec![0u8; len.max(60)];
+    f[0..6].copy_from_slice(&fabric::mac(to));
+    f[6..12].copy_from_slice(&fabric::mac(from));
+    f[12..14].copy_from_slice(&0x88b5u16.to_be_bytes());
+    for (i, b) in f[14..].iter_mut().enumerate() {
+        *b = i as u8;
+    }
+    f
+}
+
+/// Blasts frames that are as long as RoCE packets carrying `payload` bytes
+/// one way from link 0 to link 1 and counts what arrives. Bandwidth is in
+/// payload bytes (so it compares with `write_bw` at IB MTU = `payload`).
+pub fn raw_bw(kind: FabricKind, payload: usize, iters: u64, duration: Option<Duration>) -> Result<BwRow, String> {
+    let link_mtu = fabric::link_mtu_for(payload);
+    let len = payload + ROCE_OVERHEAD;
+    if len > link_mtu + 14 {
+        return Err(format!("frame of {len} bytes does not fit link MTU {link_mtu}"));
+    }
+    let (_f, net, mut links) = fabric::links(kind, 2, link_mtu).map_err(|e| format!("links: {e}"))?;
+    let Link { mut rx, .. } = links.pop().ok_or("no link")?;
+    let tx = links.pop().ok_or("no link")?.tx;
+    let f = frame(len, 0, 1);
+    let stop = Arc::new(AtomicBool::new(false));
+    let (sent, errors, stamps, start) = std::thread::scope(|s| {
+        let stop2 = stop.clone();
+        let h = s.spawn(move || {
+            let mut buf = vec![0u8; link_mtu + 64];
+            let mut stamps: Vec<(Instant, u64)> = Vec::new();
+            let mut n = 0u64;
+            let mut quiet_since: Option<Instant> = None;
+            loop {
+                match rx.recv(&mut buf, Duration::from_millis(20)) {
+                    Ok(Some(k)) if k == len && buf[12..14] == [0x88, 0xb5] => {
+                        n += 1;
+                        quiet_since = None;
+                        if n % 256 == 1 {
+                            stamps.push((Instant::now(), n));
+                        }
+                    }
+                    Ok(Some(_)) => {}
+                    Ok(None) | Err(_) => {
+                        if stop2.load(Ordering::Acquire) {
+                            let q = *quiet_since.get_or_insert_with(Instant::now);
+                            if q.elapsed() > Duration::from_millis(200) {
+                                break;
+                            }
+                        }
+                    }
+                }
+            }
+            stamps.push((Instant::now(), n));
+            stamps
+        });
+        // Let the receiver start, and the bridges learn both MACs.
+        std::thread::sleep(Duration::from_millis(50));
+        let start = Instant::now();
+        let deadline = duration.map(|d| start + d);
+        let (mut sent, mut errors) = (0u64, 0u64);
+        loop {
+            if let Some(d) = deadline {
+                if sent % 64 == 0 && Instant::now() >= d {
+                    break;
+                }
+            } else if sent >= iters {
+                break;
+            }
+            match tx.send(&f) {
+                Ok(()) => {}
+                Err(_) => errors += 1,
+            }
+            sent += 1;
+        }
+        stop.store(true, Ordering::Release);
+        let stamps = h.join().unwrap_or_default();
+        (sent, errors, stamps, start)
+    });
+    drop(net);
+    let (last_t, got) = stamps.last().copied().unwrap_or((start, 0));
+    // The receiver's last stamp is taken after the quiet period; use the
+    // last arrival instead when there is one.
+    let last_arrival = stamps.iter().rev().nth(1).map(|s| s.0).unwrap_or(last_t);
+    let elapsed = last_arrival.max(start).duration_since(start).as_secs_f64().max(1e-9);
+    let mut st = vec![(start, 0u64)];
+    st.extend(stamps[..stamps.len().saturating_sub(1)].iter().copied());
+    let pk = peak(&st, (got / 20).max(256));
+    let mut row = BwRow {
+        bytes: payload as u64,
+        iterations: sent,
+        peak_bps: pk * payload as f64,
+        avg_bps: got as f64 * payload as f64 / elapsed,
+        msg_rate: got as f64 / elapsed,
+        notes: Vec::new(),
+    };
+    row.notes.push(("frame_len".into(), len.to_string()));
+    row.notes.push(("sent".into(), sent.to_string()));
+    row.notes.push(("received".into(), got.to_string()));
+    row.notes.push(("send_errors".into(), errors.to_string()));
+    Ok(row)
+}
+
+/// Ping-pong of `len`-byte frames between link 0 and link 1 (an echo
+/// thread on link 1). Latencies are half round trips.
+pub fn raw_lat(kind: FabricKind, len: usize, iters: u64) -> Result<LatRow, String> {
+    let link_mtu = 1500.max(len);
+    let (_f, net, mut links) = fabric::links(kind, 2, link_mtu).map_err(|e| format!("links: {e}"))?;
+    let Link { rx: mut rx_b, tx: tx_b, .. } = links.pop().ok_or("no link")?;
+    let Link { rx: mut rx_a, tx: tx_a, .. } = links.pop().ok_or("no link")?;
+    let stop = AtomicBool::new(false);
+    let warmup = 16;
+    let r = std::thread::scope(|s| -> Result<Vec<Duration>, String> {
+        let stop = &stop;
+        s.spawn(move || {
+            let mut buf = vec![0u8; link_mtu + 64];
+            while !stop.load(Ordering::Acquire) {
+                if let Ok(Some(n)) = rx_b.recv(&mut buf, Duration::from_millis(20)) {
+                    if n >= 14 && buf[12..14] == [0x88, 0xb5] {
+                        let mut f = buf[..n].to_vec();
+                        f[0..6].copy_from_slice(&fabric::mac(0));
+                        f[6..12].copy_from_slice(&fabric::mac(1));
+                        let _ = tx_b.send(&f);
+                    }
+                }
+            }
+        });
+        let res = (|| {
+            let mut f = frame(len, 0, 1);
+            let mut buf = vec![0u8; link_mtu + 64];
+            let mut samples = Vec::with_capacity(iters as usize);
+            for it in 0..warmup + iters {
+                f[14..22].copy_from_slice(&it.to_be_bytes());
+                let t0 = Instant::now();
+                tx_a.send(&f).map_err(|e| format!("send: {e}"))?;
+                let deadline = t0 + Duration::from_secs(5);
+                loop {
+                    match rx_a.recv(&mut buf, Duration::from_millis(100)) {
+                        Ok(Some(n)) if n >= 22 && buf[12..14] == [0x88, 0xb5] && buf[14..22] == it.to_be_bytes() => {
+                            break
+                        }
+                        _ if Instant::now() > deadline => return Err(format!("frame {it} never came back")),
+                        _ => {}
+                    }
+                }
+                if it >= warmup {
+                    samples.push(t0.elapsed());
+                }
+            }
+            Ok(samples)
+        })();
+        stop.store(true, Ordering::Release);
+        res
+    });
+    drop(net);
+    let mut samples = r?;
+    Ok(LatRow::from_samples(len as u64, &mut samples, 2.0))
+}
+
+/// memcpy of `size` bytes between two fixed buffers (hot in cache when they
+/// fit, as the same-slot RDMA tests are), `iters` times or for `duration`.
+pub fn memcpy_bw(size: usize, iters: u64, duration: Option<Duration>) -> BwRow {
+    let src = vec![0x5au8; size];
+    let mut dst = vec![0u8; size];
+    dst.copy_from_slice(&src);
+    let start = Instant::now();
+    let deadline = duration.map(|d| start + d);
+    let mut n = 0u64;
+    let mut stamps = vec![(start, 0u64)];
+    loop {
+        if let Some(d) = deadline {
+            if n % 64 == 0 && Instant::now() >= d {
+                break;
+            }
+        } else if n >= iters {
+            break;
+        }
+        dst.copy_from_slice(std::hint::black_box(&src));
+        std::hint::black_box(&mut dst);
+        n += 1;
+        if n % 1024 == 0 {
+            stamps.push((Instant::now(), n));
+        }
+    }
+    let el = start.elapsed().as_secs_f64().max(1e-9);
+    stamps.push((Instant::now(), n));
+    let pk = peak(&stamps, (n / 20).max(1));
+    BwRow {
+        bytes: size as u64,
+        iterations: n,
+        peak_bps: pk * size as f64,
+        avg_bps: n as f64 * size as f64 / el,
+        msg_rate: n as f64 / el,
+        notes: Vec::new(),
+    }
+}
+
+/// RC RDMA WRITEs of `size` bytes on the deterministic simulator (lossless,
+/// zero latency): the transport's own cost per message and per packet, with
+/// no threads, locks or links. Returns the row and packets (both ways) per message.
+pub fn sim_bw(size: usize, iters: u64, mtu: Mtu, depth: u32) -> Result<(BwRow, f64), String> {
+    let net = NetConfig { latency: Duration::ZERO, ..NetConfig::default() };
+    let mut sim = Sim::new(net, 1);
+    let cap = QpCap { max_send_wr: depth, max_recv_wr: 16, max_send_sge: 1, max_recv_sge: 1, max_inline_data: 0 };
+    let p = ConnectParams { mtu, cap, ..ConnectParams::default() };
+    let [qa, _qb] = sim.connect(QpType::Rc, &p, [None, None]);
+    const SRC: u64 = 0x1_0000_0000;
+    const DST: u64 = 0x2_0000_0000;
+    let (lkey, _) = sim.nodes[0].mem.register(1, SRC, size.max(1), AccessFlags::LOCAL_WRITE);
+    let (dst_l, rkey) = sim.nodes[1].mem.register(1, DST, size.max(1), AccessFlags::LOCAL_WRITE | AccessFlags::REMOTE_WRITE);
+    let data = crate::perf::pattern(size, 7);
+    sim.nodes[0].mem.write(1, transport::mem::Key::Local(lkey), SRC, &data).map_err(|e| format!("{e:?}"))?;
+    let mut wr = SendWr::new(0, SendOp::RdmaWrite { remote_addr: DST, rkey }, vec![Sge { addr: SRC, length: size as u32, lkey }]);
+    wr.flags = SendFlags::SIGNALED;
+    let (mut posted, mut done) = (0u64, 0u64);
+    let start = Instant::now();
+    while done < iters {
+        while posted < iters && posted - done < depth as u64 {
+            wr.wr_id = posted;
+            sim.nodes[0].qp_mut(qa).ok_or("qp")?.post_send(&wr, None).map_err(|e| e.to_string())?;
+            posted += 1;
+        }
+        if !sim.step() {
+            return Err("simulation went idle".into());
+        }
+        while let Some((_, c)) = sim.nodes[0].poll_completion() {
+            if c.wc.status != WcStatus::Success {
+                return Err(format!("completion {:?}", c.wc.status));
+            }
+            done += 1;
+        }
+        while sim.nodes[1].poll_completion().is_some() {}
+    }
+    let el = start.elapsed().as_secs_f64().max(1e-9);
+    let mut got = vec![0u8; size];
+    sim.nodes[1].mem.read(1, transport::mem::Key::Local(dst_l), DST, &mut got).ok();
+    let pkts = sim.net.stats.sent as f64 / iters.max(1) as f64;
+    let mut row = BwRow {
+        bytes: size as u64,
+        iterations: iters,
+        peak_bps: 0.0,
+        avg_bps: iters as f64 * size as f64 / el,
+        msg_rate: iters as f64 / el,
+        notes: Vec::new(),
+    };
+    row.peak_bps = row.avg_bps;
+    row.notes.push(("verified".into(), (got == data).to_string()));
+    row.notes.push(("frames_per_msg".into(), format!("{pkts:.3}")));
+    row.notes.push(("ns_per_frame".into(), format!("{:.1}", el * 1e9 / sim.net.stats.sent.max(1) as f64)));
+    Ok((row, pkts))
+}

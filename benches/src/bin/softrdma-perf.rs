@@ -1,0 +1,350 @@
+//! `softrdma-perf`: perftest-style benchmarks of softrdma, and the physical
+//! baselines of the machine they run on. See docs/benchmarks.md.
+//!
+//! ```text
+//! softrdma-perf write_bw -s 65536 -n 5000 -m 4096 [--fabric memory|tap]
+//! softrdma-perf write_lat -s 2 -n 10000
+//! softrdma-perf raw_bw -s 4096 -D 3 --fabric tap
+//! softrdma-perf scale_qps -n 100000
+//! ```
+
+use std::process::ExitCode;
+use std::time::Duration;
+
+use benches::baseline;
+use benches::fabric::{self, Devices, FabricKind};
+use benches::perf::{run_bw, run_lat, PerfConfig, Test};
+use benches::report::{bw_header, bw_line, lat_header, lat_line, Report, LINE};
+use benches::scale;
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use verbs_api::{Mtu, QpType};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Conn {
+    #[value(name = "RC", alias = "rc")]
+    Rc,
+    #[value(name = "UC", alias = "uc")]
+    Uc,
+    #[value(name = "UD", alias = "ud")]
+    Ud,
+}
+
+/// perftest's flags, as far as they mean something here.
+#[derive(Debug, Clone, Args)]
+struct Common {
+    /// Message size in bytes.
+    #[arg(short = 's', long = "size", default_value_t = 65536)]
+    size: usize,
+    /// Run every size from 2 to 2^23.
+    #[arg(short = 'a', long = "all")]
+    all: bool,
+    /// Iterations (per QP for bandwidth tests). Default: 5000 for bandwidth, 1000 for latency.
+    #[arg(short = 'n', long = "iters")]
+    iters: Option<u64>,
+    /// Run for this many seconds instead of a number of iterations.
+    #[arg(short = 'D', long = "duration")]
+    duration: Option<f64>,
+    /// Number of QPs.
+    #[arg(short = 'q', long = "qp", default_value_t = 1)]
+    qps: usize,
+    /// Send queue depth (outstanding work requests per QP).
+    #[arg(short = 't', long = "tx-depth", default_value_t = 128)]
+    tx_depth: u32,
+    /// Receive queue depth.
+    #[arg(short = 'r', long = "rx-depth", default_value_t = 512)]
+    rx_depth: u32,
+    /// A completion every N work requests (perftest's -Q).
+    #[arg(short = 'Q', long = "cq-mod", default_value_t = 100)]
+    cq_mod: u32,
+    /// IB path MTU: 256, 512, 1024, 2048 or 4096 (the link MTU follows).
+    #[arg(short = 'm', long = "mtu", default_value_t = 1024)]
+    mtu: usize,
+    /// Connection type.
+    #[arg(short = 'c', long = "connection", value_enum, default_value = "RC")]
+    conn: Conn,
+    /// Largest message sent inline.
+    #[arg(short = 'I', long = "inline_size", default_value_t = 0)]
+    inline: u32,
+    /// Bandwidth in Gb/sec instead of MB/sec.
+    #[arg(long = "report_gbits")]
+    report_gbits: bool,
+    /// Also write the results as JSON to FILE.
+    #[arg(long = "out_json", value_name = "FILE")]
+    out_json: Option<std::path::PathBuf>,
+    /// Where the two ends run.
+    #[arg(long = "fabric", value_enum, default_value = "memory")]
+    fabric: FabricKind,
+}
+
+#[derive(Debug, Subcommand)]
+enum Cmd {
+    /// RDMA WRITE bandwidth (ib_write_bw).
+    #[command(name = "write_bw")]
+    WriteBw(Common),
+    /// RDMA READ bandwidth (ib_read_bw).
+    #[command(name = "read_bw")]
+    ReadBw(Common),
+    /// SEND bandwidth (ib_send_bw).
+    #[command(name = "send_bw")]
+    SendBw(Common),
+    /// FETCH_AND_ADD bandwidth (ib_atomic_bw).
+    #[command(name = "atomic_bw")]
+    AtomicBw(Common),
+    /// RDMA WRITE ping-pong latency (ib_write_lat), half round trip.
+    #[command(name = "write_lat")]
+    WriteLat(Common),
+    /// SEND ping-pong latency (ib_send_lat), half round trip.
+    #[command(name = "send_lat")]
+    SendLat(Common),
+    /// RDMA READ latency (ib_read_lat), whole round trip.
+    #[command(name = "read_lat")]
+    ReadLat(Common),
+    /// Raw Ethernet frames one way through the same links, no RDMA: frames as
+    /// long as RoCE packets with -s payload bytes; bandwidth in payload bytes.
+    #[command(name = "raw_bw")]
+    RawBw(Common),
+    /// Raw Ethernet ping-pong through the same links (-s frame bytes, default 64).
+    #[command(name = "raw_lat")]
+    RawLat(Common),
+    /// memcpy between two -s byte buffers.
+    #[command(name = "memcpy_bw")]
+    MemcpyBw(Common),
+    /// RC RDMA WRITE on the deterministic simulator: the transport alone.
+    #[command(name = "sim_bw")]
+    SimBw(Common),
+    /// Create -n RC QPs on one device; memory and time per QP.
+    #[command(name = "scale_qps")]
+    ScaleQps(Common),
+    /// -n devices (namespaces with --fabric tap), pairs doing write_bw.
+    #[command(name = "scale_ns")]
+    ScaleNs(Common),
+}
+
+#[derive(Debug, Parser)]
+#[command(name = "softrdma-perf", version, about = "perftest-style benchmarks for softrdma")]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+fn sizes(c: &Common) -> Vec<usize> {
+    if c.all {
+        (1..=23).map(|k| 1usize << k).collect()
+    } else {
+        vec![c.size]
+    }
+}
+
+fn perf_config(c: &Common, default_iters: u64) -> Result<PerfConfig, String> {
+    let mtu = Mtu::from_bytes(c.mtu).ok_or_else(|| format!("bad MTU {} (256|512|1024|2048|4096)", c.mtu))?;
+    if c.qps == 0 || c.qps > 4096 {
+        return Err("-q must be 1..=4096".into());
+    }
+    Ok(PerfConfig {
+        iters: c.iters.unwrap_or(default_iters),
+        duration: c.duration.map(Duration::from_secs_f64),
+        qps: c.qps,
+        tx_depth: c.tx_depth.clamp(1, 16384),
+        rx_depth: c.rx_depth.clamp(1, 16384),
+        mtu,
+        conn: match c.conn {
+            Conn::Rc => QpType::Rc,
+            Conn::Uc => QpType::Uc,
+            Conn::Ud => QpType::Ud,
+        },
+        inline: c.inline.min(512),
+        cq_mod: c.cq_mod.max(1),
+    })
+}
+
+fn banner(title: &str, c: &Common, extra: &[(&str, String)]) {
+    println!("{LINE}");
+    println!("                    {title}");
+    println!(" Device         : softrdma ({} fabric)", c.fabric.name());
+    println!(" Connection type : {:?}\t\tNumber of qps   : {}", c.conn, c.qps);
+    println!(" Mtu             : {}[B]\t\tLink MTU        : {}[B]", c.mtu, fabric::link_mtu_for(c.mtu));
+    println!(" TX depth        : {}\t\tCQ Moderation   : {}", c.tx_depth, c.cq_mod.min(c.tx_depth));
+    println!(" Max inline data : {}[B]", c.inline);
+    for (k, v) in extra {
+        println!(" {k:<16}: {v}");
+    }
+    println!("{LINE}");
+}
+
+fn machine_facts(r: &mut Report) {
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|s| s.lines().find(|l| l.starts_with("model name")).map(|l| l.split(':').nth(1).unwrap_or("").trim().to_string()))
+        .unwrap_or_default();
+    r.fact("cpu", cpu);
+    r.fact("nproc", std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0));
+    if let Ok(l) = std::fs::read_to_string("/proc/loadavg") {
+        r.fact("loadavg", l.trim());
+    }
+}
+
+fn common_params(r: &mut Report, c: &Common) {
+    r.param("fabric", c.fabric.name());
+    r.param("connection", format!("{:?}", c.conn));
+    r.param("qps", c.qps);
+    r.param("mtu", c.mtu);
+    r.param("tx_depth", c.tx_depth);
+    r.param("cq_mod", c.cq_mod);
+    r.param("inline", c.inline);
+    if let Some(d) = c.duration {
+        r.param("duration_s", d);
+    }
+}
+
+fn finish(r: &mut Report, c: &Common) -> Result<(), String> {
+    machine_facts(r);
+    if let Some(p) = &c.out_json {
+        std::fs::write(p, r.to_json()).map_err(|e| format!("writing {}: {e}", p.display()))?;
+    }
+    Ok(())
+}
+
+fn verbs_test(t: Test, name: &str, c: &Common) -> Result<(), String> {
+    let cfg = perf_config(c, if t.is_bw() { 5000 } else { 1000 })?;
+    let devs = Devices::new(c.fabric, 2, fabric::link_mtu_for(cfg.mtu.bytes())).map_err(|e| format!("devices: {e}"))?;
+    let (a, b) = (devs.context(0), devs.context(1));
+    let mut r = Report::new(name);
+    common_params(&mut r, c);
+    banner(t.title(), c, &[]);
+    if t.is_bw() {
+        println!("{}", bw_header(c.report_gbits));
+    } else {
+        println!("{}", lat_header());
+    }
+    for size in sizes(c) {
+        if cfg.conn == QpType::Ud && size > cfg.mtu.bytes() {
+            break;
+        }
+        if t.is_bw() {
+            let row = run_bw(t, &a, &b, &cfg, size)?;
+            println!("{}", bw_line(&row, c.report_gbits));
+            r.bw.push(row);
+            if t == Test::AtomicBw {
+                break;
+            }
+        } else {
+            let row = run_lat(t, &a, &b, &cfg, size)?;
+            println!("{}", lat_line(&row));
+            r.lat.push(row);
+        }
+    }
+    println!("{LINE}");
+    for (i, d) in devs.devices.iter().enumerate() {
+        let (dc, ec, qc) = d.counters();
+        r.fact(&format!("dev{i}_tx_frames"), dc.tx_frames);
+        r.fact(&format!("dev{i}_rx_frames"), dc.rx_frames);
+        r.fact(&format!("dev{i}_rx_dropped"), ec.rx_icrc_err + ec.rx_malformed + ec.rx_unknown_qp + ec.rx_wrong_transport + ec.rx_bad_pkey);
+        r.fact(&format!("dev{i}_retransmitted"), qc.retransmitted_pkts);
+        r.fact(&format!("dev{i}_rnr_naks_sent"), qc.send_rnr_err);
+        r.fact(&format!("dev{i}_no_wqe_drops"), qc.rcv_no_wqe_drops);
+    }
+    if let Some(f) = &devs.fabric {
+        r.fact("fabric_overflowed", f.stats().overflowed);
+    }
+    drop(devs);
+    finish(&mut r, c)
+}
+
+fn run(cli: Cli) -> Result<(), String> {
+    match cli.cmd {
+        Cmd::WriteBw(c) => verbs_test(Test::WriteBw, "write_bw", &c),
+        Cmd::ReadBw(c) => verbs_test(Test::ReadBw, "read_bw", &c),
+        Cmd::SendBw(c) => verbs_test(Test::SendBw, "send_bw", &c),
+        Cmd::AtomicBw(c) => verbs_test(Test::AtomicBw, "atomic_bw", &c),
+        Cmd::WriteLat(c) => verbs_test(Test::WriteLat, "write_lat", &c),
+        Cmd::SendLat(c) => verbs_test(Test::SendLat, "send_lat", &c),
+        Cmd::ReadLat(c) => verbs_test(Test::ReadLat, "read_lat", &c),
+        Cmd::RawBw(c) => {
+            let mut r = Report::new("raw_bw");
+            common_params(&mut r, &c);
+            banner("Raw Ethernet BW Test (no RDMA)", &c, &[("Frame", "RoCE-sized: payload + 58 B".into())]);
+            println!("{}", bw_header(c.report_gbits));
+            let iters = c.iters.unwrap_or(100_000);
+            let dur = c.duration.map(Duration::from_secs_f64);
+            for size in sizes(&c) {
+                if size + baseline::ROCE_OVERHEAD > fabric::link_mtu_for(size) + 14 {
+                    break;
+                }
+                let row = baseline::raw_bw(c.fabric, size, iters, dur)?;
+                println!("{}", bw_line(&row, c.report_gbits));
+                r.bw.push(row);
+                if c.all && size >= 4096 {
+                    break;
+                }
+            }
+            println!("{LINE}");
+            finish(&mut r, &c)
+        }
+        Cmd::RawLat(c) => {
+            let mut r = Report::new("raw_lat");
+            common_params(&mut r, &c);
+            let len = if c.size == 65536 { 64 } else { c.size.max(60) };
+            banner("Raw Ethernet Latency Test (no RDMA)", &c, &[("Frame", format!("{len} B"))]);
+            println!("{}", lat_header());
+            let row = baseline::raw_lat(c.fabric, len, c.iters.unwrap_or(10_000))?;
+            println!("{}", lat_line(&row));
+            r.lat.push(row);
+            println!("{LINE}");
+            finish(&mut r, &c)
+        }
+        Cmd::MemcpyBw(c) => {
+            let mut r = Report::new("memcpy_bw");
+            banner("memcpy BW (no RDMA)", &c, &[]);
+            println!("{}", bw_header(c.report_gbits));
+            for size in sizes(&c) {
+                let iters = c.iters.unwrap_or(((1u64 << 33) / size as u64).clamp(1000, 1_000_000));
+                let row = baseline::memcpy_bw(size, iters, c.duration.map(Duration::from_secs_f64));
+                println!("{}", bw_line(&row, c.report_gbits));
+                r.bw.push(row);
+            }
+            println!("{LINE}");
+            finish(&mut r, &c)
+        }
+        Cmd::SimBw(c) => {
+            let cfg = perf_config(&c, 20_000)?;
+            let mut r = Report::new("sim_bw");
+            common_params(&mut r, &c);
+            banner("RC RDMA WRITE on the simulator (transport only)", &c, &[]);
+            println!("{}", bw_header(c.report_gbits));
+            for size in sizes(&c) {
+                let (row, pkts) = baseline::sim_bw(size, cfg.iters, cfg.mtu, cfg.tx_depth)?;
+                println!("{}   frames/msg {:.2}", bw_line(&row, c.report_gbits), pkts);
+                r.bw.push(row);
+            }
+            println!("{LINE}");
+            finish(&mut r, &c)
+        }
+        Cmd::ScaleQps(c) => {
+            let n = c.iters.unwrap_or(100_000) as usize;
+            let mut r = scale::scale_qps(n, 2000)?;
+            for (k, v) in &r.facts {
+                println!("{k:<34} {v}");
+            }
+            finish(&mut r, &c)
+        }
+        Cmd::ScaleNs(c) => {
+            let n = c.iters.unwrap_or(16) as usize;
+            let size = if c.size == 65536 { 4096 } else { c.size };
+            let mut r = scale::scale_ns(c.fabric, n, 100, size)?;
+            for (k, v) in &r.facts {
+                println!("{k:<34} {v}");
+            }
+            finish(&mut r, &c)
+        }
+    }
+}
+
+fn main() -> ExitCode {
+    match run(Cli::parse()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("softrdma-perf: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,643 @@
+//! The verbs tests, after perftest's `ib_*_bw` and `ib_*_lat`, written
+//! against `verbs-api` only. Both ends run in this process: the client
+//! (side A) on the calling thread, the server (side B) on a thread of its own
+//! where the test needs an active server (send_bw reposts receives; the
+//! ping-pong latency tests answer every message).
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use verbs_api::helpers::{to_init, to_rts, ConnectOptions, PeerInfo};
+use verbs_api::{
+    AccessFlags, Ah, AhAttr, Context, Cq, Mr, Mtu, Pd, Qp, QpCap, QpInitAttr, QpType, RecvWr, SendFlags, SendOp,
+    SendWr, Sge, WcStatus, WorkCompletion,
+};
+
+use crate::report::{BwRow, LatRow};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Test {
+    WriteBw,
+    ReadBw,
+    SendBw,
+    AtomicBw,
+    WriteLat,
+    SendLat,
+    ReadLat,
+}
+
+impl Test {
+    pub fn is_bw(self) -> bool {
+        matches!(self, Test::WriteBw | Test::ReadBw | Test::SendBw | Test::AtomicBw)
+    }
+
+    /// perftest's banner name.
+    pub fn title(self) -> &'static str {
+        match self {
+            Test::WriteBw => "RDMA_Write BW Test",
+            Test::ReadBw => "RDMA_Read BW Test",
+            Test::SendBw => "Send BW Test",
+            Test::AtomicBw => "Atomic FETCH_AND_ADD BW Test",
+            Test::WriteLat => "RDMA_Write Latency Test",
+            Test::SendLat => "Send Latency Test",
+            Test::ReadLat => "RDMA_Read Latency Test",
+        }
+    }
+}
+
+/// Parameters of a run (perftest's flags).
+#[derive(Debug, Clone)]
+pub struct PerfConfig {
+    pub iters: u64,
+    pub duration: Option<Duration>,
+    pub qps: usize,
+    pub tx_depth: u32,
+    pub rx_depth: u32,
+    pub mtu: Mtu,
+    pub conn: QpType,
+    pub inline: u32,
+    /// A completion every `cq_mod` sends (perftest's -Q; default 100, at most tx_depth).
+    pub cq_mod: u32,
+}
+
+impl Default for PerfConfig {
+    fn default() -> Self {
+        PerfConfig {
+            iters: 5000,
+            duration: None,
+            qps: 1,
+            tx_depth: 128,
+            rx_depth: 512,
+            mtu: Mtu::M1024,
+            conn: QpType::Rc,
+            inline: 0,
+            cq_mod: 100,
+        }
+    }
+}
+
+pub type Res<T> = Result<T, String>;
+
+fn e<E: std::fmt::Display>(what: &str) -> impl Fn(E) -> String + '_ {
+    move |err| format!("{what}: {err}")
+}
+
+/// Bytes of a message; the same pattern at source and in checks.
+pub fn pattern(len: usize, seed: u8) -> Vec<u8> {
+    (0..len).map(|i| (i as u32).wrapping_mul(2_654_435_761).rotate_right(13) as u8 ^ seed).collect()
+}
+
+/// One end of a connection: its objects and one MR with a slot per QP.
+pub struct Side {
+    pub ctx: Arc<dyn Context>,
+    pub pd: Arc<dyn Pd>,
+    pub cq: Arc<dyn Cq>,
+    pub rcq: Arc<dyn Cq>,
+    pub mr: Arc<dyn Mr>,
+    pub qps: Vec<Arc<dyn Qp>>,
+    /// Bytes per QP in the MR: a receive area then a send area, each `half` long.
+    pub half: usize,
+    /// UD: address handle towards the peer.
+    pub ah: Option<Arc<dyn Ah>>,
+    pub peer_qpns: Vec<u32>,
+    pub qkey: u32,
+}
+
+impl Side {
+    /// Address of QP `i`'s receive area (`recv = true`) or send area.
+    pub fn area(&self, i: usize, recv: bool) -> u64 {
+        self.mr.addr() + self.offset(i, recv) as u64
+    }
+    pub fn offset(&self, i: usize, recv: bool) -> usize {
+        i * 2 * self.half + if recv { 0 } else { self.half }
+    }
+}
+
+/// UD receive buffers start with 40 bytes of GRH.
+pub const GRH: usize = 40;
+
+fn make_side(ctx: &Arc<dyn Context>, cfg: &PerfConfig, size: usize) -> Res<Side> {
+    let pd = ctx.alloc_pd().map_err(e("alloc_pd"))?;
+    let q = cfg.qps as u32;
+    let cqe = ((cfg.tx_depth + cfg.rx_depth) * q + 64).min(1 << 20);
+    let cq = ctx.create_cq(cqe).map_err(e("create_cq"))?;
+    let rcq = ctx.create_cq(cqe).map_err(e("create_cq"))?;
+    let half = (size.max(8) + GRH).div_ceil(64) * 64;
+    let mr = pd.reg_mr(half * 2 * cfg.qps, AccessFlags::all()).map_err(e("reg_mr"))?;
+    let mut qps = Vec::new();
+    for _ in 0..cfg.qps {
+        let qp = pd
+            .create_qp(&QpInitAttr {
+                qp_type: cfg.conn,
+                send_cq: cq.clone(),
+                recv_cq: rcq.clone(),
+                srq: None,
+                cap: QpCap {
+                    max_send_wr: cfg.tx_depth,
+                    max_recv_wr: cfg.rx_depth,
+                    max_send_sge: 1,
+                    max_recv_sge: 1,
+                    max_inline_data: cfg.inline,
+                },
+                sq_sig_all: false,
+            })
+            .map_err(e("create_qp"))?;
+        qps.push(qp);
+    }
+    Ok(Side { ctx: ctx.clone(), pd, cq, rcq, mr, qps, half, ah: None, peer_qpns: Vec::new(), qkey: 0x1111_1111 })
+}
+
+/// Creates both ends and brings every QP pair to RTS (perftest's
+/// `ctx_connect`, with the out-of-band exchange done in memory).
+pub fn connect(a: &Arc<dyn Context>, b: &Arc<dyn Context>, cfg: &PerfConfig, size: usize) -> Res<(Side, Side)> {
+    let mut x = make_side(a, cfg, size)?;
+    let mut y = make_side(b, cfg, size)?;
+    let o = ConnectOptions { mtu: cfg.mtu, sgid_index: 1, ..Default::default() };
+    let gx = a.query_gid(1, 1).map_err(e("query_gid"))?;
+    let gy = b.query_gid(1, 1).map_err(e("query_gid"))?;
+    for i in 0..cfg.qps {
+        let (px, py) = (0x1000 + i as u32 * 7, 0x8000 + i as u32 * 13);
+        let ix = PeerInfo { qpn: x.qps[i].qp_num(), psn: px, gid: gx };
+        let iy = PeerInfo { qpn: y.qps[i].qp_num(), psn: py, gid: gy };
+        to_init(&x.qps[i], &o).map_err(e("RESET->INIT"))?;
+        to_init(&y.qps[i], &o).map_err(e("RESET->INIT"))?;
+        to_rts(&x.qps[i], px, &iy, &o).map_err(e("INIT->RTS"))?;
+        to_rts(&y.qps[i], py, &ix, &o).map_err(e("INIT->RTS"))?;
+        x.peer_qpns.push(iy.qpn);
+        y.peer_qpns.push(ix.qpn);
+    }
+    if cfg.conn == QpType::Ud {
+        x.ah = Some(x.pd.create_ah(&AhAttr::new(gy, 1)).map_err(e("create_ah"))?);
+        y.ah = Some(y.pd.create_ah(&AhAttr::new(gx, 1)).map_err(e("create_ah"))?);
+    }
+    Ok((x, y))
+}
+
+fn check(wc: &WorkCompletion, what: &str) -> Res<()> {
+    if wc.status != WcStatus::Success {
+        return Err(format!("{what}: completion {} ({:?}) for wr_id {:#x}", wc.status.as_str(), wc.status, wc.wr_id));
+    }
+    Ok(())
+}
+
+const SEQ_MASK: u64 = (1 << 48) - 1;
+
+/// The send work request of test `t` for QP `i` of `a` towards `b`.
+fn send_wr(t: Test, a: &Side, b_addr: u64, b_rkey: u32, i: usize, size: usize, inline: Option<&Vec<u8>>) -> SendWr {
+    let local = Sge { addr: a.area(i, false), length: size as u32, lkey: a.mr.lkey() };
+    let op = match t {
+        Test::WriteBw | Test::WriteLat => SendOp::RdmaWrite { remote_addr: b_addr, rkey: b_rkey },
+        Test::ReadBw | Test::ReadLat => SendOp::RdmaRead { remote_addr: b_addr, rkey: b_rkey },
+        Test::AtomicBw => SendOp::AtomicFetchAdd { remote_addr: b_addr, rkey: b_rkey, add: 1 },
+        Test::SendBw | Test::SendLat => SendOp::Send,
+    };
+    let sge = match t {
+        Test::ReadBw | Test::ReadLat => Sge { addr: a.area(i, true), ..local },
+        Test::AtomicBw => Sge { addr: a.area(i, true), length: 8, lkey: a.mr.lkey() },
+        _ => local,
+    };
+    let mut wr = SendWr::new(0, op, vec![sge]);
+    wr.flags = SendFlags::NONE;
+    if let Some(d) = inline {
+        wr.inline_data = Some(d.clone());
+        wr.flags = SendFlags::INLINE;
+    }
+    if a.ah.is_some() {
+        wr.remote_qpn = a.peer_qpns[i];
+        wr.remote_qkey = a.qkey;
+    }
+    wr
+}
+
+fn recv_wr(s: &Side, i: usize, size: usize, id: u64) -> RecvWr {
+    let extra = if s.ah.is_some() { GRH } else { 0 };
+    RecvWr { wr_id: ((i as u64) << 48) | id, sg_list: vec![Sge { addr: s.area(i, true), length: (size + extra) as u32, lkey: s.mr.lkey() }] }
+}
+
+/// The best rate over any stretch of at least `window` messages: perftest's
+/// "BW peak", made less sensitive to a single lucky completion.
+pub fn peak(stamps: &[(Instant, u64)], window: u64) -> f64 {
+    let mut best = 0.0f64;
+    let mut k = 0;
+    for j in 0..stamps.len() {
+        if k < j {
+            k = j;
+        }
+        while k < stamps.len() && stamps[k].1 - stamps[j].1 < window {
+            k += 1;
+        }
+        if k == stamps.len() {
+            break;
+        }
+        let dt = stamps[k].0.duration_since(stamps[j].0).as_secs_f64();
+        if dt > 0.0 {
+            best = best.max((stamps[k].1 - stamps[j].1) as f64 / dt);
+        }
+    }
+    best
+}
+
+/// Fails a test that makes no progress for this long.
+const STALL: Duration = Duration::from_secs(20);
+
+/// One bandwidth measurement at one message size.
+pub fn run_bw(t: Test, ca: &Arc<dyn Context>, cb: &Arc<dyn Context>, cfg: &PerfConfig, size: usize) -> Res<BwRow> {
+    if t == Test::AtomicBw {
+        if cfg.conn != QpType::Rc {
+            return Err("atomics need RC (-c RC)".into());
+        }
+    }
+    if t == Test::ReadBw && cfg.conn != QpType::Rc {
+        return Err("RDMA READ needs RC (-c RC)".into());
+    }
+    if t == Test::WriteBw && cfg.conn == QpType::Ud {
+        return Err("RDMA WRITE needs RC or UC".into());
+    }
+    if cfg.conn == QpType::Ud && size > cfg.mtu.bytes() {
+        return Err(format!("UD messages are limited to the MTU ({} bytes)", cfg.mtu.bytes()));
+    }
+    let size = if t == Test::AtomicBw { 8 } else { size };
+    let (a, b) = connect(ca, cb, cfg, size)?;
+    let q = cfg.qps;
+    let src = pattern(size, 0x5a);
+    for i in 0..q {
+        a.mr.write(a.offset(i, false), &src).map_err(e("mr write"))?;
+        b.mr.write(b.offset(i, false), &src).map_err(e("mr write"))?;
+    }
+    let inline = (size as u32 <= cfg.inline && matches!(t, Test::WriteBw | Test::SendBw)).then_some(&src);
+    let tx_depth = cfg.tx_depth.max(1) as u64;
+    let cq_mod = (cfg.cq_mod as u64).clamp(1, tx_depth);
+    let target = if cfg.duration.is_some() { None } else { Some(cfg.iters.max(1)) };
+    // The remote address of each QP's message: the peer's receive area, or
+    // for READ its send area (the pattern).
+    let remote = |i: usize| if t == Test::ReadBw { b.area(i, false) } else { b.area(i, true) };
+    let mut templates: Vec<SendWr> =
+        (0..q).map(|i| send_wr(t, &a, remote(i), b.mr.rkey(), i, size, inline)).collect();
+
+    if t == Test::SendBw {
+        // Receives are posted before the first send can leave (UC/UD drop
+        // what finds none).
+        for i in 0..q {
+            let wrs: Vec<RecvWr> = (0..cfg.rx_depth as u64).map(|n| recv_wr(&b, i, size, n)).collect();
+            b.qps[i].post_recv(&wrs).map_err(|(_, er)| format!("post_recv: {er}"))?;
+        }
+    }
+    let total_sent = AtomicU64::new(u64::MAX);
+    let failed = AtomicBool::new(false);
+    let result = std::thread::scope(|s| -> Res<BwRow> {
+        let server = (t == Test::SendBw).then(|| {
+            let (b, total_sent, failed) = (&b, &total_sent, &failed);
+            s.spawn(move || -> Res<u64> {
+                let unreliable = cfg.conn != QpType::Rc;
+                let mut got = 0u64;
+                let mut idle = Instant::now();
+                while got < total_sent.load(Ordering::Acquire) && !failed.load(Ordering::Acquire) {
+                    let wcs = b.rcq.wait(64, Duration::from_millis(100));
+                    if wcs.is_empty() {
+                        // UC and UD drop what finds no receive WQE: once the
+                        // client is done, a quiet spell ends the count.
+                        let client_done = total_sent.load(Ordering::Acquire) != u64::MAX;
+                        if unreliable && client_done && idle.elapsed() > Duration::from_millis(500) {
+                            break;
+                        }
+                        if idle.elapsed() > STALL {
+                            return Err(format!("send_bw server: no message for {STALL:?} ({got} received)"));
+                        }
+                        continue;
+                    }
+                    idle = Instant::now();
+                    for wc in &wcs {
+                        check(wc, "recv")?;
+                        got += 1;
+                        let i = (wc.wr_id >> 48) as usize;
+                        b.qps[i].post_recv(&[recv_wr(b, i, size, got)]).map_err(|(_, er)| format!("post_recv: {er}"))?;
+                    }
+                }
+                Ok(got)
+            })
+        });
+        let r = (|| -> Res<BwRow> {
+            let mut posted = vec![0u64; q];
+            let mut done = vec![0u64; q];
+            let start = Instant::now();
+            let deadline = cfg.duration.map(|d| start + d);
+            let mut stamps: Vec<(Instant, u64)> = vec![(start, 0)];
+            let mut total_done = 0u64;
+            let mut last_progress = Instant::now();
+            let mut batch: Vec<SendWr> = Vec::with_capacity(32);
+            loop {
+                let time_up = deadline.is_some_and(|d| Instant::now() >= d);
+                let may_post = |s: u64| match target {
+                    Some(n) => s < n,
+                    None => !(time_up && s % cq_mod == 0),
+                };
+                let mut all_posted = true;
+                for i in 0..q {
+                    batch.clear();
+                    while posted[i] - done[i] < tx_depth && may_post(posted[i]) && batch.len() < 32 {
+                        let sq = posted[i];
+                        let last = target.is_some_and(|n| sq + 1 == n);
+                        let mut wr = templates[i].clone();
+                        wr.wr_id = ((i as u64) << 48) | sq;
+                        if (sq + 1) % cq_mod == 0 || last {
+                            wr.flags = wr.flags | SendFlags::SIGNALED;
+                        }
+                        batch.push(wr);
+                        posted[i] += 1;
+                    }
+                    if !batch.is_empty() {
+                        a.qps[i].post_send(&batch, a.ah.as_ref()).map_err(|(k, er)| format!("post_send[{k}]: {er}"))?;
+                    }
+                    if may_post(posted[i]) {
+                        all_posted = false;
+                    }
+                }
+                if all_posted && posted == done {
+                    break;
+                }
+                let blocked = (0..q).all(|i| posted[i] - done[i] >= tx_depth || !may_post(posted[i]));
+                let wcs = if blocked { a.cq.wait(64, Duration::from_millis(100)) } else { a.cq.poll(64) };
+                if wcs.is_empty() {
+                    if last_progress.elapsed() > STALL {
+                        return Err(format!("no completion for {STALL:?}: posted {posted:?}, completed {done:?}"));
+                    }
+                    continue;
+                }
+                last_progress = Instant::now();
+                for wc in &wcs {
+                    check(wc, "send")?;
+                    let i = (wc.wr_id >> 48) as usize;
+                    let n = (wc.wr_id & SEQ_MASK) + 1;
+                    total_done += n - done[i];
+                    done[i] = n;
+                }
+                stamps.push((last_progress, total_done));
+            }
+            let elapsed = stamps.last().map(|s| s.0.duration_since(start)).unwrap_or_default().as_secs_f64();
+            let msgs = total_done as f64;
+            let window = (total_done / 20).max(cq_mod * q as u64);
+            let pk = peak(&stamps, window);
+            let iterations = posted.iter().copied().max().unwrap_or(0);
+            let mut row = BwRow {
+                bytes: size as u64,
+                iterations,
+                peak_bps: pk * size as f64,
+                avg_bps: msgs * size as f64 / elapsed.max(1e-9),
+                msg_rate: msgs / elapsed.max(1e-9),
+                notes: Vec::new(),
+            };
+            row.notes.push(("messages".into(), total_done.to_string()));
+            Ok(row)
+        })();
+        if r.is_err() {
+            failed.store(true, Ordering::Release);
+        }
+        if let Ok(row) = &r {
+            total_sent.store(row.notes[0].1.parse().unwrap_or(0), Ordering::Release);
+        }
+        let got = server.map(|h| h.join().map_err(|_| "server thread panicked".to_string()).and_then(|x| x));
+        let mut row = r?;
+        if let Some(got) = got {
+            let got = got?;
+            row.notes.push(("received".into(), got.to_string()));
+        }
+        Ok(row)
+    })?;
+    templates.clear();
+
+    // Verify what is cheap to verify.
+    let mut row = result;
+    let verified = match t {
+        Test::WriteBw | Test::SendBw => {
+            let off = if cfg.conn == QpType::Ud { GRH } else { 0 };
+            let ok = (0..q).all(|i| {
+                let mut got = vec![0u8; size];
+                b.mr.read(b.offset(i, true) + off, &mut got).is_ok() && got == src
+            });
+            // UD may lose datagrams; if none arrived on a QP its buffer is empty.
+            if !ok && !(cfg.conn == QpType::Ud) {
+                return Err(format!("{t:?}: the target buffer does not hold the last message"));
+            }
+            ok
+        }
+        Test::ReadBw => {
+            let ok = (0..q).all(|i| {
+                let mut got = vec![0u8; size];
+                a.mr.read(a.offset(i, true), &mut got).is_ok() && got == src
+            });
+            if !ok {
+                return Err("read_bw: the local buffer does not hold the remote bytes".into());
+            }
+            ok
+        }
+        Test::AtomicBw => {
+            let mut ok = true;
+            for i in 0..q {
+                let mut w = [0u8; 8];
+                b.mr.read(b.offset(i, true), &mut w).map_err(e("mr read"))?;
+                let v = u64::from_ne_bytes(w);
+                // Every QP did `iterations` fetch-adds of 1 on its own word.
+                ok &= cfg.duration.is_some() || v == row.iterations;
+                if !ok {
+                    return Err(format!("atomic_bw: remote counter of QP {i} is {v}, want {}", row.iterations));
+                }
+            }
+            ok
+        }
+        _ => true,
+    };
+    row.notes.push(("verified".into(), verified.to_string()));
+    for s in [&a, &b] {
+        for qp in &s.qps {
+            let _ = qp.destroy();
+        }
+    }
+    Ok(row)
+}
+
+fn spin_yield() -> u32 {
+    static V: std::sync::OnceLock<u32> = std::sync::OnceLock::new();
+    *V.get_or_init(|| std::env::var("SOFTRDMA_PERF_SPIN_YIELD").ok().and_then(|v| v.parse().ok()).unwrap_or(1).max(1))
+}
+
+/// Spins (yielding) until byte `off` of `mr` is `want`.
+fn wait_byte(mr: &Arc<dyn Mr>, off: usize, want: u8, stop: &AtomicBool) -> Res<()> {
+    let t = Instant::now();
+    let mut b = [0u8; 1];
+    let mut spins = 0u32;
+    loop {
+        mr.read(off, &mut b).map_err(e("mr read"))?;
+        if b[0] == want {
+            return Ok(());
+        }
+        spins += 1;
+        if spins % spin_yield() == 0 {
+            std::thread::yield_now();
+        }
+        if spins % 4096 == 0 && (t.elapsed() > STALL || stop.load(Ordering::Acquire)) {
+            return Err(format!("no message within {STALL:?}"));
+        }
+    }
+}
+
+fn wait_one(cq: &Arc<dyn Cq>, what: &str) -> Res<WorkCompletion> {
+    let t = Instant::now();
+    loop {
+        if let Some(wc) = cq.wait(1, Duration::from_millis(100)).into_iter().next() {
+            check(&wc, what)?;
+            return Ok(wc);
+        }
+        if t.elapsed() > STALL {
+            return Err(format!("{what}: no completion within {STALL:?}"));
+        }
+    }
+}
+
+/// One latency measurement at one message size: `warmup` untimed exchanges,
+/// then `iters` timed ones.
+pub fn run_lat(t: Test, ca: &Arc<dyn Context>, cb: &Arc<dyn Context>, cfg: &PerfConfig, size: usize) -> Res<LatRow> {
+    if t == Test::ReadLat && cfg.conn != QpType::Rc {
+        return Err("RDMA READ needs RC (-c RC)".into());
+    }
+    if t == Test::WriteLat && cfg.conn == QpType::Ud {
+        return Err("RDMA WRITE needs RC or UC".into());
+    }
+    if cfg.conn == QpType::Ud && size > cfg.mtu.bytes() {
+        return Err(format!("UD messages are limited to the MTU ({} bytes)", cfg.mtu.bytes()));
+    }
+    let size = size.max(1);
+    let one = PerfConfig { qps: 1, ..cfg.clone() };
+    let (a, b) = connect(ca, cb, &one, size)?;
+    let warmup = 16u64;
+    let iters = cfg.iters.max(1);
+    let total = warmup + iters;
+    let src = pattern(size, 0x33);
+    a.mr.write(a.offset(0, false), &src).map_err(e("mr write"))?;
+    b.mr.write(b.offset(0, false), &src).map_err(e("mr write"))?;
+    let inline = (size as u32 <= cfg.inline && t != Test::ReadLat).then_some(&src);
+    if t == Test::SendLat {
+        for s in [&a, &b] {
+            let wrs: Vec<RecvWr> = (0..cfg.rx_depth.clamp(1, 64) as u64).map(|n| recv_wr(s, 0, size, n)).collect();
+            s.qps[0].post_recv(&wrs).map_err(|(_, er)| format!("post_recv: {er}"))?;
+        }
+    }
+    let stop = AtomicBool::new(false);
+    let deadline = cfg.duration.map(|d| Instant::now() + d);
+    let mut samples: Vec<Duration> = Vec::with_capacity(iters as usize);
+    let last = size - 1;
+
+    let r = std::thread::scope(|s| -> Res<()> {
+        // The server: answers each message with one of its own.
+        let server = (t != Test::ReadLat).then(|| {
+            let (a, b, stop) = (&a, &b, &stop);
+            s.spawn(move || -> Res<()> {
+                let mut wr = send_wr(t, b, a.area(0, true), a.mr.rkey(), 0, size, inline);
+                for it in 0.. {
+                    if stop.load(Ordering::Acquire) {
+                        return Ok(());
+                    }
+                    let marker = (it % 255 + 1) as u8;
+                    match t {
+                        Test::WriteLat => {
+                            if let Err(er) = wait_byte(&b.mr, b.offset(0, true) + last, marker, stop) {
+                                return if stop.load(Ordering::Acquire) { Ok(()) } else { Err(er) };
+                            }
+                        }
+                        _ => {
+                            let wc = loop {
+                                if let Some(wc) = b.rcq.wait(1, Duration::from_millis(50)).into_iter().next() {
+                                    break wc;
+                                }
+                                if stop.load(Ordering::Acquire) {
+                                    return Ok(());
+                                }
+                            };
+                            check(&wc, "server recv")?;
+                            b.qps[0].post_recv(&[recv_wr(b, 0, size, it)]).map_err(|(_, er)| format!("post_recv: {er}"))?;
+                        }
+                    }
+                    if t == Test::WriteLat {
+                        match &mut wr.inline_data {
+                            Some(d) => d[last] = marker,
+                            None => b.mr.write(b.offset(0, false) + last, &[marker]).map_err(e("mr write"))?,
+                        }
+                    }
+                    wr.wr_id = it;
+                    wr.flags = wr.flags | SendFlags::SIGNALED;
+                    b.qps[0].post_send(std::slice::from_ref(&wr), b.ah.as_ref()).map_err(|(_, er)| format!("post_send: {er}"))?;
+                    for wc in b.cq.poll(16) {
+                        check(&wc, "server send")?;
+                    }
+                }
+                Ok(())
+            })
+        });
+        let r = (|| -> Res<()> {
+            let remote = if t == Test::ReadLat { b.area(0, false) } else { b.area(0, true) };
+            let mut wr = send_wr(t, &a, remote, b.mr.rkey(), 0, size, inline);
+            wr.flags = wr.flags | SendFlags::SIGNALED;
+            for it in 0..u64::MAX {
+                if deadline.is_none() && it >= total {
+                    break;
+                }
+                if deadline.is_some_and(|d| Instant::now() >= d) && it >= warmup {
+                    break;
+                }
+                let marker = (it % 255 + 1) as u8;
+                if t == Test::WriteLat {
+                    // The marker is the last byte of the message, written last.
+                    match &mut wr.inline_data {
+                        Some(d) => d[last] = marker,
+                        None => a.mr.write(a.offset(0, false) + last, &[marker]).map_err(e("mr write"))?,
+                    }
+                }
+                wr.wr_id = it;
+                let t0 = Instant::now();
+                a.qps[0].post_send(std::slice::from_ref(&wr), a.ah.as_ref()).map_err(|(_, er)| format!("post_send: {er}"))?;
+                match t {
+                    Test::WriteLat => {
+                        wait_byte(&a.mr, a.offset(0, true) + last, marker, &stop)?;
+                        for wc in a.cq.poll(16) {
+                            check(&wc, "send")?;
+                        }
+                    }
+                    Test::SendLat => {
+                        let wc = wait_one(&a.rcq, "recv")?;
+                        a.qps[0].post_recv(&[recv_wr(&a, 0, size, it)]).map_err(|(_, er)| format!("post_recv: {er}"))?;
+                        let _ = wc;
+                        for wc in a.cq.poll(16) {
+                            check(&wc, "send")?;
+                        }
+                    }
+                    _ => {
+                        wait_one(&a.cq, "read")?;
+                    }
+                }
+                let dt = t0.elapsed();
+                if it >= warmup {
+                    samples.push(dt);
+                }
+            }
+            Ok(())
+        })();
+        stop.store(true, Ordering::Release);
+        if let Some(h) = server {
+            h.join().map_err(|_| "server thread panicked".to_string())??;
+        }
+        r
+    });
+    r?;
+    if t == Test::ReadLat {
+        let mut got = vec![0u8; size];
+        a.mr.read(a.offset(0, true), &mut got).map_err(e("mr read"))?;
+        if got != src {
+            return Err("read_lat: the local buffer does not hold the remote bytes".into());
+        }
+    }
+    for s in [&a, &b] {
+        let _ = s.qps[0].destroy();
+    }
+    let div = if t == Test::ReadLat { 1.0 } else { 2.0 };
+    Ok(LatRow::from_samples(size as u64, &mut samples, div))
+}

@@ -1,0 +1,199 @@
+//! perftest-style output: the bandwidth and latency tables, and a JSON file
+//! with the same numbers (`--out_json`).
+//!
+//! Units as perftest prints them: MB/sec is 2^20 bytes per second; with
+//! `--report_gbits` the bandwidth columns are Gb/sec (10^9 bits per second).
+//! MsgRate is millions of messages per second. Latencies are in
+//! microseconds; for `*_lat` ping-pong tests (write, send, raw) they are half
+//! the round trip, for `read_lat` the whole round trip, as perftest does.
+
+use std::fmt::Write as _;
+use std::time::Duration;
+
+/// One line of a bandwidth table.
+#[derive(Debug, Clone, Default)]
+pub struct BwRow {
+    pub bytes: u64,
+    pub iterations: u64,
+    /// Best rate over any window of the run (see `perf::peak`), bytes/s.
+    pub peak_bps: f64,
+    pub avg_bps: f64,
+    pub msg_rate: f64,
+    /// Extra facts for the JSON file (lost frames, verification…).
+    pub notes: Vec<(String, String)>,
+}
+
+/// One line of a latency table (values in microseconds).
+#[derive(Debug, Clone, Default)]
+pub struct LatRow {
+    pub bytes: u64,
+    pub iterations: u64,
+    pub min: f64,
+    pub max: f64,
+    pub typical: f64,
+    pub avg: f64,
+    pub stdev: f64,
+    pub p99: f64,
+    pub p999: f64,
+}
+
+impl LatRow {
+    /// Statistics of `samples` (durations), each divided by `div` (2 for half round trips).
+    pub fn from_samples(bytes: u64, samples: &mut [Duration], div: f64) -> LatRow {
+        let mut us: Vec<f64> = samples.iter().map(|d| d.as_secs_f64() * 1e6 / div).collect();
+        us.sort_by(|a, b| a.total_cmp(b));
+        let n = us.len().max(1) as f64;
+        let avg = us.iter().sum::<f64>() / n;
+        let var = us.iter().map(|x| (x - avg) * (x - avg)).sum::<f64>() / n;
+        let pct = |p: f64| -> f64 {
+            if us.is_empty() {
+                return 0.0;
+            }
+            let i = ((us.len() as f64 * p).ceil() as usize).clamp(1, us.len()) - 1;
+            us[i]
+        };
+        LatRow {
+            bytes,
+            iterations: us.len() as u64,
+            min: us.first().copied().unwrap_or(0.0),
+            max: us.last().copied().unwrap_or(0.0),
+            typical: pct(0.5),
+            avg,
+            stdev: var.sqrt(),
+            p99: pct(0.99),
+            p999: pct(0.999),
+        }
+    }
+}
+
+pub const LINE: &str = "---------------------------------------------------------------------------------------";
+
+pub fn bw_header(gbits: bool) -> String {
+    if gbits {
+        " #bytes     #iterations    BW peak[Gb/sec]    BW average[Gb/sec]   MsgRate[Mpps]".into()
+    } else {
+        " #bytes     #iterations    BW peak[MB/sec]    BW average[MB/sec]   MsgRate[Mpps]".into()
+    }
+}
+
+pub fn bw_line(r: &BwRow, gbits: bool) -> String {
+    let unit = |bps: f64| if gbits { bps * 8.0 / 1e9 } else { bps / (1u64 << 20) as f64 };
+    format!(
+        " {:<10} {:<10}       {:<10.2}         {:<10.2}           {:.6}",
+        r.bytes,
+        r.iterations,
+        unit(r.peak_bps),
+        unit(r.avg_bps),
+        r.msg_rate / 1e6
+    )
+}
+
+pub fn lat_header() -> String {
+    " #bytes #iterations    t_min[usec]    t_max[usec]  t_typical[usec]    t_avg[usec]    t_stdev[usec]   99% percentile[usec]   99.9% percentile[usec] ".into()
+}
+
+pub fn lat_line(r: &LatRow) -> String {
+    format!(
+        " {:<7} {:<10}     {:<7.2}        {:<7.2}      {:<7.2}          {:<7.2}        {:<7.2}         {:<7.2}                {:<7.2}",
+        r.bytes, r.iterations, r.min, r.max, r.typical, r.avg, r.stdev, r.p99, r.p999
+    )
+}
+
+/// What a run reports: its parameters and its rows.
+#[derive(Debug, Clone, Default)]
+pub struct Report {
+    pub test: String,
+    pub params: Vec<(String, String)>,
+    pub bw: Vec<BwRow>,
+    pub lat: Vec<LatRow>,
+    /// Free-form lines (baselines and scale tests).
+    pub facts: Vec<(String, String)>,
+}
+
+fn esc(s: &str) -> String {
+    let mut o = String::new();
+    for c in s.chars() {
+        match c {
+            '"' => o.push_str("\\\""),
+            '\\' => o.push_str("\\\\"),
+            '\n' => o.push_str("\\n"),
+            c if (c as u32) < 0x20 => {
+                let _ = write!(o, "\\u{:04x}", c as u32);
+            }
+            c => o.push(c),
+        }
+    }
+    o
+}
+
+fn num(x: f64) -> String {
+    if x.is_finite() {
+        format!("{x}")
+    } else {
+        "null".into()
+    }
+}
+
+fn kv_obj(kv: &[(String, String)]) -> String {
+    let items: Vec<String> = kv.iter().map(|(k, v)| format!("\"{}\": \"{}\"", esc(k), esc(v))).collect();
+    format!("{{{}}}", items.join(", "))
+}
+
+impl Report {
+    pub fn new(test: &str) -> Report {
+        Report { test: test.into(), ..Default::default() }
+    }
+
+    pub fn param(&mut self, k: &str, v: impl ToString) {
+        self.params.push((k.into(), v.to_string()));
+    }
+
+    pub fn fact(&mut self, k: &str, v: impl ToString) {
+        self.facts.push((k.into(), v.to_string()));
+    }
+
+    pub fn to_json(&self) -> String {
+        let bw: Vec<String> = self
+            .bw
+            .iter()
+            .map(|r| {
+                format!(
+                    "{{\"bytes\": {}, \"iterations\": {}, \"bw_peak_MBps\": {}, \"bw_avg_MBps\": {}, \"bw_avg_Gbps\": {}, \"msg_rate_Mpps\": {}, \"notes\": {}}}",
+                    r.bytes,
+                    r.iterations,
+                    num(r.peak_bps / (1u64 << 20) as f64),
+                    num(r.avg_bps / (1u64 << 20) as f64),
+                    num(r.avg_bps * 8.0 / 1e9),
+                    num(r.msg_rate / 1e6),
+                    kv_obj(&r.notes)
+                )
+            })
+            .collect();
+        let lat: Vec<String> = self
+            .lat
+            .iter()
+            .map(|r| {
+                format!(
+                    "{{\"bytes\": {}, \"iterations\": {}, \"t_min_us\": {}, \"t_max_us\": {}, \"t_typical_us\": {}, \"t_avg_us\": {}, \"t_stdev_us\": {}, \"p99_us\": {}, \"p999_us\": {}}}",
+                    r.bytes,
+                    r.iterations,
+                    num(r.min),
+                    num(r.max),
+                    num(r.typical),
+                    num(r.avg),
+                    num(r.stdev),
+                    num(r.p99),
+                    num(r.p999)
+                )
+            })
+            .collect();
+        format!(
+            "{{\"test\": \"{}\", \"params\": {}, \"bw\": [{}], \"lat\": [{}], \"facts\": {}}}\n",
+            esc(&self.test),
+            kv_obj(&self.params),
+            bw.join(", "),
+            lat.join(", "),
+            kv_obj(&self.facts)
+        )
+    }
+}
