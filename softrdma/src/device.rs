@@ -112,6 +112,7 @@ impl Device {
             ns,
             mode: cfg.mode,
             rocev1: cfg.rocev1,
+            qos_wake: None,
             pkeys: if cfg.pkeys.is_empty() { vec![0xffff] } else { cfg.pkeys.clone() },
             cqs: Default::default(),
             events: Default::default(),
@@ -177,6 +178,12 @@ impl Device {
     /// Replaces the P_Key table (QPs keep the P_Key they were given).
     pub fn set_pkeys(&self, pkeys: Vec<u16>) {
         self.shared.lock().pkeys = if pkeys.is_empty() { vec![0xffff] } else { pkeys };
+    }
+
+    /// QoS: the share of transmit turns QP `qpn` gets relative to the
+    /// device's other QPs (weighted round robin; default 1).
+    pub fn set_qp_weight(&self, qpn: u32, weight: u32) {
+        self.shared.lock().ep.set_qp_weight(qpn, weight);
     }
 
     pub fn pkeys(&self) -> Vec<u16> {

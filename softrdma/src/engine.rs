@@ -78,6 +78,8 @@ pub struct Core {
     pub ns: Arc<Namespace>,
     pub mode: BoundaryMode,
     pub rocev1: bool,
+    /// When a QoS-throttled flush should run again.
+    pub qos_wake: Option<Instant>,
     pub pkeys: Vec<u16>,
     /// Send and receive CQ of each QP.
     pub cqs: HashMap<u32, (Arc<CqInner>, Arc<CqInner>)>,
@@ -162,7 +164,24 @@ impl Shared {
     pub fn flush(&self, core: &mut Core) {
         let now = self.now();
         let mut buf = std::mem::take(&mut core.buf);
-        while core.ep.poll_transmit(now, &mut buf) {
+        let shaper = core.ns.shaper();
+        loop {
+            if let Some(s) = &shaper {
+                let wait = s.lock().ok().and_then(|mut s| s.gate(crate::namespace::shaper_now()));
+                if let Some(w) = wait {
+                    // Throttled: the timer thread calls back when tokens are back.
+                    core.qos_wake = Some(now + w);
+                    break;
+                }
+            }
+            if !core.ep.poll_transmit(now, &mut buf) {
+                break;
+            }
+            if let Some(s) = &shaper {
+                if let Ok(mut s) = s.lock() {
+                    s.charge(buf.len(), crate::qos::ends_request(&buf));
+                }
+            }
             self.put(core, &buf);
         }
         core.buf = buf;
@@ -275,7 +294,16 @@ pub fn spawn(shared: &Arc<Shared>, mut rx: Box<dyn LinkRx>) -> std::io::Result<V
         let mut core = s.lock();
         while !s.stopped() {
             let now = s.now();
-            let wait = match core.ep.poll_timeout() {
+            if core.qos_wake.is_some_and(|t| t <= now) {
+                core.qos_wake = None;
+                s.flush(&mut core);
+                continue;
+            }
+            let next = match (core.ep.poll_timeout(), core.qos_wake) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            };
+            let wait = match next {
                 Some(t) if t <= now => {
                     core.ep.handle_timeout(now);
                     s.flush(&mut core);

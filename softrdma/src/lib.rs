@@ -18,6 +18,7 @@ pub mod gid;
 pub mod link;
 pub mod mr;
 pub mod namespace;
+pub mod qos;
 pub mod testbed;
 pub mod verbs;
 pub mod view;

@@ -8,6 +8,16 @@ use std::sync::{Arc, Mutex};
 use verbs_api::VerbsError;
 
 use crate::audit::Audit;
+use crate::qos::{RateLimit, Shaper};
+
+/// One clock for every shaper of the process (devices measure from their own
+/// start; the shaper needs a shared one since devices share a namespace).
+static EPOCH: std::sync::LazyLock<std::time::Instant> = std::sync::LazyLock::new(std::time::Instant::now);
+
+/// Seconds on the shapers' clock.
+pub fn shaper_now() -> std::time::Duration {
+    std::time::Instant::now().duration_since(*EPOCH)
+}
 
 /// How a device's namespace boundary is drawn (docs/isolation.md).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -67,6 +77,8 @@ struct State {
 
 pub struct Namespace {
     pub name: String,
+    /// Egress shaping shared by the namespace's devices (None: unlimited).
+    shaper: Mutex<Option<Arc<Mutex<Shaper>>>>,
     /// The host's own (initial) network namespace: the only place RoCEv1 may run.
     pub initial: bool,
     /// May use controlled Q_Keys (high bit set).
@@ -83,7 +95,14 @@ impl std::fmt::Debug for Namespace {
 
 impl Namespace {
     pub fn new(name: &str, initial: bool, privileged: bool) -> Arc<Namespace> {
-        Arc::new(Namespace { name: name.into(), initial, privileged, audit: Audit::default(), state: Mutex::default() })
+        Arc::new(Namespace {
+            name: name.into(),
+            shaper: Mutex::new(None),
+            initial,
+            privileged,
+            audit: Audit::default(),
+            state: Mutex::default(),
+        })
     }
 
     /// The host namespace: initial and privileged.
@@ -129,6 +148,23 @@ impl Namespace {
         if let Ok(mut s) = self.state.lock() {
             s.usage[r.index()] = s.usage[r.index()].saturating_sub(amount);
         }
+    }
+
+    /// Sets the namespace's (job's) egress rate limit; all-None removes it.
+    pub fn set_rate_limit(&self, limit: RateLimit) {
+        let start = shaper_now();
+        let s = (limit != RateLimit::default()).then(|| Arc::new(Mutex::new(Shaper::new(limit, start))));
+        if let Ok(mut g) = self.shaper.lock() {
+            *g = s;
+        }
+    }
+
+    pub fn rate_limit(&self) -> RateLimit {
+        self.shaper().and_then(|s| s.lock().ok().map(|s| s.limit)).unwrap_or_default()
+    }
+
+    pub(crate) fn shaper(&self) -> Option<Arc<Mutex<Shaper>>> {
+        self.shaper.lock().ok().and_then(|g| g.clone())
     }
 
     pub fn jkey(&self) -> Option<u16> {

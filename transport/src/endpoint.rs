@@ -64,6 +64,10 @@ pub struct Endpoint<M: Memory> {
     skip_pkey_check: bool,
     /// The GIDs this endpoint owns (policy rule 1); empty: not checked.
     local_gids: Vec<Gid>,
+    /// Transmit weights (QoS); absent: 1.
+    weights: std::collections::HashMap<u32, u32>,
+    /// Frames the QP at `cursor` may still send in its current turn.
+    burst_left: u32,
 }
 
 /// rxe numbers QPs from 0x11 (after the special QP0/QP1 and a reserved range).
@@ -82,6 +86,8 @@ impl<M: Memory> Endpoint<M> {
             retired: Counters::default(),
             skip_pkey_check: false,
             local_gids: Vec::new(),
+            weights: Default::default(),
+            burst_left: 0,
         }
     }
 
@@ -103,6 +109,7 @@ impl<M: Memory> Endpoint<M> {
 
     pub fn destroy_qp(&mut self, qpn: u32) -> Option<Qp> {
         let qp = self.qps.remove(&qpn)?;
+        self.weights.remove(&qpn);
         self.retired.accumulate(qp.counters());
         Some(qp)
     }
@@ -204,10 +211,26 @@ impl<M: Memory> Endpoint<M> {
         Ok(())
     }
 
-    /// Writes the next frame to send into `buf`; QPs take turns.
+    /// Weight of a QP in transmit scheduling (default 1): a QP sends up to
+    /// `weight` frames in a row when its turn comes (weighted round robin).
+    pub fn set_qp_weight(&mut self, qpn: u32, weight: u32) {
+        self.weights.insert(qpn, weight.max(1));
+    }
+
+    /// Writes the next frame to send into `buf`; QPs take turns, each for
+    /// as many frames as its weight.
     pub fn poll_transmit(&mut self, now: Instant, buf: &mut Vec<u8>) -> bool {
         let start = self.cursor;
         let mem = &self.mem;
+        if self.burst_left > 0 {
+            if let Some(q) = self.qps.get_mut(&start) {
+                if q.poll_transmit(now, mem, buf) {
+                    self.burst_left -= 1;
+                    self.counters.tx_frames += 1;
+                    return true;
+                }
+            }
+        }
         let (after, before) = (start.saturating_add(1).., ..=start);
         let found = self
             .qps
@@ -217,6 +240,7 @@ impl<M: Memory> Endpoint<M> {
         match found {
             Some(qpn) => {
                 self.cursor = qpn;
+                self.burst_left = self.weights.get(&qpn).copied().unwrap_or(1) - 1;
                 self.counters.tx_frames += 1;
                 true
             }
