@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use softrdma::link::Link;
-use transport::mem::Memory;
+use transport::mem::{Key, Memory};
 use transport::sim::{ConnectParams, NetConfig, Sim};
 use verbs_api::{AccessFlags, Mtu, QpCap, QpType, SendFlags, SendOp, SendWr, Sge, WcStatus};
 
@@ -218,46 +218,81 @@ pub fn memcpy_bw(size: usize, iters: u64, duration: Option<Duration>) -> BwRow {
     }
 }
 
-/// RC RDMA WRITEs of `size` bytes on the deterministic simulator (lossless,
-/// zero latency): the transport's own cost per message and per packet, with
-/// no threads, locks or links. Returns the row and packets (both ways) per message.
-pub fn sim_bw(size: usize, iters: u64, mtu: Mtu, depth: u32) -> Result<(BwRow, f64), String> {
-    let net = NetConfig { latency: Duration::ZERO, ..NetConfig::default() };
-    let mut sim = Sim::new(net, 1);
-    let cap = QpCap { max_send_wr: depth, max_recv_wr: 16, max_send_sge: 1, max_recv_sge: 1, max_inline_data: 0 };
-    let p = ConnectParams { mtu, cap, ..ConnectParams::default() };
-    let [qa, _qb] = sim.connect(QpType::Rc, &p, [None, None]);
-    const SRC: u64 = 0x1_0000_0000;
-    const DST: u64 = 0x2_0000_0000;
-    let (lkey, _) = sim.nodes[0].mem.register(1, SRC, size.max(1), AccessFlags::LOCAL_WRITE);
-    let (dst_l, rkey) = sim.nodes[1].mem.register(1, DST, size.max(1), AccessFlags::LOCAL_WRITE | AccessFlags::REMOTE_WRITE);
-    let data = crate::perf::pattern(size, 7);
-    sim.nodes[0].mem.write(1, transport::mem::Key::Local(lkey), SRC, &data).map_err(|e| format!("{e:?}"))?;
-    let mut wr = SendWr::new(0, SendOp::RdmaWrite { remote_addr: DST, rkey }, vec![Sge { addr: SRC, length: size as u32, lkey }]);
-    wr.flags = SendFlags::SIGNALED;
-    let (mut posted, mut done) = (0u64, 0u64);
-    let start = Instant::now();
-    while done < iters {
-        while posted < iters && posted - done < depth as u64 {
-            wr.wr_id = posted;
-            sim.nodes[0].qp_mut(qa).ok_or("qp")?.post_send(&wr, None).map_err(|e| e.to_string())?;
-            posted += 1;
-        }
-        if !sim.step() {
-            return Err("simulation went idle".into());
-        }
-        while let Some((_, c)) = sim.nodes[0].poll_completion() {
-            if c.wc.status != WcStatus::Success {
-                return Err(format!("completion {:?}", c.wc.status));
-            }
-            done += 1;
-        }
-        while sim.nodes[1].poll_completion().is_some() {}
+/// A connected RC pair on the deterministic simulator (lossless, zero
+/// latency) that writes `size`-byte messages from node 0 to node 1: the
+/// transport's own cost per message and per packet, with no threads, locks
+/// or links.
+pub struct SimWriter {
+    pub sim: Sim,
+    qpn: u32,
+    wr: SendWr,
+    depth: u64,
+    dst: (u32, u64),
+    pub data: Vec<u8>,
+}
+
+impl SimWriter {
+    pub fn new(size: usize, mtu: Mtu, depth: u32) -> Result<SimWriter, String> {
+        let net = NetConfig { latency: Duration::ZERO, ..NetConfig::default() };
+        let mut sim = Sim::new(net, 1);
+        let cap = QpCap { max_send_wr: depth, max_recv_wr: 16, max_send_sge: 1, max_recv_sge: 1, max_inline_data: 0 };
+        let p = ConnectParams { mtu, cap, ..ConnectParams::default() };
+        let [qpn, _] = sim.connect(QpType::Rc, &p, [None, None]);
+        const SRC: u64 = 0x1_0000_0000;
+        const DST: u64 = 0x2_0000_0000;
+        let (lkey, _) = sim.nodes[0].mem.register(1, SRC, size.max(1), AccessFlags::LOCAL_WRITE);
+        let (dst_l, rkey) =
+            sim.nodes[1].mem.register(1, DST, size.max(1), AccessFlags::LOCAL_WRITE | AccessFlags::REMOTE_WRITE);
+        let data = crate::perf::pattern(size, 7);
+        sim.nodes[0].mem.write(1, Key::Local(lkey), SRC, &data).map_err(|e| format!("{e:?}"))?;
+        let mut wr = SendWr::new(
+            0,
+            SendOp::RdmaWrite { remote_addr: DST, rkey },
+            vec![Sge { addr: SRC, length: size as u32, lkey }],
+        );
+        wr.flags = SendFlags::SIGNALED;
+        Ok(SimWriter { sim, qpn, wr, depth: depth.max(1) as u64, dst: (dst_l, DST), data })
     }
+
+    /// Writes `n` messages, `depth` outstanding, and waits for every completion.
+    pub fn run(&mut self, n: u64) -> Result<(), String> {
+        let (mut posted, mut done) = (0u64, 0u64);
+        while done < n {
+            while posted < n && posted - done < self.depth {
+                self.wr.wr_id = posted;
+                let qp = self.sim.nodes[0].qp_mut(self.qpn).ok_or("qp gone")?;
+                qp.post_send(&self.wr, None).map_err(|e| e.to_string())?;
+                posted += 1;
+            }
+            if !self.sim.step() {
+                return Err("simulation went idle".into());
+            }
+            while let Some((_, c)) = self.sim.nodes[0].poll_completion() {
+                if c.wc.status != WcStatus::Success {
+                    return Err(format!("completion {:?}", c.wc.status));
+                }
+                done += 1;
+            }
+            while self.sim.nodes[1].poll_completion().is_some() {}
+        }
+        Ok(())
+    }
+
+    /// Whether the target holds the message.
+    pub fn verify(&self) -> bool {
+        let mut got = vec![0u8; self.data.len()];
+        self.sim.nodes[1].mem.read(1, Key::Local(self.dst.0), self.dst.1, &mut got).is_ok() && got == self.data
+    }
+}
+
+/// [`SimWriter`] as a bandwidth row; also returns frames (both ways) per message.
+pub fn sim_bw(size: usize, iters: u64, mtu: Mtu, depth: u32) -> Result<(BwRow, f64), String> {
+    let mut w = SimWriter::new(size, mtu, depth)?;
+    let start = Instant::now();
+    w.run(iters)?;
     let el = start.elapsed().as_secs_f64().max(1e-9);
-    let mut got = vec![0u8; size];
-    sim.nodes[1].mem.read(1, transport::mem::Key::Local(dst_l), DST, &mut got).ok();
-    let pkts = sim.net.stats.sent as f64 / iters.max(1) as f64;
+    let sent = w.sim.net.stats.sent;
+    let pkts = sent as f64 / iters.max(1) as f64;
     let mut row = BwRow {
         bytes: size as u64,
         iterations: iters,
@@ -267,8 +302,8 @@ pub fn sim_bw(size: usize, iters: u64, mtu: Mtu, depth: u32) -> Result<(BwRow, f
         notes: Vec::new(),
     };
     row.peak_bps = row.avg_bps;
-    row.notes.push(("verified".into(), (got == data).to_string()));
+    row.notes.push(("verified".into(), w.verify().to_string()));
     row.notes.push(("frames_per_msg".into(), format!("{pkts:.3}")));
-    row.notes.push(("ns_per_frame".into(), format!("{:.1}", el * 1e9 / sim.net.stats.sent.max(1) as f64)));
+    row.notes.push(("ns_per_frame".into(), format!("{:.1}", el * 1e9 / sent.max(1) as f64)));
     Ok((row, pkts))
 }

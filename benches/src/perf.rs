@@ -377,7 +377,7 @@ pub fn run_bw(t: Test, ca: &Arc<dyn Context>, cb: &Arc<dyn Context>, cfg: &PerfC
             let elapsed = stamps.last().map(|s| s.0.duration_since(start)).unwrap_or_default().as_secs_f64();
             let msgs = total_done as f64;
             let window = (total_done / 20).max(cq_mod * q as u64);
-            let pk = peak(&stamps, window);
+            let pk = peak(&stamps, window).max(msgs / elapsed.max(1e-9));
             let iterations = posted.iter().copied().max().unwrap_or(0);
             let mut row = BwRow {
                 bytes: size as u64,
@@ -411,10 +411,20 @@ pub fn run_bw(t: Test, ca: &Arc<dyn Context>, cb: &Arc<dyn Context>, cfg: &PerfC
     let verified = match t {
         Test::WriteBw | Test::SendBw => {
             let off = if cfg.conn == QpType::Ud { GRH } else { 0 };
-            let ok = (0..q).all(|i| {
-                let mut got = vec![0u8; size];
-                b.mr.read(b.offset(i, true) + off, &mut got).is_ok() && got == src
-            });
+            let holds = || {
+                (0..q).all(|i| {
+                    let mut got = vec![0u8; size];
+                    b.mr.read(b.offset(i, true) + off, &mut got).is_ok() && got == src
+                })
+            };
+            // UC and UD complete at the sender when the last packet leaves:
+            // give the receiver a moment to place it.
+            let until = Instant::now() + Duration::from_secs(2);
+            let mut ok = holds();
+            while !ok && cfg.conn != QpType::Rc && Instant::now() < until {
+                std::thread::sleep(Duration::from_millis(5));
+                ok = holds();
+            }
             // UD may lose datagrams; if none arrived on a QP its buffer is empty.
             if !ok && !(cfg.conn == QpType::Ud) {
                 return Err(format!("{t:?}: the target buffer does not hold the last message"));

@@ -1,0 +1,94 @@
+//! Runs every `softrdma-perf` subcommand briefly (tiny sizes and iteration
+//! counts) so that CI exercises them; no timing assertions. The TAP runs
+//! need root (`require_root!`).
+
+use std::process::Command;
+
+fn perf(args: &[&str]) -> String {
+    let out = Command::new(env!("CARGO_BIN_EXE_softrdma-perf")).args(args).output().expect("run softrdma-perf");
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "softrdma-perf {}: {}\nstdout:\n{stdout}\nstderr:\n{}",
+        args.join(" "),
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    stdout
+}
+
+fn has_row(out: &str, bytes: &str) -> bool {
+    out.lines().any(|l| l.split_whitespace().next() == Some(bytes))
+}
+
+#[test]
+fn bandwidth_tests_on_the_memory_fabric() {
+    for t in ["write_bw", "read_bw", "send_bw"] {
+        let out = perf(&[t, "-s", "4096", "-n", "40", "-t", "16", "-Q", "8"]);
+        assert!(out.contains("BW average[MB/sec]"), "{out}");
+        assert!(has_row(&out, "4096"), "{out}");
+    }
+    let out = perf(&["atomic_bw", "-n", "40", "--report_gbits"]);
+    assert!(out.contains("BW average[Gb/sec]") && has_row(&out, "8"), "{out}");
+    let out = perf(&["write_bw", "-c", "UC", "-s", "3000", "-n", "20", "-q", "2", "-m", "2048", "-I", "64"]);
+    assert!(has_row(&out, "3000"), "{out}");
+    let out = perf(&["send_bw", "-c", "UD", "-s", "256", "-n", "20", "-I", "256"]);
+    assert!(has_row(&out, "256"), "{out}");
+    let out = perf(&["write_bw", "-s", "64", "-D", "0.2"]);
+    assert!(has_row(&out, "64"), "{out}");
+}
+
+#[test]
+fn latency_tests_on_the_memory_fabric() {
+    for t in ["write_lat", "send_lat", "read_lat"] {
+        let out = perf(&[t, "-s", "2", "-n", "20"]);
+        assert!(out.contains("t_typical[usec]") && has_row(&out, "2"), "{out}");
+    }
+    let out = perf(&["send_lat", "-c", "UD", "-s", "100", "-n", "10"]);
+    assert!(has_row(&out, "100"), "{out}");
+}
+
+#[test]
+fn all_sizes_and_json() {
+    let dir = std::env::temp_dir().join(format!("softrdma-perf-smoke-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let json = dir.join("w.json");
+    let out = perf(&["write_bw", "-a", "-n", "3", "-t", "4", "--out_json", json.to_str().unwrap()]);
+    for k in 1..=23 {
+        assert!(has_row(&out, &(1u64 << k).to_string()), "size {}: {out}", 1u64 << k);
+    }
+    let j = std::fs::read_to_string(&json).unwrap();
+    assert!(j.starts_with("{\"test\": \"write_bw\"") && j.contains("\"bytes\": 8388608"), "{j}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn baselines_and_scale_without_root() {
+    let out = perf(&["raw_bw", "-s", "1024", "-n", "2000"]);
+    assert!(has_row(&out, "1024"), "{out}");
+    let out = perf(&["raw_lat", "-n", "50"]);
+    assert!(has_row(&out, "64"), "{out}");
+    let out = perf(&["memcpy_bw", "-s", "65536", "-n", "100"]);
+    assert!(has_row(&out, "65536"), "{out}");
+    let out = perf(&["sim_bw", "-s", "4096", "-m", "4096", "-n", "100"]);
+    assert!(has_row(&out, "4096"), "{out}");
+    let out = perf(&["scale_qps", "-n", "500"]);
+    assert!(out.contains("bytes_per_qp"), "{out}");
+    let out = perf(&["scale_ns", "-n", "4"]);
+    assert!(out.contains("pairs_ok") && out.contains("namespaces_left"), "{out}");
+}
+
+#[test]
+fn tap_fabric() {
+    softrdma::require_root!();
+    let out = perf(&["write_bw", "--fabric", "tap", "-s", "8192", "-n", "20", "-m", "4096"]);
+    assert!(has_row(&out, "8192"), "{out}");
+    let out = perf(&["write_lat", "--fabric", "tap", "-s", "2", "-n", "20"]);
+    assert!(has_row(&out, "2"), "{out}");
+    let out = perf(&["raw_bw", "--fabric", "tap", "-s", "4096", "-n", "2000"]);
+    assert!(has_row(&out, "4096"), "{out}");
+    let out = perf(&["raw_lat", "--fabric", "tap", "-n", "50"]);
+    assert!(has_row(&out, "64"), "{out}");
+    let out = perf(&["scale_ns", "--fabric", "tap", "-n", "4"]);
+    assert!(out.contains("namespaces_left                    0"), "{out}");
+}
