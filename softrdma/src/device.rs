@@ -92,7 +92,10 @@ impl Device {
             // Annex A16 GIDs are link-layer addresses no namespace can own.
             return Err(std::io::Error::new(
                 std::io::ErrorKind::PermissionDenied,
-                format!("RoCEv1 is refused for devices in namespace {} (only the initial namespace may use it)", ns.name),
+                format!(
+                    "RoCEv1 is refused for devices in namespace {} (only the initial namespace may use it)",
+                    ns.name
+                ),
             ));
         }
         let ips: Vec<IpAddr> = cfg.addrs.iter().map(|(a, _)| *a).collect();
@@ -184,6 +187,39 @@ impl Device {
     /// device's other QPs (weighted round robin; default 1).
     pub fn set_qp_weight(&self, qpn: u32, weight: u32) {
         self.shared.lock().ep.set_qp_weight(qpn, weight);
+    }
+
+    /// One line per object of the device, `rdma resource show` style:
+    /// (kind, description).
+    pub fn resources(&self) -> Vec<(&'static str, String)> {
+        let core = self.shared.lock();
+        let n = &self.shared.name;
+        let mut out = Vec::new();
+        for q in core.ep.qps() {
+            let a = q.attr();
+            out.push((
+                "qp",
+                format!(
+                    "link {n}/1 lqpn {} rqpn {} type {:?} state {:?} sq-psn {:#x} pdn {}",
+                    q.qpn(),
+                    a.dest_qp_num,
+                    q.qp_type(),
+                    q.state(),
+                    a.sq_psn,
+                    q.pd()
+                ),
+            ));
+        }
+        for r in core.ep.mem.regions() {
+            out.push(("mr", format!("dev {n} mrlen {} lkey {:#x} rkey {:#x} pdn {}", r.len(), r.lkey, r.rkey, r.pd)));
+        }
+        for (cqn, cq) in &core.cq_by_num {
+            out.push(("cq", format!("dev {n} cqn {cqn} cqe {}", cq.cap)));
+        }
+        for (pdn, users) in &core.pd_objects {
+            out.push(("pd", format!("dev {n} pdn {pdn} users {users}")));
+        }
+        out
     }
 
     pub fn pkeys(&self) -> Vec<u16> {

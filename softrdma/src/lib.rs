@@ -10,6 +10,7 @@
 pub mod audit;
 pub mod backend;
 pub mod capture;
+pub mod control;
 pub mod decode;
 pub mod demo;
 pub mod device;

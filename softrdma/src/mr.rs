@@ -71,6 +71,11 @@ impl DevMemory {
         }
     }
 
+    /// Every registered region (for `resource show`).
+    pub fn regions(&self) -> impl Iterator<Item = &Arc<Region>> {
+        self.regions.values()
+    }
+
     pub fn count(&self) -> usize {
         self.regions.len()
     }

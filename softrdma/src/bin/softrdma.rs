@@ -36,6 +36,21 @@ enum Command {
         #[arg(long, value_name = "PREFIX")]
         pcap: Option<PathBuf>,
     },
+    /// Run the control daemon that hosts devices and answers the
+    /// management commands below on a Unix socket.
+    Daemon {
+        #[arg(long, default_value = softrdma::control::DEFAULT_SOCKET)]
+        socket: PathBuf,
+    },
+    /// Management in the style of iproute2's `rdma`, answered by the daemon
+    /// from the caller's network namespace: `link add NAME netns NS tap TAP
+    /// [mode netdev|partition] [addr CIDR]… [gid GID]… [mac MAC]`, `link del
+    /// NAME`, `dev show`, `gid show [DEV]`, `pkey add|del DEV PKEY`, `pkey
+    /// show`, `jkey set NS JKEY|none`, `limit set NS RES N|unlimited`, `limit
+    /// show`, `rate set NS [bytes N] [msgs N]`, `resource show [qp|mr|cq|pd]`,
+    /// `statistic`, `audit`. Options anywhere: `--json`, `--socket PATH`.
+    #[command(external_subcommand)]
+    Rdma(Vec<String>),
 }
 
 fn main() -> ExitCode {
@@ -43,6 +58,60 @@ fn main() -> ExitCode {
     match cli.command {
         Command::Decode { files } => decode(&files),
         Command::Demo { fabric, pcap } => demo(fabric.as_deref(), pcap),
+        Command::Daemon { socket } => match softrdma::control::serve(&socket) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("softrdma daemon: {e}");
+                ExitCode::from(2)
+            }
+        },
+        Command::Rdma(args) => rdma(args),
+    }
+}
+
+/// Sends a management command to the daemon and prints its answer.
+fn rdma(args: Vec<String>) -> ExitCode {
+    const GROUPS: [&str; 10] =
+        ["link", "dev", "gid", "pkey", "jkey", "limit", "rate", "resource", "statistic", "audit"];
+    let mut json = false;
+    let mut socket = PathBuf::from(softrdma::control::DEFAULT_SOCKET);
+    let mut rest = Vec::new();
+    let mut it = args.into_iter();
+    while let Some(a) = it.next() {
+        match a.as_str() {
+            "--json" | "-j" => json = true,
+            "--socket" => match it.next() {
+                Some(p) => socket = PathBuf::from(p),
+                None => {
+                    eprintln!("softrdma: --socket needs a path");
+                    return ExitCode::from(2);
+                }
+            },
+            _ => rest.push(a),
+        }
+    }
+    if !rest.first().is_some_and(|g| GROUPS.contains(&g.as_str())) {
+        eprintln!(
+            "softrdma: unknown command {:?}; see softrdma --help",
+            rest.first().map(String::as_str).unwrap_or("")
+        );
+        return ExitCode::from(2);
+    }
+    match softrdma::control::request(&socket, &rest, json) {
+        Ok((true, text)) => {
+            if !text.is_empty() {
+                println!("{text}");
+            }
+            ExitCode::SUCCESS
+        }
+        Ok((false, text)) => {
+            eprintln!("softrdma: {text}");
+            ExitCode::from(1)
+        }
+        Err(e) => {
+            eprintln!("softrdma: {e}");
+            ExitCode::from(2)
+        }
     }
 }
 
