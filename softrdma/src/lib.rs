@@ -19,6 +19,7 @@ pub mod gid;
 pub mod link;
 pub mod mr;
 pub mod namespace;
+pub mod pingpong;
 pub mod qos;
 pub mod testbed;
 pub mod verbs;

@@ -36,6 +36,9 @@ enum Command {
         #[arg(long, value_name = "PREFIX")]
         pcap: Option<PathBuf>,
     },
+    /// rdma-core's ibv_{rc,uc,ud,srq}_pingpong on a softrdma device, wire- and
+    /// exchange-compatible with the real tools (see softrdma/src/pingpong.rs).
+    Pingpong(Box<softrdma::pingpong::PingpongArgs>),
     /// Run the control daemon that hosts devices and answers the
     /// management commands below on a Unix socket.
     Daemon {
@@ -58,6 +61,7 @@ fn main() -> ExitCode {
     match cli.command {
         Command::Decode { files } => decode(&files),
         Command::Demo { fabric, pcap } => demo(fabric.as_deref(), pcap),
+        Command::Pingpong(args) => softrdma::pingpong::main(&args),
         Command::Daemon { socket } => match softrdma::control::serve(&socket) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {

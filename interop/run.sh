@@ -1,0 +1,205 @@
+#!/usr/bin/env bash
+# Live interop of `softrdma pingpong` with rdma-core's ibv_{rc,uc,ud,srq}_pingpong on
+# Linux kernel rxe (Debian 12: kernel 6.1, rdma-core 44) in a QEMU guest.
+#
+#   interop/run.sh [--quick] [--filter REGEX] [--out DIR]
+#
+# Boots guest A of /work/shared/rxe-vm (10.77.0.11, fd77::11) alone, once per link MTU
+# (1500: path MTU 1024; 9000: path MTU 4096), plugs a softrdma TAP (10.77.0.21, fd77::21,
+# 02:53:52:44:77:21) into the guest's bridge br0, and runs every case: the tool in the
+# guest as client and softrdma as server, and the other way round; GID index 1 (IPv4) and
+# 2 (IPv6); sizes that cross the path MTU with pad bytes. Both sides use -c, and softrdma
+# checks the length and every byte of every message it receives. Prints a results table;
+# exits 1 if any case failed, 2 on a setup error.
+#
+# --quick: RC (20003 B) both directions and UD (1001 B) both directions over IPv4, and RC
+#   over IPv6 once, at MTU 1024 (one guest boot).
+# --filter REGEX: only the cases whose label matches (e.g. 'srq|ud').
+# --out DIR: keep logs, captures and the table there (default: a fresh /tmp/interop.*).
+#
+# Env: RXE_VM (default: ../shared/rxe-vm beside the checkout, else /work/shared/rxe-vm),
+#   RXE_VM_DIR (image cache, default ~/.cache/rxe-vm; built when missing), SOFTRDMA
+#   (a softrdma binary to use instead of `cargo build --release -p softrdma`), ITERS_SMALL /
+#   ITERS_LARGE (iterations of the small / large-message cases, default 100 / 20).
+# Needs root (network namespaces, TAP, QEMU).
+set -euo pipefail
+here=$(cd "$(dirname "$0")" && pwd)
+repo=$(cd "$here/.." && pwd)
+quick=0 filter="" out=""
+while [ $# -gt 0 ]; do
+  case $1 in
+    --quick) quick=1 ;;
+    --filter) filter=$2; shift ;;
+    --out) out=$2; shift ;;
+    -h|--help) sed -n '2,24p' "$0"; exit 0 ;;
+    *) echo "unknown argument $1" >&2; exit 2 ;;
+  esac
+  shift
+done
+if [ -z "${RXE_VM:-}" ]; then
+  RXE_VM=/work/shared/rxe-vm
+  [ -x "$repo/../shared/rxe-vm/run-pair.sh" ] && RXE_VM=$(cd "$repo/../shared/rxe-vm" && pwd)
+fi
+export RXE_VM_DIR=${RXE_VM_DIR:-$HOME/.cache/rxe-vm}
+small_n=${ITERS_SMALL:-100} large_n=${ITERS_LARGE:-20}
+t_start=$(date +%s)
+
+[ "$(id -u)" = 0 ] || { echo "interop/run.sh needs root" >&2; exit 2; }
+[ -f "$RXE_VM_DIR/rootfs.img" ] || "$RXE_VM/build-image.sh"
+if [ -z "${SOFTRDMA:-}" ]; then
+  (cd "$repo" && cargo build --release -q -p softrdma)
+  SOFTRDMA=${CARGO_TARGET_DIR:-$repo/target}/release/softrdma
+fi
+[ -x "$SOFTRDMA" ] || { echo "no softrdma binary at $SOFTRDMA" >&2; exit 2; }
+out=${out:-$(mktemp -d /tmp/interop.XXXXXX)}
+mkdir -p "$out"; out=$(cd "$out" && pwd)
+
+ns=srdint$$ rp_pid="" host_pid=""
+cleanup() {
+  [ -z "$host_pid" ] || kill "$host_pid" 2>/dev/null || true
+  if [ -n "$rp_pid" ]; then kill "$rp_pid" 2>/dev/null || true; wait "$rp_pid" 2>/dev/null || true; fi
+  ip netns del "$ns" 2>/dev/null || true
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+# Cases: "tool softrdma-role gid path-mtu size iters", one list per link MTU.
+cases_for() { # link_mtu
+  local lmtu=$1 pmtu tool role gid size
+  pmtu=$([ "$lmtu" = 9000 ] && echo 4096 || echo 1024)
+  if [ $quick = 1 ]; then
+    echo "rc server 1 $pmtu 20003 $large_n"
+    echo "rc client 1 $pmtu 20003 $large_n"
+    echo "ud server 1 $pmtu 1001 $small_n"
+    echo "ud client 1 $pmtu 1001 $small_n"
+    echo "rc server 2 $pmtu 20003 $large_n"
+    return
+  fi
+  for tool in rc uc ud srq; do
+    for gid in 1 2; do
+      for role in server client; do
+        for size in 1001 big; do
+          if [ $size = big ]; then
+            if [ $tool = ud ]; then size=$pmtu; else size=20003; fi
+          fi
+          echo "$tool $role $gid $pmtu $size $([ "$size" -gt 4096 ] && echo "$large_n" || echo "$small_n")"
+        done
+      done
+    done
+  done
+}
+label() { # tool role gid pmtu size
+  echo "$1 srd-$2 $([ "$3" = 1 ] && echo v4 || echo v6) mtu$4 s$5"
+}
+tool_args() { # tool gid pmtu size iters port
+  local a="-g $2 -s $4 -n $5 -p $6 -c"
+  [ "$1" = ud ] || a="$a -m $3"
+  echo "$a"
+}
+
+# The guest's job: run the tool of each case in turn; results in case.I.{rc,log}.
+guest_job() { # file, then case lines on stdin as "index tool role gid pmtu size iters"
+  {
+    cat <<'PRE'
+# softrdma interop: one ibv_*_pingpong per case; softrdma (10.77.0.21) is on br0.
+cli() { # log, tool command...: retry while the softrdma server is not listening yet
+  local log=$1 rc i; shift
+  for i in $(seq 300); do
+    timeout 120 stdbuf -oL "$@" >"$log" 2>&1 && rc=0 || rc=$?
+    grep -q "Couldn't connect to" "$log" || return $rc
+    sleep 1
+  done
+  return $rc
+}
+uname -r; ibv_devinfo -d rxe0 | grep -E 'state|active_mtu'
+PRE
+    while read -r i tool role gid pmtu size iters; do
+      local a; a=$(tool_args "$tool" "$gid" "$pmtu" "$size" "$iters" $((18515 + i)))
+      echo "echo '== case $i: $(label "$tool" "$role" "$gid" "$pmtu" "$size")'"
+      if [ "$role" = server ]; then   # softrdma serves, the tool connects to br0's 10.77.0.1
+        echo "cli case.$i.log ibv_${tool}_pingpong $a 10.77.0.1; echo \$? >case.$i.rc"
+      else
+        echo "timeout 300 stdbuf -oL ibv_${tool}_pingpong $a >case.$i.log 2>&1; echo \$? >case.$i.rc"
+      fi
+      echo "cat case.$i.log; echo \"== case $i rc=\$(cat case.$i.rc)\""
+    done
+    echo "exit 0"
+  } >"$1"
+}
+
+# softrdma's side of each case, in the guest's namespace, in the same order.
+host_side() { # dir, case lines on stdin
+  local dir=$1 i tool role gid pmtu size iters a lmtu
+  while read -r i tool role gid pmtu size iters; do
+    if ! kill -0 "$rp_pid" 2>/dev/null; then   # the guest is gone: nothing to talk to
+      echo gone >"$dir/host.$i.rc"; continue
+    fi
+    lmtu=$([ "$pmtu" = 4096 ] && echo 9000 || echo 1500)
+    a=$(tool_args "$tool" "$gid" "$pmtu" "$size" "$iters" $((18515 + i)))
+    local dev="--netns $ns --tap srdpp0 --bridge br0 --addr 10.77.0.21/24 --addr fd77::21/64
+      --mac 02:53:52:44:77:21 --link-mtu $lmtu --pcap $dir/case.$i.pcap --timeout 60 --wait 400"
+    if [ "$role" = server ]; then
+      # shellcheck disable=SC2086
+      timeout 500 "$SOFTRDMA" pingpong "$tool" server $a $dev </dev/null >"$dir/host.$i.log" 2>&1 && rc=0 || rc=$?
+    else
+      # shellcheck disable=SC2086
+      timeout 500 "$SOFTRDMA" pingpong "$tool" client 10.77.0.11 $a $dev </dev/null >"$dir/host.$i.log" 2>&1 \
+        && rc=0 || rc=$?
+    fi
+    echo $rc >"$dir/host.$i.rc"
+    echo "  $(date +%T) case $i $(label "$tool" "$role" "$gid" "$pmtu" "$size"): softrdma rc=$rc"
+  done
+}
+
+results="$out/results.txt"
+printf '%-5s %-8s %-4s %-5s %-6s %-6s %-7s %s\n' tool softrdma gid mtu size iters result note >"$results"
+fails=0 total=0
+for lmtu in 1500 9000; do
+  [ $quick = 1 ] && [ $lmtu = 9000 ] && continue
+  dir="$out/link$lmtu"; mkdir -p "$dir"
+  list=$(cases_for $lmtu | nl -v0 -w1 -s' ' | while read -r i rest; do
+    set -- $rest; l=$(label "$1" "$2" "$3" "$4" "$5")
+    if [ -z "$filter" ] || echo "$l" | grep -Eq "$filter"; then echo "$i $rest"; fi
+  done)
+  [ -n "$list" ] || continue
+  guest_job "$dir/job.sh" <<<"$list"
+  echo "link MTU $lmtu: $(wc -l <<<"$list") cases; guest boot + run (logs: $dir)"
+  t0=$(date +%s)
+  RXE_VM_NS=$ns KEEP_NS=1 RXE_VM_TIMEOUT=${RXE_VM_TIMEOUT:-3000} \
+    "$RXE_VM/run-pair.sh" "$dir" "$dir/job.sh" none "$lmtu" >"$dir/run-pair.log" 2>&1 &
+  rp_pid=$!
+  for _ in $(seq 300); do ip -n "$ns" link show br0 >/dev/null 2>&1 && break; sleep 0.1; done
+  ip -n "$ns" link show br0 >/dev/null 2>&1 || { cat "$dir/run-pair.log" >&2; exit 2; }
+  # A bridge takes the lowest MAC of its ports unless given one: pin br0's, or each new
+  # softrdma TAP may change it under the guest's ARP entry for 10.77.0.1 (the TCP peer).
+  ip -n "$ns" link set br0 address "$(ip -n "$ns" -br link show br0 | awk '{print $3}')"
+  host_side "$dir" <<<"$list" &
+  host_pid=$!
+  wait "$host_pid" || true; host_pid=""
+  wait "$rp_pid" || true; rp_pid=""
+  ip netns del "$ns" 2>/dev/null || true
+  echo "  guest: $(grep -a 'guest a:' "$dir/run-pair.log" || echo 'no result'); $(( $(date +%s) - t0 )) s"
+  while read -r i tool role gid pmtu size iters; do
+    total=$((total + 1))
+    grc=$(cat "$dir/a.out/case.$i.rc" 2>/dev/null || echo none)
+    hrc=$(cat "$dir/host.$i.rc" 2>/dev/null || echo none)
+    note=""
+    if [ "$grc" = 0 ] && [ "$hrc" = 0 ] && ! grep -q "invalid data" "$dir/a.out/case.$i.log" 2>/dev/null \
+       && grep -q ": PASS" "$dir/host.$i.log"; then
+      res=PASS
+    else
+      res=FAIL; fails=$((fails + 1))
+      note="guest rc=$grc, softrdma rc=$hrc"
+      g=$(grep -avE '^ *(local|remote) address' "$dir/a.out/case.$i.log" 2>/dev/null | grep -av '^$' | tail -1 || true)
+      h=$(grep -a "FAIL\|softrdma pingpong:" "$dir/host.$i.log" 2>/dev/null | tail -1 || true)
+      [ -z "$g" ] || note="$note; guest: $g"
+      [ -z "$h" ] || note="$note; softrdma: $h"
+    fi
+    printf '%-5s %-8s %-4s %-5s %-6s %-6s %-7s %s\n' "$tool" "$role" "$([ "$gid" = 1 ] && echo v4 || echo v6)" \
+      "$pmtu" "$size" "$iters" "$res" "$note" >>"$results"
+  done <<<"$list"
+done
+echo
+cat "$results"
+echo "$((total - fails))/$total passed in $(( $(date +%s) - t_start )) s; logs and captures in $out"
+[ $fails = 0 ] && [ $total -gt 0 ]
