@@ -7,7 +7,7 @@ use std::time::Instant;
 use verbs_api::{QpCap, QpInitAttr, QpType};
 
 use crate::fabric::{Devices, FabricKind};
-use crate::perf::{run_bw, PerfConfig, Test};
+use crate::perf::{run_bw, run_lat, PerfConfig, Test};
 use crate::report::Report;
 use crate::rss_bytes;
 
@@ -24,7 +24,9 @@ pub fn scale_qps(n: usize, probe_iters: u64) -> Result<Report, String> {
     let devs = Devices::new(FabricKind::Memory, 2, 1500).map_err(|e| format!("devices: {e}"))?;
     let (ca, cb) = (devs.context(0), devs.context(1));
     let probe = PerfConfig { iters: probe_iters, ..PerfConfig::default() };
+    let lat_probe = PerfConfig { iters: 200, ..PerfConfig::default() };
     let before = run_bw(Test::WriteBw, &ca, &cb, &probe, 4096)?;
+    let lat_before = run_lat(Test::ReadLat, &ca, &cb, &lat_probe, 2)?;
 
     let pd = ca.alloc_pd().map_err(|e| e.to_string())?;
     let cq = ca.create_cq(1024).map_err(|e| e.to_string())?;
@@ -44,7 +46,10 @@ pub fn scale_qps(n: usize, probe_iters: u64) -> Result<Report, String> {
     }
     let create = t.elapsed();
     let rss1 = rss_bytes().unwrap_or(0);
-    let after = run_bw(Test::WriteBw, &ca, &cb, &probe, 4096)?;
+    // A busy QP pair among many idle QPs: one RDMA READ at a time, then a
+    // 4 KiB write_bw (which may fail: see docs/benchmarks.md).
+    let lat_after = run_lat(Test::ReadLat, &ca, &cb, &lat_probe, 2);
+    let after = run_bw(Test::WriteBw, &ca, &cb, &probe, 4096);
     let t = Instant::now();
     for q in &qps {
         q.destroy().map_err(|e| format!("destroy: {e}"))?;
@@ -60,9 +65,19 @@ pub fn scale_qps(n: usize, probe_iters: u64) -> Result<Report, String> {
     r.fact("create_per_qp_us", format!("{:.2}", create.as_secs_f64() * 1e6 / n.max(1) as f64));
     r.fact("destroy_total_s", format!("{:.3}", destroy.as_secs_f64()));
     r.fact("write_bw_4k_MBps_before", format!("{:.1}", before.avg_bps / (1 << 20) as f64));
-    r.fact("write_bw_4k_MBps_with_idle_qps", format!("{:.1}", after.avg_bps / (1 << 20) as f64));
     r.fact("write_bw_4k_Mpps_before", format!("{:.4}", before.msg_rate / 1e6));
-    r.fact("write_bw_4k_Mpps_with_idle_qps", format!("{:.4}", after.msg_rate / 1e6));
+    match &after {
+        Ok(a) => {
+            r.fact("write_bw_4k_MBps_with_idle_qps", format!("{:.1}", a.avg_bps / (1 << 20) as f64));
+            r.fact("write_bw_4k_Mpps_with_idle_qps", format!("{:.4}", a.msg_rate / 1e6));
+        }
+        Err(e) => r.fact("write_bw_4k_with_idle_qps", format!("FAILED: {e}")),
+    }
+    r.fact("read_lat_2B_typical_us_before", format!("{:.2}", lat_before.typical));
+    match &lat_after {
+        Ok(l) => r.fact("read_lat_2B_typical_us_with_idle_qps", format!("{:.2}", l.typical)),
+        Err(e) => r.fact("read_lat_2B_with_idle_qps", format!("FAILED: {e}")),
+    }
     Ok(r)
 }
 
@@ -110,7 +125,7 @@ pub fn scale_ns(kind: FabricKind, n: usize, iters: u64, size: usize) -> Result<R
     let traffic = t.elapsed();
     let failed: Vec<&String> = results.iter().filter_map(|x| x.as_ref().err()).collect();
     drop(ctxs);
-    let teardown = devs.teardown();
+    let (stop, teardown) = devs.teardown();
     // Every namespace made must be gone.
     let left: Vec<&String> =
         names.iter().filter(|n| std::path::Path::new("/run/netns").join(n.as_str()).exists()).collect();
@@ -123,7 +138,8 @@ pub fn scale_ns(kind: FabricKind, n: usize, iters: u64, size: usize) -> Result<R
     r.fact("pairs_ok", results.len() - failed.len());
     r.fact("traffic_s", format!("{:.2}", traffic.as_secs_f64()));
     r.fact("bytes_moved", (pairs.len() as u64 * iters * size as u64).to_string());
-    r.fact("teardown_s", format!("{:.2}", teardown.as_secs_f64()));
+    r.fact("device_stop_s", format!("{:.2}", stop.as_secs_f64()));
+    r.fact("netns_teardown_s", format!("{:.2}", teardown.as_secs_f64()));
     r.fact("namespaces_left", left.len());
     if let Some(e) = failed.first() {
         r.fact("first_error", e);
