@@ -21,6 +21,7 @@ use crate::backend::memory::{Fabric, Faults};
 use crate::backend::netns::{self, NetNs};
 use crate::backend::tap::{open_tap, TapConfig};
 use crate::device::{BrokenChecks, Device, DeviceConfig};
+use crate::namespace::Namespace;
 
 pub fn device_mac(i: usize) -> [u8; 6] {
     [0x02, 0x53, 0x52, 0x44, 0x00, i as u8 + 1]
@@ -43,6 +44,17 @@ pub struct TestbedOptions {
     pub pkeys: Option<Vec<u16>>,
     /// TEST-ONLY: checks every device skips (see [`BrokenChecks`]).
     pub broken: BrokenChecks,
+    /// Tenants: device `i` gets tenant `i % len` — its namespace object and
+    /// its own P_Key table (overrides `pkeys`). In TAP mode a tenant's
+    /// namespace is named after device `i`'s network namespace.
+    pub tenants: Option<Vec<Tenant>>,
+}
+
+/// One tenant of a multi-tenant testbed.
+#[derive(Debug, Clone, Default)]
+pub struct Tenant {
+    pub pkeys: Vec<u16>,
+    pub jkey: Option<u16>,
 }
 
 /// What the TAP testbed created, removed in reverse on drop.
@@ -69,12 +81,24 @@ pub struct Testbed {
 
 impl Testbed {
     fn config(i: usize, o: &TestbedOptions) -> DeviceConfig {
+        Self::config_in(i, o, &format!("tenant{i}"))
+    }
+
+    fn config_in(i: usize, o: &TestbedOptions, ns_name: &str) -> DeviceConfig {
         let mut c = DeviceConfig::new(&format!("srd{i}"), device_addrs(i));
         c.pcap = o.pcap_prefix.as_ref().map(|p| PathBuf::from(format!("{}-{i}.pcap", p.display())));
         c.rxe_retry_quirk = o.rxe_retry_quirk;
         c.broken = o.broken;
         if let Some(p) = &o.pkeys {
             c.pkeys = p.clone();
+        }
+        if let Some(t) = o.tenants.as_ref().and_then(|t| t.get(i % t.len().max(1))) {
+            let ns = Namespace::new(ns_name, false, false);
+            ns.set_jkey(t.jkey);
+            c.namespace = Some(ns);
+            if !t.pkeys.is_empty() {
+                c.pkeys = t.pkeys.clone();
+            }
         }
         c
     }
@@ -122,7 +146,8 @@ impl Testbed {
         }
         let mut devices = Vec::new();
         for (i, link) in links.into_iter().enumerate() {
-            devices.push(Device::start(Self::config(i, o), link)?);
+            let ns = net.nss[i].name().to_string();
+            devices.push(Device::start(Self::config_in(i, o, &ns), link)?);
         }
         Ok(Testbed { devices, fabric: None, net: Some(net) })
     }
