@@ -39,7 +39,9 @@ fn parse(c: &mut Criterion) {
         let f = frame(n);
         g.throughput(Throughput::Bytes(f.len() as u64));
         g.bench_function(format!("verify/{n}"), |b| b.iter(|| Frame::verify(black_box(&f)).is_ok()));
-        g.bench_function(format!("parse/{n}"), |b| b.iter(|| Frame::parse(black_box(&f)).map(|f| f.repr.ib.payload_len)));
+        g.bench_function(format!("parse/{n}"), |b| {
+            b.iter(|| Frame::parse(black_box(&f)).map(|f| f.repr.ib.payload_len))
+        });
     }
     g.finish();
 }
@@ -72,7 +74,9 @@ fn icrc_only(c: &mut Criterion) {
         let (udp, ib) = rest.split_at(8);
         let ib = &ib[..ib.len() - 4];
         g.throughput(Throughput::Bytes((l3.len() + udp.len() + ib.len()) as u64));
-        g.bench_function(format!("compute/{n}"), |b| b.iter(|| icrc::compute(black_box(l3), Some(black_box(udp)), black_box(ib))));
+        g.bench_function(format!("compute/{n}"), |b| {
+            b.iter(|| icrc::compute(black_box(l3), Some(black_box(udp)), black_box(ib)))
+        });
     }
     g.finish();
 }

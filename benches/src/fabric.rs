@@ -102,12 +102,8 @@ fn ip_batch(ns: Option<&str>, cmds: &[String]) -> io::Result<()> {
     if let Some(ns) = ns {
         c.args(["-n", ns]);
     }
-    let mut child = c
-        .args(["-batch", "-"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()?;
+    let mut child =
+        c.args(["-batch", "-"]).stdin(Stdio::piped()).stdout(Stdio::null()).stderr(Stdio::piped()).spawn()?;
     {
         let mut stdin = child.stdin.take().ok_or_else(|| io::Error::other("no stdin"))?;
         for l in cmds {

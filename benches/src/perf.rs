@@ -212,7 +212,10 @@ fn send_wr(t: Test, a: &Side, b_addr: u64, b_rkey: u32, i: usize, size: usize, i
 
 fn recv_wr(s: &Side, i: usize, size: usize, id: u64) -> RecvWr {
     let extra = if s.ah.is_some() { GRH } else { 0 };
-    RecvWr { wr_id: ((i as u64) << 48) | id, sg_list: vec![Sge { addr: s.area(i, true), length: (size + extra) as u32, lkey: s.mr.lkey() }] }
+    RecvWr {
+        wr_id: ((i as u64) << 48) | id,
+        sg_list: vec![Sge { addr: s.area(i, true), length: (size + extra) as u32, lkey: s.mr.lkey() }],
+    }
 }
 
 /// The best rate over any stretch of at least `window` messages: perftest's
@@ -243,10 +246,8 @@ const STALL: Duration = Duration::from_secs(20);
 
 /// One bandwidth measurement at one message size.
 pub fn run_bw(t: Test, ca: &Arc<dyn Context>, cb: &Arc<dyn Context>, cfg: &PerfConfig, size: usize) -> Res<BwRow> {
-    if t == Test::AtomicBw {
-        if cfg.conn != QpType::Rc {
-            return Err("atomics need RC (-c RC)".into());
-        }
+    if t == Test::AtomicBw && cfg.conn != QpType::Rc {
+        return Err("atomics need RC (-c RC)".into());
     }
     if t == Test::ReadBw && cfg.conn != QpType::Rc {
         return Err("RDMA READ needs RC (-c RC)".into());
@@ -272,8 +273,7 @@ pub fn run_bw(t: Test, ca: &Arc<dyn Context>, cb: &Arc<dyn Context>, cfg: &PerfC
     // The remote address of each QP's message: the peer's receive area, or
     // for READ its send area (the pattern).
     let remote = |i: usize| if t == Test::ReadBw { b.area(i, false) } else { b.area(i, true) };
-    let mut templates: Vec<SendWr> =
-        (0..q).map(|i| send_wr(t, &a, remote(i), b.mr.rkey(), i, size, inline)).collect();
+    let mut templates: Vec<SendWr> = (0..q).map(|i| send_wr(t, &a, remote(i), b.mr.rkey(), i, size, inline)).collect();
 
     if t == Test::SendBw {
         // Receives are posted before the first send can leave (UC/UD drop
@@ -311,7 +311,9 @@ pub fn run_bw(t: Test, ca: &Arc<dyn Context>, cb: &Arc<dyn Context>, cfg: &PerfC
                         check(wc, "recv")?;
                         got += 1;
                         let i = (wc.wr_id >> 48) as usize;
-                        b.qps[i].post_recv(&[recv_wr(b, i, size, got)]).map_err(|(_, er)| format!("post_recv: {er}"))?;
+                        b.qps[i]
+                            .post_recv(&[recv_wr(b, i, size, got)])
+                            .map_err(|(_, er)| format!("post_recv: {er}"))?;
                     }
                 }
                 Ok(got)
@@ -564,7 +566,9 @@ pub fn run_lat(t: Test, ca: &Arc<dyn Context>, cb: &Arc<dyn Context>, cfg: &Perf
                                 }
                             };
                             check(&wc, "server recv")?;
-                            b.qps[0].post_recv(&[recv_wr(b, 0, size, it)]).map_err(|(_, er)| format!("post_recv: {er}"))?;
+                            b.qps[0]
+                                .post_recv(&[recv_wr(b, 0, size, it)])
+                                .map_err(|(_, er)| format!("post_recv: {er}"))?;
                         }
                     }
                     if t == Test::WriteLat {
@@ -575,7 +579,9 @@ pub fn run_lat(t: Test, ca: &Arc<dyn Context>, cb: &Arc<dyn Context>, cfg: &Perf
                     }
                     wr.wr_id = it;
                     wr.flags = wr.flags | SendFlags::SIGNALED;
-                    b.qps[0].post_send(std::slice::from_ref(&wr), b.ah.as_ref()).map_err(|(_, er)| format!("post_send: {er}"))?;
+                    b.qps[0]
+                        .post_send(std::slice::from_ref(&wr), b.ah.as_ref())
+                        .map_err(|(_, er)| format!("post_send: {er}"))?;
                     for wc in b.cq.poll(16) {
                         check(&wc, "server send")?;
                     }
@@ -604,7 +610,9 @@ pub fn run_lat(t: Test, ca: &Arc<dyn Context>, cb: &Arc<dyn Context>, cfg: &Perf
                 }
                 wr.wr_id = it;
                 let t0 = Instant::now();
-                a.qps[0].post_send(std::slice::from_ref(&wr), a.ah.as_ref()).map_err(|(_, er)| format!("post_send: {er}"))?;
+                a.qps[0]
+                    .post_send(std::slice::from_ref(&wr), a.ah.as_ref())
+                    .map_err(|(_, er)| format!("post_send: {er}"))?;
                 match t {
                     Test::WriteLat => {
                         wait_byte(&a.mr, a.offset(0, true) + last, marker, &stop)?;
@@ -614,7 +622,9 @@ pub fn run_lat(t: Test, ca: &Arc<dyn Context>, cb: &Arc<dyn Context>, cfg: &Perf
                     }
                     Test::SendLat => {
                         let wc = wait_one(&a.rcq, "recv")?;
-                        a.qps[0].post_recv(&[recv_wr(&a, 0, size, it)]).map_err(|(_, er)| format!("post_recv: {er}"))?;
+                        a.qps[0]
+                            .post_recv(&[recv_wr(&a, 0, size, it)])
+                            .map_err(|(_, er)| format!("post_recv: {er}"))?;
                         let _ = wc;
                         for wc in a.cq.poll(16) {
                             check(&wc, "send")?;

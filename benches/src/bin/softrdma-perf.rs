@@ -174,7 +174,11 @@ fn banner(title: &str, c: &Common, extra: &[(&str, String)]) {
 fn machine_facts(r: &mut Report) {
     let cpu = std::fs::read_to_string("/proc/cpuinfo")
         .ok()
-        .and_then(|s| s.lines().find(|l| l.starts_with("model name")).map(|l| l.split(':').nth(1).unwrap_or("").trim().to_string()))
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("model name"))
+                .map(|l| l.split(':').nth(1).unwrap_or("").trim().to_string())
+        })
         .unwrap_or_default();
     r.fact("cpu", cpu);
     r.fact("nproc", std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0));
@@ -238,7 +242,10 @@ fn verbs_test(t: Test, name: &str, c: &Common) -> Result<(), String> {
         let (dc, ec, qc) = d.counters();
         r.fact(&format!("dev{i}_tx_frames"), dc.tx_frames);
         r.fact(&format!("dev{i}_rx_frames"), dc.rx_frames);
-        r.fact(&format!("dev{i}_rx_dropped"), ec.rx_icrc_err + ec.rx_malformed + ec.rx_unknown_qp + ec.rx_wrong_transport + ec.rx_bad_pkey);
+        r.fact(
+            &format!("dev{i}_rx_dropped"),
+            ec.rx_icrc_err + ec.rx_malformed + ec.rx_unknown_qp + ec.rx_wrong_transport + ec.rx_bad_pkey,
+        );
         r.fact(&format!("dev{i}_retransmitted"), qc.retransmitted_pkts);
         r.fact(&format!("dev{i}_rnr_naks_sent"), qc.send_rnr_err);
         r.fact(&format!("dev{i}_no_wqe_drops"), qc.rcv_no_wqe_drops);
