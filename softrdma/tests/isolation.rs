@@ -12,11 +12,13 @@ use smoltcp::wire::EthernetAddress;
 use softrdma::backend::memory::Fabric;
 use softrdma::device::{Device, DeviceConfig};
 use softrdma::namespace::{BoundaryMode, Namespace, Resource};
-use transport::wire::{BthRepr, EthernetRepr, ExtHeaders, FrameRepr, IbRepr, Ipv4Repr, NetRepr, Opcode, UdpChecksum, UdpRepr};
-use verbs_api::helpers::{to_init, to_rts, ConnectOptions, PeerInfo};
+use transport::wire::{
+    BthRepr, EthernetRepr, ExtHeaders, FrameRepr, IbRepr, Ipv4Repr, NetRepr, Opcode, UdpChecksum, UdpRepr,
+};
+use verbs_api::helpers::{to_init, to_rts, ConnectOptions, Endpoint as End, PeerInfo};
 use verbs_api::{
-    AccessFlags, Context, Cq, Gid, Mr, Qp, QpAttr, QpAttrMask, QpCap, QpInitAttr, QpPath, QpState, QpType, RecvWr, SendOp,
-    SendWr, Sge, VerbsError, WcStatus,
+    AccessFlags, Gid, QpAttr, QpAttrMask, QpCap, QpInitAttr, QpPath, QpState, QpType, RecvWr, SendOp, SendWr, Sge,
+    VerbsError, WcStatus,
 };
 
 fn mac(i: usize) -> [u8; 6] {
@@ -34,20 +36,8 @@ fn dev(fab: &Fabric, i: usize, ns: &Arc<Namespace>, pkeys: Vec<u16>) -> Arc<Devi
     Device::start(c, fab.attach(mac(i), 1500)).unwrap()
 }
 
-struct End {
-    qp: Arc<dyn Qp>,
-    cq: Arc<dyn Cq>,
-    mr: Arc<dyn Mr>,
-    ctx: Arc<dyn Context>,
-}
-
 fn end(d: &Arc<Device>, t: QpType) -> End {
-    let ctx = d.context();
-    let pd = ctx.alloc_pd().unwrap();
-    let cq = ctx.create_cq(64).unwrap();
-    let mr = pd.reg_mr(8192, AccessFlags::all()).unwrap();
-    let qp = pd.create_qp(&QpInitAttr { qp_type: t, send_cq: cq.clone(), recv_cq: cq.clone(), srq: None, cap: QpCap::default(), sq_sig_all: true }).unwrap();
-    End { qp, cq, mr, ctx }
+    End::new(&d.context(), t, 8192, 64, QpCap::default()).unwrap()
 }
 
 fn opts(pkey_index: u16) -> ConnectOptions {
@@ -55,9 +45,9 @@ fn opts(pkey_index: u16) -> ConnectOptions {
     ConnectOptions { pkey_index, timeout: 10, retry_cnt: 2, ..Default::default() }
 }
 
+/// Connects `a` (P_Key index `pa`) and `b` (index `pb`).
 fn connect(a: &End, b: &End, pa: u16, pb: u16) {
-    let ia = PeerInfo { qpn: a.qp.qp_num(), psn: 1, gid: a.ctx.query_gid(1, 1).unwrap() };
-    let ib = PeerInfo { qpn: b.qp.qp_num(), psn: 2, gid: b.ctx.query_gid(1, 1).unwrap() };
+    let (ia, ib) = (a.info(1, 1).unwrap(), b.info(2, 1).unwrap());
     to_init(&a.qp, &opts(pa)).unwrap();
     to_init(&b.qp, &opts(pb)).unwrap();
     to_rts(&a.qp, 1, &ib, &opts(pa)).unwrap();
@@ -67,7 +57,11 @@ fn connect(a: &End, b: &End, pa: u16, pb: u16) {
 /// One RDMA WRITE from `a` to `b`; the requester's completion status.
 fn write(a: &End, b: &End, data: &[u8]) -> WcStatus {
     a.mr.write(0, data).unwrap();
-    let w = SendWr::new(1, SendOp::RdmaWrite { remote_addr: b.mr.addr(), rkey: b.mr.rkey() }, vec![Sge { addr: a.mr.addr(), length: data.len() as u32, lkey: a.mr.lkey() }]);
+    let w = SendWr::new(
+        1,
+        SendOp::RdmaWrite { remote_addr: b.mr.addr(), rkey: b.mr.rkey() },
+        vec![Sge { addr: a.mr.addr(), length: data.len() as u32, lkey: a.mr.lkey() }],
+    );
     a.qp.post_send(&[w], None).unwrap();
     a.cq.wait(1, Duration::from_secs(10)).first().map(|c| c.status).expect("a completion")
 }
@@ -116,7 +110,10 @@ fn qkeys_controlled_and_mismatched() {
     let (u, v) = (end(&d0, QpType::Ud), end(&d1, QpType::Ud));
     // An unprivileged namespace may not take a controlled Q_Key.
     let a = QpAttr { qp_state: QpState::Init, port_num: 1, qkey: 0x8000_0001, ..QpAttr::default() };
-    let e = v.qp.modify(&a, QpAttrMask::STATE | QpAttrMask::PKEY_INDEX | QpAttrMask::PORT | QpAttrMask::QKEY, QpPath::default()).unwrap_err();
+    let e = v
+        .qp
+        .modify(&a, QpAttrMask::STATE | QpAttrMask::PKEY_INDEX | QpAttrMask::PORT | QpAttrMask::QKEY, QpPath::default())
+        .unwrap_err();
     assert!(matches!(e, VerbsError::PermissionDenied(_)), "{e}");
     assert!(kinds(&na).contains(&"controlled_qkey"));
     let o = ConnectOptions::default();
@@ -127,9 +124,11 @@ fn qkeys_controlled_and_mismatched() {
     }
     let pd = u.ctx.alloc_pd().unwrap();
     let ah = pd.create_ah(&verbs_api::AhAttr::new(peer.gid, 1)).unwrap();
-    v.qp.post_recv(&[RecvWr { wr_id: 1, sg_list: vec![Sge { addr: v.mr.addr(), length: 1024, lkey: v.mr.lkey() }] }]).unwrap();
+    v.qp.post_recv(&[RecvWr { wr_id: 1, sg_list: vec![Sge { addr: v.mr.addr(), length: 1024, lkey: v.mr.lkey() }] }])
+        .unwrap();
     for qkey in [0x2222, o.qkey] {
-        let mut w = SendWr::new(qkey as u64, SendOp::Send, vec![Sge { addr: u.mr.addr(), length: 64, lkey: u.mr.lkey() }]);
+        let mut w =
+            SendWr::new(qkey as u64, SendOp::Send, vec![Sge { addr: u.mr.addr(), length: 64, lkey: u.mr.lkey() }]);
         w.remote_qpn = peer.qpn;
         w.remote_qkey = qkey;
         u.qp.post_send(&[w], Some(&ah)).unwrap();
@@ -143,7 +142,11 @@ fn qkeys_controlled_and_mismatched() {
 #[test]
 fn jobs_see_only_their_own_jkey_and_its_wire_encoding() {
     let fab = Fabric::new();
-    let (nj, nk, nn) = (Namespace::new("job-7", false, false), Namespace::new("job-9", false, false), Namespace::new("no-job", false, false));
+    let (nj, nk, nn) = (
+        Namespace::new("job-7", false, false),
+        Namespace::new("job-9", false, false),
+        Namespace::new("no-job", false, false),
+    );
     nj.set_jkey(Some(7));
     nk.set_jkey(Some(9));
     let pcap = std::env::temp_dir().join(format!("srd-jkey-{}.pcap", std::process::id()));
@@ -191,11 +194,33 @@ fn jobs_see_only_their_own_jkey_and_its_wire_encoding() {
 
 /// A raw port on the fabric, for frames no device would send.
 fn forge(src_ip: [u8; 4], dst_ip: [u8; 4], dmac: [u8; 6], qpn: u32, psn: u32) -> Vec<u8> {
-    let ib = IbRepr { bth: { let mut b = BthRepr::new(Opcode::RcSendOnly, 0xffff, qpn, psn); b.ack_req = true; b }, ext: ExtHeaders::default(), payload_len: 8 };
+    let ib = IbRepr {
+        bth: {
+            let mut b = BthRepr::new(Opcode::RcSendOnly, 0xffff, qpn, psn);
+            b.ack_req = true;
+            b
+        },
+        ext: ExtHeaders::default(),
+        payload_len: 8,
+    };
     let f = FrameRepr {
-        eth: EthernetRepr { dst: EthernetAddress(dmac), src: EthernetAddress([0x02, 0xee, 0, 0, 0, 1]), vlan: None, ethertype: 0 },
+        eth: EthernetRepr {
+            dst: EthernetAddress(dmac),
+            src: EthernetAddress([0x02, 0xee, 0, 0, 0, 1]),
+            vlan: None,
+            ethertype: 0,
+        },
         net: NetRepr::V4 {
-            ip: Ipv4Repr { src: src_ip.into(), dst: dst_ip.into(), dscp: 0, ecn: 0, ident: 1, dont_frag: true, ttl: 64, protocol: 17 },
+            ip: Ipv4Repr {
+                src: src_ip.into(),
+                dst: dst_ip.into(),
+                dscp: 0,
+                ecn: 0,
+                ident: 1,
+                dont_frag: true,
+                ttl: 64,
+                protocol: 17,
+            },
             udp: UdpRepr { src_port: 0xc000, dst_port: 4791, checksum: UdpChecksum::None },
         },
         ib,
@@ -213,7 +238,8 @@ fn spoofed_source_foreign_destination_and_rocev1_are_refused() {
     let _o = dev(&fab, 33, &nb, vec![0xffff]);
     let (x, y) = (end(&v0, QpType::Rc), end(&v1, QpType::Rc));
     connect(&x, &y, 0, 0);
-    y.qp.post_recv(&[RecvWr { wr_id: 9, sg_list: vec![Sge { addr: y.mr.addr(), length: 64, lkey: y.mr.lkey() }] }]).unwrap();
+    y.qp.post_recv(&[RecvWr { wr_id: 9, sg_list: vec![Sge { addr: y.mr.addr(), length: 64, lkey: y.mr.lkey() }] }])
+        .unwrap();
     let attacker = fab.attach([0x02, 0xee, 0, 0, 0, 1], 1500);
     // From 10.42.0.33 (not the QP's peer 10.42.0.31) to v1's QP.
     attacker.tx.send(&forge([10, 42, 0, 33], [10, 42, 0, 32], mac(32), y.qp.qp_num(), 2)).unwrap();
@@ -250,7 +276,11 @@ fn rkey_of_another_pd_is_refused_and_audited() {
     connect(&x, &y, 0, 0);
     let other_pd = y.ctx.alloc_pd().unwrap();
     let foreign = other_pd.reg_mr(64, AccessFlags::all()).unwrap();
-    let w = SendWr::new(1, SendOp::RdmaWrite { remote_addr: foreign.addr(), rkey: foreign.rkey() }, vec![Sge { addr: x.mr.addr(), length: 8, lkey: x.mr.lkey() }]);
+    let w = SendWr::new(
+        1,
+        SendOp::RdmaWrite { remote_addr: foreign.addr(), rkey: foreign.rkey() },
+        vec![Sge { addr: x.mr.addr(), length: 8, lkey: x.mr.lkey() }],
+    );
     x.qp.post_send(&[w], None).unwrap();
     assert_eq!(x.cq.wait(1, Duration::from_secs(5))[0].status, WcStatus::RemAccessErr);
     std::thread::sleep(Duration::from_millis(50));
@@ -269,7 +299,14 @@ fn limits_refuse_cleanly_and_views_do_not_leak() {
     let ctx = d.context();
     let pd = ctx.alloc_pd().unwrap();
     let cq = ctx.create_cq(8).unwrap();
-    let init = QpInitAttr { qp_type: QpType::Rc, send_cq: cq.clone(), recv_cq: cq.clone(), srq: None, cap: QpCap::default(), sq_sig_all: true };
+    let init = QpInitAttr {
+        qp_type: QpType::Rc,
+        send_cq: cq.clone(),
+        recv_cq: cq.clone(),
+        srq: None,
+        cap: QpCap::default(),
+        sq_sig_all: true,
+    };
     let _q1 = pd.create_qp(&init).unwrap();
     let _q2 = pd.create_qp(&init).unwrap();
     let e = pd.create_qp(&init).err().expect("third QP refused");

@@ -7,42 +7,18 @@ use std::time::Duration;
 
 use softrdma::require_root;
 use softrdma::testbed::{Tenant, Testbed, TestbedOptions};
-use verbs_api::helpers::{to_init, to_rts, ConnectOptions, PeerInfo};
-use verbs_api::{AccessFlags, Context, QpCap, QpInitAttr, QpType, SendOp, SendWr, Sge, WcStatus};
+use verbs_api::helpers::{connect, ConnectOptions, Endpoint};
+use verbs_api::{Context, QpCap, QpType, SendOp, SendWr, WcStatus};
 
 /// One RDMA WRITE from device `i` to device `j` using P_Key index `pk`; the status.
 fn write(ctx: &[std::sync::Arc<dyn Context>], i: usize, j: usize, pk: u16) -> WcStatus {
-    let mk = |c: &std::sync::Arc<dyn Context>| {
-        let pd = c.alloc_pd().unwrap();
-        let cq = c.create_cq(8).unwrap();
-        let mr = pd.reg_mr(4096, AccessFlags::all()).unwrap();
-        let qp = pd
-            .create_qp(&QpInitAttr {
-                qp_type: QpType::Rc,
-                send_cq: cq.clone(),
-                recv_cq: cq.clone(),
-                srq: None,
-                cap: QpCap::default(),
-                sq_sig_all: true,
-            })
-            .unwrap();
-        (qp, cq, mr)
-    };
+    let mk = |c| Endpoint::new(c, QpType::Rc, 4096, 8, QpCap::default()).unwrap();
     let (a, b) = (mk(&ctx[i]), mk(&ctx[j]));
     let o = ConnectOptions { pkey_index: pk, timeout: 10, retry_cnt: 2, ..Default::default() };
-    let ia = PeerInfo { qpn: a.0.qp_num(), psn: 1, gid: ctx[i].query_gid(1, 1).unwrap() };
-    let ib = PeerInfo { qpn: b.0.qp_num(), psn: 2, gid: ctx[j].query_gid(1, 1).unwrap() };
-    to_init(&a.0, &o).unwrap();
-    to_init(&b.0, &o).unwrap();
-    to_rts(&a.0, 1, &ib, &o).unwrap();
-    to_rts(&b.0, 2, &ia, &o).unwrap();
-    let w = SendWr::new(
-        1,
-        SendOp::RdmaWrite { remote_addr: b.2.addr(), rkey: b.2.rkey() },
-        vec![Sge { addr: a.2.addr(), length: 64, lkey: a.2.lkey() }],
-    );
-    a.0.post_send(&[w], None).unwrap();
-    a.1.wait(1, Duration::from_secs(10)).first().map(|c| c.status).expect("completion")
+    connect(&a, &b, &o).unwrap();
+    let w = SendWr::new(1, SendOp::RdmaWrite { remote_addr: b.mr.addr(), rkey: b.mr.rkey() }, vec![a.sge(0, 64)]);
+    a.qp.post_send(&[w], None).unwrap();
+    a.cq.wait(1, Duration::from_secs(10)).first().map(|c| c.status).expect("completion")
 }
 
 #[test]

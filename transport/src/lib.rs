@@ -19,6 +19,7 @@ pub mod flow;
 pub mod mem;
 pub mod path;
 pub mod policy;
+pub mod qos;
 pub mod qp;
 pub mod sim;
 pub mod srq;

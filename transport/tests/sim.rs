@@ -465,3 +465,63 @@ fn misuse_is_refused_with_a_reason() {
     qp.post_send(&wr, None).unwrap();
     assert_eq!(qp.post_send(&wr, None), Err(transport::qp::PostError::QueueFull));
 }
+
+/// Keeps `depth` 64 KiB-or-`size` WRITEs in flight on each QP pair for
+/// `secs` of virtual time with node 0 shaped by `limit`; returns the frame
+/// bytes and request messages node 0 sent per QP pair after a warm-up.
+fn shaped(limit: transport::qos::RateLimit, weights: &[u32], size: u32, secs: f64) -> (Vec<u64>, Vec<u64>, f64) {
+    let mut sim = Sim::new(NetConfig::default(), 3);
+    let p = ConnectParams::default();
+    let pairs: Vec<[u32; 2]> = weights.iter().map(|_| sim.connect(QpType::Rc, &p, [None, None])).collect();
+    for (q, w) in pairs.iter().zip(weights) {
+        sim.nodes[0].set_qp_weight(q[0], *w);
+    }
+    let (lk, _) = sim.nodes[0].mem.register(1, 0x1000, 1 << 16, LW);
+    let (_, rk) = sim.nodes[1].mem.register(1, 0x10_0000, 1 << 16, LW | AccessFlags::REMOTE_WRITE);
+    sim.shapers[0] = Some(transport::qos::Shaper::new(limit, Duration::ZERO));
+    sim.tap = Some(Vec::new());
+    let wr = SendWr::new(
+        0,
+        SendOp::RdmaWrite { remote_addr: 0x10_0000, rkey: rk },
+        vec![Sge { addr: 0x1000, length: size, lkey: lk }],
+    );
+    for q in &pairs {
+        for _ in 0..32 {
+            sim.nodes[0].qp_mut(q[0]).unwrap().post_send(&wr, None).unwrap();
+        }
+    }
+    let end = transport::time::Instant::from_nanos((secs * 1e9) as u64);
+    while sim.now < end {
+        assert!(sim.step());
+        while let Some((qpn, c)) = sim.nodes[0].poll_completion() {
+            assert_eq!(c.wc.status, WcStatus::Success);
+            sim.nodes[0].qp_mut(qpn).unwrap().post_send(&wr, None).unwrap();
+        }
+    }
+    let warm = transport::time::Instant::from_nanos(200_000_000);
+    let (mut bytes, mut msgs) = (vec![0u64; pairs.len()], vec![0u64; pairs.len()]);
+    for (t, node, f) in sim.tap.take().unwrap() {
+        if node != 0 || t < warm {
+            continue;
+        }
+        let fr = transport::wire::Frame::parse(&f).unwrap();
+        let i = pairs.iter().position(|q| q[1] == fr.repr.ib.bth.dest_qpn).unwrap();
+        bytes[i] += f.len() as u64;
+        msgs[i] += transport::qos::ends_request(&f) as u64;
+    }
+    (bytes, msgs, secs - 0.2)
+}
+
+#[test]
+fn egress_shaping_holds_its_rates_and_weights_on_the_virtual_clock() {
+    use transport::qos::RateLimit;
+    let (b, _, t) = shaped(RateLimit { bytes_per_sec: Some(100_000_000), msgs_per_sec: None }, &[1], 65536, 1.2);
+    let rate = b[0] as f64 / t;
+    assert!((rate / 1e8 - 1.0).abs() < 0.01, "byte limit 100 MB/s: {rate:.0} B/s");
+    let (_, m, t) = shaped(RateLimit { bytes_per_sec: None, msgs_per_sec: Some(20_000) }, &[1], 64, 1.2);
+    let rate = m[0] as f64 / t;
+    assert!((rate / 2e4 - 1.0).abs() < 0.01, "message limit 20 000/s: {rate:.0}/s");
+    let (b, _, _) = shaped(RateLimit { bytes_per_sec: Some(50_000_000), msgs_per_sec: None }, &[1, 3], 16384, 1.2);
+    let ratio = b[1] as f64 / b[0] as f64;
+    assert!((ratio - 3.0).abs() < 0.1, "weights 1:3 → {b:?} ({ratio:.3})");
+}

@@ -113,3 +113,50 @@ pub fn to_rts(qp: &Arc<dyn Qp>, my_psn: u32, peer: &PeerInfo, o: &ConnectOptions
     };
     qp.modify(&a, m, QpPath::default())
 }
+
+/// The objects one side of a connection usually needs together.
+pub struct Endpoint {
+    pub ctx: Arc<dyn crate::Context>,
+    pub pd: Arc<dyn crate::Pd>,
+    pub cq: Arc<dyn crate::Cq>,
+    pub mr: Arc<dyn crate::Mr>,
+    pub qp: Arc<dyn Qp>,
+}
+
+impl Endpoint {
+    /// A PD, one CQ for both queues (`cqe` entries), an MR of `mr_len`
+    /// bytes with every access right, and a QP of type `t` with `cap`.
+    pub fn new(ctx: &Arc<dyn crate::Context>, t: QpType, mr_len: usize, cqe: u32, cap: crate::QpCap) -> Result<Self> {
+        let pd = ctx.alloc_pd()?;
+        let cq = ctx.create_cq(cqe)?;
+        let mr = pd.reg_mr(mr_len, AccessFlags::all())?;
+        let qp = pd.create_qp(&crate::QpInitAttr {
+            qp_type: t,
+            send_cq: cq.clone(),
+            recv_cq: cq.clone(),
+            srq: None,
+            cap,
+            sq_sig_all: true,
+        })?;
+        Ok(Endpoint { ctx: ctx.clone(), pd, cq, mr, qp })
+    }
+
+    /// What this side tells its peer: QPN, `psn`, and GID `gid_index`.
+    pub fn info(&self, psn: u32, gid_index: u32) -> Result<PeerInfo> {
+        Ok(PeerInfo { qpn: self.qp.qp_num(), psn, gid: self.ctx.query_gid(1, gid_index)? })
+    }
+
+    /// An SGE over `len` bytes of the MR at `offset`.
+    pub fn sge(&self, offset: u64, len: u32) -> crate::Sge {
+        crate::Sge { addr: self.mr.addr() + offset, length: len, lkey: self.mr.lkey() }
+    }
+}
+
+/// Brings `a` and `b` to RTS towards each other (GID index `o.sgid_index`).
+pub fn connect(a: &Endpoint, b: &Endpoint, o: &ConnectOptions) -> Result<()> {
+    let (ia, ib) = (a.info(1, o.sgid_index as u32)?, b.info(2, o.sgid_index as u32)?);
+    to_init(&a.qp, o)?;
+    to_init(&b.qp, o)?;
+    to_rts(&a.qp, ia.psn, &ib, o)?;
+    to_rts(&b.qp, ib.psn, &ia, o)
+}

@@ -25,6 +25,10 @@ pub struct Sim {
     pub trace: bool,
     /// When set, every frame put on the wire, with its time and sender.
     pub tap: Option<Vec<(Instant, usize, Vec<u8>)>>,
+    /// Egress shaping per node (transport::qos), on the virtual clock.
+    pub shapers: [Option<crate::qos::Shaper>; 2],
+    /// When a throttled node may send again.
+    shaper_wake: [Option<Instant>; 2],
     buf: Vec<u8>,
 }
 
@@ -118,6 +122,8 @@ impl Sim {
             net: Network::new(net, seed),
             trace: false,
             tap: None,
+            shapers: [None, None],
+            shaper_wake: [None, None],
             buf: Vec::with_capacity(9000),
         }
     }
@@ -202,7 +208,20 @@ impl Sim {
     pub fn step(&mut self) -> bool {
         let mut busy = false;
         for i in 0..2 {
-            while self.nodes[i].poll_transmit(self.now, &mut self.buf) {
+            let vnow = core::time::Duration::from_nanos(self.now.as_nanos());
+            loop {
+                if let Some(s) = &mut self.shapers[i] {
+                    if let Some(w) = s.gate(vnow) {
+                        self.shaper_wake[i] = Some(self.now + w);
+                        break;
+                    }
+                }
+                if !self.nodes[i].poll_transmit(self.now, &mut self.buf) {
+                    break;
+                }
+                if let Some(s) = &mut self.shapers[i] {
+                    s.charge(self.buf.len(), crate::qos::ends_request(&self.buf));
+                }
                 if self.trace {
                     eprintln!("{:>12} {i}->  {}", self.now.as_nanos(), brief(&self.buf));
                 }
@@ -223,7 +242,9 @@ impl Sim {
         if busy {
             return true;
         }
-        let next = [self.net.next_delivery(), self.nodes[0].poll_timeout(), self.nodes[1].poll_timeout()]
+        let wake = self.shaper_wake.iter().flatten().copied().min();
+        self.shaper_wake = [None, None];
+        let next = [self.net.next_delivery(), self.nodes[0].poll_timeout(), self.nodes[1].poll_timeout(), wake]
             .into_iter()
             .flatten()
             .min();
