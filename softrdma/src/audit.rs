@@ -42,7 +42,14 @@ fn json_str(s: &str) -> String {
 }
 
 impl AuditEvent {
-    pub fn new(namespace: &str, device: &str, kind: &'static str, qpn: Option<u32>, peer: Option<Gid>, detail: String) -> Self {
+    pub fn new(
+        namespace: &str,
+        device: &str,
+        kind: &'static str,
+        qpn: Option<u32>,
+        peer: Option<Gid>,
+        detail: String,
+    ) -> Self {
         let time_ms = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis()).unwrap_or(0);
         AuditEvent { time_ms, namespace: namespace.into(), device: device.into(), qpn, peer, kind, detail }
     }

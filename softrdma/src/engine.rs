@@ -17,13 +17,13 @@ use transport::time::Instant;
 use transport::wire::{classify, FrameKind};
 use verbs_api::{AsyncEvent, WorkCompletion};
 
+use crate::audit::AuditEvent;
 use crate::backend::host::Host;
 use crate::capture::PcapSink;
-use crate::audit::AuditEvent;
 use crate::gid::GidTable;
-use crate::namespace::{BoundaryMode, Namespace};
 use crate::link::{LinkRx, LinkTx};
 use crate::mr::DevMemory;
+use crate::namespace::{BoundaryMode, Namespace};
 
 /// A completion queue's shared state.
 #[derive(Debug)]
@@ -215,7 +215,14 @@ impl Shared {
     }
 
     /// Records a security event on the device's namespace stream.
-    pub fn audit(&self, core: &Core, kind: &'static str, qpn: Option<u32>, peer: Option<verbs_api::Gid>, detail: String) {
+    pub fn audit(
+        &self,
+        core: &Core,
+        kind: &'static str,
+        qpn: Option<u32>,
+        peer: Option<verbs_api::Gid>,
+        detail: String,
+    ) {
         core.ns.audit.record(AuditEvent::new(&core.ns.name, &self.name, kind, qpn, peer, detail));
     }
 
