@@ -59,6 +59,8 @@ pub struct PerfConfig {
     pub inline: u32,
     /// A completion every `cq_mod` sends (perftest's -Q; default 100, at most tx_depth).
     pub cq_mod: u32,
+    /// Local ACK timeout exponent (4.096 us * 2^timeout).
+    pub timeout: u8,
 }
 
 impl Default for PerfConfig {
@@ -73,6 +75,7 @@ impl Default for PerfConfig {
             conn: QpType::Rc,
             inline: 0,
             cq_mod: 100,
+            timeout: 14,
         }
     }
 }
@@ -153,7 +156,7 @@ fn make_side(ctx: &Arc<dyn Context>, cfg: &PerfConfig, size: usize) -> Res<Side>
 pub fn connect(a: &Arc<dyn Context>, b: &Arc<dyn Context>, cfg: &PerfConfig, size: usize) -> Res<(Side, Side)> {
     let mut x = make_side(a, cfg, size)?;
     let mut y = make_side(b, cfg, size)?;
-    let o = ConnectOptions { mtu: cfg.mtu, sgid_index: 1, ..Default::default() };
+    let o = ConnectOptions { mtu: cfg.mtu, sgid_index: 1, timeout: cfg.timeout, ..Default::default() };
     let gx = a.query_gid(1, 1).map_err(e("query_gid"))?;
     let gy = b.query_gid(1, 1).map_err(e("query_gid"))?;
     for i in 0..cfg.qps {

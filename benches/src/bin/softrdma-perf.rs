@@ -62,6 +62,9 @@ struct Common {
     /// Connection type.
     #[arg(short = 'c', long = "connection", value_enum, default_value = "RC")]
     conn: Conn,
+    /// QP timeout exponent: local ACK timeout 4.096 us * 2^N (perftest's -u).
+    #[arg(short = 'u', long = "qp-timeout", default_value_t = 14)]
+    qp_timeout: u8,
     /// Largest message sent inline.
     #[arg(short = 'I', long = "inline_size", default_value_t = 0)]
     inline: u32,
@@ -154,6 +157,7 @@ fn perf_config(c: &Common, default_iters: u64) -> Result<PerfConfig, String> {
         },
         inline: c.inline.min(512),
         cq_mod: c.cq_mod.max(1),
+        timeout: c.qp_timeout.min(31),
     })
 }
 
