@@ -33,34 +33,52 @@ fn frame(len: usize, from: usize, to: usize) -> Vec<u8> {
     f
 }
 
-/// Blasts frames that are as long as RoCE packets carrying `payload` bytes
+/// Sends frames that are as long as RoCE packets carrying `payload` bytes
 /// one way from link 0 to link 1 and counts what arrives. Bandwidth is in
 /// payload bytes (so it compares with `write_bw` at IB MTU = `payload`).
-pub fn raw_bw(kind: FabricKind, payload: usize, iters: u64, duration: Option<Duration>) -> Result<BwRow, String> {
+///
+/// `credit = 0` blasts without flow control (what arrives is what counts).
+/// `credit = k > 0` is self-clocked like an RC stream: the receiver returns a
+/// 64-byte credit frame every `k` frames (as RC returns an ACK per message)
+/// and the sender keeps at most `window` frames beyond the last credit.
+pub fn raw_bw(
+    kind: FabricKind,
+    payload: usize,
+    iters: u64,
+    duration: Option<Duration>,
+    credit: u64,
+    window: u64,
+) -> Result<BwRow, String> {
     let link_mtu = fabric::link_mtu_for(payload);
     let len = payload + ROCE_OVERHEAD;
     if len > link_mtu + 14 {
         return Err(format!("frame of {len} bytes does not fit link MTU {link_mtu}"));
     }
+    let window = window.max(credit).max(1);
     let (_f, net, mut links) = fabric::links(kind, 2, link_mtu).map_err(|e| format!("links: {e}"))?;
-    let Link { mut rx, .. } = links.pop().ok_or("no link")?;
-    let tx = links.pop().ok_or("no link")?.tx;
+    let Link { rx: mut rx1, tx: tx1, .. } = links.pop().ok_or("no link")?;
+    let Link { rx: mut rx0, tx: tx0, .. } = links.pop().ok_or("no link")?;
     let f = frame(len, 0, 1);
     let stop = Arc::new(AtomicBool::new(false));
-    let (sent, errors, stamps, start) = std::thread::scope(|s| {
+    let (sent, errors, stalls, stamps, start) = std::thread::scope(|s| {
         let stop2 = stop.clone();
         let h = s.spawn(move || {
             let mut buf = vec![0u8; link_mtu + 64];
             let mut stamps: Vec<(Instant, u64)> = Vec::new();
             let mut n = 0u64;
             let mut quiet_since: Option<Instant> = None;
+            let mut c = frame(64, 1, 0);
             loop {
-                match rx.recv(&mut buf, Duration::from_millis(20)) {
+                match rx1.recv(&mut buf, Duration::from_millis(20)) {
                     Ok(Some(k)) if k == len && buf[12..14] == [0x88, 0xb5] => {
                         n += 1;
                         quiet_since = None;
                         if n % 256 == 1 {
                             stamps.push((Instant::now(), n));
+                        }
+                        if credit > 0 && n % credit == 0 {
+                            c[14..22].copy_from_slice(&n.to_be_bytes());
+                            let _ = tx1.send(&c);
                         }
                     }
                     Ok(Some(_)) => {}
@@ -81,7 +99,8 @@ pub fn raw_bw(kind: FabricKind, payload: usize, iters: u64, duration: Option<Dur
         std::thread::sleep(Duration::from_millis(50));
         let start = Instant::now();
         let deadline = duration.map(|d| start + d);
-        let (mut sent, mut errors) = (0u64, 0u64);
+        let (mut sent, mut errors, mut credited, mut stalls) = (0u64, 0u64, 0u64, 0u64);
+        let mut cbuf = vec![0u8; link_mtu + 64];
         loop {
             if let Some(d) = deadline {
                 if sent % 64 == 0 && Instant::now() >= d {
@@ -90,7 +109,22 @@ pub fn raw_bw(kind: FabricKind, payload: usize, iters: u64, duration: Option<Dur
             } else if sent >= iters {
                 break;
             }
-            match tx.send(&f) {
+            while credit > 0 && sent - credited >= window {
+                match rx0.recv(&mut cbuf, Duration::from_millis(50)) {
+                    Ok(Some(k)) if k >= 22 && cbuf[12..14] == [0x88, 0xb5] => {
+                        let mut b = [0u8; 8];
+                        b.copy_from_slice(&cbuf[14..22]);
+                        credited = credited.max(u64::from_be_bytes(b));
+                    }
+                    Ok(Some(_)) => {}
+                    // A lost frame or credit: resynchronise rather than stall.
+                    Ok(None) | Err(_) => {
+                        stalls += 1;
+                        credited = sent;
+                    }
+                }
+            }
+            match tx0.send(&f) {
                 Ok(()) => {}
                 Err(_) => errors += 1,
             }
@@ -98,7 +132,7 @@ pub fn raw_bw(kind: FabricKind, payload: usize, iters: u64, duration: Option<Dur
         }
         stop.store(true, Ordering::Release);
         let stamps = h.join().unwrap_or_default();
-        (sent, errors, stamps, start)
+        (sent, errors, stalls, stamps, start)
     });
     drop(net);
     let (last_t, got) = stamps.last().copied().unwrap_or((start, 0));
@@ -121,6 +155,8 @@ pub fn raw_bw(kind: FabricKind, payload: usize, iters: u64, duration: Option<Dur
     row.notes.push(("sent".into(), sent.to_string()));
     row.notes.push(("received".into(), got.to_string()));
     row.notes.push(("send_errors".into(), errors.to_string()));
+    row.notes.push(("credit_every".into(), credit.to_string()));
+    row.notes.push(("credit_stalls".into(), stalls.to_string()));
     Ok(row)
 }
 
@@ -152,23 +188,37 @@ pub fn raw_lat(kind: FabricKind, len: usize, iters: u64) -> Result<LatRow, Strin
             let mut f = frame(len, 0, 1);
             let mut buf = vec![0u8; link_mtu + 64];
             let mut samples = Vec::with_capacity(iters as usize);
+            let mut lost = 0u64;
             for it in 0..warmup + iters {
                 f[14..22].copy_from_slice(&it.to_be_bytes());
                 let t0 = Instant::now();
                 tx_a.send(&f).map_err(|e| format!("send: {e}"))?;
-                let deadline = t0 + Duration::from_secs(5);
+                // A frame lost while the bridges come up is sent again (and
+                // that exchange is not counted).
+                let mut resent = 0;
                 loop {
-                    match rx_a.recv(&mut buf, Duration::from_millis(100)) {
+                    match rx_a.recv(&mut buf, Duration::from_millis(200)) {
                         Ok(Some(n)) if n >= 22 && buf[12..14] == [0x88, 0xb5] && buf[14..22] == it.to_be_bytes() => {
                             break
                         }
-                        _ if Instant::now() > deadline => return Err(format!("frame {it} never came back")),
-                        _ => {}
+                        Ok(Some(_)) => {}
+                        _ if resent >= 25 => return Err(format!("frame {it} never came back")),
+                        _ => {
+                            resent += 1;
+                            tx_a.send(&f).map_err(|e| format!("send: {e}"))?;
+                        }
                     }
+                }
+                if resent > 0 {
+                    lost += 1;
+                    continue;
                 }
                 if it >= warmup {
                     samples.push(t0.elapsed());
                 }
+            }
+            if lost > 0 {
+                eprintln!("raw_lat: {lost} exchanges lost and repeated (not counted)");
             }
             Ok(samples)
         })();

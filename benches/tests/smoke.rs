@@ -66,6 +66,8 @@ fn all_sizes_and_json() {
 fn baselines_and_scale_without_root() {
     let out = perf(&["raw_bw", "-s", "1024", "-n", "2000"]);
     assert!(has_row(&out, "1024"), "{out}");
+    let out = perf(&["raw_bw", "-s", "1024", "-n", "2000", "--credit", "8", "-t", "32"]);
+    assert!(has_row(&out, "1024"), "{out}");
     let out = perf(&["raw_lat", "-n", "50"]);
     assert!(has_row(&out, "64"), "{out}");
     let out = perf(&["memcpy_bw", "-s", "65536", "-n", "100"]);

@@ -74,6 +74,10 @@ struct Common {
     /// Also write the results as JSON to FILE.
     #[arg(long = "out_json", value_name = "FILE")]
     out_json: Option<std::path::PathBuf>,
+    /// raw_bw only: self-clocked, a credit frame back every N frames and at
+    /// most -t frames beyond the last credit (0: blast without flow control).
+    #[arg(long = "credit", default_value_t = 0)]
+    credit: u64,
     /// Where the two ends run.
     #[arg(long = "fabric", value_enum, default_value = "memory")]
     fabric: FabricKind,
@@ -281,7 +285,7 @@ fn run(cli: Cli) -> Result<(), String> {
                 if size + baseline::ROCE_OVERHEAD > fabric::link_mtu_for(size) + 14 {
                     break;
                 }
-                let row = baseline::raw_bw(c.fabric, size, iters, dur)?;
+                let row = baseline::raw_bw(c.fabric, size, iters, dur, c.credit, c.tx_depth as u64)?;
                 println!("{}", bw_line(&row, c.report_gbits));
                 r.bw.push(row);
                 if c.all && size >= 4096 {

@@ -1,0 +1,38 @@
+#!/usr/bin/env bash
+# The three targets of issue 7, measured as interleaved pairs so that both
+# sides of each ratio see the same machine load (on a shared 2-core machine
+# the load moves by 2x within a minute):
+#   1. tap write_bw 64 KiB, MTU 4096  vs  tap raw frames with 4096 B payload,
+#      blasted (1a) and self-clocked with a credit frame every 16 (1b)
+#   2. memory-fabric write_bw 64 KiB  vs  memcpy 64 KiB
+#   3. tap write_lat 2 B (half RTT)   vs  tap raw ping-pong 64 B (half RTT)
+# Prints every pair and the median ratio.  Needs root (TAP).
+#
+#   bash benches/scripts/targets.sh [PAIRS]
+set -uo pipefail
+PAIRS=${1:-7}
+PERF=${PERF:-${CARGO_TARGET_DIR:-target}/release/softrdma-perf}
+
+row() { "$PERF" "$@" 2>/dev/null | grep -E '^ [0-9]+ ' | tail -1; }
+med() { sort -g | awk '{a[NR]=$1} END {if (NR==0) {print "-"; exit} m=(NR%2)?a[(NR+1)/2]:(a[NR/2]+a[NR/2+1])/2; printf "%.3f [%.3f..%.3f]", m, a[1], a[NR]}'; }
+
+echo "# $(date -u +%FT%TZ) load $(cut -d' ' -f1-3 /proc/loadavg) PAIRS=$PAIRS"
+r1=() r1b=() r2=() r3=()
+for i in $(seq "$PAIRS"); do
+    raw=$(row raw_bw -s 4096 -D 2 --fabric tap | awk '{print $4}')
+    rdma=$(row write_bw -s 65536 -m 4096 -D 2 --fabric tap | awk '{print $4}')
+    r1+=("$(awk -v a="$rdma" -v b="$raw" 'BEGIN {print a/b}')")
+    rawc=$(row raw_bw -s 4096 -D 2 --credit 16 --fabric tap | awk '{print $4}')
+    r1b+=("$(awk -v a="$rdma" -v b="$rawc" 'BEGIN {print a/b}')")
+    mc=$(row memcpy_bw -s 65536 -D 1 | awk '{print $4}')
+    mem=$(row write_bw -s 65536 -m 4096 -D 2 | awk '{print $4}')
+    r2+=("$(awk -v a="$mem" -v b="$mc" 'BEGIN {print a/b}')")
+    rl=$(row raw_lat -n 5000 --fabric tap | awk '{print $5}')
+    wl=$(row write_lat -s 2 -n 5000 --fabric tap | awk '{print $5}')
+    r3+=("$(awk -v a="$wl" -v b="$rl" 'BEGIN {print a/b}')")
+    echo "pair $i: tap write_bw $rdma / raw $raw / raw-credit $rawc MB/s | mem write_bw $mem / memcpy $mc MB/s | tap write_lat $wl / raw half-RTT $rl us | load $(cut -d' ' -f1 /proc/loadavg)"
+done
+echo "1a. tap write_bw 64K / raw TAP frames, blasted      (target >= 0.80): $(printf '%s\n' "${r1[@]}" | med)"
+echo "1b. tap write_bw 64K / raw TAP frames, self-clocked (target >= 0.80): $(printf '%s\n' "${r1b[@]}" | med)"
+echo "2. mem write_bw 64K / memcpy 64K     (target >= 0.50): $(printf '%s\n' "${r2[@]}" | med)"
+echo "3. tap write_lat 2B / raw half RTT   (target <= 1.50): $(printf '%s\n' "${r3[@]}" | med)"
