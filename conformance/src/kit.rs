@@ -337,6 +337,35 @@ pub fn expect(env: &Env, cq: &Arc<dyn Cq>, want: WcStatus, what: &str) -> Result
     Ok(wc)
 }
 
+/// For a WR the responder NAKs with a class C error (remote access, invalid
+/// request): the completion must have status `want` — or, under faults,
+/// RETRY_EXC_ERR. The NAK is sent once and the responder QP is in ERR from
+/// then on, dropping retries; if the NAK is lost the requester can only
+/// time out (IBTA Vol 1 ch. 9). Use with [`nak_spec`] requesters.
+pub fn expect_nak(env: &Env, cq: &Arc<dyn Cq>, want: WcStatus, what: &str) -> Result<WorkCompletion, Stop> {
+    if env.clean() {
+        return expect(env, cq, want, what);
+    }
+    let wc = one(env, cq, what)?;
+    if wc.status != want && wc.status != WcStatus::RetryExcErr {
+        return Err(Stop::Fail(format!(
+            "{what}: completion status {:?}, expected {want:?} (or RetryExcErr if the NAK was lost)",
+            wc.status
+        )));
+    }
+    Ok(wc)
+}
+
+/// An RC spec whose requester gives up after a bounded number of retries
+/// (retry_cnt 5, below the 7 that the faults mode reads as unlimited;
+/// timeout ≈ 16 ms) — for cases whose responder goes to ERR, see [`expect_nak`].
+pub fn nak_spec(env: &Env) -> Spec {
+    let mut s = Spec::new(env, QpType::Rc);
+    s.opts.retry_cnt = 5;
+    s.opts.timeout = 12;
+    s
+}
+
 /// The next completion, which must be a success.
 pub fn ok(env: &Env, cq: &Arc<dyn Cq>, what: &str) -> Result<WorkCompletion, Stop> {
     expect(env, cq, WcStatus::Success, what)

@@ -53,6 +53,7 @@ impl SoftTarget {
             rxe_retry_quirk: !o.faults.is_clean(),
             pkeys: Some(PKEYS.to_vec()),
             broken: o.broken,
+            ..TestbedOptions::default()
         };
         let bed = match fabric {
             Fabric::Memory => Testbed::memory(2, to_fabric(o.faults), &topts)?,

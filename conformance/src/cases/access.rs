@@ -5,11 +5,11 @@
 
 use std::sync::Arc;
 
-use verbs_api::{AccessFlags, Mr, QpState, QpType, SendOp, SendWr, WcStatus};
+use verbs_api::{AccessFlags, Mr, QpState, SendOp, SendWr, WcStatus};
 
 use super::{case, Case};
 use crate::check;
-use crate::kit::{connect, expect, pattern, wait_state, wr, CaseResult, Env, Side, Spec, Stop};
+use crate::kit::{connect, expect, expect_nak, nak_spec, pattern, wait_state, wr, CaseResult, Env, Side, Spec, Stop};
 
 const CLASS_C: &str = "IBTA Vol 1 ch. 9 (NAK Remote Access Error; responder class C errors), ch. 10 (R_Key checks)";
 
@@ -17,9 +17,21 @@ pub fn cases() -> Vec<Case> {
     vec![
         case("access.bad_rkey", CLASS_C, bad_rkey),
         case("access.out_of_bounds", "IBTA Vol 1 ch. 10 (R_Key: VA and length within the region)", out_of_bounds),
-        case("access.mr_no_remote_write", "IBTA Vol 1 ch. 10 (memory region access rights: Remote Write)", no_remote_write),
-        case("access.mr_no_remote_read", "IBTA Vol 1 ch. 10 (memory region access rights: Remote Read)", no_remote_read),
-        case("access.mr_no_remote_atomic", "IBTA Vol 1 ch. 10 (memory region access rights: Remote Atomic)", no_remote_atomic),
+        case(
+            "access.mr_no_remote_write",
+            "IBTA Vol 1 ch. 10 (memory region access rights: Remote Write)",
+            no_remote_write,
+        ),
+        case(
+            "access.mr_no_remote_read",
+            "IBTA Vol 1 ch. 10 (memory region access rights: Remote Read)",
+            no_remote_read,
+        ),
+        case(
+            "access.mr_no_remote_atomic",
+            "IBTA Vol 1 ch. 10 (memory region access rights: Remote Atomic)",
+            no_remote_atomic,
+        ),
         case("access.pd_mismatch", "IBTA Vol 1 ch. 10 (protection domains: MR and QP must share a PD)", pd_mismatch),
         case("access.qp_access_flags", "IBTA Vol 1 ch. 10, ch. 11 (QP remote access enables)", qp_access_flags),
         case("access.deregistered_rkey", "IBTA Vol 1 ch. 10 (a deregistered region's R_Key is invalid)", deregistered),
@@ -58,8 +70,7 @@ fn remote_fault(
     rkey_of: impl Fn(&Arc<dyn Mr>) -> u32,
     want: WcStatus,
 ) -> CaseResult {
-    let sa = Spec::new(env, QpType::Rc);
-    let (a, b) = connect(env, &sa, sb)?;
+    let (a, b) = connect(env, &nak_spec(env), sb)?;
     let mr = target(&b)?;
     let before = pattern(11, mr.len());
     mr.write(0, &before)?;
@@ -67,7 +78,7 @@ fn remote_fault(
     b.post_recv(77, 0, 64)?;
     let va = (mr.addr() as i64 + va_off) as u64;
     a.post(op_wr(&a, op, va, rkey_of(&mr), len))?;
-    let wc = expect(env, &a.scq, want, &format!("{what}: requester"))?;
+    let wc = expect_nak(env, &a.scq, want, &format!("{what}: requester"))?;
     check!(wc.wr_id == 1, "{what}: error completion for wr_id {}", wc.wr_id);
     wait_state(env, &a.qp, QpState::Err, &format!("{what}: requester QP"))?;
     wait_state(env, &b.qp, QpState::Err, &format!("{what}: responder QP (class C error)"))?;
@@ -94,7 +105,7 @@ fn region(access: AccessFlags) -> impl Fn(&Side) -> Result<Arc<dyn Mr>, Stop> {
 }
 
 fn rc(env: &Env) -> Spec {
-    let mut s = Spec::new(env, QpType::Rc);
+    let mut s = nak_spec(env);
     s.len = 4096;
     s
 }
@@ -124,17 +135,47 @@ fn out_of_bounds(env: &Env) -> CaseResult {
 
 fn no_remote_write(env: &Env) -> CaseResult {
     let r = region(AccessFlags::LOCAL_WRITE | AccessFlags::REMOTE_READ | AccessFlags::REMOTE_ATOMIC);
-    remote_fault(env, "WRITE to an MR without REMOTE_WRITE", &rc(env), r, Op::Write, 0, 16, |m| m.rkey(), WcStatus::RemAccessErr)
+    remote_fault(
+        env,
+        "WRITE to an MR without REMOTE_WRITE",
+        &rc(env),
+        r,
+        Op::Write,
+        0,
+        16,
+        |m| m.rkey(),
+        WcStatus::RemAccessErr,
+    )
 }
 
 fn no_remote_read(env: &Env) -> CaseResult {
     let r = region(AccessFlags::LOCAL_WRITE | AccessFlags::REMOTE_WRITE | AccessFlags::REMOTE_ATOMIC);
-    remote_fault(env, "READ from an MR without REMOTE_READ", &rc(env), r, Op::Read, 0, 16, |m| m.rkey(), WcStatus::RemAccessErr)
+    remote_fault(
+        env,
+        "READ from an MR without REMOTE_READ",
+        &rc(env),
+        r,
+        Op::Read,
+        0,
+        16,
+        |m| m.rkey(),
+        WcStatus::RemAccessErr,
+    )
 }
 
 fn no_remote_atomic(env: &Env) -> CaseResult {
     let r = region(AccessFlags::LOCAL_WRITE | AccessFlags::REMOTE_WRITE | AccessFlags::REMOTE_READ);
-    remote_fault(env, "atomic on an MR without REMOTE_ATOMIC", &rc(env), r, Op::Atomic, 0, 8, |m| m.rkey(), WcStatus::RemAccessErr)
+    remote_fault(
+        env,
+        "atomic on an MR without REMOTE_ATOMIC",
+        &rc(env),
+        r,
+        Op::Atomic,
+        0,
+        8,
+        |m| m.rkey(),
+        WcStatus::RemAccessErr,
+    )
 }
 
 fn pd_mismatch(env: &Env) -> CaseResult {
@@ -186,7 +227,17 @@ fn deregistered(env: &Env) -> CaseResult {
             let live = b.reg(4096, AccessFlags::all())?;
             Ok(Arc::new(Stale { live, rkey: gone.rkey(), addr: gone.addr() }) as Arc<dyn Mr>)
         };
-        remote_fault(env, &format!("{op:?} through a deregistered R_Key"), &rc(env), r, op, 0, 8, |m| m.rkey(), WcStatus::RemAccessErr)?;
+        remote_fault(
+            env,
+            &format!("{op:?} through a deregistered R_Key"),
+            &rc(env),
+            r,
+            op,
+            0,
+            8,
+            |m| m.rkey(),
+            WcStatus::RemAccessErr,
+        )?;
     }
     Ok(())
 }

@@ -11,7 +11,8 @@ use super::{case, Case};
 use crate::kit::{ah_to, connect, expect, find_pkey, ok, pattern, quiet, wr, CaseResult, Env, Side, Spec, Stop};
 use crate::{check, skip};
 
-const PKEY: &str = "IBTA Vol 1 ch. 10 (partitioning: P_Key matching, full and limited membership); ch. 9 (BTH P_Key check)";
+const PKEY: &str =
+    "IBTA Vol 1 ch. 10 (partitioning: P_Key matching, full and limited membership); ch. 9 (BTH P_Key check)";
 
 pub fn cases() -> Vec<Case> {
     vec![

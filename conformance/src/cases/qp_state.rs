@@ -57,13 +57,7 @@ fn step(env: &Env, t: QpType, to: QpState, peer: &PeerInfo) -> (M, QpAttr, QpPat
                 QpType::Ud => (M::STATE, a, none),
                 QpType::Uc => (M::STATE | M::AV | M::PATH_MTU | M::DEST_QPN | M::RQ_PSN, a, path),
                 QpType::Rc => (
-                    M::STATE
-                        | M::AV
-                        | M::PATH_MTU
-                        | M::DEST_QPN
-                        | M::RQ_PSN
-                        | M::MAX_DEST_RD_ATOMIC
-                        | M::MIN_RNR_TIMER,
+                    M::STATE | M::AV | M::PATH_MTU | M::DEST_QPN | M::RQ_PSN | M::MAX_DEST_RD_ATOMIC | M::MIN_RNR_TIMER,
                     a,
                     path,
                 ),
@@ -213,7 +207,11 @@ fn missing_attributes(env: &Env) -> CaseResult {
         };
         let s = qp_in(env, t, from, &peer)?;
         let (m, a, p) = step(env, t, to, &peer);
-        expect_err(s.qp.modify(&a, m.minus(missing), p), EINVAL, &format!("{t:?} {from:?}->{to:?} without {missing:?}"))?;
+        expect_err(
+            s.qp.modify(&a, m.minus(missing), p),
+            EINVAL,
+            &format!("{t:?} {from:?}->{to:?} without {missing:?}"),
+        )?;
         check!(s.state()? == from, "refused modify changed the state");
         // And with it, it works.
         modify_to(env, &s, to, &peer)?;

@@ -6,12 +6,18 @@ use verbs_api::helpers::{to_init, to_rts};
 use verbs_api::{AsyncEvent, QpAttr, QpAttrMask, QpInitAttr, QpPath, QpState, QpType, RecvWr, SendOp, WcStatus};
 
 use super::{case, Case};
-use crate::kit::{bring_up, connect, expect, expect_err, ok, quiet, wait_event, wr, CaseResult, Env, Side, Spec, EINVAL};
+use crate::kit::{
+    bring_up, connect, expect, expect_err, ok, quiet, wait_event, wr, CaseResult, Env, Side, Spec, EINVAL,
+};
 use crate::{check, fail};
 
 pub fn cases() -> Vec<Case> {
     vec![
-        case("flush.modify_to_err", "IBTA Vol 1 ch. 10 (Error state: outstanding WRs complete with flush errors, in order)", flush_on_err),
+        case(
+            "flush.modify_to_err",
+            "IBTA Vol 1 ch. 10 (Error state: outstanding WRs complete with flush errors, in order)",
+            flush_on_err,
+        ),
         case("cq.overflow", "IBTA Vol 1 ch. 11 (Completion Queue overrun: CQ error, asynchronous event)", cq_overflow),
         case("srq.shared_receives", "IBTA Vol 1 ch. 10 (Shared Receive Queue)", srq_shared),
         case("srq.limit_event", "IBTA Vol 1 ch. 10, ch. 11 (SRQ limit: asynchronous event, then disarmed)", srq_limit),
@@ -21,7 +27,7 @@ pub fn cases() -> Vec<Case> {
 fn flush_on_err(env: &Env) -> CaseResult {
     let mut s = Spec::new(env, QpType::Rc);
     s.opts.timeout = 20; // ~4 s: nothing times out during the case
-    // The peer never answers (left in RESET), so sends stay outstanding.
+                         // The peer never answers (left in RESET), so sends stay outstanding.
     let a = Side::new(&env.a, &s)?;
     let silent = Side::new(&env.b, &s)?;
     bring_up(env, &a, &silent)?;
@@ -95,13 +101,18 @@ fn srq_shared(env: &Env) -> CaseResult {
         sq_sig_all: false,
     })?;
     let a2 = Side::new(&env.a, &sa)?;
-    let info2 = verbs_api::helpers::PeerInfo { qpn: qp2.qp_num(), psn: 5, gid: b.ctx.query_gid(1, env.gid_index as u32)? };
+    let info2 =
+        verbs_api::helpers::PeerInfo { qpn: qp2.qp_num(), psn: 5, gid: b.ctx.query_gid(1, env.gid_index as u32)? };
     to_init(&a2.qp, &sa.opts)?;
     to_rts(&a2.qp, a2.spec.psn, &info2, &sa.opts)?;
     to_init(&qp2, &sb.opts)?;
     to_rts(&qp2, 5, &a2.info(env.gid_index)?, &sb.opts)?;
     // Receives go to the SRQ, not the QP.
-    expect_err(qp2.post_recv(&[RecvWr { wr_id: 0, sg_list: vec![] }]).map_err(|e| e.1), EINVAL, "post_recv on a QP with an SRQ")?;
+    expect_err(
+        qp2.post_recv(&[RecvWr { wr_id: 0, sg_list: vec![] }]).map_err(|e| e.1),
+        EINVAL,
+        "post_recv on a QP with an SRQ",
+    )?;
     for i in 0..4u64 {
         srq.post_recv(&[RecvWr { wr_id: 100 + i, sg_list: vec![b.sge(i as usize * 1024, 1024)] }])?;
     }

@@ -2,13 +2,12 @@
 //! MTU, MTU+1, several MTUs, multi-MB), with the data and the completions
 //! checked on both sides.
 
-use verbs_api::{
-    AccessFlags, QpType, RecvWr, SendFlags, SendOp, SendWr, WcFlags, WcOpcode, WcStatus, WorkCompletion,
-};
+use verbs_api::{AccessFlags, QpType, RecvWr, SendFlags, SendOp, SendWr, WcFlags, WcOpcode, WcStatus, WorkCompletion};
 
 use super::{case, Case};
 use crate::kit::{
-    connect, expect, expect_err, ok, pair, pattern, sge, wr, CaseResult, Env, Side, Spec, Stop, EINVAL, ENOMEM,
+    connect, expect, expect_err, expect_nak, nak_spec, ok, pair, pattern, sge, wr, CaseResult, Env, Side, Spec, Stop,
+    EINVAL, ENOMEM,
 };
 use crate::{check, fail};
 
@@ -18,19 +17,35 @@ pub fn cases() -> Vec<Case> {
     vec![
         case("rc.send.sizes", RC, send_sizes),
         case("rc.send_imm", "IBTA Vol 1 ch. 9 (SEND with Immediate: ImmDt delivered in the CQE)", send_imm),
-        case("rc.send_inv", "IBTA Vol 1 ch. 9, ch. 10 (SEND with Invalidate: IETH, remote R_Key invalidated)", send_inv),
+        case(
+            "rc.send_inv",
+            "IBTA Vol 1 ch. 9, ch. 10 (SEND with Invalidate: IETH, remote R_Key invalidated)",
+            send_inv,
+        ),
         case("rc.write.sizes", "IBTA Vol 1 ch. 9 (RDMA WRITE: RETH, First/Middle/Last/Only)", write_sizes),
         case("rc.write_imm", "IBTA Vol 1 ch. 9 (RDMA WRITE with Immediate consumes a receive WQE)", write_imm),
         case("rc.read.sizes", "IBTA Vol 1 ch. 9 (RDMA READ: one PSN per response packet, READ > MTU)", read_sizes),
         case("rc.atomic.fetch_add", "IBTA Vol 1 ch. 9 (FetchAdd: AtomicETH, AtomicAckETH original value)", fetch_add),
         case("rc.atomic.cmp_swap", "IBTA Vol 1 ch. 9 (CmpSwap: swap iff equal, original value returned)", cmp_swap),
-        case("rc.atomic.misaligned", "IBTA Vol 1 ch. 9 (atomic VA must be 8-byte aligned: NAK Invalid Request)", atomic_misaligned),
-        case("rc.atomic.post_checks", "IBTA Vol 1 ch. 10, ch. 11 (atomics: one 8-byte local buffer)", atomic_post_checks),
+        case(
+            "rc.atomic.misaligned",
+            "IBTA Vol 1 ch. 9 (atomic VA must be 8-byte aligned: NAK Invalid Request)",
+            atomic_misaligned,
+        ),
+        case(
+            "rc.atomic.post_checks",
+            "IBTA Vol 1 ch. 10, ch. 11 (atomics: one 8-byte local buffer)",
+            atomic_post_checks,
+        ),
         case("rc.inline", "IBTA Vol 1 ch. 11 (Post Send: inline data); ibv_post_send(3) IBV_SEND_INLINE", inline),
         case("rc.multi_sge", "IBTA Vol 1 ch. 10 (scatter/gather lists)", multi_sge),
         case("rc.ordering", "IBTA Vol 1 ch. 10 (completions in work-request order per queue)", ordering),
         case("rc.unsignaled", "IBTA Vol 1 ch. 10 (selective signaling)", unsignaled),
-        case("rc.recv_too_small", "IBTA Vol 1 ch. 9 (responder length error: NAK Invalid Request), ch. 10 (Local Length Error)", recv_too_small),
+        case(
+            "rc.recv_too_small",
+            "IBTA Vol 1 ch. 9 (responder length error: NAK Invalid Request), ch. 10 (Local Length Error)",
+            recv_too_small,
+        ),
         case("rc.queue_limits", "IBTA Vol 1 ch. 11 (Post Send/Receive: queue full, too many SGEs)", queue_limits),
         case("rc.psn_wrap", "IBTA Vol 1 ch. 9 (PSN arithmetic modulo 2^24)", psn_wrap),
         case("rc.read.many_outstanding", "IBTA Vol 1 ch. 9 (responder resources, max_rd_atomic)", many_reads),
@@ -95,7 +110,7 @@ fn send_imm(env: &Env) -> CaseResult {
 }
 
 fn send_inv(env: &Env) -> CaseResult {
-    let (a, b) = pair(env, QpType::Rc, 1 << 16)?;
+    let (a, b) = connect(env, &nak_spec(env), &nak_spec(env))?;
     let victim = b.reg(4096, AccessFlags::LOCAL_WRITE | AccessFlags::REMOTE_WRITE)?;
     // The R_Key works before…
     a.mr.write(0, b"before")?;
@@ -108,11 +123,16 @@ fn send_inv(env: &Env) -> CaseResult {
     check_send_wc(&ok(env, &a.scq, "SEND_WITH_INV")?, WcOpcode::Send, 2000, "SEND_WITH_INV")?;
     let r = ok(env, &b.rcq, "RECV of SEND_WITH_INV")?;
     check!(r.wc_flags.contains(WcFlags::WITH_INV), "WITH_INV flag missing: {r:?}");
-    check!(r.invalidated_rkey == victim.rkey(), "invalidated_rkey {:#x}, expected {:#x}", r.invalidated_rkey, victim.rkey());
+    check!(
+        r.invalidated_rkey == victim.rkey(),
+        "invalidated_rkey {:#x}, expected {:#x}",
+        r.invalidated_rkey,
+        victim.rkey()
+    );
     check!(r.byte_len == 2000 && b.read(0, 2000)? == data, "payload of SEND_WITH_INV");
     // …and not after: a WRITE through it is a remote access error.
     a.post(wr(3, SendOp::RdmaWrite { remote_addr: victim.addr(), rkey: victim.rkey() }, vec![a.sge(0, 6)]))?;
-    expect(env, &a.scq, WcStatus::RemAccessErr, "WRITE through an invalidated R_Key")?;
+    expect_nak(env, &a.scq, WcStatus::RemAccessErr, "WRITE through an invalidated R_Key")?;
     Ok(())
 }
 
@@ -214,20 +234,30 @@ fn cmp_swap(env: &Env) -> CaseResult {
     atomic(&a, &b, 1, 8, |remote_addr, rkey| SendOp::AtomicCmpSwp { remote_addr, rkey, compare: 41, swap: 7 })?;
     let wc = ok(env, &a.scq, "CMP_SWAP (mismatch)")?;
     check!(wc.opcode == WcOpcode::CompSwap, "opcode {:?}", wc.opcode);
-    check!(u64_at(&a, 0)? == 42 && u64_at(&b, 8)? == 42, "mismatching CMP_SWAP: got {} remote {}", u64_at(&a, 0)?, u64_at(&b, 8)?);
+    check!(
+        u64_at(&a, 0)? == 42 && u64_at(&b, 8)? == 42,
+        "mismatching CMP_SWAP: got {} remote {}",
+        u64_at(&a, 0)?,
+        u64_at(&b, 8)?
+    );
     // Match: swapped.
-    atomic(&a, &b, 2, 8, |remote_addr, rkey| SendOp::AtomicCmpSwp { remote_addr, rkey, compare: 42, swap: u64::MAX - 1 })?;
+    atomic(&a, &b, 2, 8, |remote_addr, rkey| SendOp::AtomicCmpSwp {
+        remote_addr,
+        rkey,
+        compare: 42,
+        swap: u64::MAX - 1,
+    })?;
     ok(env, &a.scq, "CMP_SWAP (match)")?;
     check!(u64_at(&a, 0)? == 42 && u64_at(&b, 8)? == u64::MAX - 1, "matching CMP_SWAP: remote {:#x}", u64_at(&b, 8)?);
     Ok(())
 }
 
 fn atomic_misaligned(env: &Env) -> CaseResult {
-    let (a, b) = atomic_pair(env)?;
+    let (a, b) = connect(env, &nak_spec(env), &nak_spec(env))?;
     b.post_recv(5, 0, 64)?;
     b.mr.write(8, &9u64.to_ne_bytes())?;
     atomic(&a, &b, 1, 12, |remote_addr, rkey| SendOp::AtomicFetchAdd { remote_addr, rkey, add: 1 })?;
-    expect(env, &a.scq, WcStatus::RemInvReqErr, "FETCH_ADD at a VA not 8-byte aligned")?;
+    expect_nak(env, &a.scq, WcStatus::RemInvReqErr, "FETCH_ADD at a VA not 8-byte aligned")?;
     check!(u64_at(&b, 8)? == 9 && u64_at(&b, 16)? == 0, "misaligned atomic modified memory");
     // The responder treats it as a class C error too: its QP goes to ERR.
     crate::kit::wait_state(env, &b.qp, verbs_api::QpState::Err, "responder after a misaligned atomic")?;
@@ -238,7 +268,11 @@ fn atomic_misaligned(env: &Env) -> CaseResult {
 fn atomic_post_checks(env: &Env) -> CaseResult {
     let (a, b) = atomic_pair(env)?;
     let op = SendOp::AtomicFetchAdd { remote_addr: b.mr.addr(), rkey: b.mr.rkey(), add: 1 };
-    expect_err(a.qp.post_send(&[wr(1, op, vec![a.sge(0, 4)])], None).map_err(|e| e.1), EINVAL, "atomic with a 4-byte buffer")?;
+    expect_err(
+        a.qp.post_send(&[wr(1, op, vec![a.sge(0, 4)])], None).map_err(|e| e.1),
+        EINVAL,
+        "atomic with a 4-byte buffer",
+    )?;
     expect_err(a.qp.post_send(&[wr(1, op, vec![])], None).map_err(|e| e.1), EINVAL, "atomic without a buffer")?;
     check!(a.scq.wait(1, std::time::Duration::from_millis(20)).is_empty(), "refused posts completed");
     Ok(())
@@ -373,11 +407,11 @@ fn unsignaled(env: &Env) -> CaseResult {
 }
 
 fn recv_too_small(env: &Env) -> CaseResult {
-    let (a, b) = pair(env, QpType::Rc, 1 << 16)?;
+    let (a, b) = connect(env, &nak_spec(env), &nak_spec(env))?;
     b.post_recv(1, 0, 100)?;
     b.post_recv(2, 0, 100)?;
     a.post(wr(1, SendOp::Send, vec![a.sge(0, 101)]))?;
-    expect(env, &a.scq, WcStatus::RemInvReqErr, "SEND one byte larger than the receive buffer")?;
+    expect_nak(env, &a.scq, WcStatus::RemInvReqErr, "SEND one byte larger than the receive buffer")?;
     let r = expect(env, &b.rcq, WcStatus::LocLenErr, "receive WQE too small")?;
     check!(r.wr_id == 1, "length error reported on wr_id {}", r.wr_id);
     let r = expect(env, &b.rcq, WcStatus::WrFlushErr, "next receive WQE flushed")?;
@@ -396,8 +430,16 @@ fn queue_limits(env: &Env) -> CaseResult {
     check!(q.cap.max_send_wr >= 4 && q.cap.max_send_sge >= 2, "query cap {:?}", q.cap);
     let three = vec![a.sge(0, 1), a.sge(1, 1), a.sge(2, 1)];
     if q.cap.max_send_sge < 3 {
-        expect_err(a.qp.post_send(&[wr(1, SendOp::Send, three.clone())], None).map_err(|e| e.1), EINVAL, "3 SGEs, max 2")?;
-        expect_err(b.qp.post_recv(&[RecvWr { wr_id: 1, sg_list: three }]).map_err(|e| e.1), EINVAL, "3 receive SGEs, max 2")?;
+        expect_err(
+            a.qp.post_send(&[wr(1, SendOp::Send, three.clone())], None).map_err(|e| e.1),
+            EINVAL,
+            "3 SGEs, max 2",
+        )?;
+        expect_err(
+            b.qp.post_recv(&[RecvWr { wr_id: 1, sg_list: three }]).map_err(|e| e.1),
+            EINVAL,
+            "3 receive SGEs, max 2",
+        )?;
     }
     // Receive queue: the (cap+1)-th is refused, those before are posted; bad_wr names it.
     let n = q.cap.max_recv_wr as usize;
@@ -440,7 +482,11 @@ fn psn_wrap(env: &Env) -> CaseResult {
         check!(b.read(0, data.len())? == data, "message {i} across the PSN wrap differs");
         let src = pattern(i + 400, 4 * m);
         b.mr.write(32768, &src)?;
-        a.post(wr(i, SendOp::RdmaRead { remote_addr: b.mr.addr() + 32768, rkey: b.mr.rkey() }, vec![a.sge(32768, 4 * m)]))?;
+        a.post(wr(
+            i,
+            SendOp::RdmaRead { remote_addr: b.mr.addr() + 32768, rkey: b.mr.rkey() },
+            vec![a.sge(32768, 4 * m)],
+        ))?;
         ok(env, &a.scq, "READ across the PSN wrap")?;
         check!(a.read(32768, 4 * m)? == src, "READ {i} across the PSN wrap differs");
     }

@@ -20,7 +20,11 @@ pub fn cases() -> Vec<Case> {
         case("rnr.retry_infinite_late_recv", RNR, rnr_infinite),
         case("retry.peer_destroyed", RETRY, peer_destroyed),
         case("retry.total_loss", RETRY, total_loss),
-        case("retry.recovers_from_faults", "IBTA Vol 1 ch. 9 (RC: go-back-N, duplicate detection, responder resources)", recovers),
+        case(
+            "retry.recovers_from_faults",
+            "IBTA Vol 1 ch. 9 (RC: go-back-N, duplicate detection, responder resources)",
+            recovers,
+        ),
     ]
 }
 
@@ -86,7 +90,7 @@ fn short_retry(env: &Env) -> Spec {
 
 fn exhaust(env: &Env, a: &Side, what: &str) -> CaseResult {
     a.post(wr(1, SendOp::Send, vec![a.sge(0, 64)]))?;
-    a.post(wr(2, SendOp::RdmaWrite { remote_addr: 0, rkey: 0, }, vec![]))?;
+    a.post(wr(2, SendOp::RdmaWrite { remote_addr: 0, rkey: 0 }, vec![]))?;
     let t = Instant::now();
     expect(env, &a.scq, WcStatus::RetryExcErr, what)?;
     let took = t.elapsed();
@@ -136,7 +140,11 @@ fn recovers(env: &Env) -> CaseResult {
             let back = a.sge((512 << 10) + off, n);
             wrs.push(wr(4 * i + 2, SendOp::RdmaRead { remote_addr: dst, rkey: b.mr.rkey() }, vec![back]));
             let word = b.mr.addr() + (1 << 20) - 8;
-            wrs.push(wr(4 * i + 3, SendOp::AtomicFetchAdd { remote_addr: word, rkey: b.mr.rkey(), add: 1 }, vec![a.sge((1 << 20) - 8 - 8 * i as usize, 8)]));
+            wrs.push(wr(
+                4 * i + 3,
+                SendOp::AtomicFetchAdd { remote_addr: word, rkey: b.mr.rkey(), add: 1 },
+                vec![a.sge((1 << 20) - 8 - 8 * i as usize, 8)],
+            ));
         }
         a.qp.post_send(&wrs, None)?;
         for k in 0..64u64 {

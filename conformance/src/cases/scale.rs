@@ -1,4 +1,5 @@
 //! Many QPs at once.
+#![allow(clippy::needless_range_loop)] // pairs are indexed in step on both sides
 
 use std::sync::Arc;
 
@@ -24,7 +25,14 @@ fn many_pairs(env: &Env) -> CaseResult {
     let (ma, mb) = (pa.reg_mr(PAIRS * slot, AccessFlags::all())?, pb.reg_mr(PAIRS * slot, AccessFlags::all())?);
     let cap = QpCap { max_send_wr: 16, max_recv_wr: 16, max_send_sge: 1, max_recv_sge: 1, max_inline_data: 0 };
     let mk = |pd: &Arc<dyn verbs_api::Pd>, cq: &Arc<dyn verbs_api::Cq>| {
-        pd.create_qp(&QpInitAttr { qp_type: QpType::Rc, send_cq: cq.clone(), recv_cq: cq.clone(), srq: None, cap, sq_sig_all: true })
+        pd.create_qp(&QpInitAttr {
+            qp_type: QpType::Rc,
+            send_cq: cq.clone(),
+            recv_cq: cq.clone(),
+            srq: None,
+            cap,
+            sq_sig_all: true,
+        })
     };
     let mut qa: Vec<Arc<dyn Qp>> = Vec::new();
     let mut qb: Vec<Arc<dyn Qp>> = Vec::new();
@@ -56,8 +64,16 @@ fn many_pairs(env: &Env) -> CaseResult {
             &[
                 wr((i * 10) as u64, SendOp::Send, vec![sge(&ma, base, MSG)]),
                 wr((i * 10 + 1) as u64, SendOp::Send, vec![sge(&ma, base + MSG, MSG)]),
-                wr((i * 10 + 2) as u64, SendOp::RdmaWrite { remote_addr: dst, rkey: mb.rkey() }, vec![sge(&ma, base, MSG)]),
-                wr((i * 10 + 3) as u64, SendOp::RdmaRead { remote_addr: dst, rkey: mb.rkey() }, vec![sge(&ma, base + 2 * MSG, MSG)]),
+                wr(
+                    (i * 10 + 2) as u64,
+                    SendOp::RdmaWrite { remote_addr: dst, rkey: mb.rkey() },
+                    vec![sge(&ma, base, MSG)],
+                ),
+                wr(
+                    (i * 10 + 3) as u64,
+                    SendOp::RdmaRead { remote_addr: dst, rkey: mb.rkey() },
+                    vec![sge(&ma, base + 2 * MSG, MSG)],
+                ),
             ],
             None,
         )?;

@@ -6,8 +6,8 @@ use std::time::Duration;
 use verbs_api::{Gid, QpType, RecvWr, SendOp, SendWr, WcFlags, WcOpcode, WcStatus};
 
 use super::{case, Case};
-use crate::kit::{ah_to, expect, expect_err, ok, pair, pattern, quiet, wr, CaseResult, Env, Side, EINVAL};
 use crate::check;
+use crate::kit::{ah_to, expect, expect_err, ok, pair, pattern, quiet, wr, CaseResult, Env, Side, EINVAL};
 
 const GRH: &str =
     "IBTA Vol 1 ch. 11 (Post Receive: UD receive buffers start with a 40-byte GRH area); Annex A17 (RoCEv2: IP header in the GRH area)";
@@ -17,8 +17,16 @@ pub fn cases() -> Vec<Case> {
         case("ud.send_grh", GRH, send_grh),
         case("ud.send_imm", "IBTA Vol 1 ch. 9 (UD SEND Only with Immediate)", send_imm),
         case("ud.max_size", "IBTA Vol 1 ch. 9, ch. 11 (UD messages fit one packet: size <= path MTU)", max_size),
-        case("ud.qkey_mismatch_dropped", "IBTA Vol 1 ch. 10 (Q_Key check: a datagram with the wrong Q_Key is dropped)", qkey_mismatch),
-        case("ud.controlled_qkey", "IBTA Vol 1 ch. 10 (Q_Key with the high bit set in the WR: the QP's own Q_Key is sent)", controlled_qkey),
+        case(
+            "ud.qkey_mismatch_dropped",
+            "IBTA Vol 1 ch. 10 (Q_Key check: a datagram with the wrong Q_Key is dropped)",
+            qkey_mismatch,
+        ),
+        case(
+            "ud.controlled_qkey",
+            "IBTA Vol 1 ch. 10 (Q_Key with the high bit set in the WR: the QP's own Q_Key is sent)",
+            controlled_qkey,
+        ),
         case("ud.no_receive_dropped", "IBTA Vol 1 ch. 9 (UD responder without a receive WQE drops silently)", no_recv),
         case("ud.receive_too_small", "IBTA Vol 1 ch. 10 (Local Length Error on the receiver)", recv_too_small),
         case("ud.unsupported_ops", "IBTA Vol 1 ch. 9 (UD has SEND only)", unsupported),
@@ -46,12 +54,21 @@ fn check_grh(env: &Env, a: &Side, b: &Side, grh: &[u8]) -> CaseResult {
         (Some(s), Some(d)) => {
             let ip = &grh[20..40];
             check!(ip[0] >> 4 == 4, "GRH area bytes 20..40 are not an IPv4 header: {:02x?}", ip);
-            check!(ip[12..16] == s.octets() && ip[16..20] == d.octets(), "IPv4 header addresses {:?} (want {s} -> {d})", &ip[12..20]);
+            check!(
+                ip[12..16] == s.octets() && ip[16..20] == d.octets(),
+                "IPv4 header addresses {:?} (want {s} -> {d})",
+                &ip[12..20]
+            );
         }
         _ => {
             check!(grh[0] >> 4 == 6, "GRH area is not an IPv6 header: {:02x?}", &grh[..8]);
             let g = |r: std::ops::Range<usize>| Gid(grh[r].try_into().expect("16 bytes"));
-            check!(g(8..24) == sgid && g(24..40) == dgid, "GRH SGID/DGID {} {} (want {sgid} {dgid})", g(8..24), g(24..40));
+            check!(
+                g(8..24) == sgid && g(24..40) == dgid,
+                "GRH SGID/DGID {} {} (want {sgid} {dgid})",
+                g(8..24),
+                g(24..40)
+            );
         }
     }
     Ok(())
