@@ -116,6 +116,7 @@ impl Device {
             mode: cfg.mode,
             rocev1: cfg.rocev1,
             qos_wake: None,
+            timer_sleeps_until: None,
             pkeys: if cfg.pkeys.is_empty() { vec![0xffff] } else { cfg.pkeys.clone() },
             cqs: Default::default(),
             events: Default::default(),

@@ -30,6 +30,8 @@ use crate::namespace::{BoundaryMode, Namespace};
 pub struct CqInner {
     pub cqn: u32,
     pub cap: usize,
+    /// Threads blocked in `Cq::wait` (a completion wakes only if there are any).
+    pub waiters: std::sync::atomic::AtomicUsize,
     pub queue: Mutex<VecDeque<WorkCompletion>>,
     pub ready: Condvar,
     pub overflow: AtomicBool,
@@ -40,6 +42,7 @@ impl CqInner {
         CqInner {
             cqn,
             cap,
+            waiters: Default::default(),
             queue: Mutex::new(VecDeque::new()),
             ready: Condvar::new(),
             overflow: AtomicBool::new(false),
@@ -55,7 +58,9 @@ impl CqInner {
             return false;
         }
         q.push_back(wc);
-        self.ready.notify_all();
+        if self.waiters.load(Ordering::Acquire) > 0 {
+            self.ready.notify_all();
+        }
         true
     }
 }
@@ -80,6 +85,8 @@ pub struct Core {
     pub rocev1: bool,
     /// When a QoS-throttled flush should run again.
     pub qos_wake: Option<Instant>,
+    /// Until when the timer thread sleeps (None: it is awake).
+    pub timer_sleeps_until: Option<Instant>,
     pub pkeys: Vec<u16>,
     /// Send and receive CQ of each QP.
     pub cqs: HashMap<u32, (Arc<CqInner>, Arc<CqInner>)>,
@@ -211,7 +218,14 @@ impl Shared {
         if !core.events.is_empty() {
             self.events.notify_all();
         }
-        self.timer.notify_one();
+        // Wake the timer thread only if it sleeps past the new deadline.
+        let next = match (core.ep.poll_timeout(), core.qos_wake) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        if next.is_some_and(|t| core.timer_sleeps_until.is_none_or(|s| t < s)) {
+            self.timer.notify_one();
+        }
     }
 
     /// Records a security event on the device's namespace stream.
@@ -319,7 +333,9 @@ pub fn spawn(shared: &Arc<Shared>, mut rx: Box<dyn LinkRx>) -> std::io::Result<V
                 Some(t) => (t - now).min(Duration::from_millis(100)),
                 None => Duration::from_millis(100),
             };
+            core.timer_sleeps_until = Some(now + wait);
             core = s.timer.wait_timeout(core, wait).map(|(g, _)| g).unwrap_or_else(|e| e.into_inner().0);
+            core.timer_sleeps_until = None;
         }
         if let Some(p) = core.pcap.take() {
             use std::io::Write;

@@ -4,10 +4,11 @@
 //! pairs to a bridge in a hub namespace (root). Everything created is torn
 //! down when the testbed is dropped.
 //!
-//! Device `i` has MAC 02:53:52:44:00:0i, IPv4 10.99.0.(i+1)/24 and IPv6
-//! fd99::(i+1)/64; so its GID 1 is `::ffff:10.99.0.(i+1)`, GID 2 `fd99::(i+1)`.
-//! In TAP mode the kernel of namespace `i` has 10.99.0.(101+i)/24 and
-//! fd99::(101+i)/64 on its bridge, so `ip netns exec NS ping 10.99.0.(i+1)`
+//! Device `i` (i < 250) has MAC 02:53:52:44:00:(i+1), IPv4 10.99.0.(i+1)/16
+//! and IPv6 fd99::(i+1)/64 (hex); so its GID 1 is `::ffff:10.99.0.(i+1)`,
+//! GID 2 `fd99::(i+1)`. Larger testbeds continue in 10.99.1.0 and so on.
+//! In TAP mode the kernel of namespace `i` has 10.99.128.(i+1)/16 and
+//! fd99::1:(i+1)/64 on its bridge, so `ip netns exec NS ping 10.99.0.(i+1)`
 //! (or `ping fd99::(i+1)`) reaches the device.
 
 use std::io;
@@ -24,14 +25,22 @@ use crate::device::{BrokenChecks, Device, DeviceConfig};
 use crate::namespace::Namespace;
 
 pub fn device_mac(i: usize) -> [u8; 6] {
-    [0x02, 0x53, 0x52, 0x44, 0x00, i as u8 + 1]
+    let n = (i + 1) as u16;
+    [0x02, 0x53, 0x52, 0x44, (n >> 8) as u8, n as u8]
 }
 
+/// 10.99.(i/250).(i%250+1)/16 and fd99::(i+1) — unique for the first 32 000
+/// devices (10.99.128.0/17 is the kernels' side of TAP testbeds).
 pub fn device_addrs(i: usize) -> Vec<(IpAddr, u8)> {
     vec![
-        (IpAddr::from([10, 99, 0, i as u8 + 1]), 24),
-        (IpAddr::V6(format!("fd99::{}", i + 1).parse().expect("literal")), 64),
+        (IpAddr::from([10, 99, (i / 250) as u8, (i % 250) as u8 + 1]), 16),
+        (IpAddr::V6(format!("fd99::{:x}", i + 1).parse().expect("literal")), 64),
     ]
+}
+
+/// The kernel's address on namespace `i`'s bridge (TAP testbeds).
+fn kernel_addrs(i: usize) -> (String, String) {
+    (format!("10.99.{}.{}/16", 128 + i / 250, i % 250 + 1), format!("fd99::1:{:x}/64", i + 1))
 }
 
 /// Options common to both kinds of testbed.
@@ -139,8 +148,8 @@ impl Testbed {
             for ifname in [va.as_str(), "srdbr", "lo"] {
                 netns::link_up(Some(&name), ifname)?;
             }
-            netns::add_addr(Some(&name), "srdbr", &format!("10.99.0.{}/24", 101 + i))?;
-            let v6 = format!("fd99::{}/64", 101 + i);
+            let (v4, v6) = kernel_addrs(i);
+            netns::add_addr(Some(&name), "srdbr", &v4)?;
             netns::ip(Some(&name), &["addr", "add", &v6, "dev", "srdbr", "nodad"])?;
             links.push(link);
         }

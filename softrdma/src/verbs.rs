@@ -413,13 +413,19 @@ impl Cq for SoftCq {
     fn wait(&self, max: usize, timeout: Duration) -> Vec<WorkCompletion> {
         let Ok(mut q) = self.inner.queue.lock() else { return Vec::new() };
         let deadline = WallInstant::now() + timeout;
+        // Registered under the queue lock, so a push after our check sees us.
+        self.inner.waiters.fetch_add(1, Ordering::AcqRel);
         while q.is_empty() {
             let Some(left) = deadline.checked_duration_since(WallInstant::now()) else { break };
             q = match self.inner.ready.wait_timeout(q, left) {
                 Ok((g, _)) => g,
-                Err(_) => return Vec::new(),
+                Err(_) => {
+                    self.inner.waiters.fetch_sub(1, Ordering::AcqRel);
+                    return Vec::new();
+                }
             };
         }
+        self.inner.waiters.fetch_sub(1, Ordering::AcqRel);
         let n = max.min(q.len());
         q.drain(..n).collect()
     }
