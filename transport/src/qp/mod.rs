@@ -611,6 +611,11 @@ impl Qp {
             || self.rq.iter().any(|w| w.sges.iter().any(|s| s.lkey == lkey))
     }
 
+    /// Whether completions or events wait to be polled.
+    pub fn has_output(&self) -> bool {
+        !self.completions.is_empty() || !self.events.is_empty()
+    }
+
     pub fn poll_completion(&mut self) -> Option<Completion> {
         self.completions.pop_front()
     }
