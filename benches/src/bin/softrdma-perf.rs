@@ -345,11 +345,16 @@ fn run(cli: Cli) -> Result<(), String> {
         Cmd::ScaleNs(c) => {
             let n = c.iters.unwrap_or(16) as usize;
             let size = if c.size == 65536 { 4096 } else { c.size };
-            let mut r = scale::scale_ns(c.fabric, n, 100, size)?;
+            let mut r = scale::scale_ns(c.fabric, n, 100, size, c.qp_timeout)?;
             for (k, v) in &r.facts {
                 println!("{k:<34} {v}");
             }
-            finish(&mut r, &c)
+            finish(&mut r, &c)?;
+            let bad = |k: &str| r.facts.iter().any(|(f, v)| f == k && v != "0");
+            if bad("pairs_failed") || bad("namespaces_left") {
+                return Err("some pairs failed or namespaces were left behind".into());
+            }
+            Ok(())
         }
     }
 }
