@@ -36,6 +36,11 @@ pub fn cases() -> Vec<Case> {
         case("access.qp_access_flags", "IBTA Vol 1 ch. 10, ch. 11 (QP remote access enables)", qp_access_flags),
         case("access.deregistered_rkey", "IBTA Vol 1 ch. 10 (a deregistered region's R_Key is invalid)", deregistered),
         case("access.local_bad_lkey", "IBTA Vol 1 ch. 10 (L_Key checks: Local Protection Error)", local_bad_lkey),
+        case(
+            "access.local_no_local_write",
+            "IBTA Vol 1 ch. 10 (Local Write access; Local Protection Error), ch. 9 (NAK Remote Operational Error)",
+            local_no_local_write,
+        ),
     ]
 }
 
@@ -283,5 +288,27 @@ fn local_bad_lkey(env: &Env) -> CaseResult {
     wait_state(env, &a.qp, QpState::Err, "RC requester after a local protection error")?;
     // Nothing reached the peer.
     crate::kit::quiet(&b.rcq, std::time::Duration::from_millis(30), "peer of a failed gather")?;
+    Ok(())
+}
+
+fn local_no_local_write(env: &Env) -> CaseResult {
+    // A READ scattering into a region without LOCAL_WRITE: local protection error.
+    let (a, b) = connect(env, &rc(env), &rc(env))?;
+    let ro = a.reg(4096, AccessFlags::REMOTE_READ)?;
+    a.post(wr(1, SendOp::RdmaRead { remote_addr: b.mr.addr(), rkey: b.mr.rkey() }, vec![crate::kit::sge(&ro, 0, 64)]))?;
+    expect(env, &a.scq, WcStatus::LocProtErr, "READ into an MR without LOCAL_WRITE")?;
+    wait_state(env, &a.qp, QpState::Err, "requester after a local protection error")?;
+    // A SEND into a receive buffer without LOCAL_WRITE: the responder's
+    // local protection error, NAKed as a remote operational error.
+    let (a, b) = connect(env, &rc(env), &rc(env))?;
+    let ro = b.reg(4096, AccessFlags::REMOTE_READ)?;
+    b.qp.post_recv(&[verbs_api::RecvWr { wr_id: 5, sg_list: vec![crate::kit::sge(&ro, 0, 64)] }])?;
+    a.post(wr(1, SendOp::Send, vec![a.sge(0, 16)]))?;
+    expect_nak(env, &a.scq, WcStatus::RemOpErr, "SEND into a receive buffer without LOCAL_WRITE")?;
+    let r = expect(env, &b.rcq, WcStatus::LocProtErr, "receive WQE naming an MR without LOCAL_WRITE")?;
+    check!(r.wr_id == 5, "wr_id {}", r.wr_id);
+    let mut got = [0u8; 16];
+    ro.read(0, &mut got)?;
+    check!(got == [0; 16], "data landed in a region without LOCAL_WRITE");
     Ok(())
 }

@@ -194,6 +194,9 @@ fn read_sizes(env: &Env) -> CaseResult {
         check!(a.read(0, n)? == src[off..off + n], "READ of {n} B: local bytes differ");
         check!(a.read(n, 1)? == [0xa5], "READ of {n} B wrote past its length");
     }
+    // Zero-length READ with a junk R_Key: IBTA ch. 9 — no R_Key check for a 0-byte RETH.
+    a.post(wr(99, SendOp::RdmaRead { remote_addr: 0, rkey: 0xdead_0000 }, vec![]))?;
+    ok(env, &a.scq, "zero-length READ with a junk R_Key")?;
     Ok(())
 }
 
@@ -416,6 +419,14 @@ fn recv_too_small(env: &Env) -> CaseResult {
     check!(r.wr_id == 1, "length error reported on wr_id {}", r.wr_id);
     let r = expect(env, &b.rcq, WcStatus::WrFlushErr, "next receive WQE flushed")?;
     check!(r.wr_id == 2, "flushed wr_id {}", r.wr_id);
+    // The same when the overflow shows only in a later packet of the message.
+    let (a, b) = connect(env, &nak_spec(env), &nak_spec(env))?;
+    let m = env.mtu_bytes();
+    b.post_recv(3, 0, 2 * m + 10)?;
+    a.post(wr(3, SendOp::Send, vec![a.sge(0, 3 * m)]))?;
+    expect_nak(env, &a.scq, WcStatus::RemInvReqErr, "3-packet SEND into a 2-packet buffer")?;
+    let r = expect(env, &b.rcq, WcStatus::LocLenErr, "receive WQE too small for the LAST packet")?;
+    check!(r.wr_id == 3, "length error reported on wr_id {}", r.wr_id);
     Ok(())
 }
 
@@ -439,6 +450,15 @@ fn queue_limits(env: &Env) -> CaseResult {
             b.qp.post_recv(&[RecvWr { wr_id: 1, sg_list: three }]).map_err(|e| e.1),
             EINVAL,
             "3 receive SGEs, max 2",
+        )?;
+    }
+    // IBTA Vol 1 ch. 9: a message is at most 2^31 bytes.
+    let huge = vec![a.sge(0, 0x8000_0000), a.sge(0, 1)];
+    if q.cap.max_send_sge >= 2 {
+        expect_err(
+            a.qp.post_send(&[wr(1, SendOp::Send, huge)], None).map_err(|e| e.1),
+            EINVAL,
+            "2^31 + 1 byte message",
         )?;
     }
     // Receive queue: the (cap+1)-th is refused, those before are posted; bad_wr names it.

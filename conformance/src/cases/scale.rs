@@ -78,7 +78,7 @@ fn many_pairs(env: &Env) -> CaseResult {
             None,
         )?;
     }
-    let mut seen = vec![0u8; PAIRS];
+    let mut seen = [0u8; PAIRS];
     for _ in 0..4 * PAIRS {
         let wc = ok(env, &cqa, "send completion of one of 64 pairs")?;
         let (i, k) = ((wc.wr_id / 10) as usize, (wc.wr_id % 10) as u8);
@@ -86,7 +86,7 @@ fn many_pairs(env: &Env) -> CaseResult {
         check!(k == seen[i], "pair {i}: completion {k} before {} (per-QP order)", seen[i]);
         seen[i] += 1;
     }
-    let mut recvd = vec![0u8; PAIRS];
+    let mut recvd = [0u8; PAIRS];
     for _ in 0..2 * PAIRS {
         let wc = ok(env, &cqb, "receive completion of one of 64 pairs")?;
         let (i, k) = ((wc.wr_id / 10) as usize, (wc.wr_id % 10) as u8);
