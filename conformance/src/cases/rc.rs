@@ -50,6 +50,12 @@ pub fn cases() -> Vec<Case> {
         case("rc.psn_wrap", "IBTA Vol 1 ch. 9 (PSN arithmetic modulo 2^24)", psn_wrap),
         case("rc.read.many_outstanding", "IBTA Vol 1 ch. 9 (responder resources, max_rd_atomic)", many_reads),
         case("rc.ipv6_gid", "IBTA Vol 1 Annex A17 (RoCEv2 over IPv6)", ipv6),
+        case("rc.loopback", "IBTA Vol 1 ch. 9 (RC between two QPs of one port)", loopback),
+        case(
+            "rc.access_change_in_rts",
+            "IBTA Vol 1 ch. 10, ch. 11 (RTS→RTS may change the QP access flags)",
+            access_change,
+        ),
     ]
 }
 
@@ -566,5 +572,42 @@ fn ipv6(env: &Env) -> CaseResult {
     ok(env, &a.scq, "SEND over IPv6")?;
     ok(env, &b.rcq, "RECV over IPv6")?;
     check!(b.read(0, 3000)? == data, "data over IPv6 differs");
+    Ok(())
+}
+
+fn loopback(env: &Env) -> CaseResult {
+    let s = Spec::new(env, QpType::Rc);
+    let a = Side::new(&env.a, &s)?;
+    let b = Side::new(&env.a, &s)?;
+    crate::kit::bring_up(env, &a, &b)?;
+    crate::kit::bring_up(env, &b, &a)?;
+    let data = pattern(9, 5000);
+    a.mr.write(0, &data)?;
+    b.post_recv(1, 0, 8192)?;
+    a.post(wr(1, SendOp::Send, vec![a.sge(0, 5000)]))?;
+    ok(env, &a.scq, "loopback SEND")?;
+    let r = ok(env, &b.rcq, "loopback RECV")?;
+    check!(r.byte_len == 5000 && b.read(0, 5000)? == data, "loopback SEND: {r:?}");
+    a.post(wr(2, SendOp::RdmaRead { remote_addr: b.mr.addr(), rkey: b.mr.rkey() }, vec![a.sge(8192, 5000)]))?;
+    ok(env, &a.scq, "loopback READ")?;
+    check!(a.read(8192, 5000)? == data, "loopback READ data differs");
+    Ok(())
+}
+
+fn access_change(env: &Env) -> CaseResult {
+    let (a, b) = connect(env, &nak_spec(env), &nak_spec(env))?;
+    let w = |id| wr(id, SendOp::RdmaWrite { remote_addr: b.mr.addr(), rkey: b.mr.rkey() }, vec![a.sge(0, 8)]);
+    a.post(w(1))?;
+    ok(env, &a.scq, "WRITE while the responder allows it")?;
+    let attr = verbs_api::QpAttr {
+        qp_state: verbs_api::QpState::Rts,
+        qp_access_flags: AccessFlags::LOCAL_WRITE | AccessFlags::REMOTE_READ,
+        ..verbs_api::QpAttr::default()
+    };
+    let m = verbs_api::QpAttrMask::STATE | verbs_api::QpAttrMask::ACCESS_FLAGS;
+    b.qp.modify(&attr, m, verbs_api::QpPath::default())?;
+    check!(b.qp.query()?.qp_access_flags == attr.qp_access_flags, "access flags not applied");
+    a.post(w(2))?;
+    expect_nak(env, &a.scq, WcStatus::RemAccessErr, "WRITE after RTS→RTS removed REMOTE_WRITE")?;
     Ok(())
 }
