@@ -62,7 +62,12 @@ fn rnr_limited(env: &Env) -> CaseResult {
     a.post(wr(1, SendOp::Send, vec![a.sge(0, 8)]))?;
     expect(env, &a.scq, WcStatus::RnrRetryExcErr, "SEND with rnr_retry 3, never a receive")?;
     let took = t.elapsed();
-    check!(took >= Duration::from_micros(3 * 1920), "3 RNR retries of >= 1.92 ms took only {took:?}");
+    // Loss and reordering only make it longer. Duplication is left out: a
+    // duplicated request draws two RNR NAKs for one attempt, and a device
+    // may (softrdma does) spend a retry on each.
+    if env.faults.dup == 0.0 {
+        check!(took >= Duration::from_micros(3 * 1920), "3 RNR retries of >= 1.92 ms took only {took:?}");
+    }
     Ok(())
 }
 
