@@ -1,7 +1,7 @@
 //! How the transport reaches memory: through the [`Memory`] trait, which
 //! resolves an L_Key or R_Key to a registered region and checks protection
 //! domain, access rights, bounds and (for atomics) alignment — the checks of
-//! IBTA Vol 1 §10.6.3 ("memory region access validation") and ch. 9 for the
+//! IBTA Vol 1 ch. 10 (memory region access validation) and ch. 9 for the
 //! responder. Tests and the simulator use [`RegionTable`], plain `Vec`s.
 
 use verbs_api::AccessFlags;
@@ -30,7 +30,7 @@ pub enum MemError {
     Misaligned,
 }
 
-/// The two atomic operations of IBTA §9.4.5.
+/// The two atomic operations of IBTA Vol 1 ch. 9.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum AtomicOp {
     CompareSwap { compare: u64, swap: u64 },

@@ -154,7 +154,13 @@ impl Qp {
     }
 
     fn rnr_nak(&mut self, now: Instant, psn: Psn, timer: u8) {
-        // IBTA §9.7.5.2.8: rnr_retry 7 means retry forever.
+        // A copy of the RNR NAK we are already waiting out (a duplicated
+        // request draws two) must not spend another retry.
+        if self.req.rnr_until.is_some() && self.req.rnr_psn == Some(psn) {
+            return;
+        }
+        self.req.rnr_psn = Some(psn);
+        // IBTA Vol 1 ch. 9 (RNR NAK): rnr_retry 7 means retry forever.
         if self.attr.rnr_retry != 7 {
             if self.req.rnr_left == 0 {
                 self.counters.retry_rnr_exceeded_err += 1;

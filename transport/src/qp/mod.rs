@@ -211,6 +211,8 @@ pub(crate) struct Requester {
     pub rnr_left: u8,
     pub ack_deadline: Option<Instant>,
     pub rnr_until: Option<Instant>,
+    /// The PSN the current RNR wait is for.
+    pub rnr_psn: Option<Psn>,
     pub noack_pkts: u32,
     pub ssn: u32,
     /// The PSN the last NAK-driven rewind went back to, until progress: more

@@ -166,7 +166,9 @@ impl Qp {
         {
             wc.status = WcStatus::LocProtErr;
         }
-        wc.byte_len = need as u32;
+        if wc.status == WcStatus::Success {
+            wc.byte_len = need as u32;
+        }
         wc.src_qp = deth.src_qpn;
         wc.wc_flags.insert(WcFlags::GRH);
         if let Some(imm) = pkt.ib.ext.immdt {

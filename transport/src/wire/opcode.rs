@@ -1,4 +1,4 @@
-//! The BTH opcode table of IBTA Vol 1 §9.2 (Table 38 "OpCode Field"): which
+//! The BTH opcode table of IBTA Vol 1 §9.2 (the "OpCode Field" table): which
 //! transport service an opcode belongs to, which extension headers follow the BTH
 //! in which order (§9.2 "packet header layout"), and whether a payload may follow.
 //!
