@@ -473,7 +473,7 @@ pub fn run_bw(t: Test, ca: &Arc<dyn Context>, cb: &Arc<dyn Context>, cfg: &PerfC
 
 fn spin_yield() -> u32 {
     static V: std::sync::OnceLock<u32> = std::sync::OnceLock::new();
-    *V.get_or_init(|| std::env::var("SOFTRDMA_PERF_SPIN_YIELD").ok().and_then(|v| v.parse().ok()).unwrap_or(1).max(1))
+    *V.get_or_init(|| std::env::var("SOFTRDMA_PERF_SPIN_YIELD").ok().and_then(|v| v.parse().ok()).unwrap_or(8).max(1))
 }
 
 /// Spins (yielding) until byte `off` of `mr` is `want`.
