@@ -253,30 +253,37 @@ impl Shared {
     }
 
     /// Handles one received frame.
-    fn receive(&self, frame: &[u8]) {
+    /// Handles a batch of received frames under one lock and one flush.
+    fn receive(&self, frames: &[&[u8]]) {
         let now = self.now();
         let mut core = self.lock();
+        for frame in frames {
+            self.receive_one(&mut core, now, frame);
+        }
+        self.flush(&mut core);
+    }
+
+    fn receive_one(&self, core: &mut Core, now: Instant, frame: &[u8]) {
         core.counters.rx_frames += 1;
         if let Some(p) = &mut core.pcap {
             let _ = p.write(self.elapsed(), frame);
         }
         match classify(frame) {
-            FrameKind::RoceV2 => self.admit(&mut core, now, frame),
-            FrameKind::RoceV1 if core.rocev1 => self.admit(&mut core, now, frame),
+            FrameKind::RoceV2 => self.admit(core, now, frame),
+            FrameKind::RoceV1 if core.rocev1 => self.admit(core, now, frame),
             FrameKind::RoceV1 => {
                 core.counters.rx_rocev1_dropped += 1;
                 let detail = format!("RoCEv1 frame from {:02x?} refused", &frame[6..12]);
-                self.audit(&core, "rocev1", None, None, detail);
+                self.audit(core, "rocev1", None, None, detail);
             }
             FrameKind::Other(_) => {
                 core.counters.rx_host_frames += 1;
                 let replies = core.host.handle(frame, self.elapsed());
                 for r in replies {
-                    self.put(&mut core, &r);
+                    self.put(core, &r);
                 }
             }
         }
-        self.flush(&mut core);
     }
 
     fn admit(&self, core: &mut Core, now: Instant, frame: &[u8]) {
@@ -296,14 +303,33 @@ impl Shared {
     }
 }
 
+/// Frames the receive thread takes from its link per lock and flush.
+const RX_BATCH: usize = 32;
+
 /// Starts the receive and timer threads of a device.
 pub fn spawn(shared: &Arc<Shared>, mut rx: Box<dyn LinkRx>) -> std::io::Result<Vec<std::thread::JoinHandle<()>>> {
     let s = shared.clone();
     let rx_thread = std::thread::Builder::new().name(format!("{}-rx", shared.name)).spawn(move || {
-        let mut buf = vec![0u8; s.mtu + 64];
+        // Up to RX_BATCH frames the link already holds are handled together.
+        let mut bufs: Vec<Vec<u8>> = (0..RX_BATCH).map(|_| vec![0u8; s.mtu + 64]).collect();
+        let mut lens = [0usize; RX_BATCH];
         while !s.stopped() {
-            match rx.recv(&mut buf, Duration::from_millis(50)) {
-                Ok(Some(n)) => s.receive(&buf[..n]),
+            match rx.recv(&mut bufs[0], Duration::from_millis(50)) {
+                Ok(Some(n)) => {
+                    lens[0] = n;
+                    let mut k = 1;
+                    while k < RX_BATCH {
+                        match rx.recv(&mut bufs[k], Duration::ZERO) {
+                            Ok(Some(n)) => {
+                                lens[k] = n;
+                                k += 1;
+                            }
+                            _ => break,
+                        }
+                    }
+                    let frames: Vec<&[u8]> = bufs[..k].iter().zip(&lens[..k]).map(|(b, &n)| &b[..n]).collect();
+                    s.receive(&frames);
+                }
                 Ok(None) => {}
                 Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => break,
                 Err(_) => std::thread::sleep(Duration::from_millis(10)),
