@@ -8,13 +8,11 @@ use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use smoltcp::wire::EthernetAddress;
+mod common;
+use common::forge;
 use softrdma::backend::memory::Fabric;
 use softrdma::device::{Device, DeviceConfig};
 use softrdma::namespace::{BoundaryMode, Namespace, Resource};
-use transport::wire::{
-    BthRepr, EthernetRepr, ExtHeaders, FrameRepr, IbRepr, Ipv4Repr, NetRepr, Opcode, UdpChecksum, UdpRepr,
-};
 use verbs_api::helpers::{to_init, to_rts, ConnectOptions, Endpoint as End, PeerInfo};
 use verbs_api::{
     AccessFlags, Gid, QpAttr, QpAttrMask, QpCap, QpInitAttr, QpPath, QpState, QpType, RecvWr, SendOp, SendWr, Sge,
@@ -192,44 +190,6 @@ fn jobs_see_only_their_own_jkey_and_its_wire_encoding() {
     let _ = std::fs::remove_file(&pcap);
 }
 
-/// A raw port on the fabric, for frames no device would send.
-fn forge(src_ip: [u8; 4], dst_ip: [u8; 4], dmac: [u8; 6], qpn: u32, psn: u32) -> Vec<u8> {
-    let ib = IbRepr {
-        bth: {
-            let mut b = BthRepr::new(Opcode::RcSendOnly, 0xffff, qpn, psn);
-            b.ack_req = true;
-            b
-        },
-        ext: ExtHeaders::default(),
-        payload_len: 8,
-    };
-    let f = FrameRepr {
-        eth: EthernetRepr {
-            dst: EthernetAddress(dmac),
-            src: EthernetAddress([0x02, 0xee, 0, 0, 0, 1]),
-            vlan: None,
-            ethertype: 0,
-        },
-        net: NetRepr::V4 {
-            ip: Ipv4Repr {
-                src: src_ip.into(),
-                dst: dst_ip.into(),
-                dscp: 0,
-                ecn: 0,
-                ident: 1,
-                dont_frag: true,
-                ttl: 64,
-                protocol: 17,
-            },
-            udp: UdpRepr { src_port: 0xc000, dst_port: 4791, checksum: UdpChecksum::None },
-        },
-        ib,
-    };
-    let mut out = vec![0u8; f.buffer_len()];
-    f.emit(&[0x41; 8], &mut out).unwrap();
-    out
-}
-
 #[test]
 fn spoofed_source_foreign_destination_and_rocev1_are_refused() {
     let fab = Fabric::new();
@@ -242,11 +202,11 @@ fn spoofed_source_foreign_destination_and_rocev1_are_refused() {
         .unwrap();
     let attacker = fab.attach([0x02, 0xee, 0, 0, 0, 1], 1500);
     // From 10.42.0.33 (not the QP's peer 10.42.0.31) to v1's QP.
-    attacker.tx.send(&forge([10, 42, 0, 33], [10, 42, 0, 32], mac(32), y.qp.qp_num(), 2)).unwrap();
+    attacker.tx.send(&forge([10, 42, 0, 33], [10, 42, 0, 32], mac(32), y.qp.qp_num(), 2, 0xffff)).unwrap();
     // To v1's MAC but another namespace's address.
-    attacker.tx.send(&forge([10, 42, 0, 31], [10, 42, 0, 33], mac(32), y.qp.qp_num(), 2)).unwrap();
+    attacker.tx.send(&forge([10, 42, 0, 31], [10, 42, 0, 33], mac(32), y.qp.qp_num(), 2, 0xffff)).unwrap();
     // A RoCEv1 frame (EtherType 0x8915) to v1.
-    let mut v1frame = forge([10, 42, 0, 31], [10, 42, 0, 32], mac(32), y.qp.qp_num(), 2);
+    let mut v1frame = forge([10, 42, 0, 31], [10, 42, 0, 32], mac(32), y.qp.qp_num(), 2, 0xffff);
     v1frame[12..14].copy_from_slice(&0x8915u16.to_be_bytes());
     attacker.tx.send(&v1frame).unwrap();
     std::thread::sleep(Duration::from_millis(200));
