@@ -19,8 +19,10 @@
 #
 # Env: RXE_VM (default: ../shared/rxe-vm beside the checkout, else /work/shared/rxe-vm),
 #   RXE_VM_DIR (image cache, default ~/.cache/rxe-vm; built when missing), SOFTRDMA
-#   (a softrdma binary to use instead of `cargo build --release -p softrdma`), ITERS_SMALL /
-#   ITERS_LARGE (iterations of the small / large-message cases, default 100 / 20).
+#   (a softrdma binary to use instead of `cargo build --release -p softrdma`), SOFTRDMA_ARGS
+#   (more options for every softrdma run, e.g. --rxe-retry), RC_SIZES / UC_SIZES / SRQ_SIZES /
+#   UD_SIZES (message sizes of the full run; "mtu" is the path MTU), ITERS_SMALL / ITERS_LARGE / ITERS_HUGE (iterations for sizes up to 4096,
+#   up to 100000, beyond; default 200 / 50 / 5).
 # Needs root (network namespaces, TAP, QEMU).
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
@@ -41,7 +43,12 @@ if [ -z "${RXE_VM:-}" ]; then
   [ -x "$repo/../shared/rxe-vm/run-pair.sh" ] && RXE_VM=$(cd "$repo/../shared/rxe-vm" && pwd)
 fi
 export RXE_VM_DIR=${RXE_VM_DIR:-$HOME/.cache/rxe-vm}
-small_n=${ITERS_SMALL:-100} large_n=${ITERS_LARGE:-20}
+small_n=${ITERS_SMALL:-200} large_n=${ITERS_LARGE:-50} huge_n=${ITERS_HUGE:-5}
+# Message sizes of the full run: 1 and 1001 (one packet, 3 pad bytes), 20003 (20 packets
+# at MTU 1024, 5 at 4096; the last with 1 pad byte), 1048573 (1024 or 256 packets: AckReq
+# every 64 and at most 128 unacknowledged; RC only, see docs/interop.md); UD: 1, 1001, MTU.
+sizes_rc=${RC_SIZES:-"1 1001 20003 1048573"} sizes_uc=${UC_SIZES:-"1 1001 20003"}
+sizes_srq=${SRQ_SIZES:-"1 1001 20003"} sizes_ud=${UD_SIZES:-"1 1001 mtu"}
 t_start=$(date +%s)
 
 [ "$(id -u)" = 0 ] || { echo "interop/run.sh needs root" >&2; exit 2; }
@@ -65,7 +72,7 @@ trap 'exit 130' INT TERM
 
 # Cases: "tool softrdma-role gid path-mtu size iters", one list per link MTU.
 cases_for() { # link_mtu
-  local lmtu=$1 pmtu tool role gid size
+  local lmtu=$1 pmtu tool role gid size v
   pmtu=$([ "$lmtu" = 9000 ] && echo 4096 || echo 1024)
   if [ $quick = 1 ]; then
     echo "rc server 1 $pmtu 20003 $large_n"
@@ -78,11 +85,11 @@ cases_for() { # link_mtu
   for tool in rc uc ud srq; do
     for gid in 1 2; do
       for role in server client; do
-        for size in 1001 big; do
-          if [ $size = big ]; then
-            if [ $tool = ud ]; then size=$pmtu; else size=20003; fi
-          fi
-          echo "$tool $role $gid $pmtu $size $([ "$size" -gt 4096 ] && echo "$large_n" || echo "$small_n")"
+        v=sizes_$tool
+        for size in ${!v}; do
+          [ "$size" = mtu ] && size=$pmtu
+          echo "$tool $role $gid $pmtu $size $( ( [ "$size" -gt 100000 ] && echo "$huge_n" ) ||
+            ( [ "$size" -gt 4096 ] && echo "$large_n" ) || echo "$small_n")"
         done
       done
     done
@@ -119,8 +126,9 @@ PRE
       if [ "$role" = server ]; then   # softrdma serves, the tool connects to br0's 10.77.0.1
         echo "cli case.$i.log ibv_${tool}_pingpong $a 10.77.0.1; echo \$? >case.$i.rc"
       else
-        echo "timeout 300 stdbuf -oL ibv_${tool}_pingpong $a >case.$i.log 2>&1; echo \$? >case.$i.rc"
+        echo "timeout 150 stdbuf -oL ibv_${tool}_pingpong $a >case.$i.log 2>&1; echo \$? >case.$i.rc"
       fi
+      echo "(ip -s link show eth0; cd /sys/class/infiniband/rxe0/ports/1/hw_counters && grep . *) >case.$i.counters 2>&1"
       echo "cat case.$i.log; echo \"== case $i rc=\$(cat case.$i.rc)\""
     done
     echo "exit 0"
@@ -137,7 +145,7 @@ host_side() { # dir, case lines on stdin
     lmtu=$([ "$pmtu" = 4096 ] && echo 9000 || echo 1500)
     a=$(tool_args "$tool" "$gid" "$pmtu" "$size" "$iters" $((18515 + i)))
     local dev="--netns $ns --tap srdpp0 --bridge br0 --addr 10.77.0.21/24 --addr fd77::21/64
-      --mac 02:53:52:44:77:21 --link-mtu $lmtu --pcap $dir/case.$i.pcap --timeout 60 --wait 400"
+      --mac 02:53:52:44:77:21 --link-mtu $lmtu --pcap $dir/case.$i.pcap --timeout 60 --wait 400 ${SOFTRDMA_ARGS:-}"
     if [ "$role" = server ]; then
       # shellcheck disable=SC2086
       timeout 500 "$SOFTRDMA" pingpong "$tool" server $a $dev </dev/null >"$dir/host.$i.log" 2>&1 && rc=0 || rc=$?

@@ -813,6 +813,9 @@ pub struct PingpongArgs {
     /// Fail when no completion arrives for this many seconds.
     #[arg(long, default_value_t = 30)]
     pub timeout: u64,
+    /// Read retry_cnt 7 as rxe does (retry forever) instead of IBTA's seven retries.
+    #[arg(long = "rxe-retry")]
+    pub rxe_retry: bool,
     /// Client: keep retrying the TCP connect for this many seconds; server:
     /// give up when no client came within this many seconds (0: wait forever).
     #[arg(long, default_value_t = 0)]
@@ -896,6 +899,7 @@ fn cli(a: &PingpongArgs) -> Result<(), (u8, String)> {
     }
     let mut cfg = DeviceConfig::new("srd0", addrs);
     cfg.pcap = a.pcap.clone();
+    cfg.rxe_retry_quirk = a.rxe_retry;
     let dev = Device::start(cfg, link).map_err(|e| setup(format!("device: {e}")))?;
     let ctx = dev.context();
     let ns = match &a.netns {
@@ -948,7 +952,7 @@ fn cli(a: &PingpongArgs) -> Result<(), (u8, String)> {
 fn selftest(a: &PingpongArgs, o: &PpOptions) -> Result<(), (u8, String)> {
     use crate::backend::memory::Faults;
     use crate::testbed::{Testbed, TestbedOptions};
-    let opts = TestbedOptions { pcap_prefix: a.pcap.clone(), ..Default::default() };
+    let opts = TestbedOptions { pcap_prefix: a.pcap.clone(), rxe_retry_quirk: a.rxe_retry, ..Default::default() };
     let bed = Testbed::memory(2, Faults::default(), &opts).map_err(|e| (2, format!("memory testbed: {e}")))?;
     let ctx = bed.contexts();
     let o = PpOptions { verbose: false, ..o.clone() };
