@@ -22,7 +22,8 @@
 #   (a softrdma binary to use instead of `cargo build --release -p softrdma`), SOFTRDMA_ARGS
 #   (more options for every softrdma run, e.g. --rxe-retry), RC_SIZES / UC_SIZES / SRQ_SIZES /
 #   UD_SIZES (message sizes of the full run; "mtu" is the path MTU), ITERS_SMALL / ITERS_LARGE / ITERS_HUGE (iterations for sizes up to 4096,
-#   up to 100000, beyond; default 200 / 50 / 5).
+#   up to 100000, beyond; default 200 / 50 / 5), NEGATIVE_CONTROL=1 (softrdma without -c: the
+#   srd-client cases of rc, uc and ud must then FAIL, proving the guest-side check bites).
 # Needs root (network namespaces, TAP, QEMU).
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
@@ -144,6 +145,9 @@ host_side() { # dir, case lines on stdin
     fi
     lmtu=$([ "$pmtu" = 4096 ] && echo 9000 || echo 1500)
     a=$(tool_args "$tool" "$gid" "$pmtu" "$size" "$iters" $((18515 + i)))
+    # Negative control: without -c softrdma leaves page starts at 0x7b, which the tool's -c
+    # check on a server must report ("invalid data in page 0"), failing the srd-client cases.
+    [ "${NEGATIVE_CONTROL:-0}" = 1 ] && a=${a/ -c/}
     local dev="--netns $ns --tap srdpp0 --bridge br0 --addr 10.77.0.21/24 --addr fd77::21/64
       --mac 02:53:52:44:77:21 --link-mtu $lmtu --pcap $dir/case.$i.pcap --timeout 60 --wait 400 ${SOFTRDMA_ARGS:-}"
     if [ "$role" = server ]; then
