@@ -17,7 +17,8 @@
 # --filter REGEX: only the cases whose label matches (e.g. 'srq|ud').
 # --out DIR: keep logs, captures and the table there (default: a fresh /tmp/interop.*).
 #
-# Env: RXE_VM (default: ../shared/rxe-vm beside the checkout, else /work/shared/rxe-vm),
+# Env: RXE_VM (default: ../shared/rxe-vm beside the checkout, else /work/shared/rxe-vm,
+#   else interop/rxe-vm — a copy of the shared scripts),
 #   RXE_VM_DIR (image cache, default ~/.cache/rxe-vm; built when missing), SOFTRDMA
 #   (a softrdma binary to use instead of `cargo build --release -p softrdma`), SOFTRDMA_ARGS
 #   (more options for every softrdma run, e.g. --rxe-retry), RC_SIZES / UC_SIZES / SRQ_SIZES /
@@ -40,7 +41,10 @@ while [ $# -gt 0 ]; do
   shift
 done
 if [ -z "${RXE_VM:-}" ]; then
-  RXE_VM=/work/shared/rxe-vm
+  # The shared copy beside the checkout, else /work/shared, else the copy
+  # kept in this repository (interop/rxe-vm) so a bare CI checkout works.
+  RXE_VM=$repo/interop/rxe-vm
+  [ -x /work/shared/rxe-vm/run-pair.sh ] && RXE_VM=/work/shared/rxe-vm
   [ -x "$repo/../shared/rxe-vm/run-pair.sh" ] && RXE_VM=$(cd "$repo/../shared/rxe-vm" && pwd)
 fi
 export RXE_VM_DIR=${RXE_VM_DIR:-$HOME/.cache/rxe-vm}
