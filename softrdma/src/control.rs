@@ -22,6 +22,7 @@ use std::sync::{Arc, Mutex};
 
 use verbs_api::Gid;
 
+use crate::audit::json_str;
 use crate::backend::memory::Fabric;
 use crate::backend::tap::{open_tap, TapConfig};
 use crate::device::{Device, DeviceConfig};
@@ -102,10 +103,6 @@ fn resource(name: &str) -> Result<Resource, String> {
         .into_iter()
         .find(|r| r.name() == name)
         .ok_or_else(|| format!("unknown resource {name} (one of: {})", Resource::ALL.map(|r| r.name()).join(", ")))
-}
-
-fn json_str(s: &str) -> String {
-    format!("\"{}\"", s.replace('\\', "\\\\").replace('"', "\\\""))
 }
 
 impl Control {

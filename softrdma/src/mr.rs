@@ -8,7 +8,9 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock};
 
-use transport::mem::{read_right, write_right, AtomicOp, Key, MemError, Memory};
+use transport::mem::{
+    apply_atomic, check_bounds, check_key, read_right, write_right, AtomicOp, Key, MemError, Memory, RegionKeys,
+};
 use verbs_api::AccessFlags;
 
 #[derive(Debug)]
@@ -23,6 +25,18 @@ pub struct Region {
 }
 
 impl Region {
+    fn keys(&self) -> RegionKeys {
+        RegionKeys {
+            pd: self.pd,
+            lkey: self.lkey,
+            rkey: self.rkey,
+            remote_valid: self.remote_valid.load(Ordering::Acquire),
+            access: self.access,
+            va: self.va,
+            len: self.len() as u64,
+        }
+    }
+
     pub fn len(&self) -> usize {
         self.data.read().map(|d| d.len()).unwrap_or(0)
     }
@@ -92,29 +106,16 @@ impl DevMemory {
         len: u64,
         need: AccessFlags,
     ) -> Result<(&Arc<Region>, usize), MemError> {
-        let (k, remote) = match key {
-            Key::Local(k) => (k, false),
-            Key::Remote(k) => (k, true),
+        let k = match key {
+            Key::Local(k) | Key::Remote(k) => k,
         };
         let r = self.regions.get(&(k >> 8)).ok_or(MemError::InvalidKey)?;
-        if (remote && (r.rkey != k || !r.remote_valid.load(Ordering::Acquire))) || (!remote && r.lkey != k) {
-            return Err(MemError::InvalidKey);
-        }
-        if r.pd != pd {
-            return Err(MemError::PdMismatch);
-        }
-        if !r.access.contains(need) {
-            return Err(MemError::AccessDenied);
-        }
-        if remote && self.skip_rkey_bounds {
+        let keys = r.keys();
+        check_key(&keys, pd, key, need)?;
+        if matches!(key, Key::Remote(_)) && self.skip_rkey_bounds {
             return Ok((r, va.wrapping_sub(r.va).min(usize::MAX as u64) as usize));
         }
-        let off = va.checked_sub(r.va).ok_or(MemError::OutOfBounds)?;
-        let end = off.checked_add(len).ok_or(MemError::OutOfBounds)?;
-        if end > r.len() as u64 {
-            return Err(MemError::OutOfBounds);
-        }
-        Ok((r, off as usize))
+        Ok((r, check_bounds(&keys, va, len)?))
     }
 }
 
@@ -160,30 +161,13 @@ impl Memory for DevMemory {
         if inside(d.len(), off, 8) < 8 {
             return Ok(0); // only with skip_rkey_bounds: nothing to operate on
         }
-        let cell = &mut d[off..off + 8];
-        let orig = u64::from_ne_bytes(cell.try_into().map_err(|_| MemError::OutOfBounds)?);
-        let new = match op {
-            AtomicOp::CompareSwap { compare, swap } => {
-                if orig == compare {
-                    swap
-                } else {
-                    orig
-                }
-            }
-            AtomicOp::FetchAdd { add } => orig.wrapping_add(add),
-        };
-        cell.copy_from_slice(&new.to_ne_bytes());
-        Ok(orig)
+        let cell: &mut [u8; 8] = (&mut d[off..off + 8]).try_into().map_err(|_| MemError::OutOfBounds)?;
+        Ok(apply_atomic(cell, op))
     }
 
     fn invalidate(&mut self, pd: u32, rkey: u32) -> Result<(), MemError> {
         let r = self.regions.get(&(rkey >> 8)).ok_or(MemError::InvalidKey)?;
-        if r.rkey != rkey || !r.remote_valid.load(Ordering::Acquire) {
-            return Err(MemError::InvalidKey);
-        }
-        if r.pd != pd {
-            return Err(MemError::PdMismatch);
-        }
+        check_key(&r.keys(), pd, Key::Remote(rkey), AccessFlags::NONE)?;
         r.remote_valid.store(false, Ordering::Release);
         Ok(())
     }

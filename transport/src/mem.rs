@@ -67,6 +67,62 @@ pub fn write_right(key: Key) -> AccessFlags {
     }
 }
 
+/// What the shared checks need to know of a region (every `Memory`
+/// implementation validates through these, so the rule lives in one place).
+#[derive(Debug, Clone, Copy)]
+pub struct RegionKeys {
+    pub pd: u32,
+    pub lkey: u32,
+    pub rkey: u32,
+    pub remote_valid: bool,
+    pub access: AccessFlags,
+    pub va: u64,
+    pub len: u64,
+}
+
+/// IBTA Vol 1 ch. 10 (memory access validation), the key part: the key
+/// names this region (an invalidated R_Key no longer does), the PD matches,
+/// and the region grants `need`.
+pub fn check_key(r: &RegionKeys, pd: u32, key: Key, need: AccessFlags) -> Result<(), MemError> {
+    let named = match key {
+        Key::Local(k) => r.lkey == k,
+        Key::Remote(k) => r.rkey == k && r.remote_valid,
+    };
+    if !named {
+        return Err(MemError::InvalidKey);
+    }
+    if r.pd != pd {
+        return Err(MemError::PdMismatch);
+    }
+    if !r.access.contains(need) {
+        return Err(MemError::AccessDenied);
+    }
+    Ok(())
+}
+
+/// The bounds part: `[va, va+len)` lies inside the region; returns the offset.
+pub fn check_bounds(r: &RegionKeys, va: u64, len: u64) -> Result<usize, MemError> {
+    let off = va.checked_sub(r.va).ok_or(MemError::OutOfBounds)?;
+    let end = off.checked_add(len).ok_or(MemError::OutOfBounds)?;
+    if end > r.len {
+        return Err(MemError::OutOfBounds);
+    }
+    Ok(off as usize)
+}
+
+/// Executes `op` on an 8-byte word in host order (as ibverbs atomics see
+/// memory); returns the original value.
+pub fn apply_atomic(cell: &mut [u8; 8], op: AtomicOp) -> u64 {
+    let orig = u64::from_ne_bytes(*cell);
+    let new = match op {
+        AtomicOp::CompareSwap { compare, swap } if orig == compare => swap,
+        AtomicOp::CompareSwap { .. } => orig,
+        AtomicOp::FetchAdd { add } => orig.wrapping_add(add),
+    };
+    *cell = new.to_ne_bytes();
+    orig
+}
+
 /// A registered region of a [`RegionTable`].
 #[derive(Debug, Clone)]
 pub struct Region {
@@ -85,6 +141,20 @@ pub struct Region {
 pub struct RegionTable {
     regions: Vec<Option<Region>>,
     key_byte: u8,
+}
+
+impl Region {
+    fn keys(&self) -> RegionKeys {
+        RegionKeys {
+            pd: self.pd,
+            lkey: self.lkey,
+            rkey: self.rkey,
+            remote_valid: self.remote_valid,
+            access: self.access,
+            va: self.va,
+            len: self.data.len() as u64,
+        }
+    }
 }
 
 impl RegionTable {
@@ -121,26 +191,12 @@ impl RegionTable {
     }
 
     fn lookup(&self, pd: u32, key: Key, va: u64, len: u64, need: AccessFlags) -> Result<(&Region, usize), MemError> {
-        let (k, remote) = match key {
-            Key::Local(k) => (k, false),
-            Key::Remote(k) => (k, true),
+        let k = match key {
+            Key::Local(k) | Key::Remote(k) => k,
         };
         let r = self.region(k).ok_or(MemError::InvalidKey)?;
-        if (remote && (r.rkey != k || !r.remote_valid)) || (!remote && r.lkey != k) {
-            return Err(MemError::InvalidKey);
-        }
-        if r.pd != pd {
-            return Err(MemError::PdMismatch);
-        }
-        if !r.access.contains(need) {
-            return Err(MemError::AccessDenied);
-        }
-        let off = va.checked_sub(r.va).ok_or(MemError::OutOfBounds)?;
-        let end = off.checked_add(len).ok_or(MemError::OutOfBounds)?;
-        if end > r.data.len() as u64 {
-            return Err(MemError::OutOfBounds);
-        }
-        Ok((r, off as usize))
+        check_key(&r.keys(), pd, key, need)?;
+        Ok((r, check_bounds(&r.keys(), va, len)?))
     }
 }
 
@@ -170,31 +226,13 @@ impl Memory for RegionTable {
         let (r, off) = self.lookup(pd, Key::Remote(rkey), va, 8, AccessFlags::REMOTE_ATOMIC)?;
         let idx = (r.lkey >> 8) as usize;
         let r = self.regions[idx].as_mut().ok_or(MemError::InvalidKey)?;
-        let cell: &mut [u8] = &mut r.data[off..off + 8];
-        // Atomics operate on host-order 64-bit words of the target memory.
-        let orig = u64::from_ne_bytes(cell.try_into().map_err(|_| MemError::OutOfBounds)?);
-        let new = match op {
-            AtomicOp::CompareSwap { compare, swap } => {
-                if orig == compare {
-                    swap
-                } else {
-                    orig
-                }
-            }
-            AtomicOp::FetchAdd { add } => orig.wrapping_add(add),
-        };
-        cell.copy_from_slice(&new.to_ne_bytes());
-        Ok(orig)
+        let cell: &mut [u8; 8] = (&mut r.data[off..off + 8]).try_into().map_err(|_| MemError::OutOfBounds)?;
+        Ok(apply_atomic(cell, op))
     }
 
     fn invalidate(&mut self, pd: u32, rkey: u32) -> Result<(), MemError> {
         let r = self.region_mut(rkey).ok_or(MemError::InvalidKey)?;
-        if r.rkey != rkey || !r.remote_valid {
-            return Err(MemError::InvalidKey);
-        }
-        if r.pd != pd {
-            return Err(MemError::PdMismatch);
-        }
+        check_key(&r.keys(), pd, Key::Remote(rkey), AccessFlags::NONE)?;
         r.remote_valid = false;
         Ok(())
     }
