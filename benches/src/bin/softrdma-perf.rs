@@ -81,6 +81,50 @@ struct Common {
     /// Where the two ends run.
     #[arg(long = "fabric", value_enum, default_value = "memory")]
     fabric: FabricKind,
+    /// perftest TCP mode (write_bw, read_bw, send_bw, atomic_bw): `server`
+    /// (listen on -p) or `client HOST`; the other end is perftest's ib_*_bw
+    /// or another softrdma-perf. Without it both ends run in this process.
+    #[arg(value_parser = ["server", "client"])]
+    role: Option<String>,
+    /// perftest TCP mode: the server to connect to.
+    host: Option<String>,
+    /// perftest TCP mode: TCP port of the out-of-band exchange.
+    #[arg(short = 'p', long = "port", default_value_t = benches::oob::PORT)]
+    port: u16,
+    /// perftest TCP mode: local GID index (1: the first --addr).
+    #[arg(short = 'x', long = "gid-index", default_value_t = 1)]
+    gid_index: u32,
+    /// Accepted for perftest compatibility (CPU frequency check); ignored.
+    #[arg(short = 'F', long = "CPU-freq")]
+    cpu_freq: bool,
+    /// Accepted for perftest compatibility (device name); ignored.
+    #[arg(short = 'd', long = "ib-dev")]
+    ib_dev: Option<String>,
+    /// atomic_bw: FETCH_AND_ADD or CMP_AND_SWAP.
+    #[arg(short = 'A', long = "atomic_type", default_value = "FETCH_AND_ADD", value_parser = ["FETCH_AND_ADD", "CMP_AND_SWAP"])]
+    atomic_type: String,
+    /// perftest TCP mode: network namespace of the TAP and the socket.
+    #[arg(long)]
+    netns: Option<String>,
+    /// perftest TCP mode: TAP interface name.
+    #[arg(long, default_value = "srdpf0")]
+    tap: String,
+    /// perftest TCP mode: make the TAP a port of this bridge (in --netns).
+    #[arg(long)]
+    bridge: Option<String>,
+    /// perftest TCP mode: the device's addresses (GID 1, 2, ... in order).
+    #[arg(long = "addr", value_name = "CIDR")]
+    addrs: Vec<String>,
+    /// perftest TCP mode: the device's MAC address.
+    #[arg(long)]
+    mac: Option<String>,
+    /// perftest TCP mode: link MTU of the TAP (default: follows -m).
+    #[arg(long = "link-mtu")]
+    link_mtu: Option<usize>,
+    /// perftest TCP mode: client: retry the connect this long; server: wait
+    /// this long for a client (0: forever). Seconds.
+    #[arg(long, default_value_t = 0)]
+    wait: u64,
 }
 
 #[derive(Debug, Subcommand)]
@@ -216,7 +260,77 @@ fn finish(r: &mut Report, c: &Common) -> Result<(), String> {
     Ok(())
 }
 
+/// perftest TCP mode: one end of the test, the other end over TCP.
+fn oob_test(t: Test, c: &Common) -> Result<(), String> {
+    use benches::oob::{run_cli, DevPlace, OobConfig};
+    let cfg = perf_config(c, 5000)?;
+    if cfg.conn != QpType::Rc {
+        return Err("perftest TCP mode supports -c RC only".into());
+    }
+    let role = c.role.as_deref().unwrap_or("server");
+    let host = match role {
+        "client" => Some(c.host.clone().ok_or("client needs the server's HOST")?),
+        _ => None,
+    };
+    let oc = OobConfig {
+        test: t,
+        size: c.size,
+        iters: cfg.iters,
+        mtu: cfg.mtu,
+        gid_idx: c.gid_index,
+        tx_depth: cfg.tx_depth,
+        rx_depth: cfg.rx_depth,
+        timeout: cfg.timeout,
+        cmp_swap: c.atomic_type == "CMP_AND_SWAP",
+        stall: Duration::from_secs(60),
+    };
+    let place = DevPlace {
+        netns: c.netns.clone(),
+        tap: c.tap.clone(),
+        bridge: c.bridge.clone(),
+        addrs: c.addrs.clone(),
+        mac: c.mac.clone(),
+        link_mtu: c.link_mtu.unwrap_or(fabric::link_mtu_for(cfg.mtu.bytes())),
+    };
+    let title = if t == Test::AtomicBw { format!("Atomic {} BW Test", c.atomic_type) } else { t.title().to_string() };
+    banner(&title, c, &[("Mode", format!("perftest TCP, {role}, port {}", c.port))]);
+    let r = run_cli(&oc, &place, host.as_deref(), c.port, Duration::from_secs(c.wait));
+    match r {
+        Ok(r) => {
+            println!(" peer version {}, MTU {}", r.peer_version, r.mtu);
+            println!(
+                " local  address: QPN {:#08x} PSN {:#08x} OUT {:#04x} RKey {:#010x} VAddr {:#018x} GID {}",
+                r.local.qpn, r.local.psn, r.local.out_reads, r.local.rkey, r.local.vaddr, r.local.gid
+            );
+            println!(
+                " remote address: QPN {:#08x} PSN {:#08x} OUT {:#04x} RKey {:#010x} VAddr {:#018x} GID {}",
+                r.remote.qpn, r.remote.psn, r.remote.out_reads, r.remote.rkey, r.remote.vaddr, r.remote.gid
+            );
+            println!(
+                " client report: {} bytes x {} iterations, BW peak {:.2} MB/s, BW average {:.2} MB/s, {:.6} Mpps",
+                r.report.size, r.report.iters, r.report.bw_peak, r.report.bw_avg, r.report.msg_rate
+            );
+            println!(" completions here: {}; check: {}", r.completions, r.check);
+            println!("{LINE}");
+            let verdict = if r.check_ok { "PASS" } else { "FAIL" };
+            println!("softrdma-perf {} {role}: {verdict}", t.title());
+            if r.check_ok {
+                Ok(())
+            } else {
+                Err(format!("check failed: {}", r.check))
+            }
+        }
+        Err(e) => {
+            println!("softrdma-perf {} {role}: FAIL: {e}", t.title());
+            Err(e)
+        }
+    }
+}
+
 fn verbs_test(t: Test, name: &str, c: &Common) -> Result<(), String> {
+    if c.role.is_some() {
+        return oob_test(t, c);
+    }
     let cfg = perf_config(c, if t.is_bw() { 5000 } else { 1000 })?;
     let devs = Devices::new(c.fabric, 2, fabric::link_mtu_for(cfg.mtu.bytes())).map_err(|e| format!("devices: {e}"))?;
     let (a, b) = (devs.context(0), devs.context(1));

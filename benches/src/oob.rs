@@ -1,0 +1,695 @@
+//! perftest's out-of-band TCP exchange (as perftest 6.06, packaged as
+//! "perftest 4.5" in Debian 12, speaks it), so that one end of a
+//! `softrdma-perf write_bw|read_bw|send_bw|atomic_bw` run can be the real
+//! `ib_*_bw` on another host (e.g. kernel rxe in a guest).
+//!
+//! The exchange, every step symmetric ("xchg": the client writes its bytes
+//! and then reads the server's; the server reads, then writes):
+//!
+//! 1. versions: 16 bytes, a NUL-terminated version string ("6.06"); perftest
+//!    refuses peers older than 5.70;
+//! 2. system data: cycle buffer (page size) and cache line size, each a
+//!    big-endian i32; both sides take the maximum;
+//! 3. MTU: 2 bytes, the `enum ibv_mtu` value as a decimal string ("3\0" for
+//!    1024); both sides take the smaller;
+//! 4. per QP, the "pingpong_dest" message: 108 bytes, `KEY_PRINT_FMT_GID`
+//!    `"%04x:%04x:%06x:%06x:%08x:%016llx:" + 16 x "%02x:" + "%08x:"` (LID,
+//!    outstanding reads, QPN, PSN, rkey, buffer address, the 16 GID bytes in
+//!    order, SRQ number), NUL-padded;
+//! 5. both sides connect their QPs (RTR/RTS), then one more dest message is
+//!    exchanged as a barrier ("an additional handshake after RTR"); send_bw
+//!    has the server post its receives before that barrier;
+//! 6. the client runs the test; the server (for write/read/atomic, which are
+//!    one-sided) waits for the client's next dest message;
+//! 7. write/read/atomic: after that barrier the client's report goes to the
+//!    server (size, iterations: u64 big-endian; BW peak, BW average, message
+//!    rate: doubles with their bytes swapped), each as its own xchg;
+//! 8. a last dest message is exchanged (`ctx_close_connection`) and the
+//!    socket closed.
+
+use std::io::{self, Read, Write};
+use std::net::{IpAddr, TcpStream};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use softrdma::backend::netns::{self, NetNs};
+use softrdma::backend::tap::{open_tap, TapConfig};
+use softrdma::device::{Device, DeviceConfig};
+use verbs_api::helpers::{to_init, ConnectOptions};
+use verbs_api::{
+    AccessFlags, AhAttr, Context, Gid, Mtu, QpAttr, QpAttrMask, QpCap, QpInitAttr, QpPath, QpState, QpType, RecvWr,
+    SendFlags, SendOp, SendWr, Sge, WcStatus,
+};
+
+use crate::perf::Test;
+
+/// The version softrdma claims: the protocol of perftest 6.06.
+pub const VERSION: &str = "6.06";
+/// `sizeof(user_param->version)`.
+pub const VERSION_LEN: usize = 16;
+/// `KEY_MSG_SIZE_GID`.
+pub const DEST_LEN: usize = 108;
+/// perftest's default TCP port.
+pub const PORT: u16 = 18515;
+/// What softrdma reports as its cycle buffer (page size) and cache line.
+const CYCLE_BUFFER: i32 = 4096;
+const CACHE_LINE: i32 = 64;
+
+pub type Res<T> = Result<T, String>;
+
+/// One QP's `struct pingpong_dest` as it crosses the socket.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Dest {
+    pub lid: u16,
+    pub out_reads: u32,
+    pub qpn: u32,
+    pub psn: u32,
+    pub rkey: u32,
+    pub vaddr: u64,
+    pub gid: Gid,
+    pub srqn: u32,
+}
+
+impl Dest {
+    pub fn to_msg(&self) -> [u8; DEST_LEN] {
+        let mut s = format!(
+            "{:04x}:{:04x}:{:06x}:{:06x}:{:08x}:{:016x}:",
+            self.lid, self.out_reads, self.qpn, self.psn, self.rkey, self.vaddr
+        );
+        for b in self.gid.0 {
+            s.push_str(&format!("{b:02x}:"));
+        }
+        s.push_str(&format!("{:08x}:", self.srqn));
+        let mut m = [0u8; DEST_LEN];
+        let n = s.len().min(DEST_LEN - 1);
+        m[..n].copy_from_slice(&s.as_bytes()[..n]);
+        m
+    }
+
+    pub fn parse(msg: &[u8]) -> Res<Dest> {
+        let end = msg.iter().position(|&b| b == 0).unwrap_or(msg.len());
+        let s = std::str::from_utf8(&msg[..end]).map_err(|_| "dest message is not ASCII".to_string())?;
+        let bad = || format!("malformed dest message {s:?}");
+        let f: Vec<&str> = s.split(':').collect();
+        if f.len() < 23 {
+            return Err(bad());
+        }
+        let h32 = |x: &str| u32::from_str_radix(x, 16).map_err(|_| bad());
+        let mut gid = [0u8; 16];
+        for (i, g) in gid.iter_mut().enumerate() {
+            *g = u8::from_str_radix(f[6 + i], 16).map_err(|_| bad())?;
+        }
+        Ok(Dest {
+            lid: h32(f[0])? as u16,
+            out_reads: h32(f[1])?,
+            qpn: h32(f[2])? & 0xff_ffff,
+            psn: h32(f[3])? & 0xff_ffff,
+            rkey: h32(f[4])?,
+            vaddr: u64::from_str_radix(f[5], 16).map_err(|_| bad())?,
+            gid: Gid(gid),
+            srqn: h32(f[22]).unwrap_or(0),
+        })
+    }
+}
+
+/// The client's results as `xchg_bw_reports` sends them.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct BwReport {
+    pub size: u64,
+    pub iters: u64,
+    pub bw_peak: f64,
+    pub bw_avg: f64,
+    pub msg_rate: f64,
+}
+
+/// The socket and which end of it this is.
+pub struct Oob {
+    pub s: TcpStream,
+    pub client: bool,
+}
+
+impl Oob {
+    pub fn new(s: TcpStream, client: bool, timeout: Duration) -> Res<Oob> {
+        s.set_nodelay(true).map_err(|e| format!("TCP_NODELAY: {e}"))?;
+        s.set_read_timeout(Some(timeout)).map_err(|e| format!("socket timeout: {e}"))?;
+        Ok(Oob { s, client })
+    }
+
+    /// `ctx_xchg_data`: the client writes first, the server reads first.
+    pub fn xchg(&mut self, mine: &[u8], what: &str) -> Res<Vec<u8>> {
+        let mut theirs = vec![0u8; mine.len()];
+        let w = |s: &mut TcpStream| s.write_all(mine).map_err(|e| format!("{what}: write: {e}"));
+        if self.client {
+            w(&mut self.s)?;
+            self.s.read_exact(&mut theirs).map_err(|e| format!("{what}: read: {e}"))?;
+        } else {
+            self.s.read_exact(&mut theirs).map_err(|e| format!("{what}: read: {e}"))?;
+            w(&mut self.s)?;
+        }
+        Ok(theirs)
+    }
+
+    /// `ctx_hand_shake`.
+    pub fn hand_shake(&mut self, my: &Dest, what: &str) -> Res<Dest> {
+        let r = self.xchg(&my.to_msg(), what)?;
+        Dest::parse(&r)
+    }
+
+    /// Steps 1–3; returns the peer's version and the agreed MTU.
+    pub fn preamble(&mut self, mtu: Mtu) -> Res<(String, Mtu)> {
+        let mut v = [0u8; VERSION_LEN];
+        v[..VERSION.len()].copy_from_slice(VERSION.as_bytes());
+        let r = self.xchg(&v, "version exchange")?;
+        let end = r.iter().position(|&b| b == 0).unwrap_or(r.len());
+        let rv = String::from_utf8_lossy(&r[..end]).to_string();
+        let num: f64 = rv.trim().parse().unwrap_or(0.0);
+        if num < 5.70 {
+            return Err(format!("peer perftest version {rv:?} is older than 5.70 (not supported)"));
+        }
+        self.xchg(&CYCLE_BUFFER.to_be_bytes(), "cycle buffer exchange")?;
+        self.xchg(&CACHE_LINE.to_be_bytes(), "cache line exchange")?;
+        let code = mtu_code(mtu);
+        let mine = [b'0' + code, 0];
+        let r = self.xchg(&mine, "MTU exchange")?;
+        let rem = (r[0] as char).to_digit(10).unwrap_or(0) as u8;
+        let agreed = if (1..=5).contains(&rem) && rem < code { mtu_from_code(rem) } else { mtu };
+        Ok((rv, agreed))
+    }
+
+    /// `xchg_bw_reports` for a peer of version 5.33 or later (no per-port part).
+    pub fn bw_reports(&mut self, mine: &BwReport) -> Res<BwReport> {
+        let mut get = |v: [u8; 8], w: &str| -> Res<[u8; 8]> {
+            let r = self.xchg(&v, w)?;
+            Ok(r.try_into().unwrap_or([0; 8]))
+        };
+        let size = u64::from_be_bytes(get(mine.size.to_be_bytes(), "report size")?);
+        let iters = u64::from_be_bytes(get(mine.iters.to_be_bytes(), "report iters")?);
+        let d = |x: f64| x.to_bits().to_be_bytes();
+        let pd = |b: [u8; 8]| f64::from_bits(u64::from_be_bytes(b));
+        let bw_peak = pd(get(d(mine.bw_peak), "report bw_peak")?);
+        let bw_avg = pd(get(d(mine.bw_avg), "report bw_avg")?);
+        let msg_rate = pd(get(d(mine.msg_rate), "report msgRate")?);
+        Ok(BwReport { size, iters, bw_peak, bw_avg, msg_rate })
+    }
+}
+
+/// `enum ibv_mtu`.
+pub fn mtu_code(m: Mtu) -> u8 {
+    match m.bytes() {
+        256 => 1,
+        512 => 2,
+        1024 => 3,
+        2048 => 4,
+        _ => 5,
+    }
+}
+
+fn mtu_from_code(c: u8) -> Mtu {
+    Mtu::from_bytes(128usize << c).unwrap_or(Mtu::M1024)
+}
+
+fn random_psn() -> u32 {
+    let mut b = [0u8; 4];
+    if std::fs::File::open("/dev/urandom").and_then(|mut f| f.read_exact(&mut b)).is_err() {
+        b = (std::process::id() ^ 0x5a5a5a).to_le_bytes();
+    }
+    u32::from_le_bytes(b) & 0xff_ffff
+}
+
+/// What the perftest-mode run needs to know.
+#[derive(Debug, Clone)]
+pub struct OobConfig {
+    pub test: Test,
+    pub size: usize,
+    pub iters: u64,
+    pub mtu: Mtu,
+    pub gid_idx: u32,
+    pub tx_depth: u32,
+    pub rx_depth: u32,
+    pub timeout: u8,
+    /// atomic_bw: compare-and-swap instead of fetch-and-add.
+    pub cmp_swap: bool,
+    /// Give up when nothing happens for this long.
+    pub stall: Duration,
+}
+
+/// What a run did.
+#[derive(Debug, Clone, Default)]
+pub struct OobResult {
+    pub peer_version: String,
+    pub mtu: usize,
+    pub local: Dest,
+    pub remote: Dest,
+    pub completions: u64,
+    pub elapsed: Duration,
+    /// The client's report, as the server received it.
+    pub report: BwReport,
+    /// What was checked in softrdma's memory, and whether it held.
+    pub check: String,
+    pub check_ok: bool,
+}
+
+fn ck<E: std::fmt::Display>(what: &'static str) -> impl Fn(E) -> String {
+    move |e| format!("{what}: {e}")
+}
+
+/// Runs one perftest-mode test over the accepted (server) or connected
+/// (client) socket `s`, on device context `ctx`.
+pub fn run(ctx: &Arc<dyn Context>, cfg: &OobConfig, s: TcpStream, client: bool) -> Res<OobResult> {
+    let t = cfg.test;
+    if !t.is_bw() {
+        return Err("perftest TCP mode: only write_bw, read_bw, send_bw and atomic_bw".into());
+    }
+    let size = if t == Test::AtomicBw { 8 } else { cfg.size.max(1) };
+    let mut oob = Oob::new(s, client, cfg.stall)?;
+    // perftest sleeps a second after connecting; nothing depends on it here.
+    let (peer_version, mtu) = oob.preamble(cfg.mtu)?;
+
+    let dev = ctx.query_device();
+    let out_reads = dev.max_qp_rd_atom.clamp(1, 16);
+    let pd = ctx.alloc_pd().map_err(ck("alloc_pd"))?;
+    let cq = ctx.create_cq(cfg.tx_depth + cfg.rx_depth + 16).map_err(ck("create_cq"))?;
+    // A buffer as perftest's: twice the larger of the message and the cycle
+    // buffer, so a peer cycling through its own layout stays inside ours.
+    let buf_len = (2 * size.max(CYCLE_BUFFER as usize)).div_ceil(64) * 64 + 4096;
+    let mr = pd.reg_mr(buf_len, AccessFlags::all()).map_err(ck("reg_mr"))?;
+    mr.write(0, &vec![0u8; buf_len]).map_err(ck("mr write"))?;
+    let pattern = crate::perf::pattern(buf_len, 0x3c);
+    if !client && t == Test::ReadBw {
+        // What the peer reads: a known pattern.
+        mr.write(0, &pattern).map_err(ck("mr write"))?;
+    }
+    let qp = pd
+        .create_qp(&QpInitAttr {
+            qp_type: QpType::Rc,
+            send_cq: cq.clone(),
+            recv_cq: cq.clone(),
+            srq: None,
+            cap: QpCap {
+                max_send_wr: cfg.tx_depth,
+                max_recv_wr: cfg.rx_depth,
+                max_send_sge: 1,
+                max_recv_sge: 1,
+                max_inline_data: 0,
+            },
+            sq_sig_all: false,
+        })
+        .map_err(ck("create_qp"))?;
+    let co = ConnectOptions { sgid_index: cfg.gid_idx as u8, mtu, timeout: cfg.timeout, ..Default::default() };
+    to_init(&qp, &co).map_err(ck("RESET->INIT"))?;
+    let gid = ctx.query_gid(1, cfg.gid_idx).map_err(ck("query_gid"))?;
+    let my = Dest {
+        lid: 0,
+        out_reads,
+        qpn: qp.qp_num(),
+        psn: random_psn(),
+        rkey: mr.rkey(),
+        vaddr: mr.addr(),
+        gid,
+        srqn: 0,
+    };
+    let rem = oob.hand_shake(&my, "dest exchange")?;
+    let v4 = |g: &Gid| g.0[..10].iter().all(|&b| b == 0) && g.0[10] == 0xff && g.0[11] == 0xff;
+    if v4(&my.gid) != v4(&rem.gid) {
+        return Err("Found Incompatibility issue with GID types (IPv4 vs IPv6 GID)".into());
+    }
+    // ctx_connect: RTR then RTS.
+    let mut ah = AhAttr::new(rem.gid, cfg.gid_idx as u8);
+    ah.hop_limit = 0xff;
+    let rd = matches!(t, Test::ReadBw | Test::AtomicBw);
+    let rtr = QpAttr {
+        qp_state: QpState::Rtr,
+        path_mtu: mtu,
+        dest_qp_num: rem.qpn,
+        rq_psn: rem.psn,
+        max_dest_rd_atomic: if rd { out_reads as u8 } else { 1 },
+        min_rnr_timer: 12,
+        ..QpAttr::default()
+    };
+    qp.modify(
+        &rtr,
+        QpAttrMask::STATE
+            | QpAttrMask::AV
+            | QpAttrMask::PATH_MTU
+            | QpAttrMask::DEST_QPN
+            | QpAttrMask::RQ_PSN
+            | QpAttrMask::MAX_DEST_RD_ATOMIC
+            | QpAttrMask::MIN_RNR_TIMER,
+        QpPath { ah: Some(ah) },
+    )
+    .map_err(ck("INIT->RTR"))?;
+    let rts = QpAttr {
+        qp_state: QpState::Rts,
+        sq_psn: my.psn,
+        timeout: cfg.timeout,
+        retry_cnt: 7,
+        rnr_retry: 7,
+        max_rd_atomic: if rd { rem.out_reads.clamp(1, out_reads) as u8 } else { 1 },
+        ..rtr
+    };
+    qp.modify(
+        &rts,
+        QpAttrMask::STATE
+            | QpAttrMask::TIMEOUT
+            | QpAttrMask::RETRY_CNT
+            | QpAttrMask::RNR_RETRY
+            | QpAttrMask::SQ_PSN
+            | QpAttrMask::MAX_QP_RD_ATOMIC,
+        QpPath::default(),
+    )
+    .map_err(ck("RTR->RTS"))?;
+
+    let mut res = OobResult { peer_version, mtu: mtu.bytes(), local: my, remote: rem, ..Default::default() };
+    let recv_len = size as u32;
+    let recv_wr =
+        |id: u64| RecvWr { wr_id: id, sg_list: vec![Sge { addr: mr.addr(), length: recv_len, lkey: mr.lkey() }] };
+    if t == Test::SendBw && !client {
+        let n = cfg.rx_depth.min(cfg.iters.max(1) as u32);
+        let wrs: Vec<RecvWr> = (0..n as u64).map(recv_wr).collect();
+        qp.post_recv(&wrs).map_err(|(_, e)| format!("post_recv: {e}"))?;
+    }
+    // The barrier after RTR (send_bw: after the server's receives are posted).
+    oob.hand_shake(&my, "sync after RTR")?;
+
+    let start = Instant::now();
+    if client {
+        // The active side: `iters` operations, at most tx_depth outstanding, each signalled.
+        let op = |i: u64| match t {
+            Test::WriteBw => SendOp::RdmaWrite { remote_addr: rem.vaddr, rkey: rem.rkey },
+            Test::ReadBw => SendOp::RdmaRead { remote_addr: rem.vaddr, rkey: rem.rkey },
+            Test::AtomicBw if cfg.cmp_swap => {
+                SendOp::AtomicCmpSwp { remote_addr: rem.vaddr, rkey: rem.rkey, compare: i, swap: i + 1 }
+            }
+            Test::AtomicBw => SendOp::AtomicFetchAdd { remote_addr: rem.vaddr, rkey: rem.rkey, add: 1 },
+            _ => SendOp::Send,
+        };
+        let n = cfg.iters.max(1);
+        let depth = cfg.tx_depth.max(1) as u64;
+        let (mut posted, mut done) = (0u64, 0u64);
+        let mut last = Instant::now();
+        if t == Test::WriteBw || t == Test::SendBw {
+            mr.write(0, &pattern[..size]).map_err(ck("mr write"))?;
+        }
+        while done < n {
+            let mut batch = Vec::new();
+            while posted < n && posted - done < depth && batch.len() < 32 {
+                let mut wr = SendWr::new(
+                    posted,
+                    op(posted),
+                    vec![Sge { addr: mr.addr(), length: size as u32, lkey: mr.lkey() }],
+                );
+                wr.flags = SendFlags::SIGNALED;
+                batch.push(wr);
+                posted += 1;
+            }
+            if !batch.is_empty() {
+                qp.post_send(&batch, None).map_err(|(k, e)| format!("post_send[{k}]: {e}"))?;
+            }
+            let wcs = cq.wait(64, Duration::from_millis(50));
+            if wcs.is_empty() && last.elapsed() > cfg.stall {
+                return Err(format!("no completion for {:?}: {posted} posted, {done} completed", cfg.stall));
+            }
+            for wc in &wcs {
+                if wc.status != WcStatus::Success {
+                    return Err(format!(
+                        "completion {} ({:?}) for operation {}",
+                        wc.status.as_str(),
+                        wc.status,
+                        wc.wr_id
+                    ));
+                }
+                done += 1;
+                last = Instant::now();
+            }
+        }
+        res.completions = done;
+        res.elapsed = start.elapsed();
+        let secs = res.elapsed.as_secs_f64().max(1e-9);
+        let mbs = (done * size as u64) as f64 / secs / (1 << 20) as f64;
+        let rep =
+            BwReport { size: size as u64, iters: n, bw_peak: mbs, bw_avg: mbs, msg_rate: done as f64 / secs / 1e6 };
+        res.report = rep;
+        // Check what is ours to check.
+        match t {
+            Test::ReadBw => {
+                let mut got = vec![0u8; size];
+                mr.read(0, &mut got).map_err(ck("mr read"))?;
+                let nz = got.iter().filter(|&&b| b != 0).count();
+                res.check_ok = nz > 0;
+                res.check = format!("read buffer: {nz}/{size} bytes non-zero (perftest fills with rand())");
+            }
+            Test::AtomicBw => {
+                let mut w = [0u8; 8];
+                mr.read(0, &mut w).map_err(ck("mr read"))?;
+                res.check_ok = true;
+                res.check = format!("last fetched value {:#x}", u64::from_ne_bytes(w));
+            }
+            _ => {
+                res.check_ok = true;
+                res.check = format!("{done} completions, all successful");
+            }
+        }
+        if t != Test::SendBw {
+            // send_bw has no barrier nor report here: the server counted the messages.
+            oob.hand_shake(&my, "sync after the test")?;
+            oob.bw_reports(&rep)?;
+        }
+        let _ = oob.hand_shake(&my, "close");
+    } else {
+        if t == Test::SendBw {
+            // The passive side of send_bw receives `iters` messages.
+            let n = cfg.iters.max(1);
+            let mut got = 0u64;
+            let mut posted = cfg.rx_depth.min(n as u32) as u64;
+            let mut last = Instant::now();
+            while got < n {
+                let wcs = cq.wait(64, Duration::from_millis(50));
+                if wcs.is_empty() && last.elapsed() > cfg.stall {
+                    return Err(format!("no message for {:?}: {got} of {n} received", cfg.stall));
+                }
+                for wc in &wcs {
+                    if wc.status != WcStatus::Success {
+                        return Err(format!("receive completion {} ({:?})", wc.status.as_str(), wc.status));
+                    }
+                    if wc.byte_len as usize != size {
+                        return Err(format!("received {} bytes, want {size}", wc.byte_len));
+                    }
+                    got += 1;
+                    last = Instant::now();
+                    if posted < n {
+                        qp.post_recv(&[recv_wr(posted)]).map_err(|(_, e)| format!("post_recv: {e}"))?;
+                        posted += 1;
+                    }
+                }
+            }
+            res.completions = got;
+            res.elapsed = start.elapsed();
+            let mut b = vec![0u8; size];
+            mr.read(0, &mut b).map_err(ck("mr read"))?;
+            let nz = b.iter().filter(|&&x| x != 0).count();
+            res.check_ok = nz > 0;
+            res.check = format!("{got} messages of {size} bytes received; last: {nz}/{size} bytes non-zero");
+            let _ = oob.hand_shake(&my, "close");
+        } else {
+            // One-sided: wait for the client to finish, take its report.
+            oob.hand_shake(&my, "sync after the test")?;
+            res.elapsed = start.elapsed();
+            res.report = oob.bw_reports(&BwReport::default())?;
+            let _ = oob.hand_shake(&my, "close");
+            match t {
+                Test::WriteBw => {
+                    let mut b = vec![0u8; size];
+                    mr.read(0, &mut b).map_err(ck("mr read"))?;
+                    let nz = b.iter().filter(|&&x| x != 0).count();
+                    res.check_ok = nz > 0;
+                    res.check =
+                        format!("first message slot: {nz}/{size} bytes non-zero (was zeroed; perftest sends rand())");
+                }
+                Test::ReadBw => {
+                    let mut b = vec![0u8; buf_len];
+                    mr.read(0, &mut b).map_err(ck("mr read"))?;
+                    res.check_ok = b == pattern;
+                    res.check = format!("source buffer unchanged: {}", res.check_ok);
+                }
+                _ => {
+                    // Fetch-and-add of 1 per operation (warm-up included) on
+                    // words of a zeroed buffer: the words sum to the count.
+                    let mut b = vec![0u8; buf_len];
+                    mr.read(0, &mut b).map_err(ck("mr read"))?;
+                    let sum: u64 = b
+                        .chunks(8)
+                        .map(|c| u64::from_le_bytes(c.try_into().unwrap_or([0; 8])))
+                        .fold(0, u64::wrapping_add);
+                    let words = b.chunks(8).filter(|c| c.iter().any(|&x| x != 0)).count();
+                    if cfg.cmp_swap {
+                        res.check_ok = true;
+                        res.check = format!("{words} words touched by CMP_AND_SWAP");
+                    } else {
+                        res.check_ok = sum >= res.report.iters && res.report.iters > 0;
+                        res.check = format!(
+                            "sum of counters {sum} >= the client's {} iterations: {}",
+                            res.report.iters, res.check_ok
+                        );
+                    }
+                }
+            }
+        }
+    }
+    let _ = qp.destroy();
+    Ok(res)
+}
+
+fn parse_cidr(s: &str) -> Res<(IpAddr, u8)> {
+    let (a, p) = s.split_once('/').ok_or_else(|| format!("{s}: want ADDR/PREFIX"))?;
+    let ip: IpAddr = a.parse().map_err(|_| format!("{s}: bad address"))?;
+    let p: u8 = p.parse().map_err(|_| format!("{s}: bad prefix length"))?;
+    Ok((ip, p))
+}
+
+fn parse_mac(s: &str) -> Res<[u8; 6]> {
+    let v: Vec<u8> = s
+        .split(':')
+        .map(|x| u8::from_str_radix(x, 16))
+        .collect::<Result<_, _>>()
+        .map_err(|_| format!("bad MAC {s}"))?;
+    v.try_into().map_err(|_| format!("bad MAC {s}"))
+}
+
+/// Where softrdma's device of a perftest-mode run lives.
+#[derive(Debug, Clone, Default)]
+pub struct DevPlace {
+    pub netns: Option<String>,
+    pub tap: String,
+    pub bridge: Option<String>,
+    pub addrs: Vec<String>,
+    pub mac: Option<String>,
+    pub link_mtu: usize,
+}
+
+/// Runs `softrdma-perf TEST server|client HOST` against a perftest peer:
+/// starts a device on a TAP (as `softrdma pingpong` does), opens the socket
+/// in the namespace, runs the test, stops the device.
+pub fn run_cli(cfg: &OobConfig, place: &DevPlace, host: Option<&str>, port: u16, wait: Duration) -> Res<OobResult> {
+    use softrdma::pingpong::{accept, connect, listen};
+    if place.addrs.is_empty() {
+        return Err("give the device's address(es) with --addr CIDR".into());
+    }
+    let addrs = place.addrs.iter().map(|s| parse_cidr(s)).collect::<Res<Vec<_>>>()?;
+    let mut tc = match &place.netns {
+        Some(ns) => TapConfig::in_netns(ns.clone(), place.tap.clone()),
+        None => TapConfig::new(place.tap.clone()),
+    };
+    tc.mac = place.mac.as_deref().map(parse_mac).transpose()?;
+    tc.mtu = place.link_mtu;
+    let link = open_tap(&tc).map_err(|e| format!("TAP {}: {e}", place.tap))?;
+    if let Some(br) = &place.bridge {
+        netns::enslave(place.netns.as_deref(), &place.tap, br).map_err(|e| e.to_string())?;
+    }
+    let dev = Device::start(DeviceConfig::new("srd0", addrs), link).map_err(|e| format!("device: {e}"))?;
+    let ctx = dev.context();
+    let ns = match &place.netns {
+        Some(n) => Some(NetNs::open(n).map_err(|e| e.to_string())?),
+        None => None,
+    };
+    let sock = (|| -> io::Result<TcpStream> {
+        match host {
+            None => {
+                let l = match &ns {
+                    Some(ns) => ns.run_in(|| listen(port))??,
+                    None => listen(port)?,
+                };
+                accept(&l, wait)
+            }
+            Some(h) => match &ns {
+                Some(ns) => ns.run_in(|| connect(h, port, wait))?,
+                None => connect(h, port, wait),
+            },
+        }
+    })()
+    .map_err(|e| format!("TCP: {e}"));
+    let r = sock.and_then(|s| run(&ctx, cfg, s, host.is_some()));
+    dev.shutdown();
+    r
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dest_message_is_perftest_key_print_fmt_gid() {
+        let d = Dest {
+            lid: 0,
+            out_reads: 0x10,
+            qpn: 0x11,
+            psn: 0xabcdef,
+            rkey: 0x1234,
+            vaddr: 0x7f00_0000_1000,
+            gid: Gid::from_ipv4("10.77.0.21".parse().unwrap()),
+            srqn: 0,
+        };
+        let m = d.to_msg();
+        let s = std::str::from_utf8(&m[..107]).unwrap();
+        assert_eq!(
+            s,
+            "0000:0010:000011:abcdef:00001234:00007f0000001000:00:00:00:00:00:00:00:00:00:00:ff:ff:0a:4d:00:15:00000000:"
+        );
+        assert_eq!(m[107], 0);
+        assert_eq!(Dest::parse(&m).unwrap(), d);
+    }
+
+    #[test]
+    fn two_softrdma_ends_over_loopback() {
+        use softrdma::backend::memory::{Fabric, Faults};
+        let _ = Faults::default();
+        let f = Fabric::new();
+        let mk = |i: usize| {
+            let cfg = DeviceConfig::new(&format!("oob{i}"), vec![(crate::fabric::addr(i), 16)]);
+            Device::start(cfg, f.attach(crate::fabric::mac(i), 1500)).unwrap()
+        };
+        let (da, db) = (mk(0), mk(1));
+        for (t, cas) in [
+            (Test::WriteBw, false),
+            (Test::ReadBw, false),
+            (Test::SendBw, false),
+            (Test::AtomicBw, false),
+            (Test::AtomicBw, true),
+        ] {
+            let cfg = OobConfig {
+                test: t,
+                size: 20000,
+                iters: 200,
+                mtu: Mtu::M1024,
+                gid_idx: 1,
+                tx_depth: 32,
+                rx_depth: 64,
+                timeout: 14,
+                cmp_swap: cas,
+                stall: Duration::from_secs(10),
+            };
+            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            let port = l.local_addr().unwrap().port();
+            let (ca, cb) = (da.context(), db.context());
+            let (s, c) = std::thread::scope(|sc| {
+                let h = sc.spawn(|| {
+                    let (s, _) = l.accept().unwrap();
+                    run(&ca, &cfg, s, false)
+                });
+                let c = run(&cb, &cfg, TcpStream::connect(("127.0.0.1", port)).unwrap(), true);
+                (h.join().unwrap(), c)
+            });
+            let (s, c) = match (s, c) {
+                (Ok(s), Ok(c)) => (s, c),
+                (s, c) => panic!("{t:?}: server {:?} client {:?}", s.err(), c.err()),
+            };
+            assert!(s.check_ok, "{t:?} server: {}", s.check);
+            assert!(c.check_ok, "{t:?} client: {}", c.check);
+            assert_eq!(c.completions, 200);
+            if t != Test::SendBw {
+                assert_eq!(s.report.iters, 200);
+            }
+        }
+        da.shutdown();
+        db.shutdown();
+    }
+}
