@@ -54,6 +54,10 @@ small_n=${ITERS_SMALL:-200} large_n=${ITERS_LARGE:-50} huge_n=${ITERS_HUGE:-5}
 # every 64 and at most 128 unacknowledged; RC only, see docs/interop.md); UD: 1, 1001, MTU.
 sizes_rc=${RC_SIZES:-"1 1001 20003 1048573"} sizes_uc=${UC_SIZES:-"1 1001 20003"}
 sizes_srq=${SRQ_SIZES:-"1 1001 20003"} sizes_ud=${UD_SIZES:-"1 1001 mtu"}
+# perftest (ib_{write,read,send,atomic}_bw against `softrdma-perf ... server|client`, the
+# perftest TCP exchange): sizes at link MTU 1500 only, IPv4 GID; atomics are 8 bytes.
+sizes_pt=${PERFTEST_SIZES:-"1001 20000"} pt_n=${PERFTEST_ITERS:-1000}
+is_pt() { case $1 in write_bw|read_bw|send_bw|atomic_fa|atomic_cs) return 0 ;; esac; return 1; }
 t_start=$(date +%s)
 
 [ "$(id -u)" = 0 ] || { echo "interop/run.sh needs root" >&2; exit 2; }
@@ -63,6 +67,11 @@ if [ -z "${SOFTRDMA:-}" ]; then
   SOFTRDMA=${CARGO_TARGET_DIR:-$repo/target}/release/softrdma
 fi
 [ -x "$SOFTRDMA" ] || { echo "no softrdma binary at $SOFTRDMA" >&2; exit 2; }
+if [ -z "${SOFTRDMA_PERF:-}" ]; then
+  (cd "$repo" && cargo build --release -q -p benches --bin softrdma-perf)
+  SOFTRDMA_PERF=${CARGO_TARGET_DIR:-$repo/target}/release/softrdma-perf
+fi
+[ -x "$SOFTRDMA_PERF" ] || { echo "no softrdma-perf binary at $SOFTRDMA_PERF" >&2; exit 2; }
 out=${out:-$(mktemp -d /tmp/interop.XXXXXX)}
 mkdir -p "$out"; out=$(cd "$out" && pwd)
 
@@ -85,7 +94,19 @@ cases_for() { # link_mtu
     echo "ud server 1 $pmtu 1001 $small_n"
     echo "ud client 1 $pmtu 1001 $small_n"
     echo "rc server 2 $pmtu 20003 $large_n"
+    for tool in write_bw read_bw; do
+      echo "$tool server 1 $pmtu 20000 $pt_n"
+      echo "$tool client 1 $pmtu 20000 $pt_n"
+    done
     return
+  fi
+  if [ "$lmtu" = 1500 ]; then
+    for tool in write_bw read_bw send_bw atomic_fa atomic_cs; do
+      for role in server client; do
+        if [ "${tool#atomic}" != "$tool" ]; then echo "$tool $role 1 $pmtu 8 $pt_n"; continue; fi
+        for size in $sizes_pt; do echo "$tool $role 1 $pmtu $size $pt_n"; done
+      done
+    done
   fi
   for tool in rc uc ud srq; do
     for gid in 1 2; do
@@ -104,6 +125,14 @@ label() { # tool role gid pmtu size
   echo "$1 srd-$2 $([ "$3" = 1 ] && echo v4 || echo v6) mtu$4 s$5"
 }
 tool_args() { # tool gid pmtu size iters port
+  if is_pt "$1"; then
+    case $1 in
+      atomic_fa) echo "-x $2 -F -n $5 -p $6 -m $3 -A FETCH_AND_ADD" ;;
+      atomic_cs) echo "-x $2 -F -n $5 -p $6 -m $3 -A CMP_AND_SWAP" ;;
+      *) echo "-x $2 -F -s $4 -n $5 -p $6 -m $3" ;;
+    esac
+    return
+  fi
   local a="-g $2 -s $4 -n $5 -p $6 -c"
   [ "$1" = ud ] || a="$a -m $3"
   echo "$a"
@@ -128,7 +157,14 @@ PRE
     while read -r i tool role gid pmtu size iters; do
       local a; a=$(tool_args "$tool" "$gid" "$pmtu" "$size" "$iters" $((18515 + i)))
       echo "echo '== case $i: $(label "$tool" "$role" "$gid" "$pmtu" "$size")'"
-      if [ "$role" = server ]; then   # softrdma serves, the tool connects to br0's 10.77.0.1
+      if is_pt "$tool"; then
+        local bin=ib_${tool}; bin=${bin/atomic_fa/atomic_bw}; bin=${bin/atomic_cs/atomic_bw}
+        if [ "$role" = server ]; then
+          echo "cli case.$i.log $bin -d rxe0 $a 10.77.0.1; echo \$? >case.$i.rc"
+        else
+          echo "timeout 150 stdbuf -oL $bin -d rxe0 $a >case.$i.log 2>&1; echo \$? >case.$i.rc"
+        fi
+      elif [ "$role" = server ]; then   # softrdma serves, the tool connects to br0's 10.77.0.1
         echo "cli case.$i.log ibv_${tool}_pingpong $a 10.77.0.1; echo \$? >case.$i.rc"
       else
         echo "timeout 150 stdbuf -oL ibv_${tool}_pingpong $a >case.$i.log 2>&1; echo \$? >case.$i.rc"
@@ -154,7 +190,15 @@ host_side() { # dir, case lines on stdin
     [ "${NEGATIVE_CONTROL:-0}" = 1 ] && a=${a/ -c/}
     local dev="--netns $ns --tap srdpp0 --bridge br0 --addr 10.77.0.21/24 --addr fd77::21/64
       --mac 02:53:52:44:77:21 --link-mtu $lmtu --pcap $dir/case.$i.pcap --timeout 60 --wait 400 ${SOFTRDMA_ARGS:-}"
-    if [ "$role" = server ]; then
+    if is_pt "$tool"; then
+      local verb=${tool/atomic_fa/atomic_bw}; verb=${verb/atomic_cs/atomic_bw}
+      local pdev="--netns $ns --tap srdpp0 --bridge br0 --addr 10.77.0.21/24 --addr fd77::21/64
+        --mac 02:53:52:44:77:21 --link-mtu $lmtu --wait 400"
+      local peer=""; [ "$role" = client ] && peer=10.77.0.11
+      # shellcheck disable=SC2086
+      timeout 500 "$SOFTRDMA_PERF" "$verb" "$role" $peer $a $pdev </dev/null >"$dir/host.$i.log" 2>&1 \
+        && rc=0 || rc=$?
+    elif [ "$role" = server ]; then
       # shellcheck disable=SC2086
       timeout 500 "$SOFTRDMA" pingpong "$tool" server $a $dev </dev/null >"$dir/host.$i.log" 2>&1 && rc=0 || rc=$?
     else

@@ -152,7 +152,31 @@ impl Oob {
     /// `ctx_hand_shake`.
     pub fn hand_shake(&mut self, my: &Dest, what: &str) -> Res<Dest> {
         let r = self.xchg(&my.to_msg(), what)?;
+        trace(self.client, what, &r);
         Dest::parse(&r)
+    }
+
+    /// Server: answers every dest message the client has sent (or, with
+    /// `block`, sends next): a dest message starts with a hex digit (the
+    /// LID), a report with the zero high byte of a big-endian size.
+    /// Returns how many were answered.
+    pub fn answer_hand_shakes(&mut self, my: &Dest, block: bool, what: &str) -> Res<usize> {
+        let mut n = 0;
+        loop {
+            let mut b = [0u8; 1];
+            self.s.set_nonblocking(!block).map_err(|e| format!("{what}: {e}"))?;
+            let r = self.s.peek(&mut b);
+            self.s.set_nonblocking(false).map_err(|e| format!("{what}: {e}"))?;
+            match r {
+                Ok(1) if b[0].is_ascii_hexdigit() => {
+                    self.hand_shake(my, what)?;
+                    n += 1;
+                }
+                Ok(_) => return Ok(n),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(n),
+                Err(e) => return Err(format!("{what}: {e}")),
+            }
+        }
     }
 
     /// Steps 1–3; returns the peer's version and the agreed MTU.
@@ -190,6 +214,18 @@ impl Oob {
         let bw_avg = pd(get(d(mine.bw_avg), "report bw_avg")?);
         let msg_rate = pd(get(d(mine.msg_rate), "report msgRate")?);
         Ok(BwReport { size, iters, bw_peak, bw_avg, msg_rate })
+    }
+}
+
+fn trace(client: bool, what: &str, got: &[u8]) {
+    if std::env::var_os("SOFTRDMA_OOB_TRACE").is_some() {
+        let end = got.iter().position(|&b| b == 0).unwrap_or(got.len()).min(60);
+        eprintln!(
+            "oob {}: {what}: got {} bytes {:?}",
+            if client { "client" } else { "server" },
+            got.len(),
+            String::from_utf8_lossy(&got[..end])
+        );
     }
 }
 
@@ -370,6 +406,15 @@ pub fn run(ctx: &Arc<dyn Context>, cfg: &OobConfig, s: TcpStream, client: bool) 
     }
     // The barrier after RTR (send_bw: after the server's receives are posted).
     oob.hand_shake(&my, "sync after RTR")?;
+    if client {
+        let extra: usize = std::env::var("SOFTRDMA_OOB_PRE_SYNCS")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(if t == Test::SendBw { 0 } else { 1 });
+        for _ in 0..extra {
+            oob.hand_shake(&my, "sync before the test")?;
+        }
+    }
 
     let start = Instant::now();
     if client {
@@ -464,6 +509,10 @@ pub fn run(ctx: &Arc<dyn Context>, cfg: &OobConfig, s: TcpStream, client: bool) 
             let mut last = Instant::now();
             while got < n {
                 let wcs = cq.wait(64, Duration::from_millis(50));
+                if wcs.is_empty() {
+                    // A client may hold a barrier before it sends.
+                    oob.answer_hand_shakes(&my, false, "sync during the test")?;
+                }
                 if wcs.is_empty() && last.elapsed() > cfg.stall {
                     return Err(format!("no message for {:?}: {got} of {n} received", cfg.stall));
                 }
@@ -489,13 +538,16 @@ pub fn run(ctx: &Arc<dyn Context>, cfg: &OobConfig, s: TcpStream, client: bool) 
             let nz = b.iter().filter(|&&x| x != 0).count();
             res.check_ok = nz > 0;
             res.check = format!("{got} messages of {size} bytes received; last: {nz}/{size} bytes non-zero");
-            let _ = oob.hand_shake(&my, "close");
+            let _ = oob.answer_hand_shakes(&my, true, "close");
         } else {
-            // One-sided: wait for the client to finish, take its report.
-            oob.hand_shake(&my, "sync after the test")?;
+            // One-sided: answer the client's barriers until its report comes.
+            let n = oob.answer_hand_shakes(&my, true, "sync after the test")?;
+            if n == 0 {
+                return Err("the client sent its report without a barrier".into());
+            }
             res.elapsed = start.elapsed();
             res.report = oob.bw_reports(&BwReport::default())?;
-            let _ = oob.hand_shake(&my, "close");
+            let _ = oob.answer_hand_shakes(&my, true, "close");
             match t {
                 Test::WriteBw => {
                     let mut b = vec![0u8; size];
