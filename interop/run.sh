@@ -12,15 +12,22 @@
 # checks the length and every byte of every message it receives. Prints a results table;
 # exits 1 if any case failed, 2 on a setup error.
 #
-# --quick: RC (20003 B) both directions and UD (1001 B) both directions over IPv4, and RC
-#   over IPv6 once, at MTU 1024 (one guest boot).
+# Also (link MTU 1500 only): perftest's ib_{write,read,send,atomic}_bw in the guest against
+# `softrdma-perf TEST server|client` (perftest's TCP exchange), softrdma as server and as
+# client, IPv4 GID, PERFTEST_SIZES (default 1001 20000; atomics FETCH_AND_ADD and CMP_AND_SWAP,
+# 8 B), PERFTEST_ITERS iterations (default 1000); softrdma-perf checks its own memory.
+#
+# --quick: RC (20003 B) both directions and UD (1001 B) both directions over IPv4, RC
+#   over IPv6 once, and perftest write_bw and read_bw (20000 B) both directions, at MTU 1024
+#   (one guest boot).
 # --filter REGEX: only the cases whose label matches (e.g. 'srq|ud').
 # --out DIR: keep logs, captures and the table there (default: a fresh /tmp/interop.*).
 #
 # Env: RXE_VM (default: ../shared/rxe-vm beside the checkout, else /work/shared/rxe-vm,
 #   else interop/rxe-vm — a copy of the shared scripts),
 #   RXE_VM_DIR (image cache, default ~/.cache/rxe-vm; built when missing), SOFTRDMA
-#   (a softrdma binary to use instead of `cargo build --release -p softrdma`), SOFTRDMA_ARGS
+#   (a softrdma binary to use instead of `cargo build --release -p softrdma`), SOFTRDMA_PERF
+#   (likewise for softrdma-perf), SOFTRDMA_ARGS
 #   (more options for every softrdma run, e.g. --rxe-retry), RC_SIZES / UC_SIZES / SRQ_SIZES /
 #   UD_SIZES (message sizes of the full run; "mtu" is the path MTU), ITERS_SMALL / ITERS_LARGE / ITERS_HUGE (iterations for sizes up to 4096,
 #   up to 100000, beyond; default 200 / 50 / 5), NEGATIVE_CONTROL=1 (softrdma without -c: the
@@ -35,7 +42,7 @@ while [ $# -gt 0 ]; do
     --quick) quick=1 ;;
     --filter) filter=$2; shift ;;
     --out) out=$2; shift ;;
-    -h|--help) sed -n '2,24p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,30p' "$0"; exit 0 ;;
     *) echo "unknown argument $1" >&2; exit 2 ;;
   esac
   shift
