@@ -212,7 +212,10 @@ fn perf_config(c: &Common, default_iters: u64) -> Result<PerfConfig, String> {
 fn banner(title: &str, c: &Common, extra: &[(&str, String)]) {
     println!("{LINE}");
     println!("                    {title}");
-    println!(" Device         : softrdma ({} fabric)", c.fabric.name());
+    match &c.role {
+        Some(_) => println!(" Device         : softrdma (TAP {}, perftest TCP mode)", c.tap),
+        None => println!(" Device         : softrdma ({} fabric)", c.fabric.name()),
+    }
     println!(" Connection type : {:?}\t\tNumber of qps   : {}", c.conn, c.qps);
     println!(" Mtu             : {}[B]\t\tLink MTU        : {}[B]", c.mtu, fabric::link_mtu_for(c.mtu));
     println!(" TX depth        : {}\t\tCQ Moderation   : {}", c.tx_depth, c.cq_mod.min(c.tx_depth));
