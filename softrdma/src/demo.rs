@@ -237,9 +237,26 @@ pub fn run(a: &Arc<dyn Context>, b: &Arc<dyn Context>) -> Result<DemoReport, Ver
         let mut w = SendWr::new(i, SendOp::SendWithImm { imm: i as u32 }, vec![sge(&u.mr, 0, 512)]);
         w.remote_qpn = iv.qpn;
         w.remote_qkey = o.qkey;
-        u.qp.post_send(&[w], Some(&ah)).map_err(|(_, e)| e)?;
-        one(&u.cq, "UD SEND")?;
-        let wc = one(&v.cq, "UD RECV")?;
+        // UD is unreliable: on a lossy link a datagram may vanish, so send
+        // again (as a UD application would) until it arrives.
+        // A late copy of an earlier datagram (its immediate data says which)
+        // is dropped and its receive posted again.
+        let mut got_wc = None;
+        'send: for _ in 0..20 {
+            u.qp.post_send(std::slice::from_ref(&w), Some(&ah)).map_err(|(_, e)| e)?;
+            one(&u.cq, "UD SEND")?;
+            while let Some(wc) = v.cq.wait(1, Duration::from_millis(200)).first().copied() {
+                if wc.imm_data == i as u32 {
+                    got_wc = Some(wc);
+                    break 'send;
+                }
+                v.qp.post_recv(&[RecvWr { wr_id: i, sg_list: vec![sge(&v.mr, 0, 1024)] }]).map_err(|(_, e)| e)?;
+            }
+        }
+        let wc = got_wc.ok_or_else(|| err(format!("UD datagram {i}: not received after 20 sends")))?;
+        if wc.status != WcStatus::Success {
+            return Err(err(format!("UD RECV: completion status {:?}", wc.status)));
+        }
         let mut got = vec![0u8; 512];
         v.mr.read(40, &mut got)?;
         if wc.byte_len != 552 || wc.src_qp != iu.qpn || got != data || !wc.wc_flags.contains(WcFlags::GRH) {
