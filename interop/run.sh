@@ -18,8 +18,8 @@
 # 8 B), PERFTEST_ITERS iterations (default 1000); softrdma-perf checks its own memory.
 #
 # --quick: RC (20003 B) both directions and UD (1001 B) both directions over IPv4, RC
-#   over IPv6 once, and perftest write_bw and read_bw (20000 B) both directions, at MTU 1024
-#   (one guest boot).
+#   over IPv6 once, and perftest write_bw, read_bw, send_bw (20000 B) and atomic_bw
+#   FETCH_AND_ADD both directions, at MTU 1024 (one guest boot).
 # --filter REGEX: only the cases whose label matches (e.g. 'srq|ud').
 # --out DIR: keep logs, captures and the table there (default: a fresh /tmp/interop.*).
 #
@@ -101,10 +101,12 @@ cases_for() { # link_mtu
     echo "ud server 1 $pmtu 1001 $small_n"
     echo "ud client 1 $pmtu 1001 $small_n"
     echo "rc server 2 $pmtu 20003 $large_n"
-    for tool in write_bw read_bw; do
+    for tool in write_bw read_bw send_bw; do
       echo "$tool server 1 $pmtu 20000 $pt_n"
       echo "$tool client 1 $pmtu 20000 $pt_n"
     done
+    echo "atomic_fa server 1 $pmtu 8 $pt_n"
+    echo "atomic_fa client 1 $pmtu 8 $pt_n"
     return
   fi
   if [ "$lmtu" = 1500 ]; then
