@@ -6,10 +6,10 @@ use std::time::{Duration, Instant};
 
 use softrdma::backend::memory::Faults;
 use softrdma::testbed::{Testbed, TestbedOptions};
-use verbs_api::helpers::{to_init, to_rts, ConnectOptions, PeerInfo};
+use verbs_api::helpers::{connect, to_init, to_rts, ConnectOptions, Endpoint, PeerInfo};
 use verbs_api::{
-    AccessFlags, AhAttr, Context, Gid, QpAttr, QpAttrMask, QpCap, QpInitAttr, QpPath, QpState, QpType, RecvWr, SendOp,
-    SendWr, Sge, VerbsError, WcStatus,
+    AhAttr, Context, Gid, QpAttr, QpAttrMask, QpCap, QpInitAttr, QpPath, QpState, QpType, RecvWr, SendOp, SendWr, Sge,
+    VerbsError, WcStatus,
 };
 
 fn memory_bed() -> Testbed {
@@ -59,37 +59,12 @@ fn gid_table_and_ports_look_like_rxe() {
     assert_eq!(c.query_gid(1, 1).unwrap().to_string(), "::ffff:10.99.0.77");
 }
 
-fn rc_pair(
-    c: &[Arc<dyn Context>],
-    cap: QpCap,
-) -> (Vec<Arc<dyn verbs_api::Qp>>, Vec<Arc<dyn verbs_api::Cq>>, Vec<Arc<dyn verbs_api::Mr>>) {
-    let (mut qps, mut cqs, mut mrs) = (Vec::new(), Vec::new(), Vec::new());
-    for ctx in c {
-        let pd = ctx.alloc_pd().unwrap();
-        let cq = ctx.create_cq(64).unwrap();
-        mrs.push(pd.reg_mr(1 << 16, AccessFlags::all()).unwrap());
-        qps.push(
-            pd.create_qp(&QpInitAttr {
-                qp_type: QpType::Rc,
-                send_cq: cq.clone(),
-                recv_cq: cq.clone(),
-                srq: None,
-                cap,
-                sq_sig_all: true,
-            })
-            .unwrap(),
-        );
-        cqs.push(cq);
-    }
-    let o = ConnectOptions::default();
-    let info: Vec<PeerInfo> = (0..2)
-        .map(|i| PeerInfo { qpn: qps[i].qp_num(), psn: 100 * i as u32, gid: c[i].query_gid(1, 1).unwrap() })
-        .collect();
-    for i in 0..2 {
-        to_init(&qps[i], &o).unwrap();
-        to_rts(&qps[i], info[i].psn, &info[1 - i], &o).unwrap();
-    }
-    (qps, cqs, mrs)
+/// Two connected RC endpoints, one per context.
+fn rc_pair(c: &[Arc<dyn Context>], o: &ConnectOptions) -> (Endpoint, Endpoint) {
+    let mk = |ctx| Endpoint::new(ctx, QpType::Rc, 1 << 16, 64, QpCap::default()).unwrap();
+    let (a, b) = (mk(&c[0]), mk(&c[1]));
+    connect(&a, &b, o).unwrap();
+    (a, b)
 }
 
 #[test]
@@ -143,7 +118,8 @@ fn posting_in_the_wrong_state_and_overrunning_queues_fail_cleanly() {
 fn deregistering_an_mr_in_use_is_busy_until_the_work_completes() {
     let bed = memory_bed();
     let c = bed.contexts();
-    let (qps, cqs, mrs) = rc_pair(&c, QpCap::default());
+    let (x, y) = rc_pair(&c, &ConnectOptions::default());
+    let (qps, cqs, mrs) = ([&x.qp, &y.qp], [&x.cq, &y.cq], [&x.mr, &y.mr]);
     // A receive names the MR: EBUSY.
     qps[1]
         .post_recv(&[RecvWr { wr_id: 1, sg_list: vec![Sge { addr: mrs[1].addr(), length: 64, lkey: mrs[1].lkey() }] }])
@@ -207,33 +183,8 @@ fn bad_address_handles_are_refused() {
 fn ipv6_gids_work_end_to_end() {
     let bed = memory_bed();
     let c = bed.contexts();
-    let mut qps = Vec::new();
-    let mut cqs = Vec::new();
-    let mut mrs = Vec::new();
-    for ctx in &c {
-        let pd = ctx.alloc_pd().unwrap();
-        let cq = ctx.create_cq(8).unwrap();
-        mrs.push(pd.reg_mr(4096, AccessFlags::all()).unwrap());
-        qps.push(
-            pd.create_qp(&QpInitAttr {
-                qp_type: QpType::Rc,
-                send_cq: cq.clone(),
-                recv_cq: cq.clone(),
-                srq: None,
-                cap: QpCap::default(),
-                sq_sig_all: true,
-            })
-            .unwrap(),
-        );
-        cqs.push(cq);
-    }
-    let o = ConnectOptions { sgid_index: 2, ..Default::default() };
-    let info: Vec<PeerInfo> =
-        (0..2).map(|i| PeerInfo { qpn: qps[i].qp_num(), psn: 7, gid: c[i].query_gid(1, 2).unwrap() }).collect();
-    for i in 0..2 {
-        to_init(&qps[i], &o).unwrap();
-        to_rts(&qps[i], 7, &info[1 - i], &o).unwrap();
-    }
+    let (x, y) = rc_pair(&c, &ConnectOptions { sgid_index: 2, ..Default::default() });
+    let (qps, cqs, mrs) = ([&x.qp, &y.qp], [&x.cq, &y.cq], [&x.mr, &y.mr]);
     mrs[0].write(0, b"over IPv6").unwrap();
     let w = SendWr::new(
         1,
