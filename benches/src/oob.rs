@@ -261,6 +261,8 @@ fn random_psn() -> u32 {
 #[derive(Debug, Clone)]
 pub struct OobConfig {
     pub test: Test,
+    /// RC, UC (write_bw, send_bw) or UD (send_bw).
+    pub conn: QpType,
     pub size: usize,
     pub iters: u64,
     pub mtu: Mtu,
@@ -302,6 +304,16 @@ pub fn run(ctx: &Arc<dyn Context>, cfg: &OobConfig, s: TcpStream, client: bool) 
         return Err("perftest TCP mode: only write_bw, read_bw, send_bw and atomic_bw".into());
     }
     let size = if t == Test::AtomicBw { 8 } else { cfg.size.max(1) };
+    let conn = cfg.conn;
+    match (conn, t) {
+        (QpType::Rc, _) | (QpType::Uc, Test::WriteBw | Test::SendBw) | (QpType::Ud, Test::SendBw) => {}
+        _ => return Err(format!("perftest TCP mode: {t:?} over {conn:?} is not supported")),
+    }
+    if conn == QpType::Ud && size > cfg.mtu.bytes() {
+        return Err(format!("UD: size {size} > MTU {}", cfg.mtu.bytes()));
+    }
+    // UD receive buffers start with the 40-byte GRH area (perftest's UD_ADDITION).
+    let grh = if conn == QpType::Ud { 40usize } else { 0 };
     let mut oob = Oob::new(s, client, cfg.stall)?;
     // perftest sleeps a second after connecting; nothing depends on it here.
     let (peer_version, mtu) = oob.preamble(cfg.mtu)?;
@@ -322,7 +334,7 @@ pub fn run(ctx: &Arc<dyn Context>, cfg: &OobConfig, s: TcpStream, client: bool) 
     }
     let qp = pd
         .create_qp(&QpInitAttr {
-            qp_type: QpType::Rc,
+            qp_type: conn,
             send_cq: cq.clone(),
             recv_cq: cq.clone(),
             srq: None,
@@ -358,6 +370,7 @@ pub fn run(ctx: &Arc<dyn Context>, cfg: &OobConfig, s: TcpStream, client: bool) 
     let mut ah = AhAttr::new(rem.gid, cfg.gid_idx as u8);
     ah.hop_limit = 0xff;
     let rd = matches!(t, Test::ReadBw | Test::AtomicBw);
+    let mut ud_ah = None;
     let rtr = QpAttr {
         qp_state: QpState::Rtr,
         path_mtu: mtu,
@@ -367,41 +380,59 @@ pub fn run(ctx: &Arc<dyn Context>, cfg: &OobConfig, s: TcpStream, client: bool) 
         min_rnr_timer: 12,
         ..QpAttr::default()
     };
-    qp.modify(
-        &rtr,
-        QpAttrMask::STATE
-            | QpAttrMask::AV
-            | QpAttrMask::PATH_MTU
-            | QpAttrMask::DEST_QPN
-            | QpAttrMask::RQ_PSN
-            | QpAttrMask::MAX_DEST_RD_ATOMIC
-            | QpAttrMask::MIN_RNR_TIMER,
-        QpPath { ah: Some(ah) },
-    )
-    .map_err(ck("INIT->RTR"))?;
-    let rts = QpAttr {
-        qp_state: QpState::Rts,
-        sq_psn: my.psn,
-        timeout: cfg.timeout,
-        retry_cnt: 7,
-        rnr_retry: 7,
-        max_rd_atomic: if rd { rem.out_reads.clamp(1, out_reads) as u8 } else { 1 },
-        ..rtr
-    };
-    qp.modify(
-        &rts,
-        QpAttrMask::STATE
-            | QpAttrMask::TIMEOUT
-            | QpAttrMask::RETRY_CNT
-            | QpAttrMask::RNR_RETRY
-            | QpAttrMask::SQ_PSN
-            | QpAttrMask::MAX_QP_RD_ATOMIC,
-        QpPath::default(),
-    )
-    .map_err(ck("RTR->RTS"))?;
+    if conn == QpType::Rc {
+        qp.modify(
+            &rtr,
+            QpAttrMask::STATE
+                | QpAttrMask::AV
+                | QpAttrMask::PATH_MTU
+                | QpAttrMask::DEST_QPN
+                | QpAttrMask::RQ_PSN
+                | QpAttrMask::MAX_DEST_RD_ATOMIC
+                | QpAttrMask::MIN_RNR_TIMER,
+            QpPath { ah: Some(ah) },
+        )
+        .map_err(ck("INIT->RTR"))?;
+        let rts = QpAttr {
+            qp_state: QpState::Rts,
+            sq_psn: my.psn,
+            timeout: cfg.timeout,
+            retry_cnt: 7,
+            rnr_retry: 7,
+            max_rd_atomic: if rd { rem.out_reads.clamp(1, out_reads) as u8 } else { 1 },
+            ..rtr
+        };
+        qp.modify(
+            &rts,
+            QpAttrMask::STATE
+                | QpAttrMask::TIMEOUT
+                | QpAttrMask::RETRY_CNT
+                | QpAttrMask::RNR_RETRY
+                | QpAttrMask::SQ_PSN
+                | QpAttrMask::MAX_QP_RD_ATOMIC,
+            QpPath::default(),
+        )
+        .map_err(ck("RTR->RTS"))?;
+    } else {
+        // UC: the path, MTU, QPN and PSN; UD: only the states (the AH goes with each send).
+        let (m, path) = if conn == QpType::Uc {
+            (
+                QpAttrMask::STATE | QpAttrMask::AV | QpAttrMask::PATH_MTU | QpAttrMask::DEST_QPN | QpAttrMask::RQ_PSN,
+                QpPath { ah: Some(ah.clone()) },
+            )
+        } else {
+            (QpAttrMask::STATE, QpPath::default())
+        };
+        qp.modify(&rtr, m, path).map_err(ck("INIT->RTR"))?;
+        let rts = QpAttr { qp_state: QpState::Rts, sq_psn: my.psn, ..rtr };
+        qp.modify(&rts, QpAttrMask::STATE | QpAttrMask::SQ_PSN, QpPath::default()).map_err(ck("RTR->RTS"))?;
+        if conn == QpType::Ud {
+            ud_ah = Some(pd.create_ah(&ah).map_err(ck("create_ah"))?);
+        }
+    }
 
     let mut res = OobResult { peer_version, mtu: mtu.bytes(), local: my, remote: rem, ..Default::default() };
-    let recv_len = size as u32;
+    let recv_len = (size + grh) as u32;
     let recv_wr =
         |id: u64| RecvWr { wr_id: id, sg_list: vec![Sge { addr: mr.addr(), length: recv_len, lkey: mr.lkey() }] };
     if t == Test::SendBw && !client {
@@ -449,11 +480,15 @@ pub fn run(ctx: &Arc<dyn Context>, cfg: &OobConfig, s: TcpStream, client: bool) 
                     vec![Sge { addr: mr.addr(), length: size as u32, lkey: mr.lkey() }],
                 );
                 wr.flags = SendFlags::SIGNALED;
+                if conn == QpType::Ud {
+                    wr.remote_qpn = rem.qpn;
+                    wr.remote_qkey = 0x1111_1111;
+                }
                 batch.push(wr);
                 posted += 1;
             }
             if !batch.is_empty() {
-                qp.post_send(&batch, None).map_err(|(k, e)| format!("post_send[{k}]: {e}"))?;
+                qp.post_send(&batch, ud_ah.as_ref()).map_err(|(k, e)| format!("post_send[{k}]: {e}"))?;
             }
             let wcs = cq.wait(64, Duration::from_millis(50));
             if wcs.is_empty() && last.elapsed() > cfg.stall {
@@ -512,11 +547,25 @@ pub fn run(ctx: &Arc<dyn Context>, cfg: &OobConfig, s: TcpStream, client: bool) 
             let mut got = 0u64;
             let mut posted = cfg.rx_depth.min(n as u32) as u64;
             let mut last = Instant::now();
+            // Barriers answered here: the client's two before it sends, then (UC/UD) its
+            // closing one once it has sent everything; what was lost stays lost, so after
+            // that the receive side only drains what is still on its way.
+            let (mut barriers, mut closed) = (0usize, None::<Instant>);
             while got < n {
                 let wcs = cq.wait(64, Duration::from_millis(50));
                 if wcs.is_empty() {
+                    if let Some(at) = closed {
+                        if at.elapsed() > Duration::from_millis(500) {
+                            break;
+                        }
+                        continue;
+                    }
                     // A client may hold a barrier before it sends.
-                    oob.answer_hand_shakes(&my, false, "sync during the test")?;
+                    barriers += oob.answer_hand_shakes(&my, false, "sync during the test")?;
+                    if barriers >= 3 && conn != QpType::Rc {
+                        closed = Some(Instant::now());
+                        continue;
+                    }
                 }
                 if wcs.is_empty() && last.elapsed() > cfg.stall {
                     return Err(format!("no message for {:?}: {got} of {n} received", cfg.stall));
@@ -525,11 +574,14 @@ pub fn run(ctx: &Arc<dyn Context>, cfg: &OobConfig, s: TcpStream, client: bool) 
                     if wc.status != WcStatus::Success {
                         return Err(format!("receive completion {} ({:?})", wc.status.as_str(), wc.status));
                     }
-                    if wc.byte_len as usize != size {
+                    if wc.byte_len as usize != size + grh {
                         return Err(format!("received {} bytes, want {size}", wc.byte_len));
                     }
                     got += 1;
                     last = Instant::now();
+                    if closed.is_some() {
+                        closed = Some(last);
+                    }
                     if posted < n {
                         qp.post_recv(&[recv_wr(posted)]).map_err(|(_, e)| format!("post_recv: {e}"))?;
                         posted += 1;
@@ -539,11 +591,13 @@ pub fn run(ctx: &Arc<dyn Context>, cfg: &OobConfig, s: TcpStream, client: bool) 
             res.completions = got;
             res.elapsed = start.elapsed();
             let mut b = vec![0u8; size];
-            mr.read(0, &mut b).map_err(ck("mr read"))?;
+            mr.read(grh, &mut b).map_err(ck("mr read"))?;
             let nz = b.iter().filter(|&&x| x != 0).count();
-            res.check_ok = nz > 0;
-            res.check = format!("{got} messages of {size} bytes received; last: {nz}/{size} bytes non-zero");
-            let _ = oob.answer_hand_shakes(&my, true, "close");
+            res.check_ok = nz > 0 && got > 0;
+            res.check = format!("{got} of {n} messages of {size} bytes received; last: {nz}/{size} bytes non-zero");
+            if closed.is_none() {
+                let _ = oob.answer_hand_shakes(&my, true, "close");
+            }
         } else {
             // One-sided: answer the client's barriers until its report comes.
             let n = oob.answer_hand_shakes(&my, true, "sync after the test")?;
@@ -707,16 +761,19 @@ mod tests {
             Device::start(cfg, f.attach(crate::fabric::mac(i), 1500)).unwrap()
         };
         let (da, db) = (mk(0), mk(1));
-        for (t, cas) in [
-            (Test::WriteBw, false),
-            (Test::ReadBw, false),
-            (Test::SendBw, false),
-            (Test::AtomicBw, false),
-            (Test::AtomicBw, true),
+        for (t, cas, conn, size) in [
+            (Test::WriteBw, false, QpType::Rc, 20000),
+            (Test::ReadBw, false, QpType::Rc, 20000),
+            (Test::SendBw, false, QpType::Rc, 20000),
+            (Test::AtomicBw, false, QpType::Rc, 8),
+            (Test::AtomicBw, true, QpType::Rc, 8),
+            (Test::WriteBw, false, QpType::Uc, 20000),
+            (Test::SendBw, false, QpType::Ud, 1024),
         ] {
             let cfg = OobConfig {
                 test: t,
-                size: 20000,
+                conn,
+                size,
                 iters: 200,
                 mtu: Mtu::M1024,
                 gid_idx: 1,
@@ -739,7 +796,7 @@ mod tests {
             });
             let (s, c) = match (s, c) {
                 (Ok(s), Ok(c)) => (s, c),
-                (s, c) => panic!("{t:?}: server {:?} client {:?}", s.err(), c.err()),
+                (s, c) => panic!("{t:?} {conn:?}: server {:?} client {:?}", s.err(), c.err()),
             };
             assert!(s.check_ok, "{t:?} server: {}", s.check);
             assert!(c.check_ok, "{t:?} client: {}", c.check);

@@ -267,9 +267,6 @@ fn finish(r: &mut Report, c: &Common) -> Result<(), String> {
 fn oob_test(t: Test, c: &Common) -> Result<(), String> {
     use benches::oob::{run_cli, DevPlace, OobConfig};
     let cfg = perf_config(c, 5000)?;
-    if cfg.conn != QpType::Rc {
-        return Err("perftest TCP mode supports -c RC only".into());
-    }
     let role = c.role.as_deref().unwrap_or("server");
     let host = match role {
         "client" => Some(c.host.clone().ok_or("client needs the server's HOST")?),
@@ -277,6 +274,7 @@ fn oob_test(t: Test, c: &Common) -> Result<(), String> {
     };
     let oc = OobConfig {
         test: t,
+        conn: cfg.conn,
         size: c.size,
         iters: cfg.iters,
         mtu: cfg.mtu,
