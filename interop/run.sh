@@ -64,7 +64,8 @@ small_n=${ITERS_SMALL:-200} large_n=${ITERS_LARGE:-50} huge_n=${ITERS_HUGE:-5}
 sizes_rc=${RC_SIZES:-"1 1001 20003 1048573"} sizes_uc=${UC_SIZES:-"1 1001 20003"}
 sizes_srq=${SRQ_SIZES:-"1 1001 20003"} sizes_ud=${UD_SIZES:-"1 1001 mtu"}
 # perftest (ib_{write,read,send,atomic}_bw against `softrdma-perf ... server|client`, the
-# perftest TCP exchange): sizes at link MTU 1500 only, IPv4 GID; atomics are 8 bytes.
+# perftest TCP exchange): RC at both link MTUs, IPv4 GID (write_bw/read_bw also IPv6),
+# UC/UD at link MTU 1500; atomics are 8 bytes.
 sizes_pt=${PERFTEST_SIZES:-"1001 20000"} pt_n=${PERFTEST_ITERS:-1000}
 is_pt() { case $1 in write_bw|read_bw|send_bw|atomic_fa|atomic_cs|write_uc|send_ud) return 0 ;; esac; return 1; }
 # perftest's binary and softrdma-perf's verb of a perftest case
@@ -122,6 +123,23 @@ cases_for() { # link_mtu
         for size in ${!v}; do
           [ "$size" = mtu ] && size=$pmtu
           echo "$tool $role 1 $pmtu $size $pt_n"
+        done
+      done
+    done
+    # RC write_bw / read_bw over the IPv6 GID (index 2) too
+    for tool in write_bw read_bw; do
+      for role in server client; do
+        for size in $sizes_pt; do echo "$tool $role 2 $pmtu $size $pt_n"; done
+      done
+    done
+  else
+    # path MTU 4096: the RC perftest cases (IPv4 GID; write_bw and read_bw over IPv6 as well)
+    for tool in write_bw read_bw send_bw atomic_fa atomic_cs; do
+      for role in server client; do
+        if [ "${tool#atomic}" != "$tool" ]; then echo "$tool $role 1 $pmtu 8 $pt_n"; continue; fi
+        for size in $sizes_pt; do
+          echo "$tool $role 1 $pmtu $size $pt_n"
+          case $tool in write_bw|read_bw) echo "$tool $role 2 $pmtu $size $pt_n" ;; esac
         done
       done
     done
