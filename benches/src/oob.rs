@@ -300,9 +300,12 @@ fn ck<E: std::fmt::Display>(what: &'static str) -> impl Fn(E) -> String {
 /// (client) socket `s`, on device context `ctx`.
 pub fn run(ctx: &Arc<dyn Context>, cfg: &OobConfig, s: TcpStream, client: bool) -> Res<OobResult> {
     let t = cfg.test;
-    if !t.is_bw() {
-        return Err("perftest TCP mode: only write_bw, read_bw, send_bw and atomic_bw".into());
+    if !t.is_bw() && t != Test::ReadLat {
+        return Err("perftest TCP mode: only write_bw, read_bw, send_bw, atomic_bw and read_lat".into());
     }
+    // read_lat (perftest's read_lat.c): the same exchange and the barrier after RTR; then the
+    // client reads one at a time and both go straight to the closing barrier (no report).
+    let lat = t == Test::ReadLat;
     let size = if t == Test::AtomicBw { 8 } else { cfg.size.max(1) };
     let conn = cfg.conn;
     match (conn, t) {
@@ -328,7 +331,7 @@ pub fn run(ctx: &Arc<dyn Context>, cfg: &OobConfig, s: TcpStream, client: bool) 
     let mr = pd.reg_mr(buf_len, AccessFlags::all()).map_err(ck("reg_mr"))?;
     mr.write(0, &vec![0u8; buf_len]).map_err(ck("mr write"))?;
     let pattern = crate::perf::pattern(buf_len, 0x3c);
-    if !client && t == Test::ReadBw {
+    if !client && matches!(t, Test::ReadBw | Test::ReadLat) {
         // What the peer reads: a known pattern.
         mr.write(0, &pattern).map_err(ck("mr write"))?;
     }
@@ -369,7 +372,7 @@ pub fn run(ctx: &Arc<dyn Context>, cfg: &OobConfig, s: TcpStream, client: bool) 
     // ctx_connect: RTR then RTS.
     let mut ah = AhAttr::new(rem.gid, cfg.gid_idx as u8);
     ah.hop_limit = 0xff;
-    let rd = matches!(t, Test::ReadBw | Test::AtomicBw);
+    let rd = matches!(t, Test::ReadBw | Test::AtomicBw | Test::ReadLat);
     let mut ud_ah = None;
     let rtr = QpAttr {
         qp_state: QpState::Rtr,
@@ -446,7 +449,7 @@ pub fn run(ctx: &Arc<dyn Context>, cfg: &OobConfig, s: TcpStream, client: bool) 
         let extra: usize = std::env::var("SOFTRDMA_OOB_PRE_SYNCS")
             .ok()
             .and_then(|v| v.parse().ok())
-            .unwrap_or(if t == Test::SendBw { 2 } else { 1 });
+            .unwrap_or(if t == Test::SendBw || lat { 2 } else { 1 });
         for _ in 0..extra {
             oob.hand_shake(&my, "sync before the test")?;
         }
@@ -457,7 +460,7 @@ pub fn run(ctx: &Arc<dyn Context>, cfg: &OobConfig, s: TcpStream, client: bool) 
         // The active side: `iters` operations, at most tx_depth outstanding, each signalled.
         let op = |i: u64| match t {
             Test::WriteBw => SendOp::RdmaWrite { remote_addr: rem.vaddr, rkey: rem.rkey },
-            Test::ReadBw => SendOp::RdmaRead { remote_addr: rem.vaddr, rkey: rem.rkey },
+            Test::ReadBw | Test::ReadLat => SendOp::RdmaRead { remote_addr: rem.vaddr, rkey: rem.rkey },
             Test::AtomicBw if cfg.cmp_swap => {
                 SendOp::AtomicCmpSwp { remote_addr: rem.vaddr, rkey: rem.rkey, compare: i, swap: i + 1 }
             }
@@ -465,7 +468,7 @@ pub fn run(ctx: &Arc<dyn Context>, cfg: &OobConfig, s: TcpStream, client: bool) 
             _ => SendOp::Send,
         };
         let n = cfg.iters.max(1);
-        let depth = cfg.tx_depth.max(1) as u64;
+        let depth = if lat { 1 } else { cfg.tx_depth.max(1) as u64 };
         let (mut posted, mut done) = (0u64, 0u64);
         let mut last = Instant::now();
         if t == Test::WriteBw || t == Test::SendBw {
@@ -516,7 +519,7 @@ pub fn run(ctx: &Arc<dyn Context>, cfg: &OobConfig, s: TcpStream, client: bool) 
         res.report = rep;
         // Check what is ours to check.
         match t {
-            Test::ReadBw => {
+            Test::ReadBw | Test::ReadLat => {
                 let mut got = vec![0u8; size];
                 mr.read(0, &mut got).map_err(ck("mr read"))?;
                 let nz = got.iter().filter(|&&b| b != 0).count();
@@ -534,7 +537,7 @@ pub fn run(ctx: &Arc<dyn Context>, cfg: &OobConfig, s: TcpStream, client: bool) 
                 res.check = format!("{done} completions, all successful");
             }
         }
-        if t != Test::SendBw {
+        if t != Test::SendBw && !lat {
             // send_bw has neither this barrier nor a report: the server counts.
             oob.hand_shake(&my, "sync after the test")?;
             oob.bw_reports(&rep)?;
@@ -598,6 +601,15 @@ pub fn run(ctx: &Arc<dyn Context>, cfg: &OobConfig, s: TcpStream, client: bool) 
             if closed.is_none() {
                 let _ = oob.answer_hand_shakes(&my, true, "close");
             }
+        } else if lat {
+            // read_lat: the client's pre-test barriers, then its closing one once it has
+            // read (ctx_close_connection: a barrier, then "done\0" and the socket closes).
+            let _ = oob.answer_hand_shakes(&my, true, "close");
+            res.elapsed = start.elapsed();
+            let mut b = vec![0u8; buf_len];
+            mr.read(0, &mut b).map_err(ck("mr read"))?;
+            res.check_ok = b == pattern;
+            res.check = format!("source buffer unchanged: {}", res.check_ok);
         } else {
             // One-sided: answer the client's barriers until its report comes.
             let n = oob.answer_hand_shakes(&my, true, "sync after the test")?;
@@ -769,6 +781,7 @@ mod tests {
             (Test::AtomicBw, true, QpType::Rc, 8),
             (Test::WriteBw, false, QpType::Uc, 20000),
             (Test::SendBw, false, QpType::Ud, 1024),
+            (Test::ReadLat, false, QpType::Rc, 20000),
         ] {
             let cfg = OobConfig {
                 test: t,
@@ -801,7 +814,7 @@ mod tests {
             assert!(s.check_ok, "{t:?} server: {}", s.check);
             assert!(c.check_ok, "{t:?} client: {}", c.check);
             assert_eq!(c.completions, 200);
-            if t != Test::SendBw {
+            if t != Test::SendBw && t != Test::ReadLat {
                 assert_eq!(s.report.iters, 200);
             }
         }
