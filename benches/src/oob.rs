@@ -300,12 +300,12 @@ fn ck<E: std::fmt::Display>(what: &'static str) -> impl Fn(E) -> String {
 /// (client) socket `s`, on device context `ctx`.
 pub fn run(ctx: &Arc<dyn Context>, cfg: &OobConfig, s: TcpStream, client: bool) -> Res<OobResult> {
     let t = cfg.test;
-    if !t.is_bw() && t != Test::ReadLat {
+    if !t.is_bw() && t != Test::ReadLat && t != Test::SendLat {
         return Err("perftest TCP mode: only write_bw, read_bw, send_bw, atomic_bw and read_lat".into());
     }
     // read_lat (perftest's read_lat.c): the same exchange and the barrier after RTR; then the
     // client reads one at a time and both go straight to the closing barrier (no report).
-    let lat = t == Test::ReadLat;
+    let lat = matches!(t, Test::ReadLat | Test::SendLat);
     let size = if t == Test::AtomicBw { 8 } else { cfg.size.max(1) };
     let conn = cfg.conn;
     match (conn, t) {
@@ -438,7 +438,7 @@ pub fn run(ctx: &Arc<dyn Context>, cfg: &OobConfig, s: TcpStream, client: bool) 
     let recv_len = (size + grh) as u32;
     let recv_wr =
         |id: u64| RecvWr { wr_id: id, sg_list: vec![Sge { addr: mr.addr(), length: recv_len, lkey: mr.lkey() }] };
-    if t == Test::SendBw && !client {
+    if (t == Test::SendBw && !client) || t == Test::SendLat {
         let n = cfg.rx_depth.min(cfg.iters.max(1) as u32);
         let wrs: Vec<RecvWr> = (0..n as u64).map(recv_wr).collect();
         qp.post_recv(&wrs).map_err(|(_, e)| format!("post_recv: {e}"))?;
@@ -456,7 +456,69 @@ pub fn run(ctx: &Arc<dyn Context>, cfg: &OobConfig, s: TcpStream, client: bool) 
     }
 
     let start = Instant::now();
-    if client {
+    if t == Test::SendLat {
+        // Ping-pong: the client sends and waits for the answer; the server answers each
+        // message it receives. Receives are reposted one per completion.
+        let n = cfg.iters.max(1);
+        let mut posted = cfg.rx_depth.min(n as u32) as u64;
+        let (mut sent, mut got) = (0u64, 0u64);
+        let mut last = Instant::now();
+        let send = |id: u64| {
+            let mut wr =
+                SendWr::new(id, SendOp::Send, vec![Sge { addr: mr.addr() + 8192, length: size as u32, lkey: mr.lkey() }]);
+            wr.flags = SendFlags::SIGNALED;
+            qp.post_send(&[wr], None).map_err(|(k, e)| format!("post_send[{k}]: {e}"))
+        };
+        mr.write(8192, &pattern[..size]).map_err(ck("mr write"))?;
+        if !client {
+            // The two barriers the client does before it starts (perftest's latency main).
+            for _ in 0..2 {
+                oob.hand_shake(&my, "sync before the test")?;
+            }
+        }
+        if client {
+            send(0)?;
+            sent = 1;
+        }
+        while got < n || sent < n {
+            let wcs = cq.wait(16, Duration::from_millis(50));
+            if wcs.is_empty() && last.elapsed() > cfg.stall {
+                return Err(format!("no completion for {:?}: {sent} sent, {got} received", cfg.stall));
+            }
+            for wc in &wcs {
+                if wc.status != WcStatus::Success {
+                    return Err(format!("completion {} ({:?})", wc.status.as_str(), wc.status));
+                }
+                last = Instant::now();
+                if wc.opcode == verbs_api::WcOpcode::Recv {
+                    if wc.byte_len as usize != size {
+                        return Err(format!("received {} bytes, want {size}", wc.byte_len));
+                    }
+                    got += 1;
+                    if posted < n {
+                        qp.post_recv(&[recv_wr(posted)]).map_err(|(_, e)| format!("post_recv: {e}"))?;
+                        posted += 1;
+                    }
+                    if sent < n {
+                        send(sent)?;
+                        sent += 1;
+                    }
+                }
+            }
+        }
+        res.completions = got;
+        res.elapsed = start.elapsed();
+        let mut b = vec![0u8; size];
+        mr.read(0, &mut b).map_err(ck("mr read"))?;
+        let nz = b.iter().filter(|&&x| x != 0).count();
+        res.check_ok = got == n && nz > 0;
+        res.check = format!("{got} of {n} messages of {size} bytes received, {sent} sent; last: {nz}/{size} non-zero");
+        if client {
+            let _ = oob.hand_shake(&my, "close");
+        } else {
+            let _ = oob.answer_hand_shakes(&my, true, "close");
+        }
+    } else if client {
         // The active side: `iters` operations, at most tx_depth outstanding, each signalled.
         let op = |i: u64| match t {
             Test::WriteBw => SendOp::RdmaWrite { remote_addr: rem.vaddr, rkey: rem.rkey },
@@ -782,6 +844,7 @@ mod tests {
             (Test::WriteBw, false, QpType::Uc, 20000),
             (Test::SendBw, false, QpType::Ud, 1024),
             (Test::ReadLat, false, QpType::Rc, 20000),
+            (Test::SendLat, false, QpType::Rc, 20000),
         ] {
             let cfg = OobConfig {
                 test: t,
@@ -814,7 +877,7 @@ mod tests {
             assert!(s.check_ok, "{t:?} server: {}", s.check);
             assert!(c.check_ok, "{t:?} client: {}", c.check);
             assert_eq!(c.completions, 200);
-            if t != Test::SendBw && t != Test::ReadLat {
+            if t != Test::SendBw && t != Test::ReadLat && t != Test::SendLat {
                 assert_eq!(s.report.iters, 200);
             }
         }
