@@ -41,9 +41,10 @@ use softrdma::backend::netns::{self, NetNs};
 use softrdma::backend::tap::{open_tap, TapConfig};
 use softrdma::device::{Device, DeviceConfig};
 use verbs_api::helpers::{to_init, ConnectOptions};
+use verbs_api::transitions::required;
 use verbs_api::{
-    AccessFlags, AhAttr, Context, Gid, Mtu, QpAttr, QpAttrMask, QpCap, QpInitAttr, QpPath, QpState, QpType, RecvWr,
-    SendFlags, SendOp, SendWr, Sge, WcStatus,
+    AccessFlags, AhAttr, Context, Gid, Mtu, QpAttr, QpCap, QpInitAttr, QpPath, QpState, QpType, RecvWr, SendFlags,
+    SendOp, SendWr, Sge, WcStatus,
 };
 
 use crate::perf::Test;
@@ -383,55 +384,21 @@ pub fn run(ctx: &Arc<dyn Context>, cfg: &OobConfig, s: TcpStream, client: bool) 
         min_rnr_timer: 12,
         ..QpAttr::default()
     };
-    if conn == QpType::Rc {
-        qp.modify(
-            &rtr,
-            QpAttrMask::STATE
-                | QpAttrMask::AV
-                | QpAttrMask::PATH_MTU
-                | QpAttrMask::DEST_QPN
-                | QpAttrMask::RQ_PSN
-                | QpAttrMask::MAX_DEST_RD_ATOMIC
-                | QpAttrMask::MIN_RNR_TIMER,
-            QpPath { ah: Some(ah) },
-        )
-        .map_err(ck("INIT->RTR"))?;
-        let rts = QpAttr {
-            qp_state: QpState::Rts,
-            sq_psn: my.psn,
-            timeout: cfg.timeout,
-            retry_cnt: 7,
-            rnr_retry: 7,
-            max_rd_atomic: if rd { rem.out_reads.clamp(1, out_reads) as u8 } else { 1 },
-            ..rtr
-        };
-        qp.modify(
-            &rts,
-            QpAttrMask::STATE
-                | QpAttrMask::TIMEOUT
-                | QpAttrMask::RETRY_CNT
-                | QpAttrMask::RNR_RETRY
-                | QpAttrMask::SQ_PSN
-                | QpAttrMask::MAX_QP_RD_ATOMIC,
-            QpPath::default(),
-        )
-        .map_err(ck("RTR->RTS"))?;
-    } else {
-        // UC: the path, MTU, QPN and PSN; UD: only the states (the AH goes with each send).
-        let (m, path) = if conn == QpType::Uc {
-            (
-                QpAttrMask::STATE | QpAttrMask::AV | QpAttrMask::PATH_MTU | QpAttrMask::DEST_QPN | QpAttrMask::RQ_PSN,
-                QpPath { ah: Some(ah.clone()) },
-            )
-        } else {
-            (QpAttrMask::STATE, QpPath::default())
-        };
-        qp.modify(&rtr, m, path).map_err(ck("INIT->RTR"))?;
-        let rts = QpAttr { qp_state: QpState::Rts, sq_psn: my.psn, ..rtr };
-        qp.modify(&rts, QpAttrMask::STATE | QpAttrMask::SQ_PSN, QpPath::default()).map_err(ck("RTR->RTS"))?;
-        if conn == QpType::Ud {
-            ud_ah = Some(pd.create_ah(&ah).map_err(ck("create_ah"))?);
-        }
+    // UC/RC carry the path; UD only changes state (the AH goes with each send).
+    let path = if conn == QpType::Ud { QpPath::default() } else { QpPath { ah: Some(ah.clone()) } };
+    qp.modify(&rtr, required(conn, QpState::Init, QpState::Rtr), path).map_err(ck("INIT->RTR"))?;
+    let rts = QpAttr {
+        qp_state: QpState::Rts,
+        sq_psn: my.psn,
+        timeout: cfg.timeout,
+        retry_cnt: 7,
+        rnr_retry: 7,
+        max_rd_atomic: if rd { rem.out_reads.clamp(1, out_reads) as u8 } else { 1 },
+        ..rtr
+    };
+    qp.modify(&rts, required(conn, QpState::Rtr, QpState::Rts), QpPath::default()).map_err(ck("RTR->RTS"))?;
+    if conn == QpType::Ud {
+        ud_ah = Some(pd.create_ah(&ah).map_err(ck("create_ah"))?);
     }
 
     let mut res = OobResult { peer_version, mtu: mtu.bytes(), local: my, remote: rem, ..Default::default() };
@@ -464,8 +431,11 @@ pub fn run(ctx: &Arc<dyn Context>, cfg: &OobConfig, s: TcpStream, client: bool) 
         let (mut sent, mut got) = (0u64, 0u64);
         let mut last = Instant::now();
         let send = |id: u64| {
-            let mut wr =
-                SendWr::new(id, SendOp::Send, vec![Sge { addr: mr.addr() + 8192, length: size as u32, lkey: mr.lkey() }]);
+            let mut wr = SendWr::new(
+                id,
+                SendOp::Send,
+                vec![Sge { addr: mr.addr() + 8192, length: size as u32, lkey: mr.lkey() }],
+            );
             wr.flags = SendFlags::SIGNALED;
             qp.post_send(&[wr], None).map_err(|(k, e)| format!("post_send[{k}]: {e}"))
         };

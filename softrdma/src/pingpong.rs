@@ -44,9 +44,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use verbs_api::helpers::{to_init, ConnectOptions};
+use verbs_api::transitions::required;
 use verbs_api::{
-    AccessFlags, Ah, AhAttr, Context, Cq, Gid, Mr, Mtu, Pd, Qp, QpAttr, QpAttrMask, QpCap, QpInitAttr, QpPath, QpState,
-    QpType, RecvWr, SendOp, SendWr, Sge, Srq, WcStatus,
+    AccessFlags, Ah, AhAttr, Context, Cq, Gid, Mr, Mtu, Pd, Qp, QpAttr, QpCap, QpInitAttr, QpPath, QpState, QpType,
+    RecvWr, SendOp, SendWr, Sge, Srq, WcStatus,
 };
 
 /// Which of the four examples.
@@ -439,34 +440,10 @@ impl Side {
                 max_rd_atomic: 1,
                 ..rtr
             };
-            let (m_rtr, m_rts, p) = match o.kind {
-                Kind::Ud => (QpAttrMask::STATE, QpAttrMask::STATE | QpAttrMask::SQ_PSN, QpPath::default()),
-                Kind::Uc => (
-                    QpAttrMask::STATE
-                        | QpAttrMask::AV
-                        | QpAttrMask::PATH_MTU
-                        | QpAttrMask::DEST_QPN
-                        | QpAttrMask::RQ_PSN,
-                    QpAttrMask::STATE | QpAttrMask::SQ_PSN,
-                    path,
-                ),
-                Kind::Rc | Kind::Srq => (
-                    QpAttrMask::STATE
-                        | QpAttrMask::AV
-                        | QpAttrMask::PATH_MTU
-                        | QpAttrMask::DEST_QPN
-                        | QpAttrMask::RQ_PSN
-                        | QpAttrMask::MAX_DEST_RD_ATOMIC
-                        | QpAttrMask::MIN_RNR_TIMER,
-                    QpAttrMask::STATE
-                        | QpAttrMask::TIMEOUT
-                        | QpAttrMask::RETRY_CNT
-                        | QpAttrMask::RNR_RETRY
-                        | QpAttrMask::SQ_PSN
-                        | QpAttrMask::MAX_QP_RD_ATOMIC,
-                    path,
-                ),
-            };
+            let t = o.kind.qp_type();
+            // UC/RC carry the path; UD only changes state (the AH goes with each send).
+            let p = if t == QpType::Ud { QpPath::default() } else { path };
+            let (m_rtr, m_rts) = (required(t, QpState::Init, QpState::Rtr), required(t, QpState::Rtr, QpState::Rts));
             qp.modify(&rtr, m_rtr, p).map_err(|e| PpError(format!("Failed to modify QP to RTR: {e}")))?;
             qp.modify(&rts, m_rts, QpPath::default())
                 .map_err(|e| PpError(format!("Failed to modify QP to RTS: {e}")))?;

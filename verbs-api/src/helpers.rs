@@ -5,7 +5,8 @@
 
 use std::sync::Arc;
 
-use crate::{AccessFlags, AhAttr, Gid, Mtu, Qp, QpAttr, QpAttrMask, QpPath, QpState, QpType, Result};
+use crate::transitions::required;
+use crate::{AccessFlags, AhAttr, Gid, Mtu, Qp, QpAttr, QpPath, QpState, QpType, Result};
 
 /// What one side tells the other out of band.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -57,9 +58,7 @@ pub fn to_init(qp: &Arc<dyn Qp>, o: &ConnectOptions) -> Result<()> {
         qkey: o.qkey,
         ..QpAttr::default()
     };
-    let m = QpAttrMask::STATE | QpAttrMask::PKEY_INDEX | QpAttrMask::PORT;
-    let m = if qp.qp_type() == QpType::Ud { m | QpAttrMask::QKEY } else { m | QpAttrMask::ACCESS_FLAGS };
-    qp.modify(&a, m, QpPath::default())
+    qp.modify(&a, required(qp.qp_type(), QpState::Reset, QpState::Init), QpPath::default())
 }
 
 /// INIT → RTR → RTS towards `peer` (for UD only the state changes and the SQ PSN).
@@ -74,43 +73,17 @@ pub fn to_rts(qp: &Arc<dyn Qp>, my_psn: u32, peer: &PeerInfo, o: &ConnectOptions
         min_rnr_timer: o.min_rnr_timer,
         ..QpAttr::default()
     };
-    let path = QpPath { ah: Some(AhAttr::new(peer.gid, o.sgid_index)) };
-    match t {
-        QpType::Ud => qp.modify(&a, QpAttrMask::STATE, QpPath::default())?,
-        QpType::Uc => qp.modify(
-            &a,
-            QpAttrMask::STATE | QpAttrMask::AV | QpAttrMask::PATH_MTU | QpAttrMask::DEST_QPN | QpAttrMask::RQ_PSN,
-            path,
-        )?,
-        QpType::Rc => qp.modify(
-            &a,
-            QpAttrMask::STATE
-                | QpAttrMask::AV
-                | QpAttrMask::PATH_MTU
-                | QpAttrMask::DEST_QPN
-                | QpAttrMask::RQ_PSN
-                | QpAttrMask::MAX_DEST_RD_ATOMIC
-                | QpAttrMask::MIN_RNR_TIMER,
-            path,
-        )?,
-    }
+    // A UD QP has no path: its address handle goes with each send.
+    let path =
+        if t == QpType::Ud { QpPath::default() } else { QpPath { ah: Some(AhAttr::new(peer.gid, o.sgid_index)) } };
+    qp.modify(&a, required(t, QpState::Init, QpState::Rtr), path)?;
     a.qp_state = QpState::Rts;
     a.sq_psn = my_psn;
     a.timeout = o.timeout;
     a.retry_cnt = o.retry_cnt;
     a.rnr_retry = o.rnr_retry;
     a.max_rd_atomic = o.max_rd_atomic;
-    let m = match t {
-        QpType::Rc => {
-            QpAttrMask::STATE
-                | QpAttrMask::SQ_PSN
-                | QpAttrMask::TIMEOUT
-                | QpAttrMask::RETRY_CNT
-                | QpAttrMask::RNR_RETRY
-                | QpAttrMask::MAX_QP_RD_ATOMIC
-        }
-        _ => QpAttrMask::STATE | QpAttrMask::SQ_PSN,
-    };
+    let m = required(t, QpState::Rtr, QpState::Rts);
     qp.modify(&a, m, QpPath::default())
 }
 

@@ -11,6 +11,7 @@ mod access;
 mod attr;
 mod error;
 pub mod helpers;
+pub mod transitions;
 mod verbs;
 mod wc;
 mod wr;

@@ -8,7 +8,8 @@ pub mod workload;
 use core::time::Duration;
 
 use smoltcp::wire::EthernetAddress;
-use verbs_api::{AccessFlags, Gid, Mtu, QpAttr, QpAttrMask, QpCap, QpState, QpType};
+use verbs_api::transitions::required;
+use verbs_api::{AccessFlags, Gid, Mtu, QpAttr, QpCap, QpState, QpType};
 
 use crate::endpoint::Endpoint;
 use crate::flow;
@@ -145,36 +146,15 @@ impl Sim {
                 qkey: p.qkey,
                 ..QpAttr::default()
             };
-            let m = QpAttrMask::STATE | QpAttrMask::PKEY_INDEX | QpAttrMask::PORT;
-            let m = if t == QpType::Ud { m | QpAttrMask::QKEY } else { m | QpAttrMask::ACCESS_FLAGS };
-            qp.modify(&a, m, None).expect("RESET->INIT");
+            qp.modify(&a, required(t, QpState::Reset, QpState::Init), None).expect("RESET->INIT");
             a.qp_state = QpState::Rtr;
             a.path_mtu = p.mtu;
             a.dest_qp_num = r;
             a.rq_psn = p.psn[1 - i];
             a.max_dest_rd_atomic = p.max_dest_rd_atomic;
             a.min_rnr_timer = p.min_rnr_timer;
-            let (m, path) = match t {
-                QpType::Ud => (QpAttrMask::STATE, None),
-                QpType::Uc => (
-                    QpAttrMask::STATE
-                        | QpAttrMask::AV
-                        | QpAttrMask::PATH_MTU
-                        | QpAttrMask::DEST_QPN
-                        | QpAttrMask::RQ_PSN,
-                    Some(path_between(i, l, r, false)),
-                ),
-                QpType::Rc => (
-                    QpAttrMask::STATE
-                        | QpAttrMask::AV
-                        | QpAttrMask::PATH_MTU
-                        | QpAttrMask::DEST_QPN
-                        | QpAttrMask::RQ_PSN
-                        | QpAttrMask::MAX_DEST_RD_ATOMIC
-                        | QpAttrMask::MIN_RNR_TIMER,
-                    Some(path_between(i, l, r, false)),
-                ),
-            };
+            let path = (t != QpType::Ud).then(|| path_between(i, l, r, false));
+            let m = required(t, QpState::Init, QpState::Rtr);
             qp.modify(&a, m, path).expect("INIT->RTR");
             if t == QpType::Ud {
                 // A UD QP has no connected peer; its MTU is the port's.
@@ -186,17 +166,7 @@ impl Sim {
             a.retry_cnt = p.retry_cnt;
             a.rnr_retry = p.rnr_retry;
             a.max_rd_atomic = p.max_rd_atomic;
-            let m = match t {
-                QpType::Rc => {
-                    QpAttrMask::STATE
-                        | QpAttrMask::SQ_PSN
-                        | QpAttrMask::TIMEOUT
-                        | QpAttrMask::RETRY_CNT
-                        | QpAttrMask::RNR_RETRY
-                        | QpAttrMask::MAX_QP_RD_ATOMIC
-                }
-                _ => QpAttrMask::STATE | QpAttrMask::SQ_PSN,
-            };
+            let m = required(t, QpState::Rtr, QpState::Rts);
             qp.modify(&a, m, None).expect("RTR->RTS");
         }
         q
