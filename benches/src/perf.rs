@@ -331,6 +331,7 @@ pub fn run_bw(t: Test, ca: &Arc<dyn Context>, cb: &Arc<dyn Context>, cfg: &PerfC
             let mut total_done = 0u64;
             let mut last_progress = Instant::now();
             let mut batch: Vec<SendWr> = Vec::with_capacity(32);
+            let mut idle_polls = 0u32;
             loop {
                 let time_up = deadline.is_some_and(|d| Instant::now() >= d);
                 let may_post = |s: u64| match target {
@@ -361,10 +362,16 @@ pub fn run_bw(t: Test, ca: &Arc<dyn Context>, cb: &Arc<dyn Context>, cfg: &PerfC
                 if all_posted && posted == done {
                     break;
                 }
-                let blocked = (0..q).all(|i| posted[i] - done[i] >= tx_depth || !may_post(posted[i]));
-                let wcs = if blocked { a.cq.wait(64, Duration::from_millis(100)) } else { a.cq.poll(64) };
+                // Spin on the CQ as perftest does (polling drives the device:
+                // busy polling); yield now and then so that on a single CPU
+                // the peer's receive thread gets its turn.
+                let wcs = a.cq.poll(64);
                 if wcs.is_empty() {
-                    if last_progress.elapsed() > STALL {
+                    idle_polls += 1;
+                    if idle_polls % spin_yield() == 0 {
+                        std::thread::yield_now();
+                    }
+                    if idle_polls % 1024 == 0 && last_progress.elapsed() > STALL {
                         return Err(format!("no completion for {STALL:?}: posted {posted:?}, completed {done:?}"));
                     }
                     continue;

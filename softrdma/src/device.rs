@@ -43,6 +43,11 @@ pub struct DeviceConfig {
     pub granted_gids: Vec<Gid>,
     /// Speak RoCEv1 too. Refused for devices outside the initial namespace.
     pub rocev1: bool,
+    /// Busy polling: for this long after an application last polled one of
+    /// the device's CQs, the receive thread leaves the link to the polling
+    /// thread (as Linux's busy polling defers interrupts), so a frame costs
+    /// no thread hand-off. `None`: the receive thread handles every frame.
+    pub busy_poll: Option<std::time::Duration>,
 }
 
 /// TEST-ONLY switches that make the device non-conforming on purpose, so the
@@ -69,6 +74,7 @@ impl DeviceConfig {
             mode: BoundaryMode::Netdev,
             granted_gids: Vec::new(),
             rocev1: false,
+            busy_poll: Some(crate::engine::BUSY_POLL_DEFAULT),
         }
     }
 }
@@ -129,8 +135,8 @@ impl Device {
             next_cq: 0,
             buf: Vec::with_capacity(link.mtu + 64),
         };
-        let shared = Shared::new(cfg.name.clone(), link.mac, link.mtu, link.tx, core);
-        let threads = engine::spawn(&shared, link.rx)?;
+        let shared = Shared::new(cfg.name.clone(), link.mac, link.mtu, link.tx, link.rx, cfg.busy_poll, core);
+        let threads = engine::spawn(&shared)?;
         let dev = Arc::new(Device { shared, threads: Mutex::new(threads) });
         if let Ok(mut reg) = REGISTRY.lock() {
             reg.retain(|w| w.strong_count() > 0);

@@ -3,11 +3,23 @@
 //! out on the link, completions into CQs, events), so a frame leaves from the
 //! thread that caused it. A receive thread feeds frames from the link; a
 //! timer thread sleeps until the transport's next deadline.
+//!
+//! Busy polling: an application thread polling a CQ drains the link itself
+//! ([`Shared::progress`]), and for [`DeviceConfig::busy_poll`] after its
+//! last poll the receive thread stays off the link, so a frame reaches the
+//! transport without waking anyone — the way Linux's busy polling with
+//! `napi_defer_hard_irqs` keeps interrupts off while a socket polls. When
+//! the polling stops (or a thread blocks in `Cq::wait`), the receive thread
+//! takes over again.
+//!
+//! [`DeviceConfig::busy_poll`]: crate::device::DeviceConfig::busy_poll
 
 use std::collections::{HashMap, VecDeque};
+
+use rustc_hash::FxHashMap;
 use std::fs::File;
 use std::io::BufWriter;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -89,17 +101,27 @@ pub struct Core {
     pub timer_sleeps_until: Option<Instant>,
     pub pkeys: Vec<u16>,
     /// Send and receive CQ of each QP.
-    pub cqs: HashMap<u32, (Arc<CqInner>, Arc<CqInner>)>,
+    pub cqs: FxHashMap<u32, (Arc<CqInner>, Arc<CqInner>)>,
     pub events: VecDeque<AsyncEvent>,
     pub counters: DeviceCounters,
     pub pcap: Option<PcapSink<BufWriter<File>>>,
     pub rxe_retry_quirk: bool,
-    pub cq_by_num: HashMap<u32, Arc<CqInner>>,
+    pub cq_by_num: FxHashMap<u32, Arc<CqInner>>,
     /// Objects created under each PD (dealloc is refused while any remain).
     pub pd_objects: HashMap<u32, u32>,
     pub next_pd: u32,
     pub next_cq: u32,
     pub buf: Vec<u8>,
+}
+
+/// How long the receive thread stays off the link after a CQ poll, unless
+/// the device is configured otherwise.
+pub const BUSY_POLL_DEFAULT: Duration = Duration::from_micros(1000);
+
+/// The receiving half of the link and the buffers frames land in.
+struct RxState {
+    link: Box<dyn LinkRx>,
+    bufs: Vec<Vec<u8>>,
 }
 
 pub struct Shared {
@@ -108,6 +130,12 @@ pub struct Shared {
     pub mtu: usize,
     core: Mutex<Core>,
     tx: Arc<dyn LinkTx>,
+    rx: Mutex<RxState>,
+    busy_poll: Option<Duration>,
+    /// Counts application polls (no clock read on the polling path); 0:
+    /// nobody polls.
+    polls: AtomicU64,
+    rx_thread: std::sync::OnceLock<std::thread::Thread>,
     /// Wakes the timer thread when a deadline may have moved.
     timer: Condvar,
     events: Condvar,
@@ -116,13 +144,26 @@ pub struct Shared {
 }
 
 impl Shared {
-    pub fn new(name: String, mac: [u8; 6], mtu: usize, tx: Arc<dyn LinkTx>, core: Core) -> Arc<Self> {
+    pub fn new(
+        name: String,
+        mac: [u8; 6],
+        mtu: usize,
+        tx: Arc<dyn LinkTx>,
+        rx: Box<dyn LinkRx>,
+        busy_poll: Option<Duration>,
+        core: Core,
+    ) -> Arc<Self> {
+        let bufs = (0..RX_BATCH).map(|_| Vec::with_capacity(mtu + 64)).collect();
         Arc::new(Shared {
             name,
             mac,
             mtu,
             core: Mutex::new(core),
             tx,
+            rx: Mutex::new(RxState { link: rx, bufs }),
+            busy_poll: busy_poll.filter(|d| !d.is_zero()),
+            polls: AtomicU64::new(0),
+            rx_thread: std::sync::OnceLock::new(),
             timer: Condvar::new(),
             events: Condvar::new(),
             start: std::time::Instant::now(),
@@ -149,17 +190,39 @@ impl Shared {
     }
 
     fn put(&self, core: &mut Core, frame: &[u8]) {
+        if self.put_local(core, frame) {
+            return;
+        }
+        let sent = self.tx.send(frame);
+        self.count_tx(core, sent);
+    }
+
+    /// Like `put`, but lets the link take the buffer (see `LinkTx::send_buf`).
+    fn put_buf(&self, core: &mut Core, buf: &mut Vec<u8>) {
+        if self.put_local(core, buf) {
+            return;
+        }
+        let sent = self.tx.send_buf(buf);
+        self.count_tx(core, sent);
+    }
+
+    /// Captures the frame; loops it back if it is for this device (a frame
+    /// to our own MAC never leaves the device) and says so.
+    fn put_local(&self, core: &mut Core, frame: &[u8]) -> bool {
         if let Some(p) = &mut core.pcap {
             let _ = p.write(self.elapsed(), frame);
         }
-        // Loopback: a frame to our own MAC never leaves the device.
         if frame.len() >= 6 && frame[..6] == self.mac {
             core.counters.tx_frames += 1;
             let now = self.now();
             let _ = core.ep.handle_frame(now, frame);
-            return;
+            return true;
         }
-        if self.tx.send(frame).is_err() {
+        false
+    }
+
+    fn count_tx(&self, core: &mut Core, sent: std::io::Result<()>) {
+        if sent.is_err() {
             core.counters.tx_errors += 1;
         } else {
             core.counters.tx_frames += 1;
@@ -189,7 +252,7 @@ impl Shared {
                     s.charge(buf.len(), crate::qos::ends_request(&buf));
                 }
             }
-            self.put(core, &buf);
+            self.put_buf(core, &mut buf);
         }
         core.buf = buf;
         while let Some((qpn, c)) = core.ep.poll_completion() {
@@ -252,15 +315,94 @@ impl Shared {
         }
     }
 
-    /// Handles one received frame.
     /// Handles a batch of received frames under one lock and one flush.
-    fn receive(&self, frames: &[&[u8]]) {
+    fn receive(&self, frames: &[Vec<u8>]) {
         let now = self.now();
         let mut core = self.lock();
         for frame in frames {
             self.receive_one(&mut core, now, frame);
         }
         self.flush(&mut core);
+    }
+
+    /// Takes up to `RX_BATCH` frames from the link, the first waiting up to
+    /// `first` for one; handles them. Returns how many there were.
+    fn drain(&self, rx: &mut RxState, first: Duration) -> std::io::Result<usize> {
+        let max = self.mtu + 64;
+        let mut k = 0;
+        while k < RX_BATCH {
+            let wait = if k == 0 { first } else { Duration::ZERO };
+            match rx.link.recv_buf(&mut rx.bufs[k], max, wait) {
+                Ok(true) => k += 1,
+                Ok(false) => break,
+                Err(e) if k == 0 => return Err(e),
+                Err(_) => break,
+            }
+        }
+        if k > 0 {
+            self.receive(&rx.bufs[..k]);
+        }
+        Ok(k)
+    }
+
+    /// After a batch, the receive thread keeps polling the link for
+    /// `RX_LINGER` before it sleeps: a stream of frames then costs no
+    /// wake-up per batch (and the scheduler does not pull the sender and
+    /// the receive thread onto one CPU, as it does with a wake per batch).
+    fn linger(&self, rx: &mut RxState) {
+        let mut until = std::time::Instant::now() + RX_LINGER;
+        let mut idle = 0u32;
+        while !self.stopped() {
+            match self.drain(rx, Duration::ZERO) {
+                Ok(0) => {
+                    idle += 1;
+                    if idle % 64 == 0 {
+                        if std::time::Instant::now() >= until {
+                            return;
+                        }
+                        std::thread::yield_now();
+                    }
+                    std::hint::spin_loop();
+                }
+                Ok(_) => {
+                    idle = 0;
+                    until = std::time::Instant::now() + RX_LINGER;
+                }
+                Err(_) => return,
+            }
+        }
+    }
+
+    /// Busy polling: called by an application thread polling a CQ. Takes
+    /// what the link holds (unless the receive thread is on it) and keeps
+    /// the receive thread off the link for the busy-poll interval.
+    pub fn progress(&self) {
+        if self.busy_poll.is_none() {
+            return;
+        }
+        self.polls.fetch_add(1, Ordering::Release);
+        if let Ok(mut rx) = self.rx.try_lock() {
+            let _ = self.drain(&mut rx, Duration::ZERO);
+        }
+    }
+
+    /// The application stops polling (it is about to block): hand the link
+    /// back to the receive thread at once.
+    pub fn stop_polling(&self) {
+        if self.busy_poll.is_some() && self.polls.swap(0, Ordering::AcqRel) != 0 {
+            if let Some(t) = self.rx_thread.get() {
+                t.unpark();
+            }
+        }
+    }
+
+    /// Whether an application polled since the receive thread last looked
+    /// (`seen`: the poll count it saw then).
+    fn polled_since(&self, seen: &mut u64) -> bool {
+        let now = self.polls.load(Ordering::Acquire);
+        let polled = now != 0 && now != *seen;
+        *seen = now;
+        polled
     }
 
     fn receive_one(&self, core: &mut Core, now: Instant, frame: &[u8]) {
@@ -294,6 +436,9 @@ impl Shared {
 
     pub fn shutdown(&self) {
         self.stop.store(true, Ordering::Release);
+        if let Some(t) = self.rx_thread.get() {
+            t.unpark();
+        }
         self.timer.notify_all();
         self.events.notify_all();
     }
@@ -303,39 +448,37 @@ impl Shared {
     }
 }
 
+/// How long the receive thread polls an idle link before it sleeps.
+const RX_LINGER: Duration = Duration::from_micros(50);
+
 /// Frames the receive thread takes from its link per lock and flush.
 const RX_BATCH: usize = 32;
 
 /// Starts the receive and timer threads of a device.
-pub fn spawn(shared: &Arc<Shared>, mut rx: Box<dyn LinkRx>) -> std::io::Result<Vec<std::thread::JoinHandle<()>>> {
+pub fn spawn(shared: &Arc<Shared>) -> std::io::Result<Vec<std::thread::JoinHandle<()>>> {
     let s = shared.clone();
     let rx_thread = std::thread::Builder::new().name(format!("{}-rx", shared.name)).spawn(move || {
-        // Up to RX_BATCH frames the link already holds are handled together.
-        let mut bufs: Vec<Vec<u8>> = (0..RX_BATCH).map(|_| vec![0u8; s.mtu + 64]).collect();
-        let mut lens = [0usize; RX_BATCH];
+        let mut seen = 0;
         while !s.stopped() {
-            match rx.recv(&mut bufs[0], Duration::from_millis(50)) {
-                Ok(Some(n)) => {
-                    lens[0] = n;
-                    let mut k = 1;
-                    while k < RX_BATCH {
-                        match rx.recv(&mut bufs[k], Duration::ZERO) {
-                            Ok(Some(n)) => {
-                                lens[k] = n;
-                                k += 1;
-                            }
-                            _ => break,
-                        }
-                    }
-                    let frames: Vec<&[u8]> = bufs[..k].iter().zip(&lens[..k]).map(|(b, &n)| &b[..n]).collect();
-                    s.receive(&frames);
-                }
-                Ok(None) => {}
+            if let Some(grace) = s.busy_poll.filter(|_| s.polled_since(&mut seen)) {
+                // An application is busy-polling: stay off the link until
+                // it has not polled for a whole interval.
+                std::thread::park_timeout(grace);
+                continue;
+            }
+            let mut rx = s.rx.lock().unwrap_or_else(|e| e.into_inner());
+            match s.drain(&mut rx, Duration::from_millis(50)) {
+                Ok(0) => {}
+                Ok(_) => s.linger(&mut rx),
                 Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => break,
-                Err(_) => std::thread::sleep(Duration::from_millis(10)),
+                Err(_) => {
+                    drop(rx);
+                    std::thread::sleep(Duration::from_millis(10))
+                }
             }
         }
     })?;
+    let _ = shared.rx_thread.set(rx_thread.thread().clone());
     let s = shared.clone();
     let timer_thread = std::thread::Builder::new().name(format!("{}-timer", shared.name)).spawn(move || {
         let mut core = s.lock();

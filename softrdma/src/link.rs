@@ -14,6 +14,13 @@ use std::time::Duration;
 pub trait LinkTx: Send + Sync {
     /// Puts one Ethernet frame (no FCS) on the wire.
     fn send(&self, frame: &[u8]) -> io::Result<()>;
+
+    /// Sends the frame held in `buf`. A link that can pass buffers on (the
+    /// in-memory fabric) takes the buffer itself and leaves a recycled one
+    /// in its place, so the frame is never copied; others copy it out.
+    fn send_buf(&self, buf: &mut Vec<u8>) -> io::Result<()> {
+        self.send(buf)
+    }
 }
 
 /// The receiving half of a link.
@@ -23,6 +30,20 @@ pub trait LinkRx: Send {
     /// `mtu + 18` bytes long. An error of kind `BrokenPipe` means the link is
     /// gone for good.
     fn recv(&mut self, buf: &mut [u8], timeout: Duration) -> io::Result<Option<usize>>;
+
+    /// Like [`LinkRx::recv`], but the frame ends up in `buf` (truncated to
+    /// its length): a link that hands over buffers swaps its own in instead
+    /// of copying. `max` is the largest frame the caller takes.
+    fn recv_buf(&mut self, buf: &mut Vec<u8>, max: usize, timeout: Duration) -> io::Result<bool> {
+        buf.resize(max, 0);
+        match self.recv(buf, timeout)? {
+            Some(n) => {
+                buf.truncate(n);
+                Ok(true)
+            }
+            None => Ok(false),
+        }
+    }
 }
 
 /// A link as a backend hands it to a device.

@@ -4,7 +4,7 @@
 //! alignment). Each region's bytes sit behind a lock, so the application
 //! (through `Mr::read`/`Mr::write`) and the device threads never race.
 
-use std::collections::HashMap;
+use rustc_hash::FxHashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock};
 
@@ -21,6 +21,8 @@ pub struct Region {
     pub lkey: u32,
     pub rkey: u32,
     pub remote_valid: AtomicBool,
+    /// The length of `data`, fixed at registration (read without its lock).
+    pub len: usize,
     pub data: RwLock<Box<[u8]>>,
 }
 
@@ -38,14 +40,15 @@ impl Region {
     }
 
     pub fn len(&self) -> usize {
-        self.data.read().map(|d| d.len()).unwrap_or(0)
+        self.len
     }
 }
 
 /// Every region of a device, by key index.
 #[derive(Debug, Default)]
 pub struct DevMemory {
-    regions: HashMap<u32, Arc<Region>>,
+    /// By key index; FxHash, as this lookup is on every packet's path.
+    regions: FxHashMap<u32, Arc<Region>>,
     next_index: u32,
     key_byte: u8,
     /// TEST-ONLY fault injection: R_Key accesses skip the bounds check, so
@@ -72,6 +75,7 @@ impl DevMemory {
             lkey: key,
             rkey: key,
             remote_valid: AtomicBool::new(true),
+            len,
             data: RwLock::new(vec![0u8; len].into_boxed_slice()),
         });
         self.regions.insert(index, r.clone());

@@ -196,7 +196,7 @@ impl Context for SoftContext {
         core.next_cq += 1;
         let inner = Arc::new(CqInner::new(core.next_cq, cqe as usize));
         core.cq_by_num.insert(inner.cqn, inner.clone());
-        Ok(Arc::new(SoftCq { inner, ns: core.ns.clone() }))
+        Ok(Arc::new(SoftCq { inner, ns: core.ns.clone(), dev: self.dev.clone() }))
     }
 
     fn get_async_event(&self, timeout: Duration) -> Option<AsyncEvent> {
@@ -365,6 +365,9 @@ impl Mr for SoftMr {
     }
 
     fn read(&self, offset: usize, out: &mut [u8]) -> Result<()> {
+        // Reading device memory is how an application watches for a WRITE
+        // (perftest's *_lat spin on the last byte): it drives the device.
+        self.dev.progress();
         let d = self.region.data.read().map_err(|_| VerbsError::Io("region poisoned".into()))?;
         let end =
             offset.checked_add(out.len()).filter(|&e| e <= d.len()).ok_or_else(|| einval("read beyond the MR"))?;
@@ -390,6 +393,8 @@ impl Mr for SoftMr {
 pub struct SoftCq {
     inner: Arc<CqInner>,
     ns: Arc<crate::namespace::Namespace>,
+    /// Polling a CQ drives the device (busy polling, see `engine`).
+    dev: Arc<Shared>,
 }
 
 impl Drop for SoftCq {
@@ -406,12 +411,18 @@ impl Cq for SoftCq {
         self.inner.cap as u32
     }
     fn poll(&self, max: usize) -> Vec<WorkCompletion> {
+        self.dev.progress();
         let Ok(mut q) = self.inner.queue.lock() else { return Vec::new() };
         let n = max.min(q.len());
         q.drain(..n).collect()
     }
     fn wait(&self, max: usize, timeout: Duration) -> Vec<WorkCompletion> {
+        self.dev.progress();
         let Ok(mut q) = self.inner.queue.lock() else { return Vec::new() };
+        if q.is_empty() {
+            // About to block: the receive thread must handle what comes.
+            self.dev.stop_polling();
+        }
         let deadline = WallInstant::now() + timeout;
         // Registered under the queue lock, so a push after our check sees us.
         self.inner.waiters.fetch_add(1, Ordering::AcqRel);

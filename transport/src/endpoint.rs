@@ -4,7 +4,9 @@
 //! schedules transmission fairly between QPs, and owns the memory the QPs
 //! reach through [`Memory`].
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet};
+
+use rustc_hash::FxHashMap as HashMap;
 use std::ops::Bound::{Excluded, Unbounded};
 
 use verbs_api::{Gid, QpCap, QpType};
@@ -66,7 +68,7 @@ pub struct Endpoint<M: Memory> {
     /// The GIDs this endpoint owns (policy rule 1); empty: not checked.
     local_gids: Vec<Gid>,
     /// Transmit weights (QoS); absent: 1.
-    weights: std::collections::HashMap<u32, u32>,
+    weights: HashMap<u32, u32>,
     /// Frames the QP at `cursor` may still send in its current turn.
     burst_left: u32,
     /// QPs that may have a frame, completion or event to give: every poll
@@ -97,7 +99,7 @@ impl<M: Memory> Endpoint<M> {
             burst_left: 0,
             active: BTreeSet::new(),
             deadlines: BTreeSet::new(),
-            deadline_of: HashMap::new(),
+            deadline_of: HashMap::default(),
         }
     }
 

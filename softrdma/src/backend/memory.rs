@@ -3,10 +3,12 @@
 //! same bytes a TAP would carry (Ethernet, IP, UDP, BTH…, ICRC). Faults
 //! (drop, duplicate, reorder, corrupt) can be switched on per fabric.
 
-use std::collections::HashMap;
+use std::collections::VecDeque;
+
+use rustc_hash::FxHashMap;
 use std::io;
-use std::sync::mpsc::{self, Receiver, RecvTimeoutError, SyncSender, TrySendError};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex, RwLock};
 use std::time::Duration;
 
 use transport::sim::Rng;
@@ -22,6 +24,12 @@ pub struct Faults {
     pub corrupt: f64,
 }
 
+impl Faults {
+    fn any(&self) -> bool {
+        self.drop > 0.0 || self.dup > 0.0 || self.reorder > 0.0 || self.corrupt > 0.0
+    }
+}
+
 /// What the switch did, for tests and reports.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct FabricStats {
@@ -35,32 +43,85 @@ pub struct FabricStats {
     pub overflowed: u64,
 }
 
-struct Port {
-    tx: SyncSender<Vec<u8>>,
-    /// A frame held back to be delivered after the next one (reordering).
-    held: Option<Vec<u8>>,
+#[derive(Default)]
+struct Stats {
+    forwarded: AtomicU64,
+    flooded: AtomicU64,
+    dropped: AtomicU64,
+    duplicated: AtomicU64,
+    reordered: AtomicU64,
+    corrupted: AtomicU64,
+    overflowed: AtomicU64,
+}
+
+fn bump(c: &AtomicU64) {
+    c.fetch_add(1, Ordering::Relaxed);
+}
+
+/// One port's receive queue. A sender wakes the receiver only if it is
+/// parked in `recv`: while the device busy-polls, frames cost no wake-up.
+#[derive(Default)]
+struct PortQueue {
+    q: Mutex<PortState>,
+    ready: Condvar,
+}
+
+#[derive(Default)]
+struct PortState {
+    frames: VecDeque<Vec<u8>>,
+    parked: bool,
+    closed: bool,
+}
+
+/// The fault injector's state; only touched while faults are switched on.
+struct Faulty {
+    faults: Faults,
+    rng: Rng,
+    /// Per port, a frame held back to be delivered after the next one.
+    held: Vec<Option<Vec<u8>>>,
 }
 
 struct Inner {
-    ports: Vec<Port>,
-    macs: HashMap<[u8; 6], usize>,
-    faults: Faults,
-    rng: Rng,
-    stats: FabricStats,
+    ports: RwLock<Vec<Arc<PortQueue>>>,
+    macs: RwLock<FxHashMap<[u8; 6], usize>>,
+    faults_on: AtomicBool,
+    faulty: Mutex<Faulty>,
+    stats: Stats,
+    /// Frame buffers handed back by receivers, reused by senders: frames
+    /// move between threads without an allocation or a copy each.
+    pool: Mutex<Vec<Vec<u8>>>,
 }
 
 /// A switch; cloning gives another handle to the same one.
 #[derive(Clone)]
 pub struct Fabric {
-    inner: Arc<Mutex<Inner>>,
+    inner: Arc<Inner>,
 }
 
 /// Frames a port may queue before the switch drops (like a switch buffer).
 const PORT_QUEUE: usize = 8192;
+/// Buffers the pool keeps at most.
+const POOL_MAX: usize = 4096;
+/// Capacity of a fresh frame buffer (a 4096-byte IB MTU frame and headers).
+const FRAME_CAP: usize = 4096 + 256;
 
 impl Default for Fabric {
     fn default() -> Self {
         Self::new()
+    }
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        // The switch is gone: receivers see BrokenPipe once their queue is empty.
+        if let Ok(ports) = self.ports.read() {
+            for p in ports.iter() {
+                if let Ok(mut st) = p.q.lock() {
+                    st.closed = true;
+                }
+                p.ready.notify_all();
+            }
+        }
     }
 }
 
@@ -71,37 +132,49 @@ impl Fabric {
 
     pub fn with_faults(faults: Faults, seed: u64) -> Self {
         Fabric {
-            inner: Arc::new(Mutex::new(Inner {
-                ports: Vec::new(),
-                macs: HashMap::new(),
-                faults,
-                rng: Rng::new(seed),
-                stats: FabricStats::default(),
-            })),
+            inner: Arc::new(Inner {
+                ports: RwLock::new(Vec::new()),
+                macs: RwLock::new(FxHashMap::default()),
+                faults_on: AtomicBool::new(faults.any()),
+                faulty: Mutex::new(Faulty { faults, rng: Rng::new(seed), held: Vec::new() }),
+                stats: Stats::default(),
+                pool: Mutex::new(Vec::new()),
+            }),
         }
     }
 
     pub fn set_faults(&self, faults: Faults) {
-        if let Ok(mut i) = self.inner.lock() {
-            i.faults = faults;
+        if let Ok(mut f) = self.inner.faulty.lock() {
+            f.faults = faults;
+            self.inner.faults_on.store(faults.any(), Ordering::Release);
         }
     }
 
     pub fn stats(&self) -> FabricStats {
-        self.inner.lock().map(|i| i.stats).unwrap_or_default()
+        let s = &self.inner.stats;
+        let g = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        FabricStats {
+            forwarded: g(&s.forwarded),
+            flooded: g(&s.flooded),
+            dropped: g(&s.dropped),
+            duplicated: g(&s.duplicated),
+            reordered: g(&s.reordered),
+            corrupted: g(&s.corrupted),
+            overflowed: g(&s.overflowed),
+        }
     }
 
     /// Plugs a new port into the switch for a device with `mac`.
     pub fn attach(&self, mac: [u8; 6], mtu: usize) -> Link {
-        let (tx, rx) = mpsc::sync_channel(PORT_QUEUE);
+        let queue = Arc::new(PortQueue::default());
         let port = {
-            let mut i = self.inner.lock().expect("fabric lock");
-            i.ports.push(Port { tx, held: None });
-            let p = i.ports.len() - 1;
-            i.macs.insert(mac, p);
-            p
+            let mut ports = self.inner.ports.write().unwrap_or_else(|e| e.into_inner());
+            ports.push(queue.clone());
+            ports.len() - 1
         };
-        Link { tx: Arc::new(FabricTx { fabric: self.clone(), port }), rx: Box::new(FabricRx { rx }), mac, mtu }
+        self.inner.macs.write().unwrap_or_else(|e| e.into_inner()).insert(mac, port);
+        let rx = FabricRx { queue, fabric: Arc::downgrade(&self.inner) };
+        Link { tx: Arc::new(FabricTx { fabric: self.clone(), port }), rx: Box::new(rx), mac, mtu }
     }
 }
 
@@ -111,87 +184,197 @@ struct FabricTx {
 }
 
 impl Inner {
-    fn deliver(&mut self, to: usize, frame: Vec<u8>) {
-        let Some(p) = self.ports.get_mut(to) else { return };
-        let mut out = vec![frame];
-        if let Some(h) = p.held.take() {
-            out.push(h);
+    fn buffer(&self) -> Vec<u8> {
+        let b = self.pool.lock().ok().and_then(|mut p| p.pop());
+        b.unwrap_or_else(|| Vec::with_capacity(FRAME_CAP))
+    }
+
+    fn recycle(&self, mut buf: Vec<u8>) {
+        if buf.capacity() < FRAME_CAP {
+            return;
         }
-        for f in out {
-            match p.tx.try_send(f) {
-                Ok(()) => {}
-                Err(TrySendError::Full(_)) => self.stats.overflowed += 1,
-                Err(TrySendError::Disconnected(_)) => {}
+        buf.clear();
+        if let Ok(mut p) = self.pool.lock() {
+            if p.len() < POOL_MAX {
+                p.push(buf);
             }
         }
     }
 
-    fn forward(&mut self, from: usize, frame: &[u8]) {
-        if frame.len() < 14 {
+    fn enqueue(&self, to: &PortQueue, frame: Vec<u8>) {
+        let Ok(mut st) = to.q.lock() else { return };
+        if st.frames.len() >= PORT_QUEUE {
+            bump(&self.stats.overflowed);
+            drop(st);
+            self.recycle(frame);
             return;
         }
-        let mut src = [0u8; 6];
-        src.copy_from_slice(&frame[6..12]);
-        self.macs.insert(src, from);
-        let mut dst = [0u8; 6];
-        dst.copy_from_slice(&frame[0..6]);
-        let targets: Vec<usize> = match self.macs.get(&dst) {
-            Some(&p) if dst[0] & 1 == 0 => vec![p],
-            _ => {
-                self.stats.flooded += 1;
-                (0..self.ports.len()).filter(|&p| p != from).collect()
+        st.frames.push_back(frame);
+        if st.parked {
+            st.parked = false;
+            to.ready.notify_one();
+        }
+    }
+
+    /// Where a frame from port `from` goes; learns the source MAC (taking
+    /// the write lock only when a MAC appears or moves).
+    fn targets(&self, from: usize, frame: &[u8]) -> Targets {
+        let src: [u8; 6] = frame[6..12].try_into().unwrap_or_default();
+        let dst: [u8; 6] = frame[0..6].try_into().unwrap_or_default();
+        let macs = self.macs.read().unwrap_or_else(|e| e.into_inner());
+        let learned = macs.get(&src) == Some(&from);
+        let to = if dst[0] & 1 == 0 { macs.get(&dst).copied() } else { None };
+        drop(macs);
+        if !learned {
+            self.macs.write().unwrap_or_else(|e| e.into_inner()).insert(src, from);
+        }
+        match to {
+            Some(p) => Targets::One(p),
+            None => {
+                bump(&self.stats.flooded);
+                Targets::AllBut(from)
             }
-        };
-        let f = self.faults;
-        for to in targets {
-            if self.rng.chance(f.drop) {
-                self.stats.dropped += 1;
-                continue;
+        }
+    }
+
+    fn forward(&self, from: usize, buf: &mut Vec<u8>) {
+        if buf.len() < 14 {
+            return;
+        }
+        let targets = self.targets(from, buf);
+        let ports = self.ports.read().unwrap_or_else(|e| e.into_inner());
+        match targets {
+            Targets::One(to) if !self.faults_on.load(Ordering::Acquire) => {
+                let Some(q) = ports.get(to) else { return };
+                // The frame moves on; the sender gets a recycled buffer.
+                let frame = std::mem::replace(buf, self.buffer());
+                bump(&self.stats.forwarded);
+                self.enqueue(q, frame);
             }
-            let mut copy = frame.to_vec();
-            if self.rng.chance(f.corrupt) {
-                self.stats.corrupted += 1;
-                let i = self.rng.below(copy.len() as u64) as usize;
-                copy[i] ^= 1 << self.rng.below(8);
+            Targets::One(to) => self.forward_faulty(&ports, to, buf),
+            Targets::AllBut(from) => {
+                for to in (0..ports.len()).filter(|&p| p != from) {
+                    self.forward_faulty(&ports, to, buf);
+                }
             }
-            self.stats.forwarded += 1;
-            if self.rng.chance(f.dup) {
-                self.stats.duplicated += 1;
-                self.deliver(to, copy.clone());
-            }
-            if self.rng.chance(f.reorder) && self.ports[to].held.is_none() {
-                self.stats.reordered += 1;
-                self.ports[to].held = Some(copy);
-                continue;
-            }
-            self.deliver(to, copy);
+        }
+    }
+
+    /// The copying path: floods, and every frame while faults are on.
+    fn forward_faulty(&self, ports: &[Arc<PortQueue>], to: usize, frame: &[u8]) {
+        let Some(q) = ports.get(to) else { return };
+        let Ok(mut f) = self.faulty.lock() else { return };
+        let faults = f.faults;
+        if f.rng.chance(faults.drop) {
+            bump(&self.stats.dropped);
+            return;
+        }
+        let mut copy = self.buffer();
+        copy.extend_from_slice(frame);
+        if f.rng.chance(faults.corrupt) {
+            bump(&self.stats.corrupted);
+            let i = f.rng.below(copy.len() as u64) as usize;
+            copy[i] ^= 1 << f.rng.below(8);
+        }
+        bump(&self.stats.forwarded);
+        if f.rng.chance(faults.dup) {
+            bump(&self.stats.duplicated);
+            let mut again = self.buffer();
+            again.extend_from_slice(&copy);
+            self.enqueue(q, again);
+        }
+        if f.held.len() <= to {
+            f.held.resize_with(to + 1, || None);
+        }
+        if f.rng.chance(faults.reorder) && f.held[to].is_none() {
+            bump(&self.stats.reordered);
+            f.held[to] = Some(copy);
+            return;
+        }
+        let held = f.held[to].take();
+        drop(f);
+        self.enqueue(q, copy);
+        if let Some(h) = held {
+            self.enqueue(q, h);
         }
     }
 }
 
+enum Targets {
+    One(usize),
+    AllBut(usize),
+}
+
 impl LinkTx for FabricTx {
     fn send(&self, frame: &[u8]) -> io::Result<()> {
-        let mut i = self.fabric.inner.lock().map_err(|_| io::Error::other("fabric poisoned"))?;
-        i.forward(self.port, frame);
+        let mut buf = self.fabric.inner.buffer();
+        buf.extend_from_slice(frame);
+        self.send_buf(&mut buf)?;
+        self.fabric.inner.recycle(buf);
+        Ok(())
+    }
+
+    fn send_buf(&self, buf: &mut Vec<u8>) -> io::Result<()> {
+        self.fabric.inner.forward(self.port, buf);
         Ok(())
     }
 }
 
 struct FabricRx {
-    rx: Receiver<Vec<u8>>,
+    queue: Arc<PortQueue>,
+    /// Weak, so that dropping every handle of the switch closes the ports.
+    fabric: std::sync::Weak<Inner>,
+}
+
+impl FabricRx {
+    fn next(&mut self, timeout: Duration) -> io::Result<Option<Vec<u8>>> {
+        let mut st = self.queue.q.lock().map_err(|_| io::Error::other("fabric poisoned"))?;
+        if let Some(f) = st.frames.pop_front() {
+            return Ok(Some(f));
+        }
+        // The clock is read only once a wait is due (busy polling asks with
+        // a zero timeout, and often).
+        let deadline = (!timeout.is_zero()).then(|| std::time::Instant::now().checked_add(timeout)).flatten();
+        loop {
+            if let Some(f) = st.frames.pop_front() {
+                return Ok(Some(f));
+            }
+            if st.closed {
+                return Err(io::Error::new(io::ErrorKind::BrokenPipe, "fabric gone"));
+            }
+            if timeout.is_zero() {
+                return Ok(None);
+            }
+            let left = deadline.map_or(Duration::from_secs(3600), |d| d.saturating_duration_since(std::time::Instant::now()));
+            if left.is_zero() {
+                return Ok(None);
+            }
+            st.parked = true;
+            st = self.queue.ready.wait_timeout(st, left).map_err(|_| io::Error::other("fabric poisoned"))?.0;
+            st.parked = false;
+        }
+    }
 }
 
 impl LinkRx for FabricRx {
     fn recv(&mut self, buf: &mut [u8], timeout: Duration) -> io::Result<Option<usize>> {
-        match self.rx.recv_timeout(timeout) {
-            Ok(f) => {
-                let n = f.len().min(buf.len());
-                buf[..n].copy_from_slice(&f[..n]);
-                Ok(Some(n))
-            }
-            Err(RecvTimeoutError::Timeout) => Ok(None),
-            Err(RecvTimeoutError::Disconnected) => Err(io::Error::new(io::ErrorKind::BrokenPipe, "fabric gone")),
+        let Some(f) = self.next(timeout)? else { return Ok(None) };
+        let n = f.len().min(buf.len());
+        buf[..n].copy_from_slice(&f[..n]);
+        if let Some(inner) = self.fabric.upgrade() {
+            inner.recycle(f);
         }
+        Ok(Some(n))
+    }
+
+    fn recv_buf(&mut self, buf: &mut Vec<u8>, max: usize, timeout: Duration) -> io::Result<bool> {
+        let Some(mut f) = self.next(timeout)? else { return Ok(false) };
+        f.truncate(max);
+        let old = std::mem::replace(buf, f);
+        if let Some(inner) = self.fabric.upgrade() {
+            inner.recycle(old);
+        }
+        Ok(true)
     }
 }
 

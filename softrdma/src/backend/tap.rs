@@ -194,7 +194,9 @@ struct TapRx {
 
 impl LinkRx for TapRx {
     fn recv(&mut self, buf: &mut [u8], timeout: Duration) -> io::Result<Option<usize>> {
-        let deadline = Instant::now().checked_add(timeout);
+        // The clock is read only once a wait is due (busy polling reads
+        // with a zero timeout, one syscall per poll).
+        let mut deadline = None;
         loop {
             match rustix::io::read(self.fd.as_fd(), &mut *buf) {
                 // Cannot happen for frames within the MTU; drop the rest.
@@ -204,7 +206,11 @@ impl LinkRx for TapRx {
                 Err(e) if is_gone(e) => return Err(gone()),
                 Err(e) => return Err(e.into()),
             }
-            let left = match deadline {
+            if timeout.is_zero() {
+                return Ok(None);
+            }
+            let d = *deadline.get_or_insert_with(|| Instant::now().checked_add(timeout));
+            let left = match d {
                 Some(d) => d.saturating_duration_since(Instant::now()),
                 None => Duration::from_secs(3600),
             };

@@ -23,6 +23,8 @@ pub const LEN: usize = 4;
 
 const LRH_STANDIN: [u8; 8] = [0xff; 8];
 const MAX_L3: usize = 40;
+/// LRH stand-in, the largest L3 header, UDP and BTH.
+const HDR_MAX: usize = 8 + MAX_L3 + 8 + bth::LEN;
 
 /// Computes the ICRC of a packet.
 ///
@@ -33,13 +35,15 @@ const MAX_L3: usize = 40;
 /// Slices shorter than their header are hashed as given (the caller has
 /// validated lengths; a short slice only yields a CRC that will not match).
 pub fn compute(l3: &[u8], udp: Option<&[u8]>, ib: &[u8]) -> u32 {
-    let mut h = Hasher::new();
-    h.update(&LRH_STANDIN);
-
-    let mut ip = [0u8; MAX_L3];
+    // The masked headers go into one buffer and one CRC update: crc32fast
+    // pays a fixed cost per call, and this runs twice per packet.
+    let mut hdr = [0u8; HDR_MAX];
+    hdr[..8].copy_from_slice(&LRH_STANDIN);
+    let mut at = 8;
     let n = l3.len().min(MAX_L3);
-    ip[..n].copy_from_slice(&l3[..n]);
-    let ip = &mut ip[..n];
+    hdr[at..at + n].copy_from_slice(&l3[..n]);
+    let ip = &mut hdr[at..at + n];
+    at += n;
     let version = ip.first().map_or(0, |b| b >> 4);
     let ones = |b: &mut [u8], idx: core::ops::Range<usize>| {
         for i in idx {
@@ -59,21 +63,20 @@ pub fn compute(l3: &[u8], udp: Option<&[u8]>, ib: &[u8]) -> u32 {
         ones(ip, 1..4); // rest of Traffic Class, Flow Label
         ones(ip, 7..8); // Hop Limit
     }
-    h.update(ip);
 
     if let Some(udp) = udp {
-        let mut u = [0u8; 8];
         let n = udp.len().min(8);
-        u[..n].copy_from_slice(&udp[..n]);
-        ones(&mut u, 6..8); // Checksum
-        h.update(&u[..n]);
+        hdr[at..at + n].copy_from_slice(&udp[..n]);
+        ones(&mut hdr[at..at + n], 6..8); // Checksum
+        at += n;
     }
 
-    let mut b = [0u8; bth::LEN];
     let n = ib.len().min(bth::LEN);
-    b[..n].copy_from_slice(&ib[..n]);
-    ones(&mut b, 4..5); // Resv8a / FECN / BECN
-    h.update(&b[..n]);
+    hdr[at..at + n].copy_from_slice(&ib[..n]);
+    ones(&mut hdr[at..at + n], 4..5); // Resv8a / FECN / BECN
+    at += n;
+    let mut h = Hasher::new();
+    h.update(&hdr[..at]);
     h.update(&ib[n..]);
     h.finalize()
 }
