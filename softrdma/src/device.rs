@@ -134,6 +134,8 @@ impl Device {
             next_pd: 0,
             next_cq: 0,
             buf: Vec::with_capacity(link.mtu + 64),
+            deferred: Vec::new(),
+            spare: Vec::new(),
         };
         let shared = Shared::new(cfg.name.clone(), link.mac, link.mtu, link.tx, link.rx, cfg.busy_poll, core);
         let threads = engine::spawn(&shared)?;

@@ -112,11 +112,15 @@ pub struct Core {
     pub next_pd: u32,
     pub next_cq: u32,
     pub buf: Vec<u8>,
+    /// Plain ACKs held back by a busy-polling flush (see `Shared::flush_as`).
+    pub deferred: Vec<Vec<u8>>,
+    /// Empty frame buffers for `deferred`.
+    pub spare: Vec<Vec<u8>>,
 }
 
 /// How long the receive thread stays off the link after a CQ poll, unless
 /// the device is configured otherwise.
-pub const BUSY_POLL_DEFAULT: Duration = Duration::from_micros(1000);
+pub const BUSY_POLL_DEFAULT: Duration = Duration::from_micros(200);
 
 /// The receiving half of the link and the buffers frames land in.
 struct RxState {
@@ -136,6 +140,8 @@ pub struct Shared {
     /// nobody polls.
     polls: AtomicU64,
     rx_thread: std::sync::OnceLock<std::thread::Thread>,
+    /// Whether `Core::deferred` holds frames (checked without the lock).
+    has_deferred: AtomicBool,
     /// Wakes the timer thread when a deadline may have moved.
     timer: Condvar,
     events: Condvar,
@@ -164,6 +170,7 @@ impl Shared {
             busy_poll: busy_poll.filter(|d| !d.is_zero()),
             polls: AtomicU64::new(0),
             rx_thread: std::sync::OnceLock::new(),
+            has_deferred: AtomicBool::new(false),
             timer: Condvar::new(),
             events: Condvar::new(),
             start: std::time::Instant::now(),
@@ -232,6 +239,19 @@ impl Shared {
     /// Sends everything the transport has to send and routes completions
     /// and events. Call after every input to the transport.
     pub fn flush(&self, core: &mut Core) {
+        self.flush_as(core, false);
+    }
+
+    /// `flush`; when `polling` (an application thread drained the link),
+    /// plain ACKs are held back until the next flush. That thread returns to
+    /// the application, which may see the data the ACK is for and answer it
+    /// at once: the answer leaves first and the ACK right behind it, instead
+    /// of the ACK's send sitting on the round trip. The next flush comes at
+    /// the application's next poll or post, or from the receive thread
+    /// within the busy-poll interval; IBTA leaves an ACK's timing to the
+    /// responder (ch. 9.7.5.1: ACKs may be coalesced), and the requester's
+    /// ACK timeout is milliseconds.
+    fn flush_as(&self, core: &mut Core, polling: bool) {
         let now = self.now();
         let mut buf = std::mem::take(&mut core.buf);
         let shaper = core.ns.shaper();
@@ -252,9 +272,18 @@ impl Shared {
                     s.charge(buf.len(), crate::qos::ends_request(&buf));
                 }
             }
+            if polling && transport::wire::peek::is_plain_ack(&buf) {
+                let spare = core.spare.pop().unwrap_or_else(|| Vec::with_capacity(self.mtu + 64));
+                core.deferred.push(std::mem::replace(&mut buf, spare));
+                self.has_deferred.store(true, Ordering::Release);
+                continue;
+            }
             self.put_buf(core, &mut buf);
         }
         core.buf = buf;
+        if !polling {
+            self.send_deferred(core);
+        }
         while let Some((qpn, c)) = core.ep.poll_completion() {
             if let Some((scq, rcq)) = core.cqs.get(&qpn) {
                 let cq = if c.side == CqSide::Send { scq } else { rcq };
@@ -291,6 +320,29 @@ impl Shared {
         }
     }
 
+    /// Sends the ACKs a polling flush held back.
+    fn send_deferred(&self, core: &mut Core) {
+        if core.deferred.is_empty() {
+            return;
+        }
+        let mut frames = std::mem::take(&mut core.deferred);
+        for mut f in frames.drain(..) {
+            self.put_buf(core, &mut f);
+            f.clear();
+            core.spare.push(f);
+        }
+        core.deferred = frames;
+        self.has_deferred.store(false, Ordering::Release);
+    }
+
+    /// Sends held-back ACKs, if any, taking the lock only then.
+    fn flush_deferred(&self) {
+        if self.has_deferred.load(Ordering::Acquire) {
+            let mut core = self.lock();
+            self.send_deferred(&mut core);
+        }
+    }
+
     /// Records a security event on the device's namespace stream.
     pub fn audit(
         &self,
@@ -316,18 +368,18 @@ impl Shared {
     }
 
     /// Handles a batch of received frames under one lock and one flush.
-    fn receive(&self, frames: &[Vec<u8>]) {
+    fn receive(&self, frames: &[Vec<u8>], polling: bool) {
         let now = self.now();
         let mut core = self.lock();
         for frame in frames {
             self.receive_one(&mut core, now, frame);
         }
-        self.flush(&mut core);
+        self.flush_as(&mut core, polling);
     }
 
     /// Takes up to `RX_BATCH` frames from the link, the first waiting up to
     /// `first` for one; handles them. Returns how many there were.
-    fn drain(&self, rx: &mut RxState, first: Duration) -> std::io::Result<usize> {
+    fn drain(&self, rx: &mut RxState, first: Duration, polling: bool) -> std::io::Result<usize> {
         let max = self.mtu + 64;
         let mut k = 0;
         while k < RX_BATCH {
@@ -340,7 +392,7 @@ impl Shared {
             }
         }
         if k > 0 {
-            self.receive(&rx.bufs[..k]);
+            self.receive(&rx.bufs[..k], polling);
         }
         Ok(k)
     }
@@ -353,7 +405,7 @@ impl Shared {
         let mut until = std::time::Instant::now() + RX_LINGER;
         let mut idle = 0u32;
         while !self.stopped() {
-            match self.drain(rx, Duration::ZERO) {
+            match self.drain(rx, Duration::ZERO, false) {
                 Ok(0) => {
                     idle += 1;
                     if idle % 64 == 0 {
@@ -381,8 +433,9 @@ impl Shared {
             return;
         }
         self.polls.fetch_add(1, Ordering::Release);
+        self.flush_deferred();
         if let Ok(mut rx) = self.rx.try_lock() {
-            let _ = self.drain(&mut rx, Duration::ZERO);
+            let _ = self.drain(&mut rx, Duration::ZERO, true);
         }
     }
 
@@ -466,8 +519,10 @@ pub fn spawn(shared: &Arc<Shared>) -> std::io::Result<Vec<std::thread::JoinHandl
                 std::thread::park_timeout(grace);
                 continue;
             }
+            // Nobody polls (any more): what a polling flush held back goes now.
+            s.flush_deferred();
             let mut rx = s.rx.lock().unwrap_or_else(|e| e.into_inner());
-            match s.drain(&mut rx, Duration::from_millis(50)) {
+            match s.drain(&mut rx, Duration::from_millis(50), false) {
                 Ok(0) => {}
                 Ok(_) => s.linger(&mut rx),
                 Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => break,

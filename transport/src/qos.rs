@@ -94,26 +94,11 @@ impl Shaper {
 /// (SEND/WRITE last or only, READ request, atomic) — a "message" for the
 /// messages/s limit. Reads only the headers' fixed offsets.
 pub fn ends_request(frame: &[u8]) -> bool {
-    let mut off = 14;
-    let mut et = u16::from_be_bytes([*frame.get(12).unwrap_or(&0), *frame.get(13).unwrap_or(&0)]);
-    if et == 0x8100 {
-        off += 4;
-        et = u16::from_be_bytes([*frame.get(16).unwrap_or(&0), *frame.get(17).unwrap_or(&0)]);
-    }
-    let l3 = match et {
-        0x0800 => frame.get(off).map_or(20, |b| ((b & 0x0f) as usize) * 4),
-        0x86dd => 40,
-        _ => return false,
-    };
-    let Some(&op) = frame.get(off + l3 + 8) else { return false };
-    match crate::wire::Opcode::try_from(op) {
-        Ok(o) => {
-            use crate::wire::opcode::Operation::*;
-            let i = o.info();
-            matches!(i.operation, Send | RdmaWrite | ReadRequest | CompareSwap | FetchAdd) && i.position.ends_message()
-        }
-        Err(_) => false,
-    }
+    crate::wire::peek::opcode(frame).is_some_and(|o| {
+        use crate::wire::opcode::Operation::*;
+        let i = o.info();
+        matches!(i.operation, Send | RdmaWrite | ReadRequest | CompareSwap | FetchAdd) && i.position.ends_message()
+    })
 }
 
 #[cfg(test)]

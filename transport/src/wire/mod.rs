@@ -27,6 +27,7 @@ pub mod ip;
 pub mod jketh;
 pub mod opcode;
 pub mod packet;
+pub mod peek;
 pub mod reth;
 pub mod roce;
 pub mod udp;
