@@ -68,7 +68,7 @@ sizes_srq=${SRQ_SIZES:-"1 1001 20003"} sizes_ud=${UD_SIZES:-"1 1001 mtu"}
 # perftest TCP exchange): RC at both link MTUs, IPv4 GID (write_bw/read_bw also IPv6),
 # UC/UD at link MTU 1500; atomics are 8 bytes.
 sizes_pt=${PERFTEST_SIZES:-"1001 20000"} pt_n=${PERFTEST_ITERS:-1000}
-is_pt() { case $1 in write_bw|read_bw|send_bw|atomic_fa|atomic_cs|write_uc|send_ud|read_lat|send_lat) return 0 ;; esac; return 1; }
+is_pt() { case $1 in write_bw|read_bw|send_bw|atomic_fa|atomic_cs|write_uc|send_ud|read_lat|send_lat|write_lat) return 0 ;; esac; return 1; }
 # perftest's binary and softrdma-perf's verb of a perftest case
 pt_verb() { case $1 in atomic_fa|atomic_cs) echo atomic_bw ;; write_uc) echo write_bw ;; send_ud) echo send_bw ;; *) echo "$1" ;; esac; }
 sizes_pt_ud=${PERFTEST_UD_SIZES:-"1001 mtu"}
@@ -117,7 +117,7 @@ cases_for() { # link_mtu
     return
   fi
   if [ "$lmtu" = 1500 ]; then
-    for tool in write_bw read_bw send_bw atomic_fa atomic_cs write_uc send_ud read_lat send_lat; do
+    for tool in write_bw read_bw send_bw atomic_fa atomic_cs write_uc send_ud read_lat send_lat write_lat; do
       for role in server client; do
         if [ "${tool#atomic}" != "$tool" ]; then echo "$tool $role 1 $pmtu 8 $pt_n"; continue; fi
         v=sizes_pt; [ "$tool" = send_ud ] && v=sizes_pt_ud
