@@ -516,7 +516,8 @@ pub fn run(ctx: &Arc<dyn Context>, cfg: &OobConfig, s: TcpStream, client: bool) 
         mr.write(0, &pattern[..size]).map_err(ck("mr write"))?;
         let (mut sent, mut got, mut done) = (0u64, 0u64, 0u64);
         while sent < n || got < n || done < n {
-            if got < n && !(sent == 0 && !client) {
+            // The server skips its first poll: it writes first.
+            if got < n && (client || sent > 0) {
                 got += 1;
                 wait_byte(&*mr, rx_off + last, got as u8, cfg.stall)
                     .map_err(|e| format!("{e}: waiting for write {got} of {n} ({sent} sent)"))?;
