@@ -12,17 +12,21 @@
 # checks the length and every byte of every message it receives. Prints a results table;
 # exits 1 if any case failed, 2 on a setup error.
 #
-# Also: perftest's ib_{write,read,send,atomic}_bw in the guest against
-# `softrdma-perf TEST server|client` (perftest's TCP exchange), softrdma as server and as
-# client, IPv4 GID, PERFTEST_SIZES (default 1001 20000; atomics FETCH_AND_ADD and CMP_AND_SWAP,
-# 8 B), PERFTEST_ITERS iterations (default 1000); softrdma-perf checks its own memory. Also
-# ib_write_bw -c UC (write_uc, PERFTEST_SIZES) and ib_send_bw -c UD (send_ud,
-# PERFTEST_UD_SIZES, default "1001 mtu"), ib_read_lat / ib_send_lat
-# (read_lat, send_lat; PERFTEST_SIZES).
+# Also: perftest in the guest against `softrdma-perf TEST server|client` (perftest's TCP
+# exchange), softrdma as server and as client; softrdma-perf checks its own memory.
+# Bandwidth tools at both link MTUs over the IPv4 GID: ib_{write,read,send}_bw
+# (PERFTEST_SIZES, default 1001 20000), ib_atomic_bw FETCH_AND_ADD and CMP_AND_SWAP
+# (atomic_fa, atomic_cs; 8 B), ib_write_bw -c UC (write_uc, PERFTEST_SIZES) and
+# ib_send_bw -c UD (send_ud, PERFTEST_UD_SIZES, default "1001 mtu"); the RC ones
+# (write_bw, read_bw, send_bw, atomic_fa, atomic_cs) over the IPv6 GID too. Latency tools
+# at link MTU 1500, IPv4: ib_{read,send,write}_lat (PERFTEST_SIZES). PERFTEST_ITERS
+# iterations (default 1000).
 #
+# The full run: 104 ping-pong + 92 perftest cases = 196, two guest boots.
 # --quick: RC (20003 B) both directions and UD (1001 B) both directions over IPv4, RC
-#   over IPv6 once, and perftest write_bw, read_bw, send_bw (20000 B) and atomic_bw
-#   FETCH_AND_ADD both directions, at MTU 1024 (one guest boot).
+#   over IPv6 once, perftest write_bw, read_bw, send_bw (20000 B) and atomic_bw
+#   FETCH_AND_ADD both directions and write_lat (1001 B, softrdma serving), at MTU 1024
+#   (one guest boot, 14 cases).
 # --filter REGEX: only the cases whose label matches (e.g. 'srq|ud').
 # --out DIR: keep logs, captures and the table there (default: a fresh /tmp/interop.*).
 #
@@ -45,7 +49,7 @@ while [ $# -gt 0 ]; do
     --quick) quick=1 ;;
     --filter) filter=$2; shift ;;
     --out) out=$2; shift ;;
-    -h|--help) sed -n '2,30p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,42p' "$0"; exit 0 ;;
     *) echo "unknown argument $1" >&2; exit 2 ;;
   esac
   shift
@@ -64,11 +68,12 @@ small_n=${ITERS_SMALL:-200} large_n=${ITERS_LARGE:-50} huge_n=${ITERS_HUGE:-5}
 # every 64 and at most 128 unacknowledged; RC only, see docs/interop.md); UD: 1, 1001, MTU.
 sizes_rc=${RC_SIZES:-"1 1001 20003 1048573"} sizes_uc=${UC_SIZES:-"1 1001 20003"}
 sizes_srq=${SRQ_SIZES:-"1 1001 20003"} sizes_ud=${UD_SIZES:-"1 1001 mtu"}
-# perftest (ib_{write,read,send,atomic}_bw against `softrdma-perf ... server|client`, the
-# perftest TCP exchange): RC at both link MTUs, IPv4 GID (write_bw/read_bw also IPv6),
-# UC/UD at link MTU 1500; atomics are 8 bytes.
+# perftest (ib_{write,read,send,atomic}_bw, ib_{read,send,write}_lat against
+# `softrdma-perf ... server|client`, the perftest TCP exchange): the bandwidth tools (RC,
+# UC write_bw, UD send_bw) at both link MTUs over the IPv4 GID, the RC ones over IPv6 as
+# well; the latency tools at link MTU 1500, IPv4; atomics are 8 bytes.
 sizes_pt=${PERFTEST_SIZES:-"1001 20000"} pt_n=${PERFTEST_ITERS:-1000}
-is_pt() { case $1 in write_bw|read_bw|send_bw|atomic_fa|atomic_cs|write_uc|send_ud|read_lat|send_lat) return 0 ;; esac; return 1; }
+is_pt() { case $1 in write_bw|read_bw|send_bw|atomic_fa|atomic_cs|write_uc|send_ud|read_lat|send_lat|write_lat) return 0 ;; esac; return 1; }
 # perftest's binary and softrdma-perf's verb of a perftest case
 pt_verb() { case $1 in atomic_fa|atomic_cs) echo atomic_bw ;; write_uc) echo write_bw ;; send_ud) echo send_bw ;; *) echo "$1" ;; esac; }
 sizes_pt_ud=${PERFTEST_UD_SIZES:-"1001 mtu"}
@@ -114,37 +119,25 @@ cases_for() { # link_mtu
     done
     echo "atomic_fa server 1 $pmtu 8 $pt_n"
     echo "atomic_fa client 1 $pmtu 8 $pt_n"
+    echo "write_lat server 1 $pmtu 1001 $pt_n"
     return
   fi
-  if [ "$lmtu" = 1500 ]; then
-    for tool in write_bw read_bw send_bw atomic_fa atomic_cs write_uc send_ud read_lat send_lat; do
+  # perftest: every tool over the IPv4 GID (index 1), the latency tools at path MTU 1024
+  # only; then the RC tools over the IPv6 GID (index 2).
+  local pt_v4="write_bw read_bw send_bw atomic_fa atomic_cs write_uc send_ud"
+  [ "$lmtu" = 1500 ] && pt_v4="$pt_v4 read_lat send_lat write_lat"
+  for gid in 1 2; do
+    for tool in $([ $gid = 1 ] && echo "$pt_v4" || echo "write_bw read_bw send_bw atomic_fa atomic_cs"); do
       for role in server client; do
-        if [ "${tool#atomic}" != "$tool" ]; then echo "$tool $role 1 $pmtu 8 $pt_n"; continue; fi
+        if [ "${tool#atomic}" != "$tool" ]; then echo "$tool $role $gid $pmtu 8 $pt_n"; continue; fi
         v=sizes_pt; [ "$tool" = send_ud ] && v=sizes_pt_ud
         for size in ${!v}; do
           [ "$size" = mtu ] && size=$pmtu
-          echo "$tool $role 1 $pmtu $size $pt_n"
+          echo "$tool $role $gid $pmtu $size $pt_n"
         done
       done
     done
-    # RC write_bw / read_bw over the IPv6 GID (index 2) too
-    for tool in write_bw read_bw; do
-      for role in server client; do
-        for size in $sizes_pt; do echo "$tool $role 2 $pmtu $size $pt_n"; done
-      done
-    done
-  else
-    # path MTU 4096: the RC perftest cases (IPv4 GID; write_bw and read_bw over IPv6 as well)
-    for tool in write_bw read_bw send_bw atomic_fa atomic_cs; do
-      for role in server client; do
-        if [ "${tool#atomic}" != "$tool" ]; then echo "$tool $role 1 $pmtu 8 $pt_n"; continue; fi
-        for size in $sizes_pt; do
-          echo "$tool $role 1 $pmtu $size $pt_n"
-          case $tool in write_bw|read_bw) echo "$tool $role 2 $pmtu $size $pt_n" ;; esac
-        done
-      done
-    done
-  fi
+  done
   for tool in rc uc ud srq; do
     for gid in 1 2; do
       for role in server client; do

@@ -1,7 +1,8 @@
 //! perftest's out-of-band TCP exchange (as perftest 6.06, packaged as
 //! "perftest 4.5" in Debian 12, speaks it), so that one end of a
-//! `softrdma-perf write_bw|read_bw|send_bw|atomic_bw` run can be the real
-//! `ib_*_bw` on another host (e.g. kernel rxe in a guest).
+//! `softrdma-perf write_bw|read_bw|send_bw|atomic_bw|read_lat|send_lat|write_lat`
+//! run can be the real `ib_*_bw` / `ib_*_lat` on another host (e.g. kernel rxe
+//! in a guest).
 //!
 //! The exchange, every step symmetric ("xchg": the client writes its bytes
 //! and then reads the server's; the server reads, then writes):
@@ -20,7 +21,8 @@
 //!    wire with perftest 6.06, write/read/atomic exchange two more dest
 //!    messages as barriers before the client starts and one after it is
 //!    done; send_bw three before (the server posts its receives first) and
-//!    none after;
+//!    none after; the latency tests (`*_lat`) three before (one after RTR,
+//!    two more) and none after;
 //! 6. the server (passive for write/read/atomic; the receiver for send_bw)
 //!    answers every dest message it gets; softrdma's server recognizes them
 //!    by their first byte (a hex digit, where a report starts with the zero
@@ -28,7 +30,7 @@
 //! 7. write/read/atomic: after the last barrier the client's report goes to
 //!    the server (size, iterations: u64 big-endian; BW peak, BW average,
 //!    message rate: doubles with their bytes swapped), each as its own xchg;
-//!    send_bw has no report;
+//!    send_bw and the latency tests have no report;
 //! 8. a last dest message is exchanged (`ctx_close_connection`) and the
 //!    socket closed.
 
@@ -301,12 +303,15 @@ fn ck<E: std::fmt::Display>(what: &'static str) -> impl Fn(E) -> String {
 /// (client) socket `s`, on device context `ctx`.
 pub fn run(ctx: &Arc<dyn Context>, cfg: &OobConfig, s: TcpStream, client: bool) -> Res<OobResult> {
     let t = cfg.test;
-    if !t.is_bw() && t != Test::ReadLat && t != Test::SendLat {
-        return Err("perftest TCP mode: only write_bw, read_bw, send_bw, atomic_bw and read_lat".into());
+    if !t.is_bw() && !matches!(t, Test::ReadLat | Test::SendLat | Test::WriteLat) {
+        return Err(
+            "perftest TCP mode: only write_bw, read_bw, send_bw, atomic_bw, read_lat, send_lat and write_lat".into()
+        );
     }
-    // read_lat (perftest's read_lat.c): the same exchange and the barrier after RTR; then the
-    // client reads one at a time and both go straight to the closing barrier (no report).
-    let lat = matches!(t, Test::ReadLat | Test::SendLat);
+    // The latency tests (perftest's read_lat.c, send_lat.c, write_lat.c): the same exchange,
+    // the barrier after RTR and two more before the test; no report after it, both go
+    // straight to the closing barrier.
+    let lat = matches!(t, Test::ReadLat | Test::SendLat | Test::WriteLat);
     let size = if t == Test::AtomicBw { 8 } else { cfg.size.max(1) };
     let conn = cfg.conn;
     match (conn, t) {
@@ -330,6 +335,10 @@ pub fn run(ctx: &Arc<dyn Context>, cfg: &OobConfig, s: TcpStream, client: bool) 
     // buffer, so a peer cycling through its own layout stays inside ours.
     let buf_len = (2 * size.max(CYCLE_BUFFER as usize)).div_ceil(64) * 64 + 4096;
     let mr = pd.reg_mr(buf_len, AccessFlags::all()).map_err(ck("reg_mr"))?;
+    // write_lat: as perftest, each side sends from the start of its buffer and advertises
+    // (and polls) a receive area one BUFF_SIZE (the larger of the message and the cycle
+    // buffer) further on; the other tests advertise the start.
+    let rx_off = if t == Test::WriteLat { size.max(CYCLE_BUFFER as usize).div_ceil(64) * 64 } else { 0 };
     mr.write(0, &vec![0u8; buf_len]).map_err(ck("mr write"))?;
     let pattern = crate::perf::pattern(buf_len, 0x3c);
     if !client && matches!(t, Test::ReadBw | Test::ReadLat) {
@@ -361,7 +370,7 @@ pub fn run(ctx: &Arc<dyn Context>, cfg: &OobConfig, s: TcpStream, client: bool) 
         qpn: qp.qp_num(),
         psn: random_psn(),
         rkey: mr.rkey(),
-        vaddr: mr.addr(),
+        vaddr: mr.addr() + rx_off as u64,
         gid,
         srqn: 0,
     };
@@ -483,6 +492,94 @@ pub fn run(ctx: &Arc<dyn Context>, cfg: &OobConfig, s: TcpStream, client: bool) 
         let nz = b.iter().filter(|&&x| x != 0).count();
         res.check_ok = got == n && nz > 0;
         res.check = format!("{got} of {n} messages of {size} bytes received, {sent} sent; last: {nz}/{size} non-zero");
+        if client {
+            let _ = oob.hand_shake(&my, "close");
+        } else {
+            let _ = oob.answer_hand_shakes(&my, true, "close");
+        }
+    } else if t == Test::WriteLat {
+        // perftest's run_iter_lat_write: each side RDMA WRITEs `size` bytes from the start
+        // of its buffer to the peer's advertised address, the last byte set to its send
+        // count (as a char), and spins on the last byte of its own receive area until it
+        // holds its receive count. The server sends first (its first poll is skipped), the
+        // client waits first; each side waits for the completion of its write before
+        // polling again. perftest zeroes its buffer for write_lat (the others get rand()),
+        // so what it sends is size - 1 zero bytes and the count; softrdma sends its pattern.
+        let n = cfg.iters.max(1);
+        let last = size - 1;
+        if !client {
+            // The two barriers the client does before it starts (perftest's latency main).
+            for _ in 0..2 {
+                oob.hand_shake(&my, "sync before the test")?;
+            }
+        }
+        mr.write(0, &pattern[..size]).map_err(ck("mr write"))?;
+        let (mut sent, mut got, mut done) = (0u64, 0u64, 0u64);
+        while sent < n || got < n || done < n {
+            // The server skips its first poll: it writes first.
+            if got < n && (client || sent > 0) {
+                got += 1;
+                wait_byte(&*mr, rx_off + last, got as u8, cfg.stall)
+                    .map_err(|e| format!("{e}: waiting for write {got} of {n} ({sent} sent)"))?;
+            }
+            if sent < n {
+                sent += 1;
+                mr.write(last, &[sent as u8]).map_err(ck("mr write"))?;
+                let mut wr = SendWr::new(
+                    sent,
+                    SendOp::RdmaWrite { remote_addr: rem.vaddr, rkey: rem.rkey },
+                    vec![Sge { addr: mr.addr(), length: size as u32, lkey: mr.lkey() }],
+                );
+                wr.flags = SendFlags::SIGNALED;
+                qp.post_send(&[wr], None).map_err(|(k, e)| format!("post_send[{k}]: {e}"))?;
+            }
+            if done < n {
+                let t0 = Instant::now();
+                let wc = loop {
+                    if let Some(wc) = cq.wait(1, Duration::from_millis(50)).into_iter().next() {
+                        break wc;
+                    }
+                    if t0.elapsed() > cfg.stall {
+                        return Err(format!("no completion for {:?}: {sent} sent, {done} completed", cfg.stall));
+                    }
+                };
+                if wc.status != WcStatus::Success {
+                    return Err(format!("completion {} ({:?}) for write {}", wc.status.as_str(), wc.status, wc.wr_id));
+                }
+                done += 1;
+            }
+        }
+        res.completions = done;
+        res.elapsed = start.elapsed();
+        // The whole buffer: the source as written (the pattern, its last byte the final
+        // count); the receive area holding exactly the peer's last message — the final
+        // count after either perftest's size - 1 zero bytes or softrdma's pattern, nothing
+        // else; zero everywhere else (the peer wrote `size` bytes at the advertised
+        // address and nothing around it).
+        let mut b = vec![0u8; buf_len];
+        mr.read(0, &mut b).map_err(ck("mr read"))?;
+        let mut want_src = pattern[..size].to_vec();
+        want_src[last] = n as u8;
+        let src_ok = b[..size] == want_src[..];
+        let rx = &b[rx_off..rx_off + size];
+        let body = if rx[..last].iter().all(|&x| x == 0) {
+            Some("perftest's zeroed buffer")
+        } else if rx[..last] == pattern[..last] {
+            Some("softrdma's pattern")
+        } else {
+            None
+        };
+        let rx_ok = rx[last] == n as u8 && body.is_some();
+        let rest_zero = b[size..rx_off].iter().chain(&b[rx_off + size..]).all(|&x| x == 0);
+        res.check_ok = got == n && done == n && src_ok && rx_ok && rest_zero;
+        res.check = format!(
+            "{got} of {n} writes received (last byte = count each time), {done} sent and completed; \
+             source intact: {src_ok}; receive area: last byte {:#04x} (want {:#04x}) after {}; \
+             nothing written outside it: {rest_zero}",
+            rx[last],
+            n as u8,
+            body.unwrap_or("bytes that are neither perftest's zeros nor softrdma's pattern"),
+        );
         if client {
             let _ = oob.hand_shake(&my, "close");
         } else {
@@ -696,6 +793,30 @@ pub fn run(ctx: &Arc<dyn Context>, cfg: &OobConfig, s: TcpStream, client: bool) 
     Ok(res)
 }
 
+/// Spins until byte `off` of `mr` holds `want` (perftest's poll on the last byte of the
+/// receive buffer), yielding the CPU between reads and sleeping briefly once it has
+/// waited a while, so the device's threads on the same cores keep running.
+fn wait_byte(mr: &dyn verbs_api::Mr, off: usize, want: u8, stall: Duration) -> Res<()> {
+    let t = Instant::now();
+    let mut b = [0u8; 1];
+    let mut spins = 0u32;
+    loop {
+        mr.read(off, &mut b).map_err(ck("mr read"))?;
+        if b[0] == want {
+            return Ok(());
+        }
+        spins = spins.wrapping_add(1);
+        if spins < 2000 {
+            std::thread::yield_now();
+        } else {
+            std::thread::sleep(Duration::from_micros(20));
+            if spins % 1024 == 0 && t.elapsed() > stall {
+                return Err(format!("byte {off:#x} is {:#04x}, not {want:#04x}, after {stall:?}", b[0]));
+            }
+        }
+    }
+}
+
 fn parse_cidr(s: &str) -> Res<(IpAddr, u8)> {
     let (a, p) = s.split_once('/').ok_or_else(|| format!("{s}: want ADDR/PREFIX"))?;
     let ip: IpAddr = a.parse().map_err(|_| format!("{s}: bad address"))?;
@@ -815,6 +936,8 @@ mod tests {
             (Test::SendBw, false, QpType::Ud, 1024),
             (Test::ReadLat, false, QpType::Rc, 20000),
             (Test::SendLat, false, QpType::Rc, 20000),
+            (Test::WriteLat, false, QpType::Rc, 20000),
+            (Test::WriteLat, false, QpType::Rc, 1001),
         ] {
             let cfg = OobConfig {
                 test: t,
@@ -847,7 +970,7 @@ mod tests {
             assert!(s.check_ok, "{t:?} server: {}", s.check);
             assert!(c.check_ok, "{t:?} client: {}", c.check);
             assert_eq!(c.completions, 200);
-            if t != Test::SendBw && t != Test::ReadLat && t != Test::SendLat {
+            if t.is_bw() && t != Test::SendBw {
                 assert_eq!(s.report.iters, 200);
             }
         }
