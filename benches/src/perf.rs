@@ -363,9 +363,15 @@ pub fn run_bw(t: Test, ca: &Arc<dyn Context>, cb: &Arc<dyn Context>, cfg: &PerfC
                     break;
                 }
                 // Spin on the CQ as perftest does (polling drives the device:
-                // busy polling); yield now and then so that on a single CPU
-                // the peer's receive thread gets its turn.
-                let wcs = a.cq.poll(64);
+                // busy polling), yielding now and then. On a single CPU, a
+                // full send queue is waited out instead: the peer's receive
+                // thread needs the CPU to make room.
+                let blocked = (0..q).all(|i| posted[i] - done[i] >= tx_depth || !may_post(posted[i]));
+                let wcs = if blocked && !softrdma::engine::multi_cpu() {
+                    a.cq.wait(64, Duration::from_millis(100))
+                } else {
+                    a.cq.poll(64)
+                };
                 if wcs.is_empty() {
                     idle_polls += 1;
                     if idle_polls % spin_yield() == 0 {

@@ -29,6 +29,8 @@ pub struct SoftOptions {
     pub broken: BrokenChecks,
     /// Write device `i`'s frames to `<prefix>-<i>.pcap`.
     pub pcap_prefix: Option<std::path::PathBuf>,
+    /// Devices without busy polling: every frame through the receive thread.
+    pub no_busy_poll: bool,
 }
 
 pub struct SoftTarget {
@@ -53,6 +55,7 @@ impl SoftTarget {
             rxe_retry_quirk: !o.faults.is_clean(),
             pkeys: Some(PKEYS.to_vec()),
             broken: o.broken,
+            no_busy_poll: o.no_busy_poll,
             ..TestbedOptions::default()
         };
         let bed = match fabric {

@@ -30,6 +30,15 @@ fn suite_passes_on_the_memory_fabric() {
 }
 
 #[test]
+fn suite_passes_without_busy_polling() {
+    // Every frame through the devices' receive threads, none through the
+    // polling application thread: both halves of the engine pass alone.
+    let reports = run(SoftTarget::memory(&SoftOptions { no_busy_poll: true, ..Default::default() }).expect("testbed"));
+    assert!(failures(&reports).is_empty(), "{:#?}", failures(&reports));
+    assert!(reports.iter().all(|r| r.outcome == Outcome::Pass), "nothing may skip on a clean memory fabric");
+}
+
+#[test]
 fn suite_passes_under_faults() {
     let faults = Faults { drop: 0.02, dup: 0.02, reorder: 0.02, corrupt: 0.02 };
     let reports = run(SoftTarget::memory(&SoftOptions { faults, ..Default::default() }).expect("memory testbed"));

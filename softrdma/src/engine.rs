@@ -85,6 +85,10 @@ pub struct DeviceCounters {
     pub rx_rocev1_dropped: u64,
     pub rx_host_frames: u64,
     pub tx_errors: u64,
+    /// Frames an application thread took off the link (busy polling).
+    pub rx_polled: u64,
+    /// Plain ACKs a busy-polling flush held back to the next flush.
+    pub tx_acks_deferred: u64,
 }
 
 /// Everything behind the core lock.
@@ -121,6 +125,19 @@ pub struct Core {
 /// How long the receive thread stays off the link after a CQ poll, unless
 /// the device is configured otherwise.
 pub const BUSY_POLL_DEFAULT: Duration = Duration::from_micros(200);
+
+/// Whether this machine has more than one CPU. On one CPU, spinning (busy
+/// polling, the receive thread's linger) only takes turns away from the
+/// thread that would make progress, so the device then sleeps and wakes.
+pub fn multi_cpu() -> bool {
+    static MULTI: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *MULTI.get_or_init(|| std::thread::available_parallelism().map_or(1, |n| n.get()) > 1)
+}
+
+/// The default of `DeviceConfig::busy_poll`: on where there is a CPU to spare.
+pub fn busy_poll_default() -> Option<Duration> {
+    multi_cpu().then_some(BUSY_POLL_DEFAULT)
+}
 
 /// The receiving half of the link and the buffers frames land in.
 struct RxState {
@@ -275,6 +292,7 @@ impl Shared {
             if polling && transport::wire::peek::is_plain_ack(&buf) {
                 let spare = core.spare.pop().unwrap_or_else(|| Vec::with_capacity(self.mtu + 64));
                 core.deferred.push(std::mem::replace(&mut buf, spare));
+                core.counters.tx_acks_deferred += 1;
                 self.has_deferred.store(true, Ordering::Release);
                 continue;
             }
@@ -371,6 +389,9 @@ impl Shared {
     fn receive(&self, frames: &[Vec<u8>], polling: bool) {
         let now = self.now();
         let mut core = self.lock();
+        if polling {
+            core.counters.rx_polled += frames.len() as u64;
+        }
         for frame in frames {
             self.receive_one(&mut core, now, frame);
         }
@@ -401,10 +422,14 @@ impl Shared {
     /// `RX_LINGER` before it sleeps: a stream of frames then costs no
     /// wake-up per batch (and the scheduler does not pull the sender and
     /// the receive thread onto one CPU, as it does with a wake per batch).
-    fn linger(&self, rx: &mut RxState) {
+    fn linger(&self, rx: &mut RxState, watch: &mut PollWatch) {
+        if !multi_cpu() {
+            return;
+        }
         let mut until = std::time::Instant::now() + RX_LINGER;
         let mut idle = 0u32;
-        while !self.stopped() {
+        // An application that starts polling takes over the link at once.
+        while !self.stopped() && watch.polling(self).is_none() {
             match self.drain(rx, Duration::ZERO, false) {
                 Ok(0) => {
                     idle += 1;
@@ -449,13 +474,9 @@ impl Shared {
         }
     }
 
-    /// Whether an application polled since the receive thread last looked
-    /// (`seen`: the poll count it saw then).
-    fn polled_since(&self, seen: &mut u64) -> bool {
-        let now = self.polls.load(Ordering::Acquire);
-        let polled = now != 0 && now != *seen;
-        *seen = now;
-        polled
+    /// How the receive thread tells whether an application busy-polls.
+    fn poll_watch(&self) -> PollWatch {
+        PollWatch { grace: self.busy_poll, seen: 0, last_change: None }
     }
 
     fn receive_one(&self, core: &mut Core, now: Instant, frame: &[u8]) {
@@ -501,6 +522,35 @@ impl Shared {
     }
 }
 
+/// The receive thread's view of busy polling: an application counts as
+/// polling until a whole interval passed without a poll the thread saw.
+struct PollWatch {
+    grace: Option<Duration>,
+    seen: u64,
+    last_change: Option<std::time::Instant>,
+}
+
+impl PollWatch {
+    /// `Some(left)` while an application polls: stay off the link for `left`.
+    fn polling(&mut self, s: &Shared) -> Option<Duration> {
+        let grace = self.grace?;
+        let polls = s.polls.load(Ordering::Acquire);
+        if polls == 0 {
+            // Not polling (never, or it said so by blocking).
+            self.seen = 0;
+            self.last_change = None;
+            return None;
+        }
+        let now = std::time::Instant::now();
+        if polls != self.seen {
+            self.seen = polls;
+            self.last_change = Some(now);
+        }
+        let since = now.duration_since(self.last_change?);
+        grace.checked_sub(since).filter(|d| !d.is_zero())
+    }
+}
+
 /// How long the receive thread polls an idle link before it sleeps.
 const RX_LINGER: Duration = Duration::from_micros(50);
 
@@ -511,20 +561,36 @@ const RX_BATCH: usize = 32;
 pub fn spawn(shared: &Arc<Shared>) -> std::io::Result<Vec<std::thread::JoinHandle<()>>> {
     let s = shared.clone();
     let rx_thread = std::thread::Builder::new().name(format!("{}-rx", shared.name)).spawn(move || {
-        let mut seen = 0;
+        let waiter = s.rx.lock().unwrap_or_else(|e| e.into_inner()).link.waiter();
+        let mut watch = s.poll_watch();
         while !s.stopped() {
-            if let Some(grace) = s.busy_poll.filter(|_| s.polled_since(&mut seen)) {
+            if let Some(left) = watch.polling(&s) {
                 // An application is busy-polling: stay off the link until
                 // it has not polled for a whole interval.
-                std::thread::park_timeout(grace);
+                std::thread::park_timeout(left);
                 continue;
             }
             // Nobody polls (any more): what a polling flush held back goes now.
             s.flush_deferred();
+            // Wait without holding the link, so that an application that
+            // starts polling meanwhile takes the frame that ends the wait.
+            let first = match &waiter {
+                Some(w) => match w.wait(Duration::from_millis(50)) {
+                    Ok(false) => continue,
+                    Ok(true) if watch.polling(&s).is_some() => continue,
+                    Ok(true) => Duration::ZERO,
+                    Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => break,
+                    Err(_) => {
+                        std::thread::sleep(Duration::from_millis(10));
+                        continue;
+                    }
+                },
+                None => Duration::from_millis(50),
+            };
             let mut rx = s.rx.lock().unwrap_or_else(|e| e.into_inner());
-            match s.drain(&mut rx, Duration::from_millis(50), false) {
+            match s.drain(&mut rx, first, false) {
                 Ok(0) => {}
-                Ok(_) => s.linger(&mut rx),
+                Ok(_) => s.linger(&mut rx, &mut watch),
                 Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => break,
                 Err(_) => {
                     drop(rx);

@@ -23,8 +23,23 @@ pub trait LinkTx: Send + Sync {
     }
 }
 
+/// Waits until a link holds a frame without taking it, so that whichever
+/// thread is on duty (the receive thread, or an application thread that
+/// busy-polls) takes it.
+pub trait LinkWait: Send + Sync {
+    /// `Ok(true)` when a frame is waiting, `Ok(false)` when `timeout`
+    /// passed; an error of kind `BrokenPipe` means the link is gone.
+    fn wait(&self, timeout: Duration) -> io::Result<bool>;
+}
+
 /// The receiving half of a link.
 pub trait LinkRx: Send {
+    /// A handle that waits for frames without the receiving half itself
+    /// (`None`: the link only offers blocking `recv`).
+    fn waiter(&self) -> Option<Arc<dyn LinkWait>> {
+        None
+    }
+
     /// Waits up to `timeout` for one frame and copies it into `buf`; returns
     /// its length, or `Ok(None)` when the timeout passed. `buf` is at least
     /// `mtu + 18` bytes long. An error of kind `BrokenPipe` means the link is

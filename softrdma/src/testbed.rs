@@ -57,6 +57,9 @@ pub struct TestbedOptions {
     /// its own P_Key table (overrides `pkeys`). In TAP mode a tenant's
     /// namespace is named after device `i`'s network namespace.
     pub tenants: Option<Vec<Tenant>>,
+    /// Devices without busy polling (`DeviceConfig::busy_poll = None`):
+    /// every frame goes through the receive thread.
+    pub no_busy_poll: bool,
 }
 
 /// One tenant of a multi-tenant testbed.
@@ -98,6 +101,9 @@ impl Testbed {
         c.pcap = o.pcap_prefix.as_ref().map(|p| PathBuf::from(format!("{}-{i}.pcap", p.display())));
         c.rxe_retry_quirk = o.rxe_retry_quirk;
         c.broken = o.broken;
+        if o.no_busy_poll {
+            c.busy_poll = None;
+        }
         if let Some(p) = &o.pkeys {
             c.pkeys = p.clone();
         }

@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use transport::sim::Rng;
 
-use crate::link::{Link, LinkRx, LinkTx};
+use crate::link::{Link, LinkRx, LinkTx, LinkWait};
 
 /// Per-frame fault probabilities (0.0..=1.0).
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
@@ -345,7 +345,8 @@ impl FabricRx {
             if timeout.is_zero() {
                 return Ok(None);
             }
-            let left = deadline.map_or(Duration::from_secs(3600), |d| d.saturating_duration_since(std::time::Instant::now()));
+            let left =
+                deadline.map_or(Duration::from_secs(3600), |d| d.saturating_duration_since(std::time::Instant::now()));
             if left.is_zero() {
                 return Ok(None);
             }
@@ -356,7 +357,27 @@ impl FabricRx {
     }
 }
 
+impl LinkWait for PortQueue {
+    fn wait(&self, timeout: Duration) -> io::Result<bool> {
+        let mut st = self.q.lock().map_err(|_| io::Error::other("fabric poisoned"))?;
+        if !st.frames.is_empty() {
+            return Ok(true);
+        }
+        if st.closed {
+            return Err(io::Error::new(io::ErrorKind::BrokenPipe, "fabric gone"));
+        }
+        st.parked = true;
+        st = self.ready.wait_timeout(st, timeout).map_err(|_| io::Error::other("fabric poisoned"))?.0;
+        st.parked = false;
+        Ok(!st.frames.is_empty())
+    }
+}
+
 impl LinkRx for FabricRx {
+    fn waiter(&self) -> Option<Arc<dyn LinkWait>> {
+        Some(self.queue.clone())
+    }
+
     fn recv(&mut self, buf: &mut [u8], timeout: Duration) -> io::Result<Option<usize>> {
         let Some(f) = self.next(timeout)? else { return Ok(None) };
         let n = f.len().min(buf.len());

@@ -20,7 +20,7 @@ use rustix::io::Errno;
 use rustix::ioctl::{opcode, Opcode, Updater};
 
 use super::netns::{self, NetNs};
-use crate::link::{Link, LinkRx, LinkTx};
+use crate::link::{Link, LinkRx, LinkTx, LinkWait};
 
 /// How to open a TAP device.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -192,7 +192,37 @@ struct TapRx {
     fd: Arc<OwnedFd>,
 }
 
+/// Waits on the TAP's fd with `poll(2)`, leaving the frame to be read.
+struct TapWait {
+    fd: Arc<OwnedFd>,
+}
+
+impl LinkWait for TapWait {
+    fn wait(&self, timeout: Duration) -> io::Result<bool> {
+        let ts = Timespec::try_from(timeout).unwrap_or(Timespec { tv_sec: 3600, tv_nsec: 0 });
+        let mut fds = [PollFd::new(&*self.fd, PollFlags::IN)];
+        match rustix::event::poll(&mut fds, Some(&ts)) {
+            Ok(0) | Err(Errno::INTR) => Ok(false),
+            Ok(_) => {
+                let ev = fds[0].revents();
+                if ev.contains(PollFlags::IN) {
+                    Ok(true)
+                } else if ev.intersects(PollFlags::ERR | PollFlags::HUP | PollFlags::NVAL) {
+                    Err(gone())
+                } else {
+                    Ok(false)
+                }
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+}
+
 impl LinkRx for TapRx {
+    fn waiter(&self) -> Option<Arc<dyn LinkWait>> {
+        Some(Arc::new(TapWait { fd: self.fd.clone() }))
+    }
+
     fn recv(&mut self, buf: &mut [u8], timeout: Duration) -> io::Result<Option<usize>> {
         // The clock is read only once a wait is due (busy polling reads
         // with a zero timeout, one syscall per poll).

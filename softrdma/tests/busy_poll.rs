@@ -1,0 +1,135 @@
+//! Busy polling (`DeviceConfig::busy_poll`): an application thread that
+//! polls drives the device itself, and a device whose application stops
+//! polling falls back to its receive thread without losing anything.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use softrdma::backend::memory::Faults;
+use softrdma::testbed::{Testbed, TestbedOptions};
+use verbs_api::helpers::{connect, ConnectOptions, Endpoint};
+use verbs_api::{Context, QpCap, QpType, SendOp, SendWr, WcStatus, WorkCompletion};
+
+fn bed(busy_poll: bool) -> Testbed {
+    let o = TestbedOptions { no_busy_poll: !busy_poll, ..Default::default() };
+    Testbed::memory(2, Faults::default(), &o).expect("memory testbed")
+}
+
+fn pair(c: &[Arc<dyn Context>]) -> (Endpoint, Endpoint) {
+    let mk = |ctx| Endpoint::new(ctx, QpType::Rc, 1 << 16, 256, QpCap::default()).unwrap();
+    let (a, b) = (mk(&c[0]), mk(&c[1]));
+    connect(&a, &b, &ConnectOptions::default()).unwrap();
+    (a, b)
+}
+
+fn write(a: &Endpoint, b: &Endpoint, id: u64, at: u64, len: u32) -> SendWr {
+    let op = SendOp::RdmaWrite { remote_addr: b.mr.addr() + at, rkey: b.mr.rkey() };
+    SendWr::new(id, op, vec![a.sge(at, len)])
+}
+
+/// Spins on `cq.poll` (the busy-polling path) for one completion.
+fn spin_one(cq: &Arc<dyn verbs_api::Cq>) -> WorkCompletion {
+    let t = Instant::now();
+    loop {
+        if let Some(wc) = cq.poll(1).pop() {
+            return wc;
+        }
+        assert!(t.elapsed() < Duration::from_secs(5), "no completion while spinning");
+        std::hint::spin_loop();
+    }
+}
+
+/// Spins on MR reads until byte `off` of `ep`'s MR is `want`.
+fn spin_byte(ep: &Endpoint, off: usize, want: u8) {
+    let t = Instant::now();
+    let mut b = [0u8];
+    while {
+        ep.mr.read(off, &mut b).unwrap();
+        b[0] != want
+    } {
+        assert!(t.elapsed() < Duration::from_secs(5), "byte {off} never became {want}");
+    }
+}
+
+/// A write_lat-style ping-pong, both sides spinning on memory and the CQ.
+fn ping_pong(a: &Endpoint, b: &Endpoint, rounds: u8) {
+    for i in 1..=rounds {
+        a.mr.write(100, &[i]).unwrap();
+        a.qp.post_send(&[write(a, b, i as u64, 100, 1)], None).unwrap();
+        spin_byte(b, 100, i);
+        b.mr.write(200, &[i]).unwrap();
+        b.qp.post_send(&[write(b, a, i as u64, 200, 1)], None).unwrap();
+        spin_byte(a, 200, i);
+        assert_eq!(spin_one(&a.cq).status, WcStatus::Success);
+        assert_eq!(spin_one(&b.cq).status, WcStatus::Success);
+    }
+}
+
+#[test]
+fn a_polling_thread_takes_the_frames_itself() {
+    let bed = bed(true);
+    let (a, b) = pair(&bed.contexts());
+    ping_pong(&a, &b, 200);
+    let (da, _, qa) = bed.devices[0].counters();
+    let (db, _, _) = bed.devices[1].counters();
+    // Nearly every frame reaches the transport on the thread that polls;
+    // the receive threads only see the first ones (before polling began).
+    for (name, d) in [("a", da), ("b", db)] {
+        assert!(d.rx_polled * 10 >= d.rx_frames * 9, "{name}: {} of {} frames polled", d.rx_polled, d.rx_frames);
+        assert!(d.tx_acks_deferred > 100, "{name}: {} ACKs held back", d.tx_acks_deferred);
+    }
+    assert_eq!(qa.retransmitted_pkts, 0);
+}
+
+#[test]
+fn without_busy_polling_the_receive_thread_takes_every_frame() {
+    let bed = bed(false);
+    let (a, b) = pair(&bed.contexts());
+    ping_pong(&a, &b, 50);
+    for d in &bed.devices {
+        let (c, _, _) = d.counters();
+        assert!(c.rx_frames >= 100, "{c:?}");
+        assert_eq!((c.rx_polled, c.tx_acks_deferred), (0, 0), "{c:?}");
+    }
+}
+
+#[test]
+fn an_ack_held_back_by_a_poll_still_leaves_when_polling_stops() {
+    let bed = bed(true);
+    let (a, b) = pair(&bed.contexts());
+    a.mr.write(0, &[7; 64]).unwrap();
+    // b is busy-polling when the WRITE comes (its receive thread stands
+    // aside), polls until the data is there (its flush holds the ACK
+    // back), then never touches its device again.
+    for _ in 0..100 {
+        assert!(b.cq.poll(1).is_empty());
+    }
+    a.qp.post_send(&[write(&a, &b, 1, 0, 64)], None).unwrap();
+    spin_byte(&b, 63, 7);
+    // a blocks: its receive thread, not a poll, must take the ACK, which
+    // b's receive thread sends once b has not polled for the interval —
+    // long before the 67 ms ACK timeout (no retransmission).
+    let t = Instant::now();
+    let wc = a.cq.wait(1, Duration::from_secs(2)).pop().expect("completion");
+    assert_eq!(wc.status, WcStatus::Success);
+    assert!(t.elapsed() < Duration::from_millis(50), "ACK took {:?}", t.elapsed());
+    let (db, _, _) = bed.devices[1].counters();
+    let (_, _, qa) = bed.devices[0].counters();
+    assert!(db.tx_acks_deferred >= 1, "{db:?}");
+    assert_eq!(qa.retransmitted_pkts, 0);
+}
+
+#[test]
+fn a_thread_that_stops_polling_and_blocks_is_woken_by_the_receive_thread() {
+    let bed = bed(true);
+    let (a, b) = pair(&bed.contexts());
+    for round in 0..20u64 {
+        // Poll for a while (the receive thread stands aside), then block.
+        for _ in 0..100 {
+            assert!(a.cq.poll(1).is_empty());
+        }
+        a.qp.post_send(&[write(&a, &b, round, 0, 4096)], None).unwrap();
+        let wc = a.cq.wait(1, Duration::from_secs(2)).pop().expect("completion");
+        assert_eq!((wc.wr_id, wc.status), (round, WcStatus::Success));
+    }
+}
