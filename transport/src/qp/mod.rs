@@ -26,7 +26,7 @@ use crate::path::Path;
 use crate::psn::Psn;
 use crate::srq::{RecvWqe, Srq};
 use crate::time::Instant;
-use crate::wire::{BthRepr, ExtHeaders, IbRepr};
+use crate::wire::{BthRepr, ExtHeaders, FrameRepr, IbRepr, Payload};
 
 pub use state::ModifyError;
 
@@ -658,26 +658,30 @@ impl Qp {
 
     /// Writes the next frame this QP wants to send into `buf` (resized to fit).
     pub fn poll_transmit(&mut self, now: Instant, mem: &dyn Memory, buf: &mut Vec<u8>) -> bool {
-        let produced = match self.next_response(mem) {
-            Some(ib) => Some((ib, None)),
-            None => self.next_request(now, mem),
+        let (frame, payload) = match self.next_response(mem) {
+            Some(ib) => {
+                let Some(path) = self.path else { return false };
+                let frame = self.frame_repr(path, ib);
+                buf.resize(frame.buffer_len(), 0);
+                (frame, Payload::Copy(&self.scratch))
+            }
+            None => match self.next_request(now, mem, buf) {
+                Some(frame) => (frame, Payload::InPlace),
+                None => return false,
+            },
         };
-        let Some((ib, ud_path)) = produced else {
-            return false;
-        };
-        let Some(path) = ud_path.or(self.path) else {
-            return false;
-        };
-        self.ip_ident = self.ip_ident.wrapping_add(1);
-        let frame = path.frame_repr(ib, self.ip_ident);
-        let len = frame.buffer_len();
-        buf.resize(len, 0);
-        if frame.emit(&self.scratch, buf).is_err() {
+        if frame.emit_with(payload, buf).is_err() {
             return false;
         }
         self.counters.sent_pkts += 1;
-        self.counters.sent_bytes += self.scratch.len() as u64;
+        self.counters.sent_bytes += frame.ib.payload_len as u64;
         true
+    }
+
+    /// The frame for `ib` on `path` (each frame takes the next IP ident).
+    pub(crate) fn frame_repr(&mut self, path: Path, ib: IbRepr) -> FrameRepr {
+        self.ip_ident = self.ip_ident.wrapping_add(1);
+        path.frame_repr(ib, self.ip_ident)
     }
 
     pub(crate) fn push_completion(&mut self, side: CqSide, wc: WorkCompletion) {

@@ -6,11 +6,10 @@ use verbs_api::{QpState, QpType, SendFlags, SendOp, WcStatus, WorkCompletion};
 
 use super::{CqSide, Qp, SendWqe, MAX_PKT_PER_ACK, MAX_UNACKED_PSNS};
 use crate::mem::{Key, MemError, Memory};
-use crate::path::Path;
 use crate::psn::Psn;
 use crate::time::Instant;
 use crate::wire::opcode::Position;
-use crate::wire::{AtomicEthRepr, DethRepr, ExtHeaders, IbRepr, IethRepr, ImmDtRepr, Opcode, RethRepr};
+use crate::wire::{AtomicEthRepr, DethRepr, ExtHeaders, FrameRepr, IethRepr, ImmDtRepr, Opcode, RethRepr};
 
 /// Packets a WQE occupies in PSN space (IBTA Vol 1 ch. 9: a READ consumes one PSN
 /// per expected response packet; a zero-length message still takes one).
@@ -102,8 +101,9 @@ fn gather(mem: &dyn Memory, pd: u32, w: &SendWqe, offset: u64, out: &mut [u8]) -
 }
 
 impl Qp {
-    /// The next request packet, its payload left in `self.scratch`.
-    pub(crate) fn next_request(&mut self, now: Instant, mem: &dyn Memory) -> Option<(IbRepr, Option<Path>)> {
+    /// The next request packet: its frame, with the payload already
+    /// gathered into its place in `buf` (sized to the frame).
+    pub(crate) fn next_request(&mut self, now: Instant, mem: &dyn Memory, buf: &mut Vec<u8>) -> Option<FrameRepr> {
         let st = self.attr.qp_state;
         if !matches!(st, QpState::Rts | QpState::Sqd) {
             return None;
@@ -164,22 +164,6 @@ impl Qp {
                 }
             }
         }
-        self.scratch.resize(payload_len, 0);
-        let mut scratch = std::mem::take(&mut self.scratch);
-        let gathered = gather(mem, pd, &self.req.sq[i], offset, &mut scratch);
-        self.scratch = scratch;
-        if gathered.is_err() {
-            // IBTA Vol 1 ch. 10 local protection error: the WQE completes in
-            // error; an RC QP goes to ERR, a UC/UD QP only to SQE.
-            self.req.sq[i].status = WcStatus::LocProtErr;
-            if t == QpType::Rc {
-                self.fatal(WcStatus::LocProtErr);
-            } else {
-                self.send_queue_error();
-            }
-            return None;
-        }
-
         let mut bth = self.bth(opcode, psn);
         bth.dest_qpn = dest_qpn;
         let w = &mut self.req.sq[i];
@@ -198,6 +182,25 @@ impl Qp {
                 self.req.noack_pkts = 0;
             }
         }
+        let Some(path) = ud_path.or(self.path) else {
+            return None;
+        };
+        let frame = self.frame_repr(path, self.ib(bth, ext, payload_len));
+        // The payload goes from memory straight into its place in the frame.
+        buf.resize(frame.buffer_len(), 0);
+        let gathered = gather(mem, pd, &self.req.sq[i], offset, &mut buf[frame.payload_range()]);
+        if gathered.is_err() {
+            // IBTA Vol 1 ch. 10 local protection error: the WQE completes in
+            // error; an RC QP goes to ERR, a UC/UD QP only to SQE.
+            self.req.sq[i].status = WcStatus::LocProtErr;
+            if t == QpType::Rc {
+                self.fatal(WcStatus::LocProtErr);
+            } else {
+                self.send_queue_error();
+            }
+            return None;
+        }
+        let w = &mut self.req.sq[i];
         w.next_psn = if w.op.is_read_or_atomic() { w.first_psn.add(w.npkts) } else { psn.next() };
         let end = w.first_psn.add(w.npkts);
         if psn.distance(self.req.high) < 0 {
@@ -232,7 +235,7 @@ impl Qp {
                 }
             }
         }
-        Some((self.ib(bth, ext, payload_len), ud_path))
+        Some(frame)
     }
 
     /// Index of the WQE whose next packet may go now, starting any WQE whose

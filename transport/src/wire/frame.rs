@@ -7,7 +7,7 @@ use smoltcp::wire::IpAddress;
 use super::ethernet::EthernetRepr;
 use super::grh::{self, GrhRepr};
 use super::ip::{Ipv4Repr, Ipv6Repr, IPV4_HEADER_LEN, IPV6_HEADER_LEN};
-use super::packet::{IbPacket, IbRepr};
+use super::packet::{IbPacket, IbRepr, Payload};
 use super::roce::{ETHERTYPE_IPV4, ETHERTYPE_IPV6, ROCEV1_ETHERTYPE, ROCEV2_UDP_PORT};
 use super::udp::{self, UdpChecksum, UdpRepr};
 use super::{icrc, Error};
@@ -139,6 +139,18 @@ impl FrameRepr {
 
     /// Writes the whole frame for `payload` into `buf`; returns its length.
     pub fn emit(&self, payload: &[u8], buf: &mut [u8]) -> Result<usize, Error> {
+        self.emit_with(Payload::Copy(payload), buf)
+    }
+
+    /// Where the payload goes in the frame.
+    pub fn payload_range(&self) -> core::ops::Range<usize> {
+        let at = self.eth.header_len() + self.net.header_len();
+        let r = self.ib.payload_range();
+        at + r.start..at + r.end
+    }
+
+    /// `emit`, with the payload copied in or already at `payload_range()`.
+    pub fn emit_with(&self, payload: Payload<'_>, buf: &mut [u8]) -> Result<usize, Error> {
         let len = self.buffer_len();
         if buf.len() < len {
             return Err(Error::BufferTooSmall { need: len, have: buf.len() });
@@ -152,7 +164,7 @@ impl FrameRepr {
         let udp_len = rest.len() - ib_len;
         {
             let ib = &mut rest[udp_len..];
-            self.ib.emit(ib, payload)?;
+            self.ib.emit_with(ib, payload)?;
         }
         // The UDP header goes in before the ICRC (which covers its ports and
         // length) and its checksum, if any, after it (which covers the ICRC).

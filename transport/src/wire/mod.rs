@@ -46,7 +46,7 @@ pub use immdt::ImmDtRepr;
 pub use ip::{Ipv4Repr, Ipv6Repr};
 pub use jketh::JkethRepr;
 pub use opcode::{Opcode, OpcodeInfo, Transport};
-pub use packet::{ExtHeaders, IbPacket, IbRepr};
+pub use packet::{ExtHeaders, IbPacket, IbRepr, Payload};
 pub use reth::RethRepr;
 pub use roce::{classify, FrameKind, ROCEV1_ETHERTYPE, ROCEV2_UDP_PORT};
 pub use udp::{UdpChecksum, UdpRepr};

@@ -170,16 +170,32 @@ impl IbRepr {
     /// is derived from the payload length; a header the opcode needs but the
     /// repr lacks is written as zeros.
     pub fn emit(&self, buf: &mut [u8], payload: &[u8]) -> Result<(), Error> {
+        self.emit_with(buf, Payload::Copy(payload))
+    }
+
+    /// Where the payload goes in the `buffer_len()` bytes `emit` writes.
+    pub fn payload_range(&self) -> core::ops::Range<usize> {
+        let at = self.header_len();
+        at..at + self.payload_len
+    }
+
+    /// `emit`, with the payload either copied in or already in place (at
+    /// `payload_range()`, where a sender gathered it straight from memory).
+    pub fn emit_with(&self, buf: &mut [u8], payload: Payload<'_>) -> Result<(), Error> {
         let need = self.buffer_len();
-        if buf.len() != need || payload.len() != self.payload_len {
+        let len = match payload {
+            Payload::Copy(p) => p.len(),
+            Payload::InPlace => self.payload_len,
+        };
+        if buf.len() != need || len != self.payload_len {
             return Err(Error::BufferTooSmall { need, have: buf.len() });
         }
         let info = self.bth.opcode.info();
-        if !info.payload && !payload.is_empty() {
-            return Err(Error::UnexpectedPayload { opcode: self.bth.opcode as u8, len: payload.len() });
+        if !info.payload && len > 0 {
+            return Err(Error::UnexpectedPayload { opcode: self.bth.opcode as u8, len });
         }
         let mut bth = self.bth;
-        bth.pad = pad_for(payload.len());
+        bth.pad = pad_for(len);
         match self.ext.jketh {
             Some(_) => bth.resv7 |= jketh::BTH_FLAG,
             None => bth.resv7 &= !jketh::BTH_FLAG,
@@ -212,17 +228,43 @@ impl IbRepr {
         put!(h.atomic_ack_eth, e.atomic_ack_eth, atomic_ack_eth::LEN);
         put!(h.immdt, e.immdt, immdt::LEN);
         put!(h.ieth, e.ieth, ieth::LEN);
-        buf[off..off + payload.len()].copy_from_slice(payload);
-        off += payload.len();
+        if let Payload::Copy(p) = payload {
+            buf[off..off + len].copy_from_slice(p);
+        }
+        off += len;
         buf[off..need - icrc::LEN].fill(0);
         Ok(())
     }
+}
+
+/// The payload of a packet being emitted.
+#[derive(Debug, Clone, Copy)]
+pub enum Payload<'a> {
+    /// These bytes, copied into the packet.
+    Copy(&'a [u8]),
+    /// Already written at the packet's payload range.
+    InPlace,
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::wire::Opcode;
+
+    #[test]
+    fn payload_in_place_emits_the_same_bytes_as_a_copied_one() {
+        for (op, len) in [(Opcode::RcSendOnly, 1001), (Opcode::RcWriteFirst, 1024), (Opcode::RcSendOnly, 0)] {
+            let repr = IbRepr { bth: BthRepr::new(op, 0xffff, 5, 9), ext: ExtHeaders::default(), payload_len: len };
+            let payload: Vec<u8> = (0..len).map(|i| i as u8 ^ 0x5a).collect();
+            let mut copied = vec![0u8; repr.buffer_len()];
+            repr.emit(&mut copied, &payload).unwrap();
+            // A stale buffer: whatever is outside the payload is rewritten.
+            let mut placed = vec![0xeeu8; repr.buffer_len()];
+            placed[repr.payload_range()].copy_from_slice(&payload);
+            repr.emit_with(&mut placed, Payload::InPlace).unwrap();
+            assert_eq!(placed[..placed.len() - 4], copied[..copied.len() - 4], "{op:?} {len}");
+        }
+    }
 
     #[test]
     fn pad_rule() {
