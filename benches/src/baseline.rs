@@ -268,6 +268,63 @@ pub fn memcpy_bw(size: usize, iters: u64, duration: Option<Duration>) -> BwRow {
     }
 }
 
+/// The memory fabric's physical limit: `size`-byte messages cut into
+/// `mtu`-byte chunks that one thread copies out of a source buffer into
+/// pooled buffers and hands to a second thread, which copies them into a
+/// destination buffer — the two copies and the cross-CPU hand-off every
+/// packet on the in-memory fabric needs at least, with no RDMA logic.
+pub fn memcpy_xcore_bw(size: usize, mtu: usize, iters: u64) -> BwRow {
+    use std::sync::mpsc::sync_channel;
+    let mtu = mtu.max(64);
+    let chunks = size.div_ceil(mtu).max(1);
+    let (to_rx, from_tx) = sync_channel::<Vec<u8>>(1024);
+    let (back_tx, back) = sync_channel::<Vec<u8>>(2048);
+    for _ in 0..1024 {
+        let _ = back_tx.send(vec![0u8; mtu]);
+    }
+    let start = Instant::now();
+    let received = std::thread::scope(|s| {
+        let rx = s.spawn(move || {
+            let mut dst = vec![0u8; size];
+            let mut n = 0u64;
+            while let Ok(buf) = from_tx.recv() {
+                let off = (n as usize % chunks) * mtu;
+                let len = mtu.min(size - off.min(size));
+                dst[off..off + len].copy_from_slice(&buf[..len]);
+                std::hint::black_box(&mut dst);
+                n += 1;
+                let _ = back_tx.send(buf);
+            }
+            n
+        });
+        let src = vec![0x5au8; size];
+        for m in 0..iters {
+            for c in 0..chunks {
+                let Ok(mut buf) = back.recv() else { break };
+                let off = c * mtu;
+                let len = mtu.min(size - off);
+                buf[..len].copy_from_slice(std::hint::black_box(&src[off..off + len]));
+                if to_rx.send(buf).is_err() {
+                    break;
+                }
+            }
+            std::hint::black_box(m);
+        }
+        drop(to_rx);
+        rx.join().unwrap_or(0)
+    });
+    let el = start.elapsed().as_secs_f64().max(1e-9);
+    let msgs = received as f64 / chunks as f64;
+    BwRow {
+        bytes: size as u64,
+        iterations: iters,
+        peak_bps: msgs * size as f64 / el,
+        avg_bps: msgs * size as f64 / el,
+        msg_rate: msgs / el,
+        notes: vec![("chunk".into(), mtu.to_string())],
+    }
+}
+
 /// A connected RC pair on the deterministic simulator (lossless, zero
 /// latency) that writes `size`-byte messages from node 0 to node 1: the
 /// transport's own cost per message and per packet, with no threads, locks

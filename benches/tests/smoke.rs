@@ -72,6 +72,8 @@ fn baselines_and_scale_without_root() {
     assert!(has_row(&out, "64"), "{out}");
     let out = perf(&["memcpy_bw", "-s", "65536", "-n", "100"]);
     assert!(has_row(&out, "65536"), "{out}");
+    let out = perf(&["memcpy_xcore_bw", "-s", "65536", "-m", "4096", "-n", "100"]);
+    assert!(has_row(&out, "65536"), "{out}");
     let out = perf(&["sim_bw", "-s", "4096", "-m", "4096", "-n", "100"]);
     assert!(has_row(&out, "4096"), "{out}");
     let out = perf(&["scale_qps", "-n", "500"]);

@@ -160,6 +160,11 @@ enum Cmd {
     /// memcpy between two -s byte buffers.
     #[command(name = "memcpy_bw")]
     MemcpyBw(Common),
+    /// -s byte messages in -m byte chunks copied by one thread into buffers
+    /// handed to another, which copies them out: the in-memory fabric's
+    /// physical limit (two copies and a cross-CPU hand-off per packet).
+    #[command(name = "memcpy_xcore_bw")]
+    MemcpyXcoreBw(Common),
     /// RC RDMA WRITE on the deterministic simulator: the transport alone.
     #[command(name = "sim_bw")]
     SimBw(Common),
@@ -429,6 +434,19 @@ fn run(cli: Cli) -> Result<(), String> {
             for size in sizes(&c) {
                 let iters = c.iters.unwrap_or(((1u64 << 33) / size as u64).clamp(1000, 1_000_000));
                 let row = baseline::memcpy_bw(size, iters, c.duration.map(Duration::from_secs_f64));
+                println!("{}", bw_line(&row, c.report_gbits));
+                r.bw.push(row);
+            }
+            println!("{LINE}");
+            finish(&mut r, &c)
+        }
+        Cmd::MemcpyXcoreBw(c) => {
+            let mut r = Report::new("memcpy_xcore_bw");
+            banner("memcpy across threads in MTU chunks (no RDMA)", &c, &[]);
+            println!("{}", bw_header(c.report_gbits));
+            for size in sizes(&c) {
+                let iters = c.iters.unwrap_or(((1u64 << 32) / size as u64).clamp(100, 1_000_000));
+                let row = baseline::memcpy_xcore_bw(size, c.mtu, iters);
                 println!("{}", bw_line(&row, c.report_gbits));
                 r.bw.push(row);
             }
