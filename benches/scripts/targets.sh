@@ -4,7 +4,9 @@
 # the load moves by 2x within a minute):
 #   1. tap write_bw 64 KiB, MTU 4096  vs  tap raw frames with 4096 B payload,
 #      blasted (1a) and self-clocked with a credit frame every 16 (1b)
-#   2. memory-fabric write_bw 64 KiB  vs  memcpy 64 KiB
+#   2. memory-fabric write_bw 64 KiB  vs  memcpy 64 KiB (2a), and vs the
+#      fabric's physical limit: two copies and a cross-thread hand-off per
+#      4096-byte chunk (memcpy_xcore_bw, 2b)
 #   3. tap write_lat 2 B (half RTT)   vs  tap raw ping-pong 64 B (half RTT)
 # Prints every pair and the median ratio.  Needs root (TAP).
 #
@@ -17,7 +19,7 @@ row() { "$PERF" "$@" 2>/dev/null | grep -E '^ [0-9]+ ' | tail -1; }
 med() { sort -g | awk '{a[NR]=$1} END {if (NR==0) {print "-"; exit} m=(NR%2)?a[(NR+1)/2]:(a[NR/2]+a[NR/2+1])/2; printf "%.3f [%.3f..%.3f]", m, a[1], a[NR]}'; }
 
 echo "# $(date -u +%FT%TZ) load $(cut -d' ' -f1-3 /proc/loadavg) PAIRS=$PAIRS"
-r1=() r1b=() r2=() r3=()
+r1=() r1b=() r2=() r2b=() r3=()
 for i in $(seq "$PAIRS"); do
     raw=$(row raw_bw -s 4096 -D 2 --fabric tap | awk '{print $4}')
     rdma=$(row write_bw -s 65536 -m 4096 -D 2 --fabric tap | awk '{print $4}')
@@ -27,12 +29,15 @@ for i in $(seq "$PAIRS"); do
     mc=$(row memcpy_bw -s 65536 -D 1 | awk '{print $4}')
     mem=$(row write_bw -s 65536 -m 4096 -D 2 | awk '{print $4}')
     r2+=("$(awk -v a="$mem" -v b="$mc" 'BEGIN {print a/b}')")
+    xc=$(row memcpy_xcore_bw -s 65536 -m 4096 -n 50000 | awk '{print $4}')
+    r2b+=("$(awk -v a="$mem" -v b="$xc" 'BEGIN {print a/b}')")
     rl=$(row raw_lat -n 5000 --fabric tap | awk '{print $5}')
     wl=$(row write_lat -s 2 -n 5000 --fabric tap | awk '{print $5}')
     r3+=("$(awk -v a="$wl" -v b="$rl" 'BEGIN {print a/b}')")
-    echo "pair $i: tap write_bw $rdma / raw $raw / raw-credit $rawc MB/s | mem write_bw $mem / memcpy $mc MB/s | tap write_lat $wl / raw half-RTT $rl us | load $(cut -d' ' -f1 /proc/loadavg)"
+    echo "pair $i: tap write_bw $rdma / raw $raw / raw-credit $rawc MB/s | mem write_bw $mem / memcpy $mc / xcore $xc MB/s | tap write_lat $wl / raw half-RTT $rl us | load $(cut -d' ' -f1 /proc/loadavg)"
 done
 echo "1a. tap write_bw 64K / raw TAP frames, blasted      (target >= 0.80): $(printf '%s\n' "${r1[@]}" | med)"
 echo "1b. tap write_bw 64K / raw TAP frames, self-clocked (target >= 0.80): $(printf '%s\n' "${r1b[@]}" | med)"
-echo "2. mem write_bw 64K / memcpy 64K     (target >= 0.50): $(printf '%s\n' "${r2[@]}" | med)"
+echo "2a. mem write_bw 64K / memcpy 64K    (target >= 0.50): $(printf '%s\n' "${r2[@]}" | med)"
+echo "2b. mem write_bw 64K / memcpy_xcore_bw 64K (two copies + hand-off): $(printf '%s\n' "${r2b[@]}" | med)"
 echo "3. tap write_lat 2B / raw half RTT   (target <= 1.50): $(printf '%s\n' "${r3[@]}" | med)"

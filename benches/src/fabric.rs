@@ -191,6 +191,14 @@ pub fn links(kind: FabricKind, n: usize, link_mtu: usize) -> io::Result<(Option<
     }
 }
 
+static BUSY_POLL: std::sync::OnceLock<Option<std::time::Duration>> = std::sync::OnceLock::new();
+
+/// The busy-poll interval of every device started after this (the first
+/// call wins; without one, the device default).
+pub fn set_busy_poll(b: Option<std::time::Duration>) {
+    let _ = BUSY_POLL.set(b);
+}
+
 /// Running devices and what they stand on; stopped and torn down on drop.
 pub struct Devices {
     pub devices: Vec<Arc<Device>>,
@@ -205,7 +213,10 @@ impl Devices {
         let (fabric, net, links) = links(kind, n, link_mtu)?;
         let mut devices = Vec::new();
         for (i, link) in links.into_iter().enumerate() {
-            let cfg = DeviceConfig::new(&format!("bench{i}"), vec![(addr(i), 16)]);
+            let mut cfg = DeviceConfig::new(&format!("bench{i}"), vec![(addr(i), 16)]);
+            if let Some(b) = BUSY_POLL.get() {
+                cfg.busy_poll = *b;
+            }
             devices.push(Device::start(cfg, link)?);
         }
         Ok(Devices { devices, fabric, net })

@@ -65,6 +65,10 @@ struct Common {
     /// QP timeout exponent: local ACK timeout 4.096 us * 2^N (perftest's -u).
     #[arg(short = 'u', long = "qp-timeout", default_value_t = 14)]
     qp_timeout: u8,
+    /// Busy-poll interval of the devices in µs (0: off, every frame through
+    /// the receive thread). Default: the device's (200 µs on more than one CPU).
+    #[arg(long = "busy-poll")]
+    busy_poll: Option<u64>,
     /// Largest message sent inline.
     #[arg(short = 'I', long = "inline_size", default_value_t = 0)]
     inline: u32,
@@ -174,6 +178,16 @@ enum Cmd {
     /// -n devices (namespaces with --fabric tap), pairs doing write_bw.
     #[command(name = "scale_ns")]
     ScaleNs(Common),
+}
+
+impl Cmd {
+    fn common(&self) -> Option<&Common> {
+        use Cmd::*;
+        match self {
+            WriteBw(c) | ReadBw(c) | SendBw(c) | AtomicBw(c) | WriteLat(c) | SendLat(c) | ReadLat(c) | RawBw(c)
+            | RawLat(c) | MemcpyBw(c) | MemcpyXcoreBw(c) | SimBw(c) | ScaleQps(c) | ScaleNs(c) => Some(c),
+        }
+    }
 }
 
 #[derive(Debug, Parser)]
@@ -386,6 +400,9 @@ fn verbs_test(t: Test, name: &str, c: &Common) -> Result<(), String> {
 }
 
 fn run(cli: Cli) -> Result<(), String> {
+    if let Some(us) = cli.cmd.common().and_then(|c| c.busy_poll) {
+        fabric::set_busy_poll((us > 0).then(|| Duration::from_micros(us)));
+    }
     match cli.cmd {
         Cmd::WriteBw(c) => verbs_test(Test::WriteBw, "write_bw", &c),
         Cmd::ReadBw(c) => verbs_test(Test::ReadBw, "read_bw", &c),
