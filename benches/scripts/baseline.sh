@@ -48,12 +48,14 @@ echo "# load before: $(cat /proc/loadavg)"
 
 bw  "memcpy 64 KiB"                        memcpy_bw -s 65536
 bw  "memcpy 4 KiB"                         memcpy_bw -s 4096
+bw  "memcpy across threads 64 KiB / 4096"   memcpy_xcore_bw -s 65536 -m 4096 -n 50000
 bw  "sim RC write 4 KiB MTU 4096"          sim_bw -s 4096 -m 4096 -n 50000
 bw  "sim RC write 64 KiB MTU 4096"         sim_bw -s 65536 -m 4096 -n 5000
 bw  "mem raw frames 4096 B payload"        raw_bw -s 4096 -D 2
 bw  "mem raw frames 4096 B, self-clocked"  raw_bw -s 4096 -D 2 --credit 16
 lat "mem raw ping-pong 64 B"               raw_lat -n 10000
 bw  "mem write_bw 64 KiB MTU 4096"         write_bw -s 65536 -m 4096 -n 5000
+bw  "mem write_bw 64 KiB MTU 4096 no bpoll" write_bw -s 65536 -m 4096 -n 5000 --busy-poll 0
 bw  "mem write_bw 64 KiB MTU 1024"         write_bw -s 65536 -m 1024 -n 3000
 bw  "mem read_bw 64 KiB MTU 4096"          read_bw -s 65536 -m 4096 -n 3000
 bw  "mem send_bw 64 KiB MTU 4096"          send_bw -s 65536 -m 4096 -n 3000
@@ -64,6 +66,7 @@ bw  "mem send_bw 1 KiB UD"                 send_bw -s 1024 -n 20000 -c UD
 bw  "mem atomic_bw"                        atomic_bw -n 20000
 bw  "mem write_bw 64 KiB MTU 4096 -q 4"    write_bw -s 65536 -m 4096 -n 1500 -q 4
 lat "mem write_lat 2 B"                    write_lat -s 2 -n 5000
+lat "mem write_lat 2 B no busy poll"       write_lat -s 2 -n 5000 --busy-poll 0
 lat "mem send_lat 2 B"                     send_lat -s 2 -n 5000
 lat "mem read_lat 2 B"                     read_lat -s 2 -n 5000
 if [ "$(id -u)" = 0 ]; then
@@ -78,6 +81,7 @@ if [ "$(id -u)" = 0 ]; then
     bw  "tap write_bw 4 KiB MTU 4096"      write_bw -s 4096 -m 4096 -n 20000 --fabric tap
     bw  "tap atomic_bw"                    atomic_bw -n 20000 --fabric tap
     lat "tap write_lat 2 B"                write_lat -s 2 -n 5000 --fabric tap
+    lat "tap write_lat 2 B no busy poll"   write_lat -s 2 -n 5000 --fabric tap --busy-poll 0
     lat "tap send_lat 2 B"                 send_lat -s 2 -n 5000 --fabric tap
     lat "tap read_lat 2 B"                 read_lat -s 2 -n 5000 --fabric tap
 fi

@@ -509,10 +509,32 @@ fn wait_byte(mr: &Arc<dyn Mr>, off: usize, want: u8, stop: &AtomicBool) -> Res<(
     }
 }
 
+/// One completion: spinning on `poll` as perftest's latency tests do (which
+/// drives the device: busy polling), or, on a single CPU, blocking in `wait`.
+fn next_wc(cq: &Arc<dyn Cq>, timeout: Duration) -> Option<WorkCompletion> {
+    if !softrdma::engine::multi_cpu() {
+        return cq.wait(1, timeout).into_iter().next();
+    }
+    let t = Instant::now();
+    let mut spins = 0u32;
+    loop {
+        if let Some(wc) = cq.poll(1).into_iter().next() {
+            return Some(wc);
+        }
+        spins += 1;
+        if spins % spin_yield() == 0 {
+            std::thread::yield_now();
+        }
+        if spins % 1024 == 0 && t.elapsed() > timeout {
+            return None;
+        }
+    }
+}
+
 fn wait_one(cq: &Arc<dyn Cq>, what: &str) -> Res<WorkCompletion> {
     let t = Instant::now();
     loop {
-        if let Some(wc) = cq.wait(1, Duration::from_millis(100)).into_iter().next() {
+        if let Some(wc) = next_wc(cq, Duration::from_millis(100)) {
             check(&wc, what)?;
             return Ok(wc);
         }
@@ -574,7 +596,7 @@ pub fn run_lat(t: Test, ca: &Arc<dyn Context>, cb: &Arc<dyn Context>, cfg: &Perf
                         }
                         _ => {
                             let wc = loop {
-                                if let Some(wc) = b.rcq.wait(1, Duration::from_millis(50)).into_iter().next() {
+                                if let Some(wc) = next_wc(&b.rcq, Duration::from_millis(50)) {
                                     break wc;
                                 }
                                 if stop.load(Ordering::Acquire) {
