@@ -143,6 +143,8 @@ pub fn busy_poll_default() -> Option<Duration> {
 struct RxState {
     link: Box<dyn LinkRx>,
     bufs: Vec<Vec<u8>>,
+    /// The length of the frame in each of `bufs`.
+    lens: [usize; RX_BATCH],
 }
 
 pub struct Shared {
@@ -183,7 +185,7 @@ impl Shared {
             mtu,
             core: Mutex::new(core),
             tx,
-            rx: Mutex::new(RxState { link: rx, bufs }),
+            rx: Mutex::new(RxState { link: rx, bufs, lens: [0; RX_BATCH] }),
             busy_poll: busy_poll.filter(|d| !d.is_zero()),
             polls: AtomicU64::new(0),
             rx_thread: std::sync::OnceLock::new(),
@@ -386,7 +388,7 @@ impl Shared {
     }
 
     /// Handles a batch of received frames under one lock and one flush.
-    fn receive(&self, frames: &[Vec<u8>], polling: bool) {
+    fn receive<'f>(&self, frames: impl ExactSizeIterator<Item = &'f [u8]>, polling: bool) {
         let now = self.now();
         let mut core = self.lock();
         if polling {
@@ -406,14 +408,18 @@ impl Shared {
         while k < RX_BATCH {
             let wait = if k == 0 { first } else { Duration::ZERO };
             match rx.link.recv_buf(&mut rx.bufs[k], max, wait) {
-                Ok(true) => k += 1,
-                Ok(false) => break,
+                Ok(Some(n)) => {
+                    rx.lens[k] = n;
+                    k += 1
+                }
+                Ok(None) => break,
                 Err(e) if k == 0 => return Err(e),
                 Err(_) => break,
             }
         }
         if k > 0 {
-            self.receive(&rx.bufs[..k], polling);
+            let RxState { bufs, lens, .. } = &*rx;
+            self.receive(bufs[..k].iter().zip(&lens[..k]).map(|(b, &n)| &b[..n]), polling);
         }
         Ok(k)
     }

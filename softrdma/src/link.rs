@@ -46,18 +46,16 @@ pub trait LinkRx: Send {
     /// gone for good.
     fn recv(&mut self, buf: &mut [u8], timeout: Duration) -> io::Result<Option<usize>>;
 
-    /// Like [`LinkRx::recv`], but the frame ends up in `buf` (truncated to
-    /// its length): a link that hands over buffers swaps its own in instead
-    /// of copying. `max` is the largest frame the caller takes.
-    fn recv_buf(&mut self, buf: &mut Vec<u8>, max: usize, timeout: Duration) -> io::Result<bool> {
-        buf.resize(max, 0);
-        match self.recv(buf, timeout)? {
-            Some(n) => {
-                buf.truncate(n);
-                Ok(true)
-            }
-            None => Ok(false),
+    /// Like [`LinkRx::recv`], but a link that hands over buffers swaps its
+    /// own into `buf` instead of copying. The frame is `buf[..n]` for the
+    /// `n` returned (`buf` may be longer: it is not shrunk, so a reused
+    /// buffer is not zeroed again for every frame). `max` is the largest
+    /// frame the caller takes.
+    fn recv_buf(&mut self, buf: &mut Vec<u8>, max: usize, timeout: Duration) -> io::Result<Option<usize>> {
+        if buf.len() < max {
+            buf.resize(max, 0);
         }
+        self.recv(&mut buf[..max], timeout)
     }
 }
 

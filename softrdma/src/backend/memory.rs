@@ -388,14 +388,15 @@ impl LinkRx for FabricRx {
         Ok(Some(n))
     }
 
-    fn recv_buf(&mut self, buf: &mut Vec<u8>, max: usize, timeout: Duration) -> io::Result<bool> {
-        let Some(mut f) = self.next(timeout)? else { return Ok(false) };
+    fn recv_buf(&mut self, buf: &mut Vec<u8>, max: usize, timeout: Duration) -> io::Result<Option<usize>> {
+        let Some(mut f) = self.next(timeout)? else { return Ok(None) };
         f.truncate(max);
+        let n = f.len();
         let old = std::mem::replace(buf, f);
         if let Some(inner) = self.fabric.upgrade() {
             inner.recycle(old);
         }
-        Ok(true)
+        Ok(Some(n))
     }
 }
 
