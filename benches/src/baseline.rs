@@ -4,6 +4,7 @@
 //! simulator, with no threads, locks or links (`sim_bw`).
 
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -22,15 +23,74 @@ pub const ROCE_OVERHEAD: usize = 14 + 20 + 8 + 12 + 4;
 
 /// An Ethernet frame of `len` bytes from device 0 to device 1 with a local
 /// experimental EtherType (the kernel bridges forward it and nobody consumes it).
+///
+/// With [`set_udp_frames`], an IPv4/UDP frame to port 4791 instead: the path
+/// RoCEv2 takes through the bridges, whose netfilter hooks (`br_netfilter`)
+/// look at IP frames and let other EtherTypes pass untouched.
 fn frame(len: usize, from: usize, to: usize) -> Vec<u8> {
     let mut f = vec![0u8; len.max(60)];
     f[0..6].copy_from_slice(&fabric::mac(to));
     f[6..12].copy_from_slice(&fabric::mac(from));
-    f[12..14].copy_from_slice(&0x88b5u16.to_be_bytes());
     for (i, b) in f[14..].iter_mut().enumerate() {
         *b = i as u8;
     }
+    if !udp_frames() {
+        f[12..14].copy_from_slice(&0x88b5u16.to_be_bytes());
+        return f;
+    }
+    f[12..14].copy_from_slice(&0x0800u16.to_be_bytes());
+    let (IpAddr::V4(src), IpAddr::V4(dst)) = (fabric::addr(from), fabric::addr(to)) else {
+        unreachable!("benchmark addresses are IPv4")
+    };
+    let ip_len = (f.len() - 14) as u16;
+    let mut ip = [0u8; 20];
+    ip[0] = 0x45;
+    ip[2..4].copy_from_slice(&ip_len.to_be_bytes());
+    ip[6] = 0x40; // DF, as rxe sends
+    ip[8] = 64;
+    ip[9] = 17;
+    ip[12..16].copy_from_slice(&src.octets());
+    ip[16..20].copy_from_slice(&dst.octets());
+    let sum = ip.chunks(2).map(|w| u16::from_be_bytes([w[0], w[1]]) as u32).sum::<u32>();
+    let sum = (sum & 0xffff) + (sum >> 16);
+    let sum = !(((sum & 0xffff) + (sum >> 16)) as u16);
+    ip[10..12].copy_from_slice(&sum.to_be_bytes());
+    f[14..34].copy_from_slice(&ip);
+    let mut udp = [0u8; 8];
+    udp[0..2].copy_from_slice(&0xc000u16.to_be_bytes());
+    udp[2..4].copy_from_slice(&4791u16.to_be_bytes());
+    udp[4..6].copy_from_slice(&(ip_len - 20).to_be_bytes());
+    f[34..42].copy_from_slice(&udp);
     f
+}
+
+static UDP_FRAMES: AtomicBool = AtomicBool::new(false);
+
+/// Makes `raw_bw`/`raw_lat` send IPv4/UDP frames (see [`frame`]).
+pub fn set_udp_frames(on: bool) {
+    UDP_FRAMES.store(on, Ordering::Release);
+}
+
+fn udp_frames() -> bool {
+    UDP_FRAMES.load(Ordering::Acquire)
+}
+
+/// Whether `f` is one of the baseline's frames.
+fn is_raw(f: &[u8]) -> bool {
+    if udp_frames() {
+        f.len() >= 50 && f[12..14] == [0x08, 0x00] && f[23] == 17 && f[36..38] == 4791u16.to_be_bytes()
+    } else {
+        f.len() >= 22 && f[12..14] == [0x88, 0xb5]
+    }
+}
+
+/// Where a baseline frame carries its 8-byte sequence number.
+fn seq_at() -> usize {
+    if udp_frames() {
+        42
+    } else {
+        14
+    }
 }
 
 /// Sends frames that are as long as RoCE packets carrying `payload` bytes
@@ -70,14 +130,14 @@ pub fn raw_bw(
             let mut c = frame(64, 1, 0);
             loop {
                 match rx1.recv(&mut buf, Duration::from_millis(20)) {
-                    Ok(Some(k)) if k == len && buf[12..14] == [0x88, 0xb5] => {
+                    Ok(Some(k)) if k == len && is_raw(&buf[..k]) => {
                         n += 1;
                         quiet_since = None;
                         if n % 256 == 1 {
                             stamps.push((Instant::now(), n));
                         }
                         if credit > 0 && n % credit == 0 {
-                            c[14..22].copy_from_slice(&n.to_be_bytes());
+                            c[seq_at()..seq_at() + 8].copy_from_slice(&n.to_be_bytes());
                             let _ = tx1.send(&c);
                         }
                     }
@@ -111,9 +171,9 @@ pub fn raw_bw(
             }
             while credit > 0 && sent - credited >= window {
                 match rx0.recv(&mut cbuf, Duration::from_millis(50)) {
-                    Ok(Some(k)) if k >= 22 && cbuf[12..14] == [0x88, 0xb5] => {
+                    Ok(Some(k)) if is_raw(&cbuf[..k]) => {
                         let mut b = [0u8; 8];
-                        b.copy_from_slice(&cbuf[14..22]);
+                        b.copy_from_slice(&cbuf[seq_at()..seq_at() + 8]);
                         credited = credited.max(u64::from_be_bytes(b));
                     }
                     Ok(Some(_)) => {}
@@ -175,7 +235,7 @@ pub fn raw_lat(kind: FabricKind, len: usize, iters: u64) -> Result<LatRow, Strin
             let mut buf = vec![0u8; link_mtu + 64];
             while !stop.load(Ordering::Acquire) {
                 if let Ok(Some(n)) = rx_b.recv(&mut buf, Duration::from_millis(20)) {
-                    if n >= 14 && buf[12..14] == [0x88, 0xb5] {
+                    if is_raw(&buf[..n]) {
                         let mut f = buf[..n].to_vec();
                         f[0..6].copy_from_slice(&fabric::mac(0));
                         f[6..12].copy_from_slice(&fabric::mac(1));
@@ -190,7 +250,7 @@ pub fn raw_lat(kind: FabricKind, len: usize, iters: u64) -> Result<LatRow, Strin
             let mut samples = Vec::with_capacity(iters as usize);
             let mut lost = 0u64;
             for it in 0..warmup + iters {
-                f[14..22].copy_from_slice(&it.to_be_bytes());
+                f[seq_at()..seq_at() + 8].copy_from_slice(&it.to_be_bytes());
                 let t0 = Instant::now();
                 tx_a.send(&f).map_err(|e| format!("send: {e}"))?;
                 // A frame lost while the bridges come up is sent again (and
@@ -198,7 +258,7 @@ pub fn raw_lat(kind: FabricKind, len: usize, iters: u64) -> Result<LatRow, Strin
                 let mut resent = 0;
                 loop {
                     match rx_a.recv(&mut buf, Duration::from_millis(200)) {
-                        Ok(Some(n)) if n >= 22 && buf[12..14] == [0x88, 0xb5] && buf[14..22] == it.to_be_bytes() => {
+                        Ok(Some(n)) if is_raw(&buf[..n]) && buf[seq_at()..seq_at() + 8] == it.to_be_bytes() => {
                             break
                         }
                         Ok(Some(_)) => {}

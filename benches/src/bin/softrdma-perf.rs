@@ -69,6 +69,10 @@ struct Common {
     /// the receive thread). Default: the device's (200 µs on more than one CPU).
     #[arg(long = "busy-poll")]
     busy_poll: Option<u64>,
+    /// raw_bw/raw_lat: IPv4/UDP frames to port 4791, which take RoCEv2's
+    /// path through the bridges' netfilter hooks, instead of EtherType 0x88b5.
+    #[arg(long = "udp")]
+    udp: bool,
     /// Largest message sent inline.
     #[arg(short = 'I', long = "inline_size", default_value_t = 0)]
     inline: u32,
@@ -403,6 +407,7 @@ fn run(cli: Cli) -> Result<(), String> {
     if let Some(us) = cli.cmd.common().and_then(|c| c.busy_poll) {
         fabric::set_busy_poll((us > 0).then(|| Duration::from_micros(us)));
     }
+    baseline::set_udp_frames(cli.cmd.common().is_some_and(|c| c.udp));
     match cli.cmd {
         Cmd::WriteBw(c) => verbs_test(Test::WriteBw, "write_bw", &c),
         Cmd::ReadBw(c) => verbs_test(Test::ReadBw, "read_bw", &c),
