@@ -161,6 +161,8 @@ pub struct Shared {
     rx_thread: std::sync::OnceLock<std::thread::Thread>,
     /// Whether `Core::deferred` holds frames (checked without the lock).
     has_deferred: AtomicBool,
+    /// The receive thread's way to wait on the link (woken to stop).
+    waiter: std::sync::OnceLock<Arc<dyn crate::link::LinkWait>>,
     /// Wakes the timer thread when a deadline may have moved.
     timer: Condvar,
     events: Condvar,
@@ -190,6 +192,7 @@ impl Shared {
             polls: AtomicU64::new(0),
             rx_thread: std::sync::OnceLock::new(),
             has_deferred: AtomicBool::new(false),
+            waiter: std::sync::OnceLock::new(),
             timer: Condvar::new(),
             events: Condvar::new(),
             start: std::time::Instant::now(),
@@ -519,6 +522,9 @@ impl Shared {
         if let Some(t) = self.rx_thread.get() {
             t.unpark();
         }
+        if let Some(w) = self.waiter.get() {
+            w.wake();
+        }
         self.timer.notify_all();
         self.events.notify_all();
     }
@@ -568,6 +574,13 @@ pub fn spawn(shared: &Arc<Shared>) -> std::io::Result<Vec<std::thread::JoinHandl
     let s = shared.clone();
     let rx_thread = std::thread::Builder::new().name(format!("{}-rx", shared.name)).spawn(move || {
         let waiter = s.rx.lock().unwrap_or_else(|e| e.into_inner()).link.waiter();
+        if let Some(w) = &waiter {
+            let _ = s.waiter.set(w.clone());
+            if s.stopped() {
+                // Stopped before the waiter was known: nothing woke it.
+                return;
+            }
+        }
         let mut watch = s.poll_watch();
         while !s.stopped() {
             if let Some(left) = watch.polling(&s) {

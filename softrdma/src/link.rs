@@ -30,6 +30,10 @@ pub trait LinkWait: Send + Sync {
     /// `Ok(true)` when a frame is waiting, `Ok(false)` when `timeout`
     /// passed; an error of kind `BrokenPipe` means the link is gone.
     fn wait(&self, timeout: Duration) -> io::Result<bool>;
+
+    /// Ends a wait in progress (or the next one) at once, returning
+    /// `Ok(false)`: how a stopping device gets its receive thread back.
+    fn wake(&self) {}
 }
 
 /// The receiving half of a link.

@@ -71,6 +71,8 @@ struct PortState {
     frames: VecDeque<Vec<u8>>,
     parked: bool,
     closed: bool,
+    /// `LinkWait::wake` was called: the next (or current) wait ends.
+    woken: bool,
 }
 
 /// The fault injector's state; only touched while faults are switched on.
@@ -366,10 +368,21 @@ impl LinkWait for PortQueue {
         if st.closed {
             return Err(io::Error::new(io::ErrorKind::BrokenPipe, "fabric gone"));
         }
+        if std::mem::take(&mut st.woken) {
+            return Ok(false);
+        }
         st.parked = true;
         st = self.ready.wait_timeout(st, timeout).map_err(|_| io::Error::other("fabric poisoned"))?.0;
         st.parked = false;
+        st.woken = false;
         Ok(!st.frames.is_empty())
+    }
+
+    fn wake(&self) {
+        if let Ok(mut st) = self.q.lock() {
+            st.woken = true;
+        }
+        self.ready.notify_all();
     }
 }
 

@@ -192,17 +192,29 @@ struct TapRx {
     fd: Arc<OwnedFd>,
 }
 
-/// Waits on the TAP's fd with `poll(2)`, leaving the frame to be read.
+/// Waits on the TAP's fd with `poll(2)`, leaving the frame to be read; an
+/// eventfd in the same poll set ends the wait early (`wake`).
 struct TapWait {
     fd: Arc<OwnedFd>,
+    wake: Option<OwnedFd>,
 }
 
 impl LinkWait for TapWait {
     fn wait(&self, timeout: Duration) -> io::Result<bool> {
         let ts = Timespec::try_from(timeout).unwrap_or(Timespec { tv_sec: 3600, tv_nsec: 0 });
-        let mut fds = [PollFd::new(&*self.fd, PollFlags::IN)];
+        let mut fds = vec![PollFd::new(&*self.fd, PollFlags::IN)];
+        if let Some(w) = &self.wake {
+            fds.push(PollFd::new(w, PollFlags::IN));
+        }
         match rustix::event::poll(&mut fds, Some(&ts)) {
             Ok(0) | Err(Errno::INTR) => Ok(false),
+            Ok(_) if fds.get(1).is_some_and(|w| w.revents().contains(PollFlags::IN)) => {
+                let mut b = [0u8; 8];
+                if let Some(w) = &self.wake {
+                    let _ = rustix::io::read(w, &mut b);
+                }
+                Ok(false)
+            }
             Ok(_) => {
                 let ev = fds[0].revents();
                 if ev.contains(PollFlags::IN) {
@@ -216,11 +228,21 @@ impl LinkWait for TapWait {
             Err(e) => Err(e.into()),
         }
     }
+
+    fn wake(&self) {
+        if let Some(w) = &self.wake {
+            let _ = rustix::io::write(w, &1u64.to_ne_bytes());
+        }
+    }
 }
 
 impl LinkRx for TapRx {
     fn waiter(&self) -> Option<Arc<dyn LinkWait>> {
-        Some(Arc::new(TapWait { fd: self.fd.clone() }))
+        // Without an eventfd the wait still works; it just cannot be cut short.
+        let wake =
+            rustix::event::eventfd(0, rustix::event::EventfdFlags::CLOEXEC | rustix::event::EventfdFlags::NONBLOCK)
+                .ok();
+        Some(Arc::new(TapWait { fd: self.fd.clone(), wake }))
     }
 
     fn recv(&mut self, buf: &mut [u8], timeout: Duration) -> io::Result<Option<usize>> {
