@@ -3,8 +3,8 @@
 //! (`memcpy_bw`), and the sans-IO transport alone on the deterministic
 //! simulator, with no threads, locks or links (`sim_bw`).
 
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::net::IpAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -258,9 +258,7 @@ pub fn raw_lat(kind: FabricKind, len: usize, iters: u64) -> Result<LatRow, Strin
                 let mut resent = 0;
                 loop {
                     match rx_a.recv(&mut buf, Duration::from_millis(200)) {
-                        Ok(Some(n)) if is_raw(&buf[..n]) && buf[seq_at()..seq_at() + 8] == it.to_be_bytes() => {
-                            break
-                        }
+                        Ok(Some(n)) if is_raw(&buf[..n]) && buf[seq_at()..seq_at() + 8] == it.to_be_bytes() => break,
                         Ok(Some(_)) => {}
                         _ if resent >= 25 => return Err(format!("frame {it} never came back")),
                         _ => {
