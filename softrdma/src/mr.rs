@@ -42,6 +42,10 @@ impl Region {
     pub fn len(&self) -> usize {
         self.len
     }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
 }
 
 /// Every region of a device, by key index.

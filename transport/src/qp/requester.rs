@@ -182,9 +182,7 @@ impl Qp {
                 self.req.noack_pkts = 0;
             }
         }
-        let Some(path) = ud_path.or(self.path) else {
-            return None;
-        };
+        let path = ud_path.or(self.path)?;
         let frame = self.frame_repr(path, self.ib(bth, ext, payload_len));
         // The payload goes from memory straight into its place in the frame.
         buf.resize(frame.buffer_len(), 0);
