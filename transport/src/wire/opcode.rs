@@ -128,9 +128,11 @@ macro_rules! opcodes {
             /// All known opcodes, in numeric order.
             pub const ALL: &'static [Opcode] = &[$(Opcode::$variant,)*];
 
-            pub const fn info(self) -> OpcodeInfo {
+            /// What the opcode means; a reference into a static table (this
+            /// runs several times per packet).
+            pub const fn info(self) -> &'static OpcodeInfo {
                 match self {
-                    $(Opcode::$variant => OpcodeInfo {
+                    $(Opcode::$variant => &OpcodeInfo {
                         name: $name,
                         transport: Transport::$transport,
                         operation: Operation::$op,

@@ -42,7 +42,7 @@ pub const fn pad_for(payload_len: usize) -> u8 {
 pub struct IbPacket<T: AsRef<[u8]>> {
     buffer: T,
     bth: BthRepr,
-    info: OpcodeInfo,
+    info: &'static OpcodeInfo,
     jketh: bool,
 }
 
