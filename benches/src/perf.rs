@@ -367,7 +367,7 @@ pub fn run_bw(t: Test, ca: &Arc<dyn Context>, cb: &Arc<dyn Context>, cfg: &PerfC
                 // full send queue is waited out instead: the peer's receive
                 // thread needs the CPU to make room.
                 let blocked = (0..q).all(|i| posted[i] - done[i] >= tx_depth || !may_post(posted[i]));
-                let wcs = if blocked && !softrdma::engine::multi_cpu() {
+                let wcs = if blocked && !softrdma::busy_poll::multi_cpu() {
                     a.cq.wait(64, Duration::from_millis(100))
                 } else {
                     a.cq.poll(64)
@@ -512,7 +512,7 @@ fn wait_byte(mr: &Arc<dyn Mr>, off: usize, want: u8, stop: &AtomicBool) -> Res<(
 /// One completion: spinning on `poll` as perftest's latency tests do (which
 /// drives the device: busy polling), or, on a single CPU, blocking in `wait`.
 fn next_wc(cq: &Arc<dyn Cq>, timeout: Duration) -> Option<WorkCompletion> {
-    if !softrdma::engine::multi_cpu() {
+    if !softrdma::busy_poll::multi_cpu() {
         return cq.wait(1, timeout).into_iter().next();
     }
     let t = Instant::now();

@@ -75,7 +75,7 @@ impl DeviceConfig {
             mode: BoundaryMode::Netdev,
             granted_gids: Vec::new(),
             rocev1: false,
-            busy_poll: crate::engine::busy_poll_default(),
+            busy_poll: crate::busy_poll::busy_poll_default(),
         }
     }
 }

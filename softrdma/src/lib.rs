@@ -9,6 +9,7 @@
 
 pub mod audit;
 pub mod backend;
+pub mod busy_poll;
 pub mod capture;
 pub mod control;
 pub mod decode;

@@ -1,0 +1,127 @@
+//! Busy polling: which thread takes a frame off the link. An application
+//! thread that polls a CQ (or reads an MR) drains the link itself
+//! ([`Shared::progress`]); for [`DeviceConfig::busy_poll`] after its last
+//! poll the receive thread stays off the link, so a frame reaches the
+//! transport without waking anyone — the way Linux's busy polling with
+//! `napi_defer_hard_irqs` keeps interrupts off while a socket polls. When
+//! the polling stops (or a thread blocks in `Cq::wait`), the receive thread
+//! takes over again. docs/design.md "Busy polling" has the whole story.
+//!
+//! [`DeviceConfig::busy_poll`]: crate::device::DeviceConfig::busy_poll
+
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use crate::engine::{RxState, Shared};
+
+/// How long the receive thread stays off the link after a CQ poll, unless
+/// the device is configured otherwise.
+pub const BUSY_POLL_DEFAULT: Duration = Duration::from_micros(200);
+
+/// Whether this machine has more than one CPU. On one CPU, spinning (busy
+/// polling, the receive thread's linger) only takes turns away from the
+/// thread that would make progress, so the device then sleeps and wakes.
+pub fn multi_cpu() -> bool {
+    static MULTI: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *MULTI.get_or_init(|| std::thread::available_parallelism().map_or(1, |n| n.get()) > 1)
+}
+
+/// The default of `DeviceConfig::busy_poll`: on where there is a CPU to spare.
+pub fn busy_poll_default() -> Option<Duration> {
+    multi_cpu().then_some(BUSY_POLL_DEFAULT)
+}
+
+impl Shared {
+    /// After a batch, the receive thread keeps polling the link for
+    /// `RX_LINGER` before it sleeps: a stream of frames then costs no
+    /// wake-up per batch (and the scheduler does not pull the sender and
+    /// the receive thread onto one CPU, as it does with a wake per batch).
+    pub(crate) fn linger(&self, rx: &mut RxState, watch: &mut PollWatch) {
+        if !multi_cpu() {
+            return;
+        }
+        let mut until = std::time::Instant::now() + RX_LINGER;
+        let mut idle = 0u32;
+        // An application that starts polling takes over the link at once.
+        while !self.stopped() && watch.polling(self).is_none() {
+            match self.drain(rx, Duration::ZERO, false) {
+                Ok(0) => {
+                    idle += 1;
+                    if idle % 64 == 0 {
+                        if std::time::Instant::now() >= until {
+                            return;
+                        }
+                        std::thread::yield_now();
+                    }
+                    std::hint::spin_loop();
+                }
+                Ok(_) => {
+                    idle = 0;
+                    until = std::time::Instant::now() + RX_LINGER;
+                }
+                Err(_) => return,
+            }
+        }
+    }
+
+    /// Busy polling: called by an application thread polling a CQ. Takes
+    /// what the link holds (unless the receive thread is on it) and keeps
+    /// the receive thread off the link for the busy-poll interval.
+    pub fn progress(&self) {
+        if self.busy_poll.is_none() {
+            return;
+        }
+        self.polls.fetch_add(1, Ordering::Release);
+        self.flush_deferred();
+        if let Ok(mut rx) = self.rx.try_lock() {
+            let _ = self.drain(&mut rx, Duration::ZERO, true);
+        }
+    }
+
+    /// The application stops polling (it is about to block): hand the link
+    /// back to the receive thread at once.
+    pub fn stop_polling(&self) {
+        if self.busy_poll.is_some() && self.polls.swap(0, Ordering::AcqRel) != 0 {
+            if let Some(t) = self.rx_thread.get() {
+                t.unpark();
+            }
+        }
+    }
+
+    /// How the receive thread tells whether an application busy-polls.
+    pub(crate) fn poll_watch(&self) -> PollWatch {
+        PollWatch { grace: self.busy_poll, seen: 0, last_change: None }
+    }
+}
+
+/// The receive thread's view of busy polling: an application counts as
+/// polling until a whole interval passed without a poll the thread saw.
+pub(crate) struct PollWatch {
+    grace: Option<Duration>,
+    seen: u64,
+    last_change: Option<std::time::Instant>,
+}
+
+impl PollWatch {
+    /// `Some(left)` while an application polls: stay off the link for `left`.
+    pub(crate) fn polling(&mut self, s: &Shared) -> Option<Duration> {
+        let grace = self.grace?;
+        let polls = s.polls.load(Ordering::Acquire);
+        if polls == 0 {
+            // Not polling (never, or it said so by blocking).
+            self.seen = 0;
+            self.last_change = None;
+            return None;
+        }
+        let now = std::time::Instant::now();
+        if polls != self.seen {
+            self.seen = polls;
+            self.last_change = Some(now);
+        }
+        let since = now.duration_since(self.last_change?);
+        grace.checked_sub(since).filter(|d| !d.is_zero())
+    }
+}
+
+/// How long the receive thread polls an idle link before it sleeps.
+const RX_LINGER: Duration = Duration::from_micros(50);
