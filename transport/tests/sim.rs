@@ -97,7 +97,11 @@ struct Rig {
 }
 
 fn rig(net: NetConfig, p: ConnectParams) -> Rig {
-    let mut sim = Sim::new(net, 9);
+    rig_seeded(net, p, 9)
+}
+
+fn rig_seeded(net: NetConfig, p: ConnectParams, seed: u64) -> Rig {
+    let mut sim = Sim::new(net, seed);
     let qpn = sim.connect(QpType::Rc, &p, [None, None]);
     let (src, _) = sim.nodes[0].mem.register(1, 0x1000, 1 << 20, LW);
     let (dst, _) = sim.nodes[0].mem.register(1, 0x20_0000, 1 << 20, LW);
@@ -414,6 +418,36 @@ fn more_reads_than_max_dest_rd_atomic_is_an_invalid_request() {
     assert_eq!(c[0].wc.status, WcStatus::Success);
     assert_eq!(c[1].wc.status, WcStatus::RemInvReqErr);
     assert_eq!(r.sim.nodes[1].qp(r.qpn[1]).unwrap().counters().nak_invalid_request_sent, 1);
+}
+
+/// IBTA Vol 1 ch. 9: a duplicate READ is answered from the responder
+/// resources it already holds, so re-reading it must not count against
+/// max_dest_rd_atomic. Under duplication, loss and reordering a requester that
+/// keeps exactly max_rd_atomic READs in flight otherwise draws a spurious
+/// "invalid request" NAK (found by conformance `rc.read.many_outstanding`
+/// under faults).
+#[test]
+fn duplicate_reads_do_not_use_up_max_dest_rd_atomic() {
+    for seed in 0..8u64 {
+        let p = ConnectParams { max_rd_atomic: 4, max_dest_rd_atomic: 4, rxe_retry_quirk: true, ..Default::default() };
+        let net = NetConfig { drop: 0.03, dup: 0.2, reorder: 0.1, ..Default::default() };
+        let mut r = rig_seeded(net, p, seed);
+        let n = 3 * 1024 + 5;
+        for i in 0..64u64 {
+            let off = i * n as u64 % (1 << 19);
+            r.post(SendWr::new(
+                i,
+                SendOp::RdmaRead { remote_addr: 0x40_0000 + off, rkey: r.rkey },
+                vec![Sge { addr: 0x20_0000 + off, length: n as u32, lkey: r.dst }],
+            ));
+        }
+        r.run();
+        let c = completions(&mut r.sim, 0);
+        let bad: Vec<_> =
+            c.iter().filter(|c| c.wc.status != WcStatus::Success).map(|c| (c.wc.wr_id, c.wc.status)).collect();
+        assert!(bad.is_empty() && c.len() == 64, "seed {seed}: {} completions, failed: {bad:?}", c.len());
+        assert_eq!(r.sim.nodes[1].qp(r.qpn[1]).unwrap().counters().nak_invalid_request_sent, 0, "seed {seed}");
+    }
 }
 
 #[test]

@@ -227,9 +227,27 @@ pub(crate) struct Requester {
 /// Output the responder still owes the requester, in PSN order.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum RespOut {
-    Ack { psn: Psn, syndrome: crate::wire::Syndrome, msn: u32 },
-    Read { psn: Psn, va: u64, rkey: u32, len: u32, sent: u32, msn: u32 },
-    Atomic { psn: Psn, orig: u64, msn: u32 },
+    Ack {
+        psn: Psn,
+        syndrome: crate::wire::Syndrome,
+        msn: u32,
+    },
+    /// `dup`: the answer to a duplicate request (see `outstanding_rd_atomic`).
+    Read {
+        psn: Psn,
+        va: u64,
+        rkey: u32,
+        len: u32,
+        sent: u32,
+        msn: u32,
+        dup: bool,
+    },
+    Atomic {
+        psn: Psn,
+        orig: u64,
+        msn: u32,
+        dup: bool,
+    },
 }
 
 /// Memory of executed READs and atomics, for duplicates (IBTA Vol 1 ch. 9 "responder resources").

@@ -364,8 +364,19 @@ impl Qp {
         Verdict::Done
     }
 
+    /// READ/atomic requests whose responses are still to go, duplicates not
+    /// counted: IBTA Vol 1 ch. 9 has a duplicate answered from the responder
+    /// resource it already holds. Counting the answers to duplicates (a
+    /// late fabric duplicate of a READ the requester has long completed, a
+    /// retried READ tail) would NAK a requester that keeps exactly
+    /// max_rd_atomic READs in flight (conformance `rc.read.many_outstanding`
+    /// under faults found it; `duplicate_reads_do_not_use_up_max_dest_rd_atomic`).
     fn outstanding_rd_atomic(&self) -> usize {
-        self.resp.out.iter().filter(|o| !matches!(o, RespOut::Ack { .. })).count()
+        self.resp
+            .out
+            .iter()
+            .filter(|o| matches!(o, RespOut::Read { dup: false, .. } | RespOut::Atomic { dup: false, .. }))
+            .count()
     }
 
     fn exec_read(&mut self, pkt: &RxPacket<'_>, psn: Psn, mem: &mut dyn Memory) -> Verdict {
@@ -390,7 +401,15 @@ impl Qp {
         self.finish_message();
         let msn = self.resp.msn;
         self.remember(Resource::Read { psn, npkts, msn });
-        self.resp.out.push_back(RespOut::Read { psn, va: reth.va, rkey: reth.rkey, len: reth.dma_len, sent: 0, msn });
+        self.resp.out.push_back(RespOut::Read {
+            psn,
+            va: reth.va,
+            rkey: reth.rkey,
+            len: reth.dma_len,
+            sent: 0,
+            msn,
+            dup: false,
+        });
         self.resp.epsn = psn.add(npkts);
         Verdict::Responded
     }
@@ -417,7 +436,7 @@ impl Qp {
         self.finish_message();
         let msn = self.resp.msn;
         self.remember(Resource::Atomic { psn, orig, msn });
-        self.resp.out.push_back(RespOut::Atomic { psn, orig, msn });
+        self.resp.out.push_back(RespOut::Atomic { psn, orig, msn, dup: false });
         self.resp.epsn = psn.next();
         Verdict::Responded
     }
@@ -464,6 +483,7 @@ impl Qp {
                     len: reth.dma_len,
                     sent: 0,
                     msn,
+                    dup: true,
                 });
             }
             Operation::CompareSwap | Operation::FetchAdd => {
@@ -473,7 +493,7 @@ impl Qp {
                 });
                 if let Some((orig, msn)) = found {
                     if !self.resp.out.iter().any(|o| matches!(o, RespOut::Atomic { psn: p, .. } if *p == psn)) {
-                        self.resp.out.push_back(RespOut::Atomic { psn, orig, msn });
+                        self.resp.out.push_back(RespOut::Atomic { psn, orig, msn, dup: false });
                     }
                 }
             }
@@ -523,7 +543,7 @@ impl Qp {
                 self.scratch.clear();
                 (Opcode::RcAcknowledge, p)
             }
-            RespOut::Atomic { psn, orig, msn } => {
+            RespOut::Atomic { psn, orig, msn, .. } => {
                 ext.aeth = Some(AethRepr { syndrome: ACK, msn: *msn });
                 ext.atomic_ack_eth = Some(AtomicAckEthRepr { orig: *orig });
                 let p = *psn;
@@ -531,7 +551,7 @@ impl Qp {
                 self.scratch.clear();
                 (Opcode::RcAtomicAcknowledge, p)
             }
-            RespOut::Read { psn, va, rkey, len, sent, msn } => {
+            RespOut::Read { psn, va, rkey, len, sent, msn, .. } => {
                 let npkts = (*len as u64).div_ceil(mtu).max(1) as u32;
                 let k = *sent;
                 let pos = position(k, npkts);
