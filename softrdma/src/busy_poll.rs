@@ -37,7 +37,7 @@ impl Shared {
     /// wake-up per batch (and the scheduler does not pull the sender and
     /// the receive thread onto one CPU, as it does with a wake per batch).
     pub(crate) fn linger(&self, rx: &mut RxState, watch: &mut PollWatch) {
-        if !multi_cpu() {
+        if !multi_cpu() || !rx.link.linger() {
             return;
         }
         let mut until = std::time::Instant::now() + RX_LINGER;

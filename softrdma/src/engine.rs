@@ -117,7 +117,7 @@ pub struct Core {
 
 /// The receiving half of the link and the buffers frames land in.
 pub(crate) struct RxState {
-    link: Box<dyn LinkRx>,
+    pub(crate) link: Box<dyn LinkRx>,
     bufs: Vec<Vec<u8>>,
     /// The length of the frame in each of `bufs`.
     lens: [usize; RX_BATCH],

@@ -44,6 +44,15 @@ pub trait LinkRx: Send {
         None
     }
 
+    /// Whether the receive thread should keep polling this link for a while
+    /// after a batch (see `busy_poll`): worth it where a wake-up costs more
+    /// than a poll (the in-memory fabric), not on a TAP, where each poll is a
+    /// `read(2)` and the spinning CPU is one the kernel and other processes
+    /// on the wire (an emulated peer, say) need.
+    fn linger(&self) -> bool {
+        false
+    }
+
     /// Waits up to `timeout` for one frame and copies it into `buf`; returns
     /// its length, or `Ok(None)` when the timeout passed. `buf` is at least
     /// `mtu + 18` bytes long. An error of kind `BrokenPipe` means the link is

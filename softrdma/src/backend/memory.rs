@@ -391,6 +391,10 @@ impl LinkRx for FabricRx {
         Some(self.queue.clone())
     }
 
+    fn linger(&self) -> bool {
+        true
+    }
+
     fn recv(&mut self, buf: &mut [u8], timeout: Duration) -> io::Result<Option<usize>> {
         let Some(f) = self.next(timeout)? else { return Ok(None) };
         let n = f.len().min(buf.len());
