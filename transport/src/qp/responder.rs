@@ -11,7 +11,7 @@ use crate::mem::{AtomicOp, Key, MemError, Memory};
 use crate::psn::Psn;
 use crate::srq::RecvWqe;
 use crate::wire::opcode::{Operation, Position};
-use crate::wire::{AethRepr, AtomicAckEthRepr, ExtHeaders, IbRepr, NakCode, Opcode, Syndrome};
+use crate::wire::{AethRepr, AtomicAckEthRepr, ExtHeaders, IbRepr, NakCode, Opcode, RethRepr, Syndrome};
 
 /// rxe's ACK syndrome: "invalid credit count" — no end-to-end credits.
 const ACK: Syndrome = Syndrome::Ack { credits: 31 };
@@ -401,15 +401,7 @@ impl Qp {
         self.finish_message();
         let msn = self.resp.msn;
         self.remember(Resource::Read { psn, npkts, msn });
-        self.resp.out.push_back(RespOut::Read {
-            psn,
-            va: reth.va,
-            rkey: reth.rkey,
-            len: reth.dma_len,
-            sent: 0,
-            msn,
-            dup: false,
-        });
+        self.queue_read(psn, &reth, msn, false);
         self.resp.epsn = psn.add(npkts);
         Verdict::Responded
     }
@@ -476,15 +468,7 @@ impl Qp {
                 }
                 // Re-executed READ: any response in the queue for the same PSNs is superseded.
                 self.resp.out.retain(|o| !matches!(o, RespOut::Read { psn: p, .. } if *p == psn));
-                self.resp.out.push_back(RespOut::Read {
-                    psn,
-                    va: reth.va,
-                    rkey: reth.rkey,
-                    len: reth.dma_len,
-                    sent: 0,
-                    msn,
-                    dup: true,
-                });
+                self.queue_read(psn, &reth, msn, true);
             }
             Operation::CompareSwap | Operation::FetchAdd => {
                 let found = self.resp.resources.iter().find_map(|r| match *r {
@@ -506,6 +490,12 @@ impl Qp {
             }
             _ => {}
         }
+    }
+
+    /// Queues the responses to a READ (`dup`: to a duplicate of one).
+    fn queue_read(&mut self, psn: Psn, reth: &RethRepr, msn: u32, dup: bool) {
+        let (va, rkey, len) = (reth.va, reth.rkey, reth.dma_len);
+        self.resp.out.push_back(RespOut::Read { psn, va, rkey, len, sent: 0, msn, dup });
     }
 
     /// Queues an ACK/NAK; a plain ACK replaces one still waiting at the tail
