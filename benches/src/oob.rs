@@ -35,10 +35,11 @@
 //!    socket closed.
 
 use std::io::{self, Read, Write};
-use std::net::{IpAddr, TcpStream};
+use std::net::TcpStream;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use softrdma::args::{parse_cidr, parse_mac};
 use softrdma::backend::netns::{self, NetNs};
 use softrdma::backend::tap::{open_tap, TapConfig};
 use softrdma::device::{Device, DeviceConfig};
@@ -815,22 +816,6 @@ fn wait_byte(mr: &dyn verbs_api::Mr, off: usize, want: u8, stall: Duration) -> R
             }
         }
     }
-}
-
-fn parse_cidr(s: &str) -> Res<(IpAddr, u8)> {
-    let (a, p) = s.split_once('/').ok_or_else(|| format!("{s}: want ADDR/PREFIX"))?;
-    let ip: IpAddr = a.parse().map_err(|_| format!("{s}: bad address"))?;
-    let p: u8 = p.parse().map_err(|_| format!("{s}: bad prefix length"))?;
-    Ok((ip, p))
-}
-
-fn parse_mac(s: &str) -> Res<[u8; 6]> {
-    let v: Vec<u8> = s
-        .split(':')
-        .map(|x| u8::from_str_radix(x, 16))
-        .collect::<Result<_, _>>()
-        .map_err(|_| format!("bad MAC {s}"))?;
-    v.try_into().map_err(|_| format!("bad MAC {s}"))
 }
 
 /// Where softrdma's device of a perftest-mode run lives.

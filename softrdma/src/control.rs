@@ -14,7 +14,6 @@
 
 use std::collections::BTreeMap;
 use std::io::{self, BufRead, BufReader, Read, Write};
-use std::net::IpAddr;
 use std::os::unix::fs::MetadataExt;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::Path;
@@ -22,6 +21,7 @@ use std::sync::{Arc, Mutex};
 
 use verbs_api::Gid;
 
+use crate::args::{parse_cidr, parse_mac};
 use crate::audit::json_str;
 use crate::backend::memory::Fabric;
 use crate::backend::tap::{open_tap, TapConfig};
@@ -72,23 +72,6 @@ impl Default for Control {
 }
 
 type Answer = Result<String, String>;
-
-fn parse_mac(s: &str) -> Result<[u8; 6], String> {
-    let v: Vec<u8> = s
-        .split(':')
-        .map(|b| u8::from_str_radix(b, 16))
-        .collect::<Result<_, _>>()
-        .map_err(|_| format!("bad MAC {s}"))?;
-    v.try_into().map_err(|_| format!("bad MAC {s}"))
-}
-
-fn parse_cidr(s: &str) -> Result<(IpAddr, u8), String> {
-    let (a, p) = s.split_once('/').ok_or_else(|| format!("address {s} needs a /prefix"))?;
-    let ip: IpAddr = a.parse().map_err(|_| format!("bad address {a}"))?;
-    let max = if ip.is_ipv4() { 32 } else { 128 };
-    let p: u8 = p.parse().ok().filter(|p| *p <= max).ok_or_else(|| format!("bad prefix length {p}"))?;
-    Ok((ip, p))
-}
 
 fn parse_u16(s: &str) -> Result<u16, String> {
     let v = match s.strip_prefix("0x") {

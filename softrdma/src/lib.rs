@@ -7,6 +7,7 @@
 //! - [`engine`] — drives the sans-IO transport with threads and timers.
 //! - [`capture`], [`decode`] — pcap/pcapng I/O and `softrdma decode`.
 
+pub mod args;
 pub mod audit;
 pub mod backend;
 pub mod busy_poll;

@@ -37,7 +37,7 @@
 
 use std::fmt;
 use std::io::{self, Read, Write};
-use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream, ToSocketAddrs};
+use std::net::{SocketAddr, TcpListener, TcpStream, ToSocketAddrs};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -49,6 +49,8 @@ use verbs_api::{
     AccessFlags, Ah, AhAttr, Context, Cq, Gid, Mr, Mtu, Pd, Qp, QpAttr, QpCap, QpInitAttr, QpPath, QpState, QpType,
     RecvWr, SendOp, SendWr, Sge, Srq, WcStatus,
 };
+
+use crate::args::{parse_cidr, parse_mac};
 
 /// Which of the four examples.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -797,25 +799,6 @@ pub struct PingpongArgs {
     /// give up when no client came within this many seconds (0: wait forever).
     #[arg(long, default_value_t = 0)]
     pub wait: u64,
-}
-
-fn parse_cidr(s: &str) -> Result<(IpAddr, u8), String> {
-    let (a, p) = s.split_once('/').ok_or_else(|| format!("{s}: want ADDR/PREFIX"))?;
-    let ip: IpAddr = a.parse().map_err(|_| format!("{s}: bad address"))?;
-    let p: u8 = p.parse().map_err(|_| format!("{s}: bad prefix length"))?;
-    if p > if ip.is_ipv4() { 32 } else { 128 } {
-        return Err(format!("{s}: prefix too long"));
-    }
-    Ok((ip, p))
-}
-
-fn parse_mac(s: &str) -> Result<[u8; 6], String> {
-    let v: Vec<u8> = s
-        .split(':')
-        .map(|x| u8::from_str_radix(x, 16))
-        .collect::<Result<_, _>>()
-        .map_err(|_| format!("bad MAC {s}"))?;
-    v.try_into().map_err(|_| format!("bad MAC {s}"))
 }
 
 impl PingpongArgs {
