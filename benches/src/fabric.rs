@@ -192,11 +192,28 @@ pub fn links(kind: FabricKind, n: usize, link_mtu: usize) -> io::Result<(Option<
 }
 
 static BUSY_POLL: std::sync::OnceLock<Option<std::time::Duration>> = std::sync::OnceLock::new();
+static RX_LINGER: std::sync::OnceLock<std::time::Duration> = std::sync::OnceLock::new();
 
 /// The busy-poll interval of every device started after this (the first
 /// call wins; without one, the device default).
 pub fn set_busy_poll(b: Option<std::time::Duration>) {
     let _ = BUSY_POLL.set(b);
+}
+
+/// The receive threads' linger of every device started after this (the
+/// first call wins; without one, the link's default).
+pub fn set_rx_linger(d: std::time::Duration) {
+    let _ = RX_LINGER.set(d);
+}
+
+/// A device configuration with the polling settings of the command line.
+pub fn device_config(name: &str, addrs: Vec<(IpAddr, u8)>) -> DeviceConfig {
+    let mut cfg = DeviceConfig::new(name, addrs);
+    if let Some(b) = BUSY_POLL.get() {
+        cfg.busy_poll = *b;
+    }
+    cfg.rx_linger = RX_LINGER.get().copied();
+    cfg
 }
 
 /// Running devices and what they stand on; stopped and torn down on drop.
@@ -213,11 +230,7 @@ impl Devices {
         let (fabric, net, links) = links(kind, n, link_mtu)?;
         let mut devices = Vec::new();
         for (i, link) in links.into_iter().enumerate() {
-            let mut cfg = DeviceConfig::new(&format!("bench{i}"), vec![(addr(i), 16)]);
-            if let Some(b) = BUSY_POLL.get() {
-                cfg.busy_poll = *b;
-            }
-            devices.push(Device::start(cfg, link)?);
+            devices.push(Device::start(device_config(&format!("bench{i}"), vec![(addr(i), 16)]), link)?);
         }
         Ok(Devices { devices, fabric, net })
     }

@@ -42,7 +42,7 @@ use std::time::{Duration, Instant};
 use softrdma::args::{parse_cidr, parse_mac};
 use softrdma::backend::netns::{self, NetNs};
 use softrdma::backend::tap::{open_tap, TapConfig};
-use softrdma::device::{Device, DeviceConfig};
+use softrdma::device::Device;
 use verbs_api::helpers::{to_init, ConnectOptions};
 use verbs_api::transitions::required;
 use verbs_api::{
@@ -848,7 +848,7 @@ pub fn run_cli(cfg: &OobConfig, place: &DevPlace, host: Option<&str>, port: u16,
     if let Some(br) = &place.bridge {
         netns::enslave(place.netns.as_deref(), &place.tap, br).map_err(|e| e.to_string())?;
     }
-    let dev = Device::start(DeviceConfig::new("srd0", addrs), link).map_err(|e| format!("device: {e}"))?;
+    let dev = Device::start(crate::fabric::device_config("srd0", addrs), link).map_err(|e| format!("device: {e}"))?;
     let ctx = dev.context();
     let ns = match &place.netns {
         Some(n) => Some(NetNs::open(n).map_err(|e| e.to_string())?),
@@ -907,7 +907,7 @@ mod tests {
         let _ = Faults::default();
         let f = Fabric::new();
         let mk = |i: usize| {
-            let cfg = DeviceConfig::new(&format!("oob{i}"), vec![(crate::fabric::addr(i), 16)]);
+            let cfg = crate::fabric::device_config(&format!("oob{i}"), vec![(crate::fabric::addr(i), 16)]);
             Device::start(cfg, f.attach(crate::fabric::mac(i), 1500)).unwrap()
         };
         let (da, db) = (mk(0), mk(1));

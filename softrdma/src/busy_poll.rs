@@ -31,16 +31,34 @@ pub fn busy_poll_default() -> Option<Duration> {
     multi_cpu().then_some(BUSY_POLL_DEFAULT)
 }
 
+/// A device's polling settings (`DeviceConfig::busy_poll`, `rx_linger`).
+pub struct Polling {
+    pub busy_poll: Option<Duration>,
+    pub rx_linger: Option<Duration>,
+}
+
+impl Polling {
+    /// The receive thread's linger on `link`: as configured, else the
+    /// link's own (none on one CPU, where spinning delays the sender).
+    pub(crate) fn rx_linger_for(&self, link: &dyn crate::link::LinkRx) -> Duration {
+        match self.rx_linger {
+            Some(d) => d,
+            None if multi_cpu() => link.linger(),
+            None => Duration::ZERO,
+        }
+    }
+}
+
 impl Shared {
     /// After a batch, the receive thread keeps polling the link for
-    /// `RX_LINGER` before it sleeps: a stream of frames then costs no
+    /// `rx_linger` before it sleeps: a stream of frames then costs no
     /// wake-up per batch (and the scheduler does not pull the sender and
     /// the receive thread onto one CPU, as it does with a wake per batch).
     pub(crate) fn linger(&self, rx: &mut RxState, watch: &mut PollWatch) {
-        if !multi_cpu() || !rx.link.linger() {
+        if self.rx_linger.is_zero() {
             return;
         }
-        let mut until = std::time::Instant::now() + RX_LINGER;
+        let mut until = std::time::Instant::now() + self.rx_linger;
         let mut idle = 0u32;
         // An application that starts polling takes over the link at once.
         while !self.stopped() && watch.polling(self).is_none() {
@@ -57,7 +75,7 @@ impl Shared {
                 }
                 Ok(_) => {
                     idle = 0;
-                    until = std::time::Instant::now() + RX_LINGER;
+                    until = std::time::Instant::now() + self.rx_linger;
                 }
                 Err(_) => return,
             }
@@ -123,5 +141,21 @@ impl PollWatch {
     }
 }
 
-/// How long the receive thread polls an idle link before it sleeps.
-const RX_LINGER: Duration = Duration::from_micros(50);
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::backend::memory::Fabric;
+
+    #[test]
+    fn rx_linger_is_the_configured_one_else_the_links() {
+        let link = Fabric::new().attach([2, 0, 0, 0, 0, 1], 1500);
+        let set = Polling { busy_poll: None, rx_linger: Some(Duration::from_micros(7)) };
+        assert_eq!(set.rx_linger_for(&*link.rx), Duration::from_micros(7));
+        let off = Polling { busy_poll: None, rx_linger: Some(Duration::ZERO) };
+        assert_eq!(off.rx_linger_for(&*link.rx), Duration::ZERO);
+        let default = Polling { busy_poll: None, rx_linger: None };
+        let want = if multi_cpu() { link.rx.linger() } else { Duration::ZERO };
+        assert_eq!(default.rx_linger_for(&*link.rx), want);
+        assert_eq!(link.rx.linger(), Duration::from_micros(50));
+    }
+}

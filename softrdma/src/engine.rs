@@ -131,6 +131,8 @@ pub struct Shared {
     tx: Arc<dyn LinkTx>,
     pub(crate) rx: Mutex<RxState>,
     pub(crate) busy_poll: Option<Duration>,
+    /// How long the receive thread polls an idle link after a batch.
+    pub(crate) rx_linger: Duration,
     /// Counts application polls (no clock read on the polling path); 0:
     /// nobody polls.
     pub(crate) polls: AtomicU64,
@@ -153,9 +155,10 @@ impl Shared {
         mtu: usize,
         tx: Arc<dyn LinkTx>,
         rx: Box<dyn LinkRx>,
-        busy_poll: Option<Duration>,
+        polling: crate::busy_poll::Polling,
         core: Core,
     ) -> Arc<Self> {
+        let rx_linger = polling.rx_linger_for(&*rx);
         let bufs = (0..RX_BATCH).map(|_| Vec::with_capacity(mtu + 64)).collect();
         Arc::new(Shared {
             name,
@@ -164,7 +167,8 @@ impl Shared {
             core: Mutex::new(core),
             tx,
             rx: Mutex::new(RxState { link: rx, bufs, lens: [0; RX_BATCH] }),
-            busy_poll: busy_poll.filter(|d| !d.is_zero()),
+            busy_poll: polling.busy_poll.filter(|d| !d.is_zero()),
+            rx_linger,
             polls: AtomicU64::new(0),
             rx_thread: std::sync::OnceLock::new(),
             has_deferred: AtomicBool::new(false),

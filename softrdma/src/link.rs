@@ -44,13 +44,13 @@ pub trait LinkRx: Send {
         None
     }
 
-    /// Whether the receive thread should keep polling this link for a while
-    /// after a batch (see `busy_poll`): worth it where a wake-up costs more
-    /// than a poll (the in-memory fabric), not on a TAP, where each poll is a
-    /// `read(2)` and the spinning CPU is one the kernel and other processes
-    /// on the wire (an emulated peer, say) need.
-    fn linger(&self) -> bool {
-        false
+    /// How long the receive thread keeps polling this link after a batch
+    /// unless the device says otherwise (`DeviceConfig::rx_linger`): long
+    /// where a poll is cheap and a wake-up dear (the in-memory fabric),
+    /// short where each poll is a syscall and the spinning CPU is one the
+    /// kernel and other processes on the wire (an emulated peer, say) need.
+    fn linger(&self) -> Duration {
+        Duration::ZERO
     }
 
     /// Waits up to `timeout` for one frame and copies it into `buf`; returns

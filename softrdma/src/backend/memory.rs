@@ -391,8 +391,8 @@ impl LinkRx for FabricRx {
         Some(self.queue.clone())
     }
 
-    fn linger(&self) -> bool {
-        true
+    fn linger(&self) -> Duration {
+        Duration::from_micros(50)
     }
 
     fn recv(&mut self, buf: &mut [u8], timeout: Duration) -> io::Result<Option<usize>> {
