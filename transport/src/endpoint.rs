@@ -142,20 +142,24 @@ impl<M: Memory> Endpoint<M> {
         Some(qp)
     }
 
-    /// Re-files QP `qpn`'s deadline in the timer index.
+    /// Re-files QP `qpn`'s deadline in the timer index. Lazily: every ACK
+    /// pushes the ACK timer later, so a deadline already filed at or before
+    /// the new one stays; when it comes due, `handle_timeout` finds nothing
+    /// to do and files the QP's real deadline. Only an earlier deadline is
+    /// filed at once. That keeps the index off the per-packet path.
     fn refile(&mut self, qpn: u32) {
-        let new = self.qps.get(&qpn).and_then(|q| q.poll_timeout());
-        let old = self.deadline_of.get(&qpn).copied();
-        if new == old {
+        let Some(new) = self.qps.get(&qpn).and_then(|q| q.poll_timeout()) else {
             return;
-        }
-        if let Some(t) = old {
-            self.deadlines.remove(&(t, qpn));
-            self.deadline_of.remove(&qpn);
-        }
-        if let Some(t) = new {
-            self.deadlines.insert((t, qpn));
-            self.deadline_of.insert(qpn, t);
+        };
+        match self.deadline_of.get(&qpn).copied() {
+            Some(old) if old <= new => {}
+            old => {
+                if let Some(t) = old {
+                    self.deadlines.remove(&(t, qpn));
+                }
+                self.deadlines.insert((new, qpn));
+                self.deadline_of.insert(qpn, new);
+            }
         }
     }
 

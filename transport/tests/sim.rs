@@ -128,6 +128,33 @@ impl Rig {
     }
 }
 
+/// Every ACK pushes the requester's ACK timer back, and the endpoint files
+/// timers lazily (an earlier filed deadline stays until it comes due): a
+/// deadline that comes due after its message was ACKed must do nothing, and
+/// must leave no timer behind.
+#[test]
+fn acked_messages_leave_no_timer_and_no_retransmission_behind() {
+    let p = ConnectParams { timeout: 4, retry_cnt: 3, ..Default::default() };
+    let mut r = rig(NetConfig { latency: Duration::from_micros(1), ..Default::default() }, p);
+    let lkey = r.src;
+    for i in 0..50u64 {
+        r.post(SendWr::new(
+            i,
+            SendOp::RdmaWrite { remote_addr: 0x40_0000 + i * 64, rkey: r.rkey },
+            vec![Sge { addr: 0x1000, length: 64, lkey }],
+        ));
+        // One message at a time, so each ACK moves the timer of the next.
+        r.run();
+    }
+    let c = completions(&mut r.sim, 0);
+    assert_eq!(c.len(), 50);
+    assert!(c.iter().all(|c| c.wc.status == WcStatus::Success));
+    let qp = r.sim.nodes[0].qp(r.qpn[0]).unwrap();
+    assert_eq!(qp.counters().local_ack_timeout_err, 0);
+    assert_eq!(qp.counters().retransmitted_pkts, 0);
+    assert_eq!(r.sim.nodes[0].poll_timeout(), None, "a timer outlived its message");
+}
+
 #[test]
 fn retry_exhaustion_when_the_peer_vanishes() {
     let p = ConnectParams { timeout: 4, retry_cnt: 3, ..Default::default() };

@@ -61,8 +61,16 @@ impl Gid {
     pub fn from_ipv6(a: core::net::Ipv6Addr) -> Self {
         Gid(a.octets())
     }
+    /// The IPv4 address of an IPv4-mapped GID (::ffff:a.b.c.d). Runs
+    /// several times per packet, hence the bytes are compared directly.
+    #[inline]
     pub fn to_ipv4(self) -> Option<core::net::Ipv4Addr> {
-        core::net::Ipv6Addr::from(self.0).to_ipv4_mapped()
+        let b = self.0;
+        if b[..10].iter().all(|&x| x == 0) && b[10] == 0xff && b[11] == 0xff {
+            Some(core::net::Ipv4Addr::new(b[12], b[13], b[14], b[15]))
+        } else {
+            None
+        }
     }
     pub fn to_ipv6(self) -> core::net::Ipv6Addr {
         core::net::Ipv6Addr::from(self.0)
@@ -248,6 +256,27 @@ impl Default for QpAttr {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn to_ipv4_agrees_with_std_ipv4_mapped() {
+        let mut cases = vec![
+            std::net::Ipv4Addr::new(10, 0, 0, 1).to_ipv6_mapped().octets(),
+            std::net::Ipv6Addr::new(0xfe80, 0, 0, 0, 0, 0, 0, 1).octets(),
+            std::net::Ipv4Addr::new(1, 2, 3, 4).to_ipv6_compatible().octets(),
+            [0; 16],
+        ];
+        // Every GID one byte away from a mapped one.
+        let mapped = std::net::Ipv4Addr::new(192, 168, 7, 9).to_ipv6_mapped().octets();
+        for i in 0..16 {
+            let mut g = mapped;
+            g[i] ^= 0x40;
+            cases.push(g);
+        }
+        cases.push(mapped);
+        for g in cases {
+            assert_eq!(Gid(g).to_ipv4(), std::net::Ipv6Addr::from(g).to_ipv4_mapped(), "{g:?}");
+        }
+    }
 
     #[test]
     fn mtu_values() {

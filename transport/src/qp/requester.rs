@@ -253,14 +253,20 @@ impl Qp {
                 if st == QpState::Sqd {
                     return None;
                 }
-                let earlier_rd_atomic =
-                    self.req.sq.iter().take(i).filter(|x| x.op.is_read_or_atomic() && !x.done).count();
-                // IBTA §10.8.3.3: a fenced WQE waits for earlier READs/atomics.
-                if w.flags.contains(SendFlags::FENCE) && earlier_rd_atomic > 0 {
-                    return None;
-                }
-                if w.op.is_read_or_atomic() && earlier_rd_atomic >= self.attr.max_rd_atomic.max(1) as usize {
-                    return None;
+                // Only a fenced WQE or a READ/atomic cares how many READs and
+                // atomics are outstanding; counting them for every WQE would
+                // scan the send queue once per message.
+                let fenced = w.flags.contains(SendFlags::FENCE);
+                if fenced || w.op.is_read_or_atomic() {
+                    let earlier_rd_atomic =
+                        self.req.sq.iter().take(i).filter(|x| x.op.is_read_or_atomic() && !x.done).count();
+                    // IBTA §10.8.3.3: a fenced WQE waits for earlier READs/atomics.
+                    if fenced && earlier_rd_atomic > 0 {
+                        return None;
+                    }
+                    if w.op.is_read_or_atomic() && earlier_rd_atomic >= self.attr.max_rd_atomic.max(1) as usize {
+                        return None;
+                    }
                 }
                 if rc && self.req.psn.forward_from(self.req.una) >= MAX_UNACKED_PSNS {
                     return None;

@@ -130,6 +130,7 @@ macro_rules! opcodes {
 
             /// What the opcode means; a reference into a static table (this
             /// runs several times per packet).
+            #[inline]
             pub const fn info(self) -> &'static OpcodeInfo {
                 match self {
                     $(Opcode::$variant => &OpcodeInfo {
