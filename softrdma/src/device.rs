@@ -103,6 +103,7 @@ impl Device {
             ),
             None => None,
         };
+        crate::icrc_engine::choose();
         let ns = cfg.namespace.clone().unwrap_or_else(Namespace::host);
         if cfg.rocev1 && !ns.initial {
             // Annex A16 GIDs are link-layer addresses no namespace can own.

@@ -18,6 +18,7 @@ pub mod demo;
 pub mod device;
 pub mod engine;
 pub mod gid;
+pub mod icrc_engine;
 pub mod link;
 pub mod mr;
 pub mod namespace;

@@ -365,7 +365,9 @@ fn verbs_test(t: Test, name: &str, c: &Common) -> Result<(), String> {
     let (a, b) = (devs.context(0), devs.context(1));
     let mut r = Report::new(name);
     common_params(&mut r, c);
-    banner(t.title(), c, &[]);
+    let icrc = format!("{:?}", softrdma::icrc_engine::choose()).to_lowercase();
+    r.fact("icrc_engine", &icrc);
+    banner(t.title(), c, &[("ICRC engine", icrc)]);
     if t.is_bw() {
         println!("{}", bw_header(c.report_gbits));
     } else {

@@ -13,7 +13,10 @@
 //!
 //! The CRC is the Ethernet CRC-32 (reflected, polynomial 0x04C11DB7, initial
 //! ~0, final inversion) and is stored least-significant byte first. crc32fast
-//! computes exactly this CRC, with SIMD folding where the CPU has it.
+//! computes exactly this CRC, with SIMD folding where the CPU has it; where
+//! that is slow (an emulated CPU), [`Engine::Table`] computes it by table.
+
+use core::sync::atomic::{AtomicU8, Ordering};
 
 use crc32fast::Hasher;
 
@@ -75,10 +78,41 @@ pub fn compute(l3: &[u8], udp: Option<&[u8]>, ib: &[u8]) -> u32 {
     hdr[at..at + n].copy_from_slice(&ib[..n]);
     ones(&mut hdr[at..at + n], 4..5); // Resv8a / FECN / BECN
     at += n;
-    let mut h = Hasher::new();
-    h.update(&hdr[..at]);
-    h.update(&ib[n..]);
-    h.finalize()
+    match engine() {
+        Engine::Simd => {
+            let mut h = Hasher::new();
+            h.update(&hdr[..at]);
+            h.update(&ib[n..]);
+            h.finalize()
+        }
+        Engine::Table => super::crc32::update(super::crc32::update(0, &hdr[..at]), &ib[n..]),
+    }
+}
+
+/// How the CRC is computed; both give the same bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Engine {
+    /// crc32fast: PCLMULQDQ/AVX folding where the CPU has it (the default).
+    Simd,
+    /// Table lookup (`wire::crc32`): for CPUs whose carry-less multiply is
+    /// slow, such as QEMU's TCG.
+    Table,
+}
+
+static ENGINE: AtomicU8 = AtomicU8::new(0);
+
+/// Chooses the CRC engine for the whole process (a device measures both once
+/// and picks the faster; see `softrdma::icrc_engine`).
+pub fn set_engine(e: Engine) {
+    ENGINE.store(e as u8, Ordering::Relaxed);
+}
+
+pub fn engine() -> Engine {
+    if ENGINE.load(Ordering::Relaxed) == Engine::Table as u8 {
+        Engine::Table
+    } else {
+        Engine::Simd
+    }
 }
 
 /// Reads the ICRC trailer (little-endian, as rxe and hardware store it).
@@ -109,6 +143,20 @@ mod tests {
         let (body, trailer) = ib.split_at(ib.len() - 4);
         let found = read(trailer.try_into().unwrap());
         assert_eq!(compute(ip, Some(udp), body), found);
+    }
+
+    #[test]
+    fn both_engines_compute_kernel_rxes_icrc() {
+        let f = hex(RXE_FRAME);
+        let found = read(f[f.len() - 4..].try_into().unwrap());
+        let body = &f[28..f.len() - 4];
+        // The engine is process-wide; other tests in this process compute
+        // ICRCs meanwhile, which is fine: both engines give the same bytes.
+        for e in [Engine::Table, Engine::Simd] {
+            set_engine(e);
+            assert_eq!(engine(), e);
+            assert_eq!(compute(&f[..20], Some(&f[20..28]), body), found, "{e:?}");
+        }
     }
 
     #[test]

@@ -1,0 +1,74 @@
+//! Which CRC engine computes this process's ICRCs
+//! (`transport::wire::icrc::Engine`), chosen once when the first device
+//! starts: as `SOFTRDMA_ICRC=simd|table` says, else by timing both on a
+//! packet-sized buffer, the way Linux picks its RAID-6 and XOR routines at
+//! boot. On real CPUs the SIMD folding wins by 10× and is always kept; under
+//! QEMU's TCG, where each PCLMULQDQ is a slow helper call, the table is
+//! twice as fast (docs/benchmarks.md, kernel rxe in the guest). Both give
+//! the same bytes, so the choice is only about speed.
+
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use transport::wire::icrc::{set_engine, Engine};
+
+static CHOSEN: OnceLock<Engine> = OnceLock::new();
+
+/// Chooses the engine (once per process) and returns it.
+pub fn choose() -> Engine {
+    *CHOSEN.get_or_init(|| {
+        let e = match std::env::var("SOFTRDMA_ICRC").ok().as_deref() {
+            Some("simd") => Engine::Simd,
+            Some("table") => Engine::Table,
+            _ => fastest(),
+        };
+        set_engine(e);
+        e
+    })
+}
+
+/// The engine chosen, if a device has started.
+pub fn chosen() -> Option<Engine> {
+    CHOSEN.get().copied()
+}
+
+/// Times both on a 1 KiB packet (a few hundred µs natively, a few ms
+/// emulated); the table must win clearly to be taken.
+fn fastest() -> Engine {
+    let buf: Vec<u8> = (0..1100u32).map(|i| (i.wrapping_mul(40503) >> 7) as u8).collect();
+    let (mut simd, mut table) = (Duration::MAX, Duration::MAX);
+    for _ in 0..5 {
+        simd = simd.min(time(|| crc32fast::hash(&buf)));
+        table = table.min(time(|| transport::wire::crc32::update(0, &buf)));
+    }
+    if table.as_nanos() * 10 < simd.as_nanos() * 8 {
+        Engine::Table
+    } else {
+        Engine::Simd
+    }
+}
+
+fn time(f: impl Fn() -> u32) -> Duration {
+    let t = Instant::now();
+    let mut x = 0;
+    for _ in 0..32 {
+        x ^= std::hint::black_box(f());
+    }
+    std::hint::black_box(x);
+    t.elapsed()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_native_cpu_keeps_simd_where_it_has_pclmulqdq() {
+        // This machine is not emulated: if it has the instruction, the
+        // folding must win the measurement by far.
+        #[cfg(target_arch = "x86_64")]
+        if std::arch::is_x86_feature_detected!("pclmulqdq") && std::arch::is_x86_feature_detected!("sse4.1") {
+            assert_eq!(fastest(), Engine::Simd);
+        }
+    }
+}
