@@ -489,7 +489,10 @@ fn run(cli: Cli) -> Result<(), String> {
             let cfg = perf_config(&c, 20_000)?;
             let mut r = Report::new("sim_bw");
             common_params(&mut r, &c);
-            banner("RC RDMA WRITE on the simulator (transport only)", &c, &[]);
+            // The same ICRC engine a device would pick on this CPU.
+            let icrc = format!("{:?}", softrdma::icrc_engine::choose()).to_lowercase();
+            r.fact("icrc_engine", &icrc);
+            banner("RC RDMA WRITE on the simulator (transport only)", &c, &[("ICRC engine", icrc)]);
             println!("{}", bw_header(c.report_gbits));
             for size in sizes(&c) {
                 let (row, pkts) = baseline::sim_bw(size, cfg.iters, cfg.mtu, cfg.tx_depth)?;
