@@ -77,6 +77,11 @@ fn icrc_only(c: &mut Criterion) {
         g.bench_function(format!("compute/{n}"), |b| {
             b.iter(|| icrc::compute(black_box(l3), Some(black_box(udp)), black_box(ib)))
         });
+        // The table engine alone, over the same bytes (what an emulated CPU
+        // gets, see softrdma::icrc_engine).
+        g.bench_function(format!("crc32_table/{n}"), |b| {
+            b.iter(|| transport::wire::crc32::update(0, black_box(ib)))
+        });
     }
     g.finish();
 }
