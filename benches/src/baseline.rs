@@ -330,9 +330,21 @@ pub fn memcpy_bw(size: usize, iters: u64, duration: Option<Duration>) -> BwRow {
 /// `mtu`-byte chunks that one thread copies out of a source buffer into
 /// pooled buffers and hands to a second thread, which copies them into a
 /// destination buffer — the two copies and the cross-CPU hand-off every
-/// packet on the in-memory fabric needs at least, with no RDMA logic.
+/// packet on the in-memory fabric needs at least, with no RDMA logic. Both
+/// threads spin on the (lock-free, bounded) channels instead of sleeping:
+/// a limit must not depend on how the scheduler wakes a parked thread, which
+/// moved this number between 9 and 17 GB/s from one build to the next.
 pub fn memcpy_xcore_bw(size: usize, mtu: usize, iters: u64) -> BwRow {
-    use std::sync::mpsc::sync_channel;
+    use std::sync::mpsc::{sync_channel, Receiver, TryRecvError};
+    fn spin_recv<T>(r: &Receiver<T>) -> Option<T> {
+        loop {
+            match r.try_recv() {
+                Ok(v) => return Some(v),
+                Err(TryRecvError::Empty) => std::hint::spin_loop(),
+                Err(TryRecvError::Disconnected) => return None,
+            }
+        }
+    }
     let mtu = mtu.max(64);
     let chunks = size.div_ceil(mtu).max(1);
     let (to_rx, from_tx) = sync_channel::<Vec<u8>>(1024);
@@ -345,7 +357,7 @@ pub fn memcpy_xcore_bw(size: usize, mtu: usize, iters: u64) -> BwRow {
         let rx = s.spawn(move || {
             let mut dst = vec![0u8; size];
             let mut n = 0u64;
-            while let Ok(buf) = from_tx.recv() {
+            while let Some(buf) = spin_recv(&from_tx) {
                 let off = (n as usize % chunks) * mtu;
                 let len = mtu.min(size - off.min(size));
                 dst[off..off + len].copy_from_slice(&buf[..len]);
@@ -358,7 +370,7 @@ pub fn memcpy_xcore_bw(size: usize, mtu: usize, iters: u64) -> BwRow {
         let src = vec![0x5au8; size];
         for m in 0..iters {
             for c in 0..chunks {
-                let Ok(mut buf) = back.recv() else { break };
+                let Some(mut buf) = spin_recv(&back) else { break };
                 let off = c * mtu;
                 let len = mtu.min(size - off);
                 buf[..len].copy_from_slice(std::hint::black_box(&src[off..off + len]));
