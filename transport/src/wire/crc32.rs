@@ -36,33 +36,52 @@ const fn make_tables() -> [[u32; 256]; 16] {
     t
 }
 
+/// Folds 16 bytes into the running (inverted) CRC `c`. The lookups of bytes
+/// 4..16 do not depend on `c` and are XORed first; those of the first word,
+/// which wait for the previous block, come last, so the chain that carries
+/// `c` from block to block is one load and four XORs long (XORed the other
+/// way round, this ran at half the speed).
+#[inline(always)]
+fn fold16(c: u32, ch: &[u8]) -> u32 {
+    let t = &TABLES;
+    let rest = t[0][ch[15] as usize]
+        ^ t[1][ch[14] as usize]
+        ^ t[2][ch[13] as usize]
+        ^ t[3][ch[12] as usize]
+        ^ t[4][ch[11] as usize]
+        ^ t[5][ch[10] as usize]
+        ^ t[6][ch[9] as usize]
+        ^ t[7][ch[8] as usize]
+        ^ t[8][ch[7] as usize]
+        ^ t[9][ch[6] as usize]
+        ^ t[10][ch[5] as usize]
+        ^ t[11][ch[4] as usize];
+    let a = u32::from_le_bytes([ch[0], ch[1], ch[2], ch[3]]) ^ c;
+    rest ^ t[12][(a >> 24) as usize]
+        ^ t[13][((a >> 16) & 0xff) as usize]
+        ^ t[14][((a >> 8) & 0xff) as usize]
+        ^ t[15][(a & 0xff) as usize]
+}
+
 /// Continues the CRC `crc` (a finished CRC-32, 0 to start) over `data`,
 /// as `crc32fast::Hasher` does across `update` calls.
-pub fn update(crc: u32, data: &[u8]) -> u32 {
-    let t = &TABLES;
+pub fn update(crc: u32, mut data: &[u8]) -> u32 {
     let mut c = !crc;
-    let mut chunks = data.chunks_exact(16);
-    for ch in &mut chunks {
-        let a = u32::from_le_bytes([ch[0], ch[1], ch[2], ch[3]]) ^ c;
-        c = t[15][(a & 0xff) as usize]
-            ^ t[14][((a >> 8) & 0xff) as usize]
-            ^ t[13][((a >> 16) & 0xff) as usize]
-            ^ t[12][(a >> 24) as usize]
-            ^ t[11][ch[4] as usize]
-            ^ t[10][ch[5] as usize]
-            ^ t[9][ch[6] as usize]
-            ^ t[8][ch[7] as usize]
-            ^ t[7][ch[8] as usize]
-            ^ t[6][ch[9] as usize]
-            ^ t[5][ch[10] as usize]
-            ^ t[4][ch[11] as usize]
-            ^ t[3][ch[12] as usize]
-            ^ t[2][ch[13] as usize]
-            ^ t[1][ch[14] as usize]
-            ^ t[0][ch[15] as usize];
+    // Four blocks a turn: the loads of one block overlap the lookups of
+    // the one before.
+    while data.len() >= 64 {
+        c = fold16(c, &data[..16]);
+        c = fold16(c, &data[16..32]);
+        c = fold16(c, &data[32..48]);
+        c = fold16(c, &data[48..64]);
+        data = &data[64..];
     }
-    for &b in chunks.remainder() {
-        c = (c >> 8) ^ t[0][((c ^ b as u32) & 0xff) as usize];
+    while data.len() >= 16 {
+        c = fold16(c, &data[..16]);
+        data = &data[16..];
+    }
+    for &b in data {
+        c = (c >> 8) ^ TABLES[0][((c ^ b as u32) & 0xff) as usize];
     }
     !c
 }
