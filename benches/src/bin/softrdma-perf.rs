@@ -395,6 +395,8 @@ fn verbs_test(t: Test, name: &str, c: &Common) -> Result<(), String> {
         let (dc, ec, qc) = d.counters();
         r.fact(&format!("dev{i}_tx_frames"), dc.tx_frames);
         r.fact(&format!("dev{i}_rx_frames"), dc.rx_frames);
+        r.fact(&format!("dev{i}_rx_polled"), dc.rx_polled);
+        r.fact(&format!("dev{i}_tx_acks_deferred"), dc.tx_acks_deferred);
         r.fact(
             &format!("dev{i}_rx_dropped"),
             ec.rx_icrc_err + ec.rx_malformed + ec.rx_unknown_qp + ec.rx_wrong_transport + ec.rx_bad_pkey,
