@@ -10,13 +10,14 @@
 mod completer;
 mod requester;
 mod responder;
+mod sge_list;
 pub mod state;
 pub mod timers;
 
 use std::collections::VecDeque;
 
 use verbs_api::{
-    AccessFlags, Gid, Mtu, QpAttr, QpAttrMask, QpCap, QpState, QpType, RecvWr, SendFlags, SendOp, SendWr, Sge,
+    AccessFlags, Gid, Mtu, QpAttr, QpAttrMask, QpCap, QpState, QpType, RecvWr, SendFlags, SendOp, SendWr,
     WcOpcode, WcStatus, WorkCompletion,
 };
 
@@ -146,7 +147,7 @@ pub struct Env<'a> {
 pub(crate) struct SendWqe {
     pub wr_id: u64,
     pub op: SendOp,
-    pub sges: Vec<Sge>,
+    pub sges: sge_list::SgeList,
     pub inline: Option<Vec<u8>>,
     pub flags: SendFlags,
     pub length: u64,
@@ -573,7 +574,7 @@ impl Qp {
         let mut wqe = SendWqe {
             wr_id: wr.wr_id,
             op: wr.op,
-            sges: wr.sg_list.clone(),
+            sges: sge_list::SgeList::from_slice(&wr.sg_list),
             inline,
             flags: wr.flags,
             length,

@@ -83,7 +83,7 @@ fn gather(mem: &dyn Memory, pd: u32, w: &SendWqe, offset: u64, out: &mut [u8]) -
     }
     let mut skip = offset;
     let mut filled = 0usize;
-    for sge in &w.sges {
+    for sge in w.sges.iter() {
         if filled == out.len() {
             break;
         }
