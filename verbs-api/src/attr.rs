@@ -51,8 +51,23 @@ impl Mtu {
 
 /// A 128-bit GID. RoCEv2 GIDs are IPv6 addresses, or IPv4-mapped IPv6
 /// addresses (`::ffff:a.b.c.d`) for IPv4.
-#[derive(Clone, Copy, PartialEq, Eq, Hash, Default, PartialOrd, Ord)]
+#[derive(Clone, Copy, Eq, Default, PartialOrd, Ord)]
 pub struct Gid(pub [u8; 16]);
+
+impl core::hash::Hash for Gid {
+    fn hash<H: core::hash::Hasher>(&self, state: &mut H) {
+        self.0.hash(state);
+    }
+}
+
+/// Compared as one 128-bit word: every received packet's GIDs are checked
+/// against the QP's path and the device's table.
+impl PartialEq for Gid {
+    #[inline]
+    fn eq(&self, other: &Gid) -> bool {
+        u128::from_ne_bytes(self.0) == u128::from_ne_bytes(other.0)
+    }
+}
 
 impl Gid {
     pub fn from_ipv4(a: core::net::Ipv4Addr) -> Self {
@@ -273,8 +288,14 @@ mod tests {
             cases.push(g);
         }
         cases.push(mapped);
-        for g in cases {
-            assert_eq!(Gid(g).to_ipv4(), std::net::Ipv6Addr::from(g).to_ipv4_mapped(), "{g:?}");
+        for g in &cases {
+            assert_eq!(Gid(*g).to_ipv4(), std::net::Ipv6Addr::from(*g).to_ipv4_mapped(), "{g:?}");
+        }
+        // Equality (compared as one word) is byte equality.
+        for a in &cases {
+            for b in &cases {
+                assert_eq!(Gid(*a) == Gid(*b), a == b, "{a:?} {b:?}");
+            }
         }
     }
 

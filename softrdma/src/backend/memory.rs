@@ -186,16 +186,26 @@ struct FabricTx {
 }
 
 impl Inner {
+    /// A pooled buffer, still holding its last frame: a sender that gets it
+    /// back from `forward` emits its next frame over it, and since frames of
+    /// a stream have one length, resizing it costs no zeroing (the emitter
+    /// writes every byte: `every_opcode_round_trips` in transport's tests).
     fn buffer(&self) -> Vec<u8> {
         let b = self.pool.lock().ok().and_then(|mut p| p.pop());
         b.unwrap_or_else(|| Vec::with_capacity(FRAME_CAP))
     }
 
-    fn recycle(&self, mut buf: Vec<u8>) {
+    /// A pooled buffer, emptied, to copy a frame into.
+    fn empty_buffer(&self) -> Vec<u8> {
+        let mut b = self.buffer();
+        b.clear();
+        b
+    }
+
+    fn recycle(&self, buf: Vec<u8>) {
         if buf.capacity() < FRAME_CAP {
             return;
         }
-        buf.clear();
         if let Ok(mut p) = self.pool.lock() {
             if p.len() < POOL_MAX {
                 p.push(buf);
@@ -271,7 +281,7 @@ impl Inner {
             bump(&self.stats.dropped);
             return;
         }
-        let mut copy = self.buffer();
+        let mut copy = self.empty_buffer();
         copy.extend_from_slice(frame);
         if f.rng.chance(faults.corrupt) {
             bump(&self.stats.corrupted);
@@ -281,7 +291,7 @@ impl Inner {
         bump(&self.stats.forwarded);
         if f.rng.chance(faults.dup) {
             bump(&self.stats.duplicated);
-            let mut again = self.buffer();
+            let mut again = self.empty_buffer();
             again.extend_from_slice(&copy);
             self.enqueue(q, again);
         }
@@ -309,7 +319,7 @@ enum Targets {
 
 impl LinkTx for FabricTx {
     fn send(&self, frame: &[u8]) -> io::Result<()> {
-        let mut buf = self.fabric.inner.buffer();
+        let mut buf = self.fabric.inner.empty_buffer();
         buf.extend_from_slice(frame);
         self.send_buf(&mut buf)?;
         self.fabric.inner.recycle(buf);
