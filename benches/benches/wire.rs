@@ -79,9 +79,7 @@ fn icrc_only(c: &mut Criterion) {
         });
         // The table engine alone, over the same bytes (what an emulated CPU
         // gets, see softrdma::icrc_engine).
-        g.bench_function(format!("crc32_table/{n}"), |b| {
-            b.iter(|| transport::wire::crc32::update(0, black_box(ib)))
-        });
+        g.bench_function(format!("crc32_table/{n}"), |b| b.iter(|| transport::wire::crc32::update(0, black_box(ib))));
     }
     g.finish();
 }

@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 use softrdma::link::Link;
 use transport::mem::{Key, Memory};
 use transport::sim::{ConnectParams, NetConfig, Sim};
+use transport::wire::Ipv4Repr;
 use verbs_api::{AccessFlags, Mtu, QpCap, QpType, SendFlags, SendOp, SendWr, Sge, WcStatus};
 
 use crate::fabric::{self, FabricKind};
@@ -42,24 +43,14 @@ fn frame(len: usize, from: usize, to: usize) -> Vec<u8> {
     let (IpAddr::V4(src), IpAddr::V4(dst)) = (fabric::addr(from), fabric::addr(to)) else {
         unreachable!("benchmark addresses are IPv4")
     };
-    let ip_len = (f.len() - 14) as u16;
-    let mut ip = [0u8; 20];
-    ip[0] = 0x45;
-    ip[2..4].copy_from_slice(&ip_len.to_be_bytes());
-    ip[6] = 0x40; // DF, as rxe sends
-    ip[8] = 64;
-    ip[9] = 17;
-    ip[12..16].copy_from_slice(&src.octets());
-    ip[16..20].copy_from_slice(&dst.octets());
-    let sum = ip.chunks(2).map(|w| u16::from_be_bytes([w[0], w[1]]) as u32).sum::<u32>();
-    let sum = (sum & 0xffff) + (sum >> 16);
-    let sum = !(((sum & 0xffff) + (sum >> 16)) as u16);
-    ip[10..12].copy_from_slice(&sum.to_be_bytes());
-    f[14..34].copy_from_slice(&ip);
+    let udp_len = f.len() - 14 - 20;
+    // DF, as rxe sends.
+    let ip = Ipv4Repr { src, dst, dscp: 0, ecn: 0, ident: 0, dont_frag: true, ttl: 64, protocol: 17 };
+    ip.emit(&mut f[14..34], udp_len).expect("an IPv4 header fits 20 bytes");
     let mut udp = [0u8; 8];
     udp[0..2].copy_from_slice(&0xc000u16.to_be_bytes());
     udp[2..4].copy_from_slice(&4791u16.to_be_bytes());
-    udp[4..6].copy_from_slice(&(ip_len - 20).to_be_bytes());
+    udp[4..6].copy_from_slice(&(udp_len as u16).to_be_bytes());
     f[34..42].copy_from_slice(&udp);
     f
 }

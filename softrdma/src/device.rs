@@ -148,7 +148,15 @@ impl Device {
             deferred: Vec::new(),
             spare: Vec::new(),
         };
-        let shared = Shared::new(cfg.name.clone(), link.mac, link.mtu, link.tx, link.rx, crate::busy_poll::Polling { busy_poll: cfg.busy_poll, rx_linger: cfg.rx_linger }, core);
+        let shared = Shared::new(
+            cfg.name.clone(),
+            link.mac,
+            link.mtu,
+            link.tx,
+            link.rx,
+            crate::busy_poll::Polling { busy_poll: cfg.busy_poll, rx_linger: cfg.rx_linger },
+            core,
+        );
         let threads = engine::spawn(&shared)?;
         let dev = Arc::new(Device { shared, threads: Mutex::new(threads) });
         if let Ok(mut reg) = REGISTRY.lock() {

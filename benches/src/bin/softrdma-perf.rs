@@ -365,9 +365,7 @@ fn verbs_test(t: Test, name: &str, c: &Common) -> Result<(), String> {
     let (a, b) = (devs.context(0), devs.context(1));
     let mut r = Report::new(name);
     common_params(&mut r, c);
-    let icrc = format!("{:?}", softrdma::icrc_engine::choose()).to_lowercase();
-    r.fact("icrc_engine", &icrc);
-    banner(t.title(), c, &[("ICRC engine", icrc)]);
+    banner(t.title(), c, &[icrc_engine(&mut r)]);
     if t.is_bw() {
         println!("{}", bw_header(c.report_gbits));
     } else {
@@ -409,6 +407,33 @@ fn verbs_test(t: Test, name: &str, c: &Common) -> Result<(), String> {
         r.fact("fabric_overflowed", f.stats().overflowed);
     }
     drop(devs);
+    finish(&mut r, c)
+}
+
+/// Picks this process's ICRC engine (as a device would) and records it:
+/// the banner line and the JSON fact.
+fn icrc_engine(r: &mut Report) -> (&'static str, String) {
+    let icrc = format!("{:?}", softrdma::icrc_engine::choose()).to_lowercase();
+    r.fact("icrc_engine", &icrc);
+    ("ICRC engine", icrc)
+}
+
+/// A memcpy baseline over the sizes of the command line.
+fn memcpy_test(
+    name: &str,
+    title: &str,
+    c: &Common,
+    row: impl Fn(usize) -> benches::report::BwRow,
+) -> Result<(), String> {
+    let mut r = Report::new(name);
+    banner(title, c, &[]);
+    println!("{}", bw_header(c.report_gbits));
+    for size in sizes(c) {
+        let row = row(size);
+        println!("{}", bw_line(&row, c.report_gbits));
+        r.bw.push(row);
+    }
+    println!("{LINE}");
     finish(&mut r, c)
 }
 
@@ -461,40 +486,22 @@ fn run(cli: Cli) -> Result<(), String> {
             println!("{LINE}");
             finish(&mut r, &c)
         }
-        Cmd::MemcpyBw(c) => {
-            let mut r = Report::new("memcpy_bw");
-            banner("memcpy BW (no RDMA)", &c, &[]);
-            println!("{}", bw_header(c.report_gbits));
-            for size in sizes(&c) {
-                let iters = c.iters.unwrap_or(((1u64 << 33) / size as u64).clamp(1000, 1_000_000));
-                let row = baseline::memcpy_bw(size, iters, c.duration.map(Duration::from_secs_f64));
-                println!("{}", bw_line(&row, c.report_gbits));
-                r.bw.push(row);
-            }
-            println!("{LINE}");
-            finish(&mut r, &c)
-        }
+        Cmd::MemcpyBw(c) => memcpy_test("memcpy_bw", "memcpy BW (no RDMA)", &c, |size| {
+            let iters = c.iters.unwrap_or(((1u64 << 33) / size as u64).clamp(1000, 1_000_000));
+            baseline::memcpy_bw(size, iters, c.duration.map(Duration::from_secs_f64))
+        }),
         Cmd::MemcpyXcoreBw(c) => {
-            let mut r = Report::new("memcpy_xcore_bw");
-            banner("memcpy across threads in MTU chunks (no RDMA)", &c, &[]);
-            println!("{}", bw_header(c.report_gbits));
-            for size in sizes(&c) {
+            memcpy_test("memcpy_xcore_bw", "memcpy across threads in MTU chunks (no RDMA)", &c, |size| {
                 let iters = c.iters.unwrap_or(((1u64 << 32) / size as u64).clamp(100, 1_000_000));
-                let row = baseline::memcpy_xcore_bw(size, c.mtu, iters);
-                println!("{}", bw_line(&row, c.report_gbits));
-                r.bw.push(row);
-            }
-            println!("{LINE}");
-            finish(&mut r, &c)
+                baseline::memcpy_xcore_bw(size, c.mtu, iters)
+            })
         }
         Cmd::SimBw(c) => {
             let cfg = perf_config(&c, 20_000)?;
             let mut r = Report::new("sim_bw");
             common_params(&mut r, &c);
             // The same ICRC engine a device would pick on this CPU.
-            let icrc = format!("{:?}", softrdma::icrc_engine::choose()).to_lowercase();
-            r.fact("icrc_engine", &icrc);
-            banner("RC RDMA WRITE on the simulator (transport only)", &c, &[("ICRC engine", icrc)]);
+            banner("RC RDMA WRITE on the simulator (transport only)", &c, &[icrc_engine(&mut r)]);
             println!("{}", bw_header(c.report_gbits));
             for size in sizes(&c) {
                 let (row, pkts) = baseline::sim_bw(size, cfg.iters, cfg.mtu, cfg.tx_depth)?;

@@ -17,8 +17,8 @@ pub mod timers;
 use std::collections::VecDeque;
 
 use verbs_api::{
-    AccessFlags, Gid, Mtu, QpAttr, QpAttrMask, QpCap, QpState, QpType, RecvWr, SendFlags, SendOp, SendWr,
-    WcOpcode, WcStatus, WorkCompletion,
+    AccessFlags, Gid, Mtu, QpAttr, QpAttrMask, QpCap, QpState, QpType, RecvWr, SendFlags, SendOp, SendWr, WcOpcode,
+    WcStatus, WorkCompletion,
 };
 
 use crate::counters::Counters;
