@@ -65,6 +65,8 @@ fn fold16(c: u32, ch: &[u8]) -> u32 {
 
 /// Continues the CRC `crc` (a finished CRC-32, 0 to start) over `data`,
 /// as `crc32fast::Hasher` does across `update` calls.
+#[allow(unsafe_code)] // code placement only: crate::code_page
+#[cfg_attr(all(target_os = "linux", target_arch = "x86_64"), link_section = ".text.hot.softrdma")]
 pub fn update(crc: u32, mut data: &[u8]) -> u32 {
     let mut c = !crc;
     // Four blocks a turn: the loads of one block overlap the lookups of

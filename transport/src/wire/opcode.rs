@@ -115,6 +115,8 @@ const ATOMIC: HeaderSet = hs(false, false, true, false, false, false, false);
 const DETH: HeaderSet = hs(true, false, false, false, false, false, false);
 const DETH_IMM: HeaderSet = hs(true, false, false, false, false, true, false);
 
+const NOT_AN_OPCODE: u8 = u8::MAX;
+
 macro_rules! opcodes {
     ($($variant:ident = $value:literal, $name:literal, $transport:ident, $op:ident, $pos:ident, $headers:ident, $payload:literal;)*) => {
         /// Every BTH opcode softrdma knows.
@@ -129,28 +131,45 @@ macro_rules! opcodes {
             pub const ALL: &'static [Opcode] = &[$(Opcode::$variant,)*];
 
             /// What the opcode means; a reference into a static table (this
-            /// runs several times per packet).
+            /// runs several times per packet). Indexed rather than matched:
+            /// a `match` compiles to a jump table and a call, and each
+            /// indirect jump costs a translation-block lookup under QEMU's
+            /// TCG (docs/benchmarks.md, "Kernel rxe in the same guest").
             #[inline]
             pub const fn info(self) -> &'static OpcodeInfo {
-                match self {
-                    $(Opcode::$variant => &OpcodeInfo {
-                        name: $name,
-                        transport: Transport::$transport,
-                        operation: Operation::$op,
-                        position: Position::$pos,
-                        headers: $headers,
-                        payload: $payload,
-                    },)*
-                }
+                &INFOS[INDEX[self as u8 as usize] as usize]
             }
         }
 
+        /// The opcodes' meanings, in the order of [`Opcode::ALL`].
+        static INFOS: [OpcodeInfo; Opcode::ALL.len()] = [$(OpcodeInfo {
+            name: $name,
+            transport: Transport::$transport,
+            operation: Operation::$op,
+            position: Position::$pos,
+            headers: $headers,
+            payload: $payload,
+        },)*];
+
+        /// Opcode value → position in [`Opcode::ALL`]; `NOT_AN_OPCODE` for
+        /// the values no opcode has.
+        static INDEX: [u8; 256] = {
+            let mut t = [NOT_AN_OPCODE; 256];
+            let mut i = 0;
+            while i < Opcode::ALL.len() {
+                t[Opcode::ALL[i] as u8 as usize] = i as u8;
+                i += 1;
+            }
+            t
+        };
+
         impl TryFrom<u8> for Opcode {
             type Error = Error;
+            #[inline]
             fn try_from(value: u8) -> Result<Self, Error> {
-                match value {
-                    $($value => Ok(Opcode::$variant),)*
-                    other => Err(Error::UnknownOpcode(other)),
+                match INDEX[value as usize] {
+                    NOT_AN_OPCODE => Err(Error::UnknownOpcode(value)),
+                    i => Ok(Opcode::ALL[i as usize]),
                 }
             }
         }
