@@ -2,15 +2,21 @@
 # Kernel rxe's ib_write_bw against softrdma-perf write_bw inside the same QEMU
 # guest session (software-emulated CPU: only the ratio means anything).
 #
-#   benches/scripts/rxe_compare.sh [SIZE] [ITERS]     (root; default 65536 2000)
+#   benches/scripts/rxe_compare.sh [SIZE] [ITERS] [ROUNDS] [BOOTS]
+#       (root; default 65536 1000 5 1)
 #
 # Both run without a wire: ib_write_bw server and client on rxe0 (rxe's
 # internal loopback), softrdma-perf both ends in one process on the
 # in-memory fabric; both at IB MTU 1024 (the guest's link MTU is 1500).
-# softrdma runs twice: with the ICRC engine it picks itself (softrdma::icrc_engine;
-# the table under TCG) and with SOFTRDMA_ICRC=simd; the ratio is of the first.
+# Each boot runs ROUNDS rounds of (kernel rxe, softrdma) back to back and one
+# softrdma run with SOFTRDMA_ICRC=simd at the end. A round's ratio is
+# softrdma / kernel rxe of that round; the script prints every round and the
+# median over all rounds of all boots. Why rounds and boots: under TCG both
+# numbers move by ±10 % from run to run (address-space layout: QEMU finds
+# translated blocks by a hash of the guest address) and kernel rxe by about
+# as much from boot to boot.
 set -euo pipefail
-size=${1:-65536} iters=${2:-2000}
+size=${1:-65536} iters=${2:-1000} rounds=${3:-5} boots=${4:-1}
 repo=$(cd "$(dirname "$0")/../.." && pwd)
 RXE_VM=${RXE_VM:-$repo/interop/rxe-vm}
 [ -x /work/shared/rxe-vm/run-pair.sh ] && RXE_VM=/work/shared/rxe-vm
@@ -24,26 +30,36 @@ trap 'rm -rf "$share"' EXIT
 cp "$bin" "$share/"
 cat >"$out/job.sh" <<JOB
 #!/bin/sh
-ib_write_bw -d rxe0 -x 1 -F -m 1024 -s $size -n $iters >/tmp/srv.log 2>&1 &
-sleep 3
-echo "== kernel rxe"
-ib_write_bw -d rxe0 -x 1 -F -m 1024 -s $size -n $iters 10.77.0.11 2>&1 | tail -4
-wait
-echo "== softrdma"
-/host/softrdma-perf write_bw -s $size -m 1024 -n $iters >/tmp/srd.log 2>&1
-grep 'ICRC engine' /tmp/srd.log; tail -3 /tmp/srd.log
+for r in \$(seq $rounds); do
+  ib_write_bw -d rxe0 -x 1 -F -m 1024 -s $size -n $iters >/tmp/srv.log 2>&1 &
+  sleep 3
+  echo "== kernel rxe, round \$r"
+  ib_write_bw -d rxe0 -x 1 -F -m 1024 -s $size -n $iters 10.77.0.11 2>&1 | tail -2 | head -1
+  wait
+  echo "== softrdma, round \$r"
+  /host/softrdma-perf write_bw -s $size -m 1024 -n $iters >/tmp/srd.log 2>&1
+  grep 'ICRC engine' /tmp/srd.log; tail -2 /tmp/srd.log | head -1
+done
 echo "== softrdma, ICRC by SIMD folding (SOFTRDMA_ICRC=simd)"
-SOFTRDMA_ICRC=simd /host/softrdma-perf write_bw -s $size -m 1024 -n $iters 2>&1 | tail -3
+SOFTRDMA_ICRC=simd /host/softrdma-perf write_bw -s $size -m 1024 -n $iters 2>&1 | tail -2 | head -1
 JOB
 chmod +x "$out/job.sh"
-RXE_VM_SHARE=$share RXE_VM_TIMEOUT=${RXE_VM_TIMEOUT:-900} "$RXE_VM/run-pair.sh" "$out" "$out/job.sh" none 1500 >"$out/run-pair.log" 2>&1 || true
-sed -n '/== kernel rxe/,/== guest done/p' "$out/a.log" | grep -v '^== guest done'
-rxe=$(sed -n '/== kernel rxe/,/== softrdma/p' "$out/a.log" | awk -v s="$size" '$1 == s {print $4}' | tail -1)
-srd=$(sed -n '/== softrdma/,/== softrdma, ICRC/p' "$out/a.log" | awk -v s="$size" '$1 == s {print $4}' | tail -1)
-echo "BW average MB/s: kernel rxe ${rxe:-?}, softrdma ${srd:-?}"
-if [ -n "${rxe:-}" ] && [ -n "${srd:-}" ]; then
-  awk -v a="$srd" -v b="$rxe" 'BEGIN { printf "softrdma / kernel rxe = %.2f\n", a / b }'
-else
-  echo "could not read both results; logs in $out" >&2
-  exit 1
-fi
+for b in $(seq "$boots"); do
+  mkdir -p "$out/boot$b"
+  RXE_VM_SHARE=$share RXE_VM_TIMEOUT=${RXE_VM_TIMEOUT:-900} "$RXE_VM/run-pair.sh" "$out/boot$b" "$out/job.sh" none 1500 >"$out/boot$b/run-pair.log" 2>&1 || true
+  echo "== boot $b"
+  sed -n '/== kernel rxe, round 1/,/== guest done/p' "$out/boot$b/a.log" | grep -v '^== guest done' || true
+done
+# Per round: the BW average column of the line that starts with the size.
+awk -v s="$size" '
+  /^== kernel rxe, round/ { who = "rxe"; v["rxe"] = 0; next }
+  /^== softrdma, round/   { who = "srd"; next }
+  /^== /                  { who = ""; next }
+  who != "" && $1 == s    { v[who] = $4; if (who == "srd" && v["rxe"] > 0) { r[n++] = v["srd"] / v["rxe"]; printf "round %d: kernel rxe %s MB/s, softrdma %s MB/s, ratio %.2f\n", n, v["rxe"], v["srd"], v["srd"] / v["rxe"] } }
+  END {
+    if (n == 0) { print "could not read both results" > "/dev/stderr"; exit 1 }
+    for (i = 0; i < n; i++) for (j = i + 1; j < n; j++) if (r[j] < r[i]) { t = r[i]; r[i] = r[j]; r[j] = t }
+    m = (n % 2) ? r[int(n / 2)] : (r[n / 2 - 1] + r[n / 2]) / 2
+    printf "softrdma / kernel rxe: median %.2f over %d rounds [%.2f..%.2f]\n", m, n, r[0], r[n - 1]
+  }' $(for b in $(seq "$boots"); do echo "$out/boot$b/a.log"; done) || { echo "logs in $out" >&2; exit 1; }
+echo "logs in $out"
