@@ -237,7 +237,7 @@ impl<M: Memory> Endpoint<M> {
             self.counters.rx_wrong_transport += 1;
             return Err(Drop::WrongTransport { qpn: bth.dest_qpn });
         }
-        let (grh, sgid) = grh_area(bytes, &frame);
+        let (l3, sgid) = source(bytes, &frame);
         let dgid = dest_gid(&frame);
         match policy::admit(qp, &frame.repr.ib, sgid, dgid, &self.local_gids) {
             Err(Violation::BadPkey { .. }) if self.skip_pkey_check => {}
@@ -254,7 +254,7 @@ impl<M: Memory> Endpoint<M> {
             }
             Ok(()) => {}
         }
-        let pkt = RxPacket { ib: frame.repr.ib, payload: frame.payload(), grh, sgid };
+        let pkt = RxPacket { ib: &frame.repr.ib, payload: frame.payload(), l3, sgid };
         let srq = qp.srq().and_then(|n| self.srqs.get_mut(&n));
         let mut env = Env { mem: &mut self.mem, srq };
         qp.handle_packet(now, &pkt, &mut env);
@@ -391,22 +391,13 @@ fn dest_gid(frame: &Frame<'_>) -> Gid {
     }
 }
 
-/// The 40 bytes ibverbs puts before a UD payload, and the sender's GID.
-fn grh_area(bytes: &[u8], frame: &Frame<'_>) -> ([u8; 40], Gid) {
-    let mut grh = [0u8; 40];
+/// The packet's L3 header bytes (the GRH area of a UD receive is built from
+/// them), and the sender's GID.
+fn source<'a>(bytes: &'a [u8], frame: &Frame<'_>) -> (&'a [u8], Gid) {
     let l3 = frame.repr.eth.header_len();
     match frame.repr.net {
-        NetRepr::V4 { ip, .. } => {
-            grh[20..40].copy_from_slice(&bytes[l3..l3 + 20]);
-            (grh, Gid::from_ipv4(ip.src))
-        }
-        NetRepr::V6 { ip, .. } => {
-            grh.copy_from_slice(&bytes[l3..l3 + 40]);
-            (grh, Gid::from_ipv6(ip.src))
-        }
-        NetRepr::V1 { grh: g } => {
-            grh.copy_from_slice(&bytes[l3..l3 + 40]);
-            (grh, Gid(g.sgid))
-        }
+        NetRepr::V4 { ip, .. } => (&bytes[l3..l3 + 20], Gid::from_ipv4(ip.src)),
+        NetRepr::V6 { ip, .. } => (&bytes[l3..l3 + 40], Gid::from_ipv6(ip.src)),
+        NetRepr::V1 { grh: g } => (&bytes[l3..l3 + 40], Gid(g.sgid)),
     }
 }

@@ -161,7 +161,7 @@ impl Qp {
         let mut wc = WorkCompletion::new(wqe.wr_id, WcStatus::Success, WcOpcode::Recv, self.init.qpn);
         if wqe.capacity() < need {
             wc.status = WcStatus::LocLenErr;
-        } else if scatter(env.mem, pd, &wqe.sges, 0, &pkt.grh).is_err()
+        } else if scatter(env.mem, pd, &wqe.sges, 0, &pkt.grh_area()).is_err()
             || scatter(env.mem, pd, &wqe.sges, 40, pkt.payload).is_err()
         {
             wc.status = WcStatus::LocProtErr;

@@ -30,6 +30,19 @@ pub struct HeaderSet {
     pub ieth: bool,
 }
 
+impl HeaderSet {
+    /// Bytes of these headers on the wire.
+    pub const fn len(&self) -> usize {
+        (self.deth as usize) * super::deth::LEN
+            + (self.reth as usize) * super::reth::LEN
+            + (self.atomic_eth as usize) * super::atomic_eth::LEN
+            + (self.aeth as usize) * super::aeth::LEN
+            + (self.atomic_ack_eth as usize) * super::atomic_ack_eth::LEN
+            + (self.immdt as usize) * super::immdt::LEN
+            + (self.ieth as usize) * super::ieth::LEN
+    }
+}
+
 /// What a packet does, independent of its transport and position.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Operation {
@@ -72,22 +85,20 @@ pub struct OpcodeInfo {
     pub headers: HeaderSet,
     /// Whether payload bytes may follow the headers.
     pub payload: bool,
+    /// `headers.len()`, worked out when the table is built: the parser and
+    /// the emitter ask for it several times per packet.
+    ext_len: u8,
 }
 
 impl OpcodeInfo {
     /// Bytes of extension headers after the 12-byte BTH.
+    #[inline]
     pub const fn ext_len(&self) -> usize {
-        let h = self.headers;
-        (h.deth as usize) * super::deth::LEN
-            + (h.reth as usize) * super::reth::LEN
-            + (h.atomic_eth as usize) * super::atomic_eth::LEN
-            + (h.aeth as usize) * super::aeth::LEN
-            + (h.atomic_ack_eth as usize) * super::atomic_ack_eth::LEN
-            + (h.immdt as usize) * super::immdt::LEN
-            + (h.ieth as usize) * super::ieth::LEN
+        self.ext_len as usize
     }
 
     /// Bytes from the start of the BTH to the payload.
+    #[inline]
     pub const fn header_len(&self) -> usize {
         super::bth::LEN + self.ext_len()
     }
@@ -149,6 +160,7 @@ macro_rules! opcodes {
             position: Position::$pos,
             headers: $headers,
             payload: $payload,
+            ext_len: $headers.len() as u8,
         },)*];
 
         /// Opcode value → position in [`Opcode::ALL`]; `NOT_AN_OPCODE` for
