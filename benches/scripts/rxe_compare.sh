@@ -3,7 +3,7 @@
 # guest session (software-emulated CPU: only the ratio means anything).
 #
 #   benches/scripts/rxe_compare.sh [SIZE] [ITERS] [ROUNDS] [BOOTS]
-#       (root; default 65536 1000 5 1)
+#       (root; default 65536 2000 5 1)
 #
 # Both run without a wire: ib_write_bw server and client on rxe0 (rxe's
 # internal loopback), softrdma-perf both ends in one process on the
@@ -16,7 +16,7 @@
 # translated blocks by a hash of the guest address) and kernel rxe by about
 # as much from boot to boot.
 set -euo pipefail
-size=${1:-65536} iters=${2:-1000} rounds=${3:-5} boots=${4:-1}
+size=${1:-65536} iters=${2:-2000} rounds=${3:-5} boots=${4:-1}
 repo=$(cd "$(dirname "$0")/../.." && pwd)
 RXE_VM=${RXE_VM:-$repo/interop/rxe-vm}
 [ -x /work/shared/rxe-vm/run-pair.sh ] && RXE_VM=/work/shared/rxe-vm
