@@ -76,7 +76,6 @@ pub struct Endpoint<M: Memory> {
     active: BTreeSet<u32>,
     /// Timer index: (deadline, QPN), and each QP's entry in it.
     deadlines: BTreeSet<(Instant, u32)>,
-    deadline_of: HashMap<u32, Instant>,
 }
 
 /// rxe numbers QPs from 0x11 (after the special QP0/QP1 and a reserved range).
@@ -99,7 +98,6 @@ impl<M: Memory> Endpoint<M> {
             burst_left: 0,
             active: BTreeSet::new(),
             deadlines: BTreeSet::new(),
-            deadline_of: HashMap::default(),
         }
     }
 
@@ -124,7 +122,7 @@ impl<M: Memory> Endpoint<M> {
         let qp = self.qps.remove(&qpn)?;
         self.weights.remove(&qpn);
         self.active.remove(&qpn);
-        if let Some(t) = self.deadline_of.remove(&qpn) {
+        if let Some(t) = qp.filed_deadline {
             self.deadlines.remove(&(t, qpn));
         }
         self.retired.accumulate(qp.counters());
@@ -148,17 +146,16 @@ impl<M: Memory> Endpoint<M> {
     /// to do and files the QP's real deadline. Only an earlier deadline is
     /// filed at once. That keeps the index off the per-packet path.
     fn refile(&mut self, qpn: u32) {
-        let Some(new) = self.qps.get(&qpn).and_then(|q| q.poll_timeout()) else {
-            return;
-        };
-        match self.deadline_of.get(&qpn).copied() {
+        let Some(q) = self.qps.get_mut(&qpn) else { return };
+        let Some(new) = q.poll_timeout() else { return };
+        match q.filed_deadline {
             Some(old) if old <= new => {}
             old => {
                 if let Some(t) = old {
                     self.deadlines.remove(&(t, qpn));
                 }
                 self.deadlines.insert((new, qpn));
-                self.deadline_of.insert(qpn, new);
+                q.filed_deadline = Some(new);
             }
         }
     }
@@ -308,7 +305,9 @@ impl<M: Memory> Endpoint<M> {
             };
             if q.poll_transmit(now, &self.mem, buf) {
                 self.cursor = qpn;
-                self.burst_left = self.weights.get(&qpn).copied().unwrap_or(1) - 1;
+                // Most devices set no weights: skip the hash probe then.
+                let weight = if self.weights.is_empty() { 1 } else { self.weights.get(&qpn).copied().unwrap_or(1) };
+                self.burst_left = weight - 1;
                 self.counters.tx_frames += 1;
                 self.refile(qpn);
                 return true;
@@ -335,7 +334,9 @@ impl<M: Memory> Endpoint<M> {
                 break;
             }
             self.deadlines.pop_first();
-            self.deadline_of.remove(&qpn);
+            if let Some(q) = self.qps.get_mut(&qpn) {
+                q.filed_deadline = None;
+            }
             due.push(qpn);
         }
         due.extend(

@@ -85,13 +85,40 @@ struct Faulty {
 
 struct Inner {
     ports: RwLock<Vec<Arc<PortQueue>>>,
-    macs: RwLock<FxHashMap<[u8; 6], usize>>,
+    macs: RwLock<MacTable>,
     faults_on: AtomicBool,
     faulty: Mutex<Faulty>,
     stats: Stats,
     /// Frame buffers handed back by receivers, reused by senders: frames
     /// move between threads without an allocation or a copy each.
     pool: Mutex<Vec<Vec<u8>>>,
+}
+
+/// The switch's learned MACs. `generation` moves with every change, so a
+/// sender may keep its last answer (`Route`) for as long as it holds.
+#[derive(Default)]
+struct MacTable {
+    port_of: FxHashMap<[u8; 6], usize>,
+    generation: u64,
+}
+
+impl MacTable {
+    fn learn(&mut self, mac: [u8; 6], port: usize) {
+        self.port_of.insert(mac, port);
+        self.generation += 1;
+    }
+}
+
+/// A sender's last unicast forwarding decision: its frames of a stream all
+/// have one source and one destination, so the two hash probes per frame
+/// (learning the source, finding the destination) can be skipped while the
+/// table has not changed.
+#[derive(Clone, Copy, PartialEq, Eq)]
+struct Route {
+    generation: u64,
+    src: [u8; 6],
+    dst: [u8; 6],
+    to: usize,
 }
 
 /// A switch; cloning gives another handle to the same one.
@@ -136,7 +163,7 @@ impl Fabric {
         Fabric {
             inner: Arc::new(Inner {
                 ports: RwLock::new(Vec::new()),
-                macs: RwLock::new(FxHashMap::default()),
+                macs: RwLock::new(MacTable::default()),
                 faults_on: AtomicBool::new(faults.any()),
                 faulty: Mutex::new(Faulty { faults, rng: Rng::new(seed), held: Vec::new() }),
                 stats: Stats::default(),
@@ -174,15 +201,17 @@ impl Fabric {
             ports.push(queue.clone());
             ports.len() - 1
         };
-        self.inner.macs.write().unwrap_or_else(|e| e.into_inner()).insert(mac, port);
+        self.inner.macs.write().unwrap_or_else(|e| e.into_inner()).learn(mac, port);
         let rx = FabricRx { queue, fabric: Arc::downgrade(&self.inner) };
-        Link { tx: Arc::new(FabricTx { fabric: self.clone(), port }), rx: Box::new(rx), mac, mtu }
+        let tx = FabricTx { fabric: self.clone(), port, route: Mutex::new(None) };
+        Link { tx: Arc::new(tx), rx: Box::new(rx), mac, mtu }
     }
 }
 
 struct FabricTx {
     fabric: Fabric,
     port: usize,
+    route: Mutex<Option<Route>>,
 }
 
 impl Inner {
@@ -229,19 +258,32 @@ impl Inner {
     }
 
     /// Where a frame from port `from` goes; learns the source MAC (taking
-    /// the write lock only when a MAC appears or moves).
-    fn targets(&self, from: usize, frame: &[u8]) -> Targets {
+    /// the write lock only when a MAC appears or moves). `route` is the
+    /// sender's last unicast decision, used while the table is unchanged.
+    fn targets(&self, from: usize, frame: &[u8], route: &Mutex<Option<Route>>) -> Targets {
         let src: [u8; 6] = frame[6..12].try_into().unwrap_or_default();
         let dst: [u8; 6] = frame[0..6].try_into().unwrap_or_default();
         let macs = self.macs.read().unwrap_or_else(|e| e.into_inner());
-        let learned = macs.get(&src) == Some(&from);
-        let to = if dst[0] & 1 == 0 { macs.get(&dst).copied() } else { None };
+        let mut last = route.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(r) = *last {
+            if r.generation == macs.generation && r.src == src && r.dst == dst {
+                return Targets::One(r.to);
+            }
+        }
+        let learned = macs.port_of.get(&src) == Some(&from);
+        let to = if dst[0] & 1 == 0 { macs.port_of.get(&dst).copied() } else { None };
+        let generation = macs.generation;
         drop(macs);
         if !learned {
-            self.macs.write().unwrap_or_else(|e| e.into_inner()).insert(src, from);
+            self.macs.write().unwrap_or_else(|e| e.into_inner()).learn(src, from);
         }
         match to {
-            Some(p) => Targets::One(p),
+            Some(p) => {
+                // Only a decision that needed no learning is kept: learning
+                // moved the generation past the one read above.
+                *last = learned.then_some(Route { generation, src, dst, to: p });
+                Targets::One(p)
+            }
             None => {
                 bump(&self.stats.flooded);
                 Targets::AllBut(from)
@@ -249,11 +291,11 @@ impl Inner {
         }
     }
 
-    fn forward(&self, from: usize, buf: &mut Vec<u8>) {
+    fn forward(&self, from: usize, route: &Mutex<Option<Route>>, buf: &mut Vec<u8>) {
         if buf.len() < 14 {
             return;
         }
-        let targets = self.targets(from, buf);
+        let targets = self.targets(from, buf, route);
         let ports = self.ports.read().unwrap_or_else(|e| e.into_inner());
         match targets {
             Targets::One(to) if !self.faults_on.load(Ordering::Acquire) => {
@@ -327,7 +369,7 @@ impl LinkTx for FabricTx {
     }
 
     fn send_buf(&self, buf: &mut Vec<u8>) -> io::Result<()> {
-        self.fabric.inner.forward(self.port, buf);
+        self.fabric.inner.forward(self.port, &self.route, buf);
         Ok(())
     }
 }
@@ -454,6 +496,32 @@ mod tests {
         assert_eq!(lb.rx.recv(&mut buf, Duration::from_millis(10)).unwrap(), Some(60));
         assert_eq!(buf[20], 2);
         assert_eq!(lc.rx.recv(&mut buf, Duration::from_millis(10)).unwrap(), None, "unicast goes to its port only");
+    }
+
+    #[test]
+    fn a_sender_follows_a_mac_that_moves() {
+        // A sender keeps its last forwarding decision; a MAC that moves to
+        // another port must end it.
+        let fab = Fabric::new();
+        let (a, b, c, x) = ([2, 0, 0, 0, 0, 1], [2, 0, 0, 0, 0, 2], [2, 0, 0, 0, 0, 3], [2, 0, 0, 0, 0, 9]);
+        let la = fab.attach(a, 1500);
+        let lb = fab.attach(b, 1500);
+        let mut lb_rx = lb.rx;
+        let lc = fab.attach(c, 1500);
+        let mut lc_rx = lc.rx;
+        let mut buf = [0u8; 1600];
+        let t = Duration::from_millis(10);
+        lb.tx.send(&frame(a, x, 0)).unwrap(); // x learned on b's port
+        for tag in 1..=3 {
+            la.tx.send(&frame(x, a, tag)).unwrap();
+            assert_eq!(lb_rx.recv(&mut buf, t).unwrap(), Some(60), "frame {tag} to x on b");
+            assert_eq!(buf[20], tag);
+        }
+        lc.tx.send(&frame(a, x, 0)).unwrap(); // x moves to c's port
+        la.tx.send(&frame(x, a, 4)).unwrap();
+        assert_eq!(lc_rx.recv(&mut buf, t).unwrap(), Some(60), "x's frame follows it to c");
+        assert_eq!(buf[20], 4);
+        assert_eq!(lb_rx.recv(&mut buf, t).unwrap(), None, "and no longer reaches b");
     }
 
     #[test]
