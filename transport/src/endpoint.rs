@@ -76,6 +76,7 @@ pub struct Endpoint<M: Memory> {
     active: BTreeSet<u32>,
     /// Timer index: (deadline, QPN), and each QP's entry in it.
     deadlines: BTreeSet<(Instant, u32)>,
+    deadline_of: HashMap<u32, Instant>,
 }
 
 /// rxe numbers QPs from 0x11 (after the special QP0/QP1 and a reserved range).
@@ -98,6 +99,7 @@ impl<M: Memory> Endpoint<M> {
             burst_left: 0,
             active: BTreeSet::new(),
             deadlines: BTreeSet::new(),
+            deadline_of: HashMap::default(),
         }
     }
 
@@ -122,7 +124,7 @@ impl<M: Memory> Endpoint<M> {
         let qp = self.qps.remove(&qpn)?;
         self.weights.remove(&qpn);
         self.active.remove(&qpn);
-        if let Some(t) = qp.filed_deadline {
+        if let Some(t) = self.deadline_of.remove(&qpn) {
             self.deadlines.remove(&(t, qpn));
         }
         self.retired.accumulate(qp.counters());
@@ -146,16 +148,17 @@ impl<M: Memory> Endpoint<M> {
     /// to do and files the QP's real deadline. Only an earlier deadline is
     /// filed at once. That keeps the index off the per-packet path.
     fn refile(&mut self, qpn: u32) {
-        let Some(q) = self.qps.get_mut(&qpn) else { return };
-        let Some(new) = q.poll_timeout() else { return };
-        match q.filed_deadline {
+        let Some(new) = self.qps.get(&qpn).and_then(|q| q.poll_timeout()) else {
+            return;
+        };
+        match self.deadline_of.get(&qpn).copied() {
             Some(old) if old <= new => {}
             old => {
                 if let Some(t) = old {
                     self.deadlines.remove(&(t, qpn));
                 }
                 self.deadlines.insert((new, qpn));
-                q.filed_deadline = Some(new);
+                self.deadline_of.insert(qpn, new);
             }
         }
     }
@@ -334,9 +337,7 @@ impl<M: Memory> Endpoint<M> {
                 break;
             }
             self.deadlines.pop_first();
-            if let Some(q) = self.qps.get_mut(&qpn) {
-                q.filed_deadline = None;
-            }
+            self.deadline_of.remove(&qpn);
             due.push(qpn);
         }
         due.extend(

@@ -312,9 +312,6 @@ pub struct Qp {
     pub(crate) rxe_retry_quirk: bool,
     /// The job this QP belongs to; its packets carry a JKETH (wire::jketh).
     pub(crate) jkey: Option<u16>,
-    /// The deadline the endpoint has filed for this QP in its timer set
-    /// (kept here rather than in a map the endpoint consults per packet).
-    pub(crate) filed_deadline: Option<Instant>,
 }
 
 /// Packets between forced AckReqs in a long message (rxe's RXE_MAX_PKT_PER_ACK).
@@ -343,7 +340,6 @@ impl Qp {
             scratch: Vec::new(),
             rxe_retry_quirk: false,
             jkey: None,
-            filed_deadline: None,
         }
     }
 
