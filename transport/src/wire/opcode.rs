@@ -32,7 +32,7 @@ pub struct HeaderSet {
 
 impl HeaderSet {
     /// Bytes of these headers on the wire.
-    pub const fn len(&self) -> usize {
+    pub const fn wire_len(&self) -> usize {
         (self.deth as usize) * super::deth::LEN
             + (self.reth as usize) * super::reth::LEN
             + (self.atomic_eth as usize) * super::atomic_eth::LEN
@@ -85,7 +85,7 @@ pub struct OpcodeInfo {
     pub headers: HeaderSet,
     /// Whether payload bytes may follow the headers.
     pub payload: bool,
-    /// `headers.len()`, worked out when the table is built: the parser and
+    /// `headers.wire_len()`, worked out when the table is built: the parser and
     /// the emitter ask for it several times per packet.
     ext_len: u8,
 }
@@ -160,7 +160,7 @@ macro_rules! opcodes {
             position: Position::$pos,
             headers: $headers,
             payload: $payload,
-            ext_len: $headers.len() as u8,
+            ext_len: $headers.wire_len() as u8,
         },)*];
 
         /// Opcode value → position in [`Opcode::ALL`]; `NOT_AN_OPCODE` for
