@@ -47,14 +47,13 @@ pub fn compute(l3: &[u8], udp: Option<&[u8]>, ib: &[u8]) -> u32 {
     // calls of memcpy (calls and returns through the GOT are what costs
     // under QEMU's TCG; crate::code_page).
     let mut hdr = [0u8; HDR_MAX];
-    let bth = ib.len().min(bth::LEN);
+    let n = ib.len().min(bth::LEN);
     let at = match (l3.len(), udp.map(<[u8]>::len)) {
-        (20, Some(8)) if bth == bth::LEN => masked_headers(&mut hdr, &l3[..20], udp.map(|u| &u[..8]), &ib[..bth::LEN]),
-        (40, Some(8)) if bth == bth::LEN => masked_headers(&mut hdr, &l3[..40], udp.map(|u| &u[..8]), &ib[..bth::LEN]),
-        (40, None) if bth == bth::LEN => masked_headers(&mut hdr, &l3[..40], None, &ib[..bth::LEN]),
-        _ => masked_headers(&mut hdr, l3, udp, &ib[..bth]),
+        (20, Some(8)) if n == bth::LEN => masked_headers(&mut hdr, &l3[..20], udp.map(|u| &u[..8]), &ib[..bth::LEN]),
+        (40, Some(8)) if n == bth::LEN => masked_headers(&mut hdr, &l3[..40], udp.map(|u| &u[..8]), &ib[..bth::LEN]),
+        (40, None) if n == bth::LEN => masked_headers(&mut hdr, &l3[..40], None, &ib[..bth::LEN]),
+        _ => masked_headers(&mut hdr, l3, udp, &ib[..n]),
     };
-    let n = bth;
     match engine() {
         Engine::Simd => {
             let mut h = Hasher::new();
