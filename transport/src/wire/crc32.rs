@@ -50,27 +50,18 @@ const fn make_tables() -> [[u32; 256]; 16] {
 /// block is one load and a few XORs long.
 #[inline(always)]
 fn fold16(c: u32, ch: &[u8; 16]) -> u32 {
-    let t = &TABLES;
     let (lo, hi) = ch.split_at(8);
     let hi = u64::from_le_bytes(hi.try_into().unwrap_or([0; 8]));
     let lo = u64::from_le_bytes(lo.try_into().unwrap_or([0; 8])) ^ u64::from(c);
-    let byte = |w: u64, i: u32| ((w >> (8 * i)) & 0xff) as usize;
-    let rest = t[7][byte(hi, 0)]
-        ^ t[6][byte(hi, 1)]
-        ^ t[5][byte(hi, 2)]
-        ^ t[4][byte(hi, 3)]
-        ^ t[3][byte(hi, 4)]
-        ^ t[2][byte(hi, 5)]
-        ^ t[1][byte(hi, 6)]
-        ^ t[0][byte(hi, 7)];
-    rest ^ t[15][byte(lo, 0)]
-        ^ t[14][byte(lo, 1)]
-        ^ t[13][byte(lo, 2)]
-        ^ t[12][byte(lo, 3)]
-        ^ t[11][byte(lo, 4)]
-        ^ t[10][byte(lo, 5)]
-        ^ t[9][byte(lo, 6)]
-        ^ t[8][byte(lo, 7)]
+    let rest = word(hi, 7);
+    rest ^ word(lo, 15)
+}
+
+/// The lookups of the eight bytes of `w`, byte `i` in `TABLES[top - i]`,
+/// XORed together.
+#[inline(always)]
+fn word(w: u64, top: usize) -> u32 {
+    (0..8).fold(0, |acc, i| acc ^ TABLES[top - i][((w >> (8 * i)) & 0xff) as usize])
 }
 
 /// A 16-byte chunk as an array (`chunks_exact` guarantees the length).
