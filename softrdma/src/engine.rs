@@ -387,21 +387,9 @@ impl Shared {
     /// `first` for one; handles them. Returns how many there were.
     pub(crate) fn drain(&self, rx: &mut RxState, first: Duration, polling: bool) -> std::io::Result<usize> {
         let max = self.mtu + 64;
-        let mut k = 0;
-        while k < RX_BATCH {
-            let wait = if k == 0 { first } else { Duration::ZERO };
-            match rx.link.recv_buf(&mut rx.bufs[k], max, wait) {
-                Ok(Some(n)) => {
-                    rx.lens[k] = n;
-                    k += 1
-                }
-                Ok(None) => break,
-                Err(e) if k == 0 => return Err(e),
-                Err(_) => break,
-            }
-        }
+        let RxState { link, bufs, lens } = rx;
+        let k = link.recv_batch(bufs, lens, max, first)?;
         if k > 0 {
-            let RxState { bufs, lens, .. } = &*rx;
             self.receive(bufs[..k].iter().zip(&lens[..k]).map(|(b, &n)| &b[..n]), polling);
         }
         Ok(k)

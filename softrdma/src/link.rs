@@ -70,6 +70,33 @@ pub trait LinkRx: Send {
         }
         self.recv(&mut buf[..max], timeout)
     }
+
+    /// Takes up to `bufs.len()` frames, waiting up to `first` for the
+    /// first; frame `i` is `bufs[i][..lens[i]]`. Returns how many. An error
+    /// is returned only when no frame was taken. A link that queues frames
+    /// (the in-memory fabric) hands over a whole batch per lock.
+    fn recv_batch(
+        &mut self,
+        bufs: &mut [Vec<u8>],
+        lens: &mut [usize],
+        max: usize,
+        first: Duration,
+    ) -> io::Result<usize> {
+        let mut k = 0;
+        while k < bufs.len().min(lens.len()) {
+            let wait = if k == 0 { first } else { Duration::ZERO };
+            match self.recv_buf(&mut bufs[k], max, wait) {
+                Ok(Some(n)) => {
+                    lens[k] = n;
+                    k += 1
+                }
+                Ok(None) => break,
+                Err(e) if k == 0 => return Err(e),
+                Err(_) => break,
+            }
+        }
+        Ok(k)
+    }
 }
 
 /// A link as a backend hands it to a device.
