@@ -10,7 +10,9 @@
 #   3. tap write_lat 2 B (half RTT)   vs  tap raw ping-pong 64 B (half RTT)
 # Raw frames are EtherType 0x88b5 (1a, 1b, 3) and, as RoCEv2's own frames are,
 # IPv4/UDP to port 4791 (1c, 3b: `--udp`), which the bridges' netfilter hooks
-# process and the 0x88b5 frames skip.
+# process and the 0x88b5 frames skip. The raw baselines spin on their links
+# as the devices busy-poll; 1d and 3c compare with raw baselines that sleep
+# in poll(2) between frames (`--busy-poll 0`), the baseline of earlier stops.
 # Prints every pair and the median ratio.  Needs root (TAP).
 #
 #   bash benches/scripts/targets.sh [PAIRS]
@@ -22,7 +24,7 @@ row() { "$PERF" "$@" 2>/dev/null | grep -E '^ [0-9]+ ' | tail -1; }
 med() { sort -g | awk '{a[NR]=$1} END {if (NR==0) {print "-"; exit} m=(NR%2)?a[(NR+1)/2]:(a[NR/2]+a[NR/2+1])/2; printf "%.3f [%.3f..%.3f]", m, a[1], a[NR]}'; }
 
 echo "# $(date -u +%FT%TZ) load $(cut -d' ' -f1-3 /proc/loadavg) PAIRS=$PAIRS"
-r1=() r1b=() r1c=() r2=() r2b=() r3=() r3b=()
+r1=() r1b=() r1c=() r1d=() r2=() r2b=() r3=() r3b=() r3c=()
 for i in $(seq "$PAIRS"); do
     raw=$(row raw_bw -s 4096 -D 2 --fabric tap | awk '{print $4}')
     rdma=$(row write_bw -s 65536 -m 4096 -D 2 --fabric tap | awk '{print $4}')
@@ -31,6 +33,8 @@ for i in $(seq "$PAIRS"); do
     r1b+=("$(awk -v a="$rdma" -v b="$rawc" 'BEGIN {print a/b}')")
     rawu=$(row raw_bw -s 4096 -D 2 --udp --fabric tap | awk '{print $4}')
     r1c+=("$(awk -v a="$rdma" -v b="$rawu" 'BEGIN {print a/b}')")
+    rawus=$(row raw_bw -s 4096 -D 2 --udp --fabric tap --busy-poll 0 | awk '{print $4}')
+    r1d+=("$(awk -v a="$rdma" -v b="$rawus" 'BEGIN {print a/b}')")
     mc=$(row memcpy_bw -s 65536 -D 1 | awk '{print $4}')
     mem=$(row write_bw -s 65536 -m 4096 -D 2 | awk '{print $4}')
     r2+=("$(awk -v a="$mem" -v b="$mc" 'BEGIN {print a/b}')")
@@ -41,12 +45,16 @@ for i in $(seq "$PAIRS"); do
     r3+=("$(awk -v a="$wl" -v b="$rl" 'BEGIN {print a/b}')")
     rlu=$(row raw_lat -n 5000 --udp --fabric tap | awk '{print $5}')
     r3b+=("$(awk -v a="$wl" -v b="$rlu" 'BEGIN {print a/b}')")
-    echo "pair $i: tap write_bw $rdma / raw $raw / raw-credit $rawc / raw-udp $rawu MB/s | mem write_bw $mem / memcpy $mc / xcore $xc MB/s | tap write_lat $wl / raw half-RTT $rl / raw-udp $rlu us | load $(cut -d' ' -f1 /proc/loadavg)"
+    rlus=$(row raw_lat -n 5000 --udp --fabric tap --busy-poll 0 | awk '{print $5}')
+    r3c+=("$(awk -v a="$wl" -v b="$rlus" 'BEGIN {print a/b}')")
+    echo "pair $i: tap write_bw $rdma / raw $raw / raw-credit $rawc / raw-udp $rawu / raw-udp sleeping $rawus MB/s | mem write_bw $mem / memcpy $mc / xcore $xc MB/s | tap write_lat $wl / raw half-RTT $rl / raw-udp $rlu / raw-udp sleeping $rlus us | load $(cut -d' ' -f1 /proc/loadavg)"
 done
 echo "1a. tap write_bw 64K / raw TAP frames, blasted      (target >= 0.80): $(printf '%s\n' "${r1[@]}" | med)"
 echo "1b. tap write_bw 64K / raw TAP frames, self-clocked (target >= 0.80): $(printf '%s\n' "${r1b[@]}" | med)"
 echo "1c. tap write_bw 64K / raw TAP IPv4/UDP frames, blasted (target >= 0.80): $(printf '%s\n' "${r1c[@]}" | med)"
+echo "1d. tap write_bw 64K / raw TAP IPv4/UDP frames, receiver sleeping (earlier stops' baseline): $(printf '%s\n' "${r1d[@]}" | med)"
 echo "2a. mem write_bw 64K / memcpy 64K    (target >= 0.50): $(printf '%s\n' "${r2[@]}" | med)"
 echo "2b. mem write_bw 64K / memcpy_xcore_bw 64K (two copies + hand-off): $(printf '%s\n' "${r2b[@]}" | med)"
 echo "3. tap write_lat 2B / raw half RTT   (target <= 1.50): $(printf '%s\n' "${r3[@]}" | med)"
 echo "3b. tap write_lat 2B / raw IPv4/UDP half RTT (target <= 1.50): $(printf '%s\n' "${r3b[@]}" | med)"
+echo "3c. tap write_lat 2B / raw IPv4/UDP half RTT, echo sleeping (earlier stops' baseline): $(printf '%s\n' "${r3c[@]}" | med)"

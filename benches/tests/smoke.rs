@@ -93,6 +93,11 @@ fn baselines_and_scale_without_root() {
     assert!(has_row(&out, "1024"), "{out}");
     let out = perf(&["raw_lat", "-n", "50"]);
     assert!(has_row(&out, "64"), "{out}");
+    if softrdma::busy_poll::multi_cpu() {
+        assert!(out.contains("spinning"), "the raw baselines poll as the devices do: {out}");
+    }
+    let out = perf(&["raw_lat", "-n", "50", "--busy-poll", "0"]);
+    assert!(has_row(&out, "64") && out.contains("sleeping"), "{out}");
     let out = perf(&["memcpy_bw", "-s", "65536", "-n", "100"]);
     assert!(has_row(&out, "65536"), "{out}");
     let out = perf(&["memcpy_xcore_bw", "-s", "65536", "-m", "4096", "-n", "100"]);
@@ -116,6 +121,8 @@ fn tap_fabric() {
     assert!(has_row(&out, "4096"), "{out}");
     let out = perf(&["raw_lat", "--fabric", "tap", "-n", "50"]);
     assert!(has_row(&out, "64"), "{out}");
+    let out = perf(&["raw_bw", "--fabric", "tap", "--udp", "-s", "4096", "-n", "2000", "--busy-poll", "0"]);
+    assert!(has_row(&out, "4096") && out.contains("sleeping"), "{out}");
     let out = perf(&["scale_ns", "--fabric", "tap", "-n", "4"]);
     assert!(out.contains("namespaces_left                    0"), "{out}");
 }

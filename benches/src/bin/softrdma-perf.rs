@@ -67,6 +67,7 @@ struct Common {
     qp_timeout: u8,
     /// Busy-poll interval of the devices in µs (0: off, every frame through
     /// the receive thread). Default: the device's (200 µs on more than one CPU).
+    /// raw_bw/raw_lat spin on their links unless this is 0 (or on one CPU).
     #[arg(long = "busy-poll")]
     busy_poll: Option<u64>,
     /// How long (µs) the devices' receive threads keep polling an idle link
@@ -437,6 +438,11 @@ fn memcpy_test(
     finish(&mut r, c)
 }
 
+/// How the raw baselines wait for frames, for their banners.
+fn raw_polling() -> String {
+    if baseline::spins() { "spinning (as the devices busy-poll)" } else { "sleeping in the link between frames" }.into()
+}
+
 fn run(cli: Cli) -> Result<(), String> {
     if let Some(us) = cli.cmd.common().and_then(|c| c.busy_poll) {
         fabric::set_busy_poll((us > 0).then(|| Duration::from_micros(us)));
@@ -445,6 +451,10 @@ fn run(cli: Cli) -> Result<(), String> {
         fabric::set_rx_linger(Duration::from_micros(us));
     }
     baseline::set_udp_frames(cli.cmd.common().is_some_and(|c| c.udp));
+    // The raw baselines poll as the devices do: spinning unless busy
+    // polling is off (`--busy-poll 0`, or one CPU).
+    let busy_poll_off = cli.cmd.common().and_then(|c| c.busy_poll) == Some(0);
+    baseline::set_spin(!busy_poll_off && softrdma::busy_poll::multi_cpu());
     match cli.cmd {
         Cmd::WriteBw(c) => verbs_test(Test::WriteBw, "write_bw", &c),
         Cmd::ReadBw(c) => verbs_test(Test::ReadBw, "read_bw", &c),
@@ -456,7 +466,11 @@ fn run(cli: Cli) -> Result<(), String> {
         Cmd::RawBw(c) => {
             let mut r = Report::new("raw_bw");
             common_params(&mut r, &c);
-            banner("Raw Ethernet BW Test (no RDMA)", &c, &[("Frame", "RoCE-sized: payload + 58 B".into())]);
+            banner(
+                "Raw Ethernet BW Test (no RDMA)",
+                &c,
+                &[("Frame", "RoCE-sized: payload + 58 B".into()), ("Receiver", raw_polling())],
+            );
             println!("{}", bw_header(c.report_gbits));
             let iters = c.iters.unwrap_or(100_000);
             let dur = c.duration.map(Duration::from_secs_f64);
@@ -478,7 +492,7 @@ fn run(cli: Cli) -> Result<(), String> {
             let mut r = Report::new("raw_lat");
             common_params(&mut r, &c);
             let len = if c.size == 65536 { 64 } else { c.size.max(60) };
-            banner("Raw Ethernet Latency Test (no RDMA)", &c, &[("Frame", format!("{len} B"))]);
+            banner("Raw Ethernet Latency Test (no RDMA)", &c, &[("Frame", format!("{len} B")), ("Receivers", raw_polling())]);
             println!("{}", lat_header());
             let row = baseline::raw_lat(c.fabric, len, c.iters.unwrap_or(10_000))?;
             println!("{}", lat_line(&row));
