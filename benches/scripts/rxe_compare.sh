@@ -38,7 +38,7 @@ for r in \$(seq $rounds); do
   wait
   echo "== softrdma, round \$r"
   /host/softrdma-perf write_bw -s $size -m 1024 -n $iters >/tmp/srd.log 2>&1
-  grep 'ICRC engine' /tmp/srd.log; tail -2 /tmp/srd.log | head -1
+  grep 'ICRC' /tmp/srd.log; tail -2 /tmp/srd.log | head -1
 done
 echo "== softrdma, ICRC by SIMD folding (SOFTRDMA_ICRC=simd)"
 SOFTRDMA_ICRC=simd /host/softrdma-perf write_bw -s $size -m 1024 -n $iters 2>&1 | tail -2 | head -1

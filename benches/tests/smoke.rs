@@ -57,8 +57,13 @@ fn both_icrc_engines_carry_traffic() {
             assert!(has_row(&out, "3000"), "{engine} {t}: {out}");
             let shown = out.lines().find(|l| l.contains("ICRC engine")).unwrap_or_default();
             assert!(shown.trim_end().ends_with(engine), "{engine}: {shown}");
+            assert!(!out.contains("ICRC timing"), "a forced engine was not measured: {out}");
         }
     }
+    // Chosen by measuring, the banner shows what was measured.
+    let out = perf(&["write_bw", "-s", "3000", "-n", "30", "-m", "1024"]);
+    let timing = out.lines().find(|l| l.contains("ICRC timing")).unwrap_or_default();
+    assert!(timing.contains("simd") && timing.contains("table") && timing.contains("ns/KiB"), "{out}");
 }
 
 #[test]

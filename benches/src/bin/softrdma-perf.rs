@@ -366,7 +366,7 @@ fn verbs_test(t: Test, name: &str, c: &Common) -> Result<(), String> {
     let (a, b) = (devs.context(0), devs.context(1));
     let mut r = Report::new(name);
     common_params(&mut r, c);
-    banner(t.title(), c, &[icrc_engine(&mut r)]);
+    banner(t.title(), c, &icrc_lines(&mut r));
     if t.is_bw() {
         println!("{}", bw_header(c.report_gbits));
     } else {
@@ -416,7 +416,29 @@ fn verbs_test(t: Test, name: &str, c: &Common) -> Result<(), String> {
 fn icrc_engine(r: &mut Report) -> (&'static str, String) {
     let icrc = format!("{:?}", softrdma::icrc_engine::choose()).to_lowercase();
     r.fact("icrc_engine", &icrc);
+    if let Some((simd, table)) = icrc_ns_per_kib() {
+        r.fact("icrc_ns_per_kib_simd", &format!("{simd:.0}"));
+        r.fact("icrc_ns_per_kib_table", &format!("{table:.0}"));
+    }
     ("ICRC engine", icrc)
+}
+
+/// What the engine choice measured, in ns per KiB (SIMD, table); none when
+/// `SOFTRDMA_ICRC` forced the engine.
+fn icrc_ns_per_kib() -> Option<(f64, f64)> {
+    let (simd, table) = softrdma::icrc_engine::measured()?;
+    // Each trial hashed 32 × 1 100 bytes.
+    let per_kib = |d: Duration| d.as_nanos() as f64 * 1024.0 / (32.0 * 1100.0);
+    Some((per_kib(simd), per_kib(table)))
+}
+
+/// The banner lines on the ICRC: the engine, and what chose it.
+fn icrc_lines(r: &mut Report) -> Vec<(&'static str, String)> {
+    let mut lines = vec![icrc_engine(r)];
+    if let Some((simd, table)) = icrc_ns_per_kib() {
+        lines.push(("ICRC timing", format!("simd {simd:.0} ns/KiB, table {table:.0} ns/KiB")));
+    }
+    lines
 }
 
 /// A memcpy baseline over the sizes of the command line.
@@ -515,7 +537,7 @@ fn run(cli: Cli) -> Result<(), String> {
             let mut r = Report::new("sim_bw");
             common_params(&mut r, &c);
             // The same ICRC engine a device would pick on this CPU.
-            banner("RC RDMA WRITE on the simulator (transport only)", &c, &[icrc_engine(&mut r)]);
+            banner("RC RDMA WRITE on the simulator (transport only)", &c, &icrc_lines(&mut r));
             println!("{}", bw_header(c.report_gbits));
             for size in sizes(&c) {
                 let (row, pkts) = baseline::sim_bw(size, cfg.iters, cfg.mtu, cfg.tx_depth)?;
