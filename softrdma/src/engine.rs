@@ -133,6 +133,8 @@ pub struct Shared {
     pub(crate) busy_poll: Option<Duration>,
     /// How long the receive thread polls an idle link after a batch.
     pub(crate) rx_linger: Duration,
+    /// Frames an application's busy poll takes at most (`LinkRx::polls_are_syscalls`).
+    polled_batch: usize,
     /// Counts application polls (no clock read on the polling path); 0:
     /// nobody polls.
     pub(crate) polls: AtomicU64,
@@ -159,6 +161,7 @@ impl Shared {
         core: Core,
     ) -> Arc<Self> {
         let rx_linger = polling.rx_linger_for(&*rx);
+        let polled_batch = if rx.polls_are_syscalls() { 1 } else { RX_BATCH };
         let bufs = (0..RX_BATCH).map(|_| Vec::with_capacity(mtu + 64)).collect();
         Arc::new(Shared {
             name,
@@ -169,6 +172,7 @@ impl Shared {
             rx: Mutex::new(RxState { link: rx, bufs, lens: [0; RX_BATCH] }),
             busy_poll: polling.busy_poll.filter(|d| !d.is_zero()),
             rx_linger,
+            polled_batch,
             polls: AtomicU64::new(0),
             rx_thread: std::sync::OnceLock::new(),
             has_deferred: AtomicBool::new(false),
@@ -383,12 +387,14 @@ impl Shared {
         self.flush_as(&mut core, polling);
     }
 
-    /// Takes up to `RX_BATCH` frames from the link, the first waiting up to
-    /// `first` for one; handles them. Returns how many there were.
+    /// Takes up to `RX_BATCH` frames from the link (an application's busy
+    /// poll: `polled_batch`), the first waiting up to `first` for one;
+    /// handles them. Returns how many there were.
     pub(crate) fn drain(&self, rx: &mut RxState, first: Duration, polling: bool) -> std::io::Result<usize> {
         let max = self.mtu + 64;
         let RxState { link, bufs, lens } = rx;
-        let k = link.recv_batch(bufs, lens, max, first)?;
+        let n = if polling { self.polled_batch } else { RX_BATCH };
+        let k = link.recv_batch(&mut bufs[..n], &mut lens[..n], max, first)?;
         if k > 0 {
             self.receive(bufs[..k].iter().zip(&lens[..k]).map(|(b, &n)| &b[..n]), polling);
         }

@@ -53,6 +53,15 @@ pub trait LinkRx: Send {
         Duration::ZERO
     }
 
+    /// Whether each poll of this link is a system call (a TAP's `read(2)`).
+    /// An application thread that busy-polls such a link takes one frame
+    /// per poll: after the frame it wants, another poll would only find
+    /// the link empty, and that `read(2)` (≈ 170 ns) would sit between the
+    /// frame and the application seeing it.
+    fn polls_are_syscalls(&self) -> bool {
+        false
+    }
+
     /// Waits up to `timeout` for one frame and copies it into `buf`; returns
     /// its length, or `Ok(None)` when the timeout passed. `buf` is at least
     /// `mtu + 18` bytes long. An error of kind `BrokenPipe` means the link is

@@ -60,6 +60,8 @@ pub struct TestbedOptions {
     /// Devices without busy polling (`DeviceConfig::busy_poll = None`):
     /// every frame goes through the receive thread.
     pub no_busy_poll: bool,
+    /// A busy-poll interval other than the default (`DeviceConfig::busy_poll`).
+    pub busy_poll_interval: Option<std::time::Duration>,
 }
 
 /// One tenant of a multi-tenant testbed.
@@ -101,6 +103,9 @@ impl Testbed {
         c.pcap = o.pcap_prefix.as_ref().map(|p| PathBuf::from(format!("{}-{i}.pcap", p.display())));
         c.rxe_retry_quirk = o.rxe_retry_quirk;
         c.broken = o.broken;
+        if let Some(d) = o.busy_poll_interval {
+            c.busy_poll = Some(d);
+        }
         if o.no_busy_poll {
             c.busy_poll = None;
         }

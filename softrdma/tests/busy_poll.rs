@@ -133,3 +133,57 @@ fn a_thread_that_stops_polling_and_blocks_is_woken_by_the_receive_thread() {
         assert_eq!((wc.wr_id, wc.status), (round, WcStatus::Success));
     }
 }
+
+/// How many of four queued frames one application poll takes: all of them
+/// on the in-memory fabric (one lock for the batch), one on a TAP, where a
+/// second poll would be a `read(2)` finding nothing, between the frame and
+/// the application that waits for it.
+fn frames_taken_per_poll(bed: &Testbed) -> Vec<u64> {
+    let (a, b) = pair(&bed.contexts());
+    ping_pong(&a, &b, 5); // addresses resolved, both sides polling
+    // b's receive thread stands aside for the whole (long) interval, so
+    // a's frames wait in b's link until b polls.
+    for i in 0..4u64 {
+        a.qp.post_send(&[write(&a, &b, i, 64 * i, 8)], None).unwrap();
+    }
+    // (Well within a's 67 ms ACK timeout: no retransmission joins them.)
+    std::thread::sleep(Duration::from_millis(20));
+    let polled = || bed.devices[1].counters().0.rx_polled;
+    let mut taken = Vec::new();
+    let mut before = polled();
+    while taken.iter().sum::<u64>() < 4 && taken.len() < 8 {
+        let _ = b.cq.poll(1);
+        let now = polled();
+        taken.push(now - before);
+        before = now;
+    }
+    // b's ACKs leave with its polls (its flushes held them back).
+    let mut done = 0;
+    let t = Instant::now();
+    while done < 4 {
+        let _ = b.cq.poll(1);
+        for wc in a.cq.poll(4) {
+            assert_eq!(wc.status, WcStatus::Success);
+            done += 1;
+        }
+        assert!(t.elapsed() < Duration::from_secs(5), "{done} of 4 WRITEs completed");
+    }
+    taken
+}
+
+fn long_polling() -> TestbedOptions {
+    TestbedOptions { busy_poll_interval: Some(Duration::from_secs(5)), ..Default::default() }
+}
+
+#[test]
+fn a_poll_of_the_memory_fabric_takes_the_whole_batch() {
+    let bed = Testbed::memory(2, Faults::default(), &long_polling()).expect("memory testbed");
+    assert_eq!(frames_taken_per_poll(&bed), [4]);
+}
+
+#[test]
+fn a_poll_of_a_tap_takes_one_frame() {
+    softrdma::require_root!();
+    let bed = Testbed::tap(2, &long_polling()).expect("TAP testbed");
+    assert_eq!(frames_taken_per_poll(&bed), [1, 1, 1, 1]);
+}

@@ -254,6 +254,10 @@ impl LinkRx for TapRx {
         Duration::from_micros(5)
     }
 
+    fn polls_are_syscalls(&self) -> bool {
+        true
+    }
+
     fn recv(&mut self, buf: &mut [u8], timeout: Duration) -> io::Result<Option<usize>> {
         // The clock is read only once a wait is due (busy polling reads
         // with a zero timeout, one syscall per poll).
