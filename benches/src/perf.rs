@@ -620,8 +620,22 @@ pub fn run_lat(t: Test, ca: &Arc<dyn Context>, cb: &Arc<dyn Context>, cfg: &Perf
                     b.qps[0]
                         .post_send(std::slice::from_ref(&wr), b.ah.as_ref())
                         .map_err(|(_, er)| format!("post_send: {er}"))?;
-                    for wc in b.cq.poll(16) {
-                        check(&wc, "server send")?;
+                    if t == Test::WriteLat {
+                        // As perftest's write_lat: the send completes (RC:
+                        // the peer's ACK is in) before the next wait.
+                        loop {
+                            if let Some(wc) = next_wc(&b.cq, Duration::from_millis(50)) {
+                                check(&wc, "server send")?;
+                                break;
+                            }
+                            if stop.load(Ordering::Acquire) {
+                                return Ok(());
+                            }
+                        }
+                    } else {
+                        for wc in b.cq.poll(16) {
+                            check(&wc, "server send")?;
+                        }
                     }
                 }
                 Ok(())
@@ -653,10 +667,12 @@ pub fn run_lat(t: Test, ca: &Arc<dyn Context>, cb: &Arc<dyn Context>, cfg: &Perf
                     .map_err(|(_, er)| format!("post_send: {er}"))?;
                 match t {
                     Test::WriteLat => {
+                        // perftest's order (run_iter_lat_write): post, poll
+                        // the send CQ until the WRITE completes, then wait
+                        // for the peer's. Under RC the completion needs the
+                        // peer's ACK, so the ACK is on the measured path.
+                        wait_one(&a.cq, "send")?;
                         wait_byte(&a.mr, a.offset(0, true) + last, marker, &stop)?;
-                        for wc in a.cq.poll(16) {
-                            check(&wc, "send")?;
-                        }
                     }
                     Test::SendLat => {
                         let wc = wait_one(&a.rcq, "recv")?;
