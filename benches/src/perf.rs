@@ -544,6 +544,18 @@ fn wait_one(cq: &Arc<dyn Cq>, what: &str) -> Res<WorkCompletion> {
     }
 }
 
+/// One completion from `cq`, or `None` once `stop` is set (the client is done).
+fn wc_unless_stopped(cq: &Arc<dyn Cq>, stop: &AtomicBool) -> Option<WorkCompletion> {
+    loop {
+        if let Some(wc) = next_wc(cq, Duration::from_millis(50)) {
+            return Some(wc);
+        }
+        if stop.load(Ordering::Acquire) {
+            return None;
+        }
+    }
+}
+
 /// One latency measurement at one message size: `warmup` untimed exchanges,
 /// then `iters` timed ones.
 pub fn run_lat(t: Test, ca: &Arc<dyn Context>, cb: &Arc<dyn Context>, cfg: &PerfConfig, size: usize) -> Res<LatRow> {
@@ -595,14 +607,7 @@ pub fn run_lat(t: Test, ca: &Arc<dyn Context>, cb: &Arc<dyn Context>, cfg: &Perf
                             }
                         }
                         _ => {
-                            let wc = loop {
-                                if let Some(wc) = next_wc(&b.rcq, Duration::from_millis(50)) {
-                                    break wc;
-                                }
-                                if stop.load(Ordering::Acquire) {
-                                    return Ok(());
-                                }
-                            };
+                            let Some(wc) = wc_unless_stopped(&b.rcq, stop) else { return Ok(()) };
                             check(&wc, "server recv")?;
                             b.qps[0]
                                 .post_recv(&[recv_wr(b, 0, size, it)])
@@ -623,15 +628,8 @@ pub fn run_lat(t: Test, ca: &Arc<dyn Context>, cb: &Arc<dyn Context>, cfg: &Perf
                     if t == Test::WriteLat {
                         // As perftest's write_lat: the send completes (RC:
                         // the peer's ACK is in) before the next wait.
-                        loop {
-                            if let Some(wc) = next_wc(&b.cq, Duration::from_millis(50)) {
-                                check(&wc, "server send")?;
-                                break;
-                            }
-                            if stop.load(Ordering::Acquire) {
-                                return Ok(());
-                            }
-                        }
+                        let Some(wc) = wc_unless_stopped(&b.cq, stop) else { return Ok(()) };
+                        check(&wc, "server send")?;
                     } else {
                         for wc in b.cq.poll(16) {
                             check(&wc, "server send")?;

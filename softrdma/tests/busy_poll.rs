@@ -141,8 +141,8 @@ fn a_thread_that_stops_polling_and_blocks_is_woken_by_the_receive_thread() {
 fn frames_taken_per_poll(bed: &Testbed) -> Vec<u64> {
     let (a, b) = pair(&bed.contexts());
     ping_pong(&a, &b, 5); // addresses resolved, both sides polling
-    // b's receive thread stands aside for the whole (long) interval, so
-    // a's frames wait in b's link until b polls.
+                          // b's receive thread stands aside for the whole (long) interval, so
+                          // a's frames wait in b's link until b polls.
     for i in 0..4u64 {
         a.qp.post_send(&[write(&a, &b, i, 64 * i, 8)], None).unwrap();
     }

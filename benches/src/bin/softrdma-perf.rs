@@ -514,7 +514,11 @@ fn run(cli: Cli) -> Result<(), String> {
             let mut r = Report::new("raw_lat");
             common_params(&mut r, &c);
             let len = if c.size == 65536 { 64 } else { c.size.max(60) };
-            banner("Raw Ethernet Latency Test (no RDMA)", &c, &[("Frame", format!("{len} B")), ("Receivers", raw_polling())]);
+            banner(
+                "Raw Ethernet Latency Test (no RDMA)",
+                &c,
+                &[("Frame", format!("{len} B")), ("Receivers", raw_polling())],
+            );
             println!("{}", lat_header());
             let row = baseline::raw_lat(c.fabric, len, c.iters.unwrap_or(10_000))?;
             println!("{}", lat_line(&row));

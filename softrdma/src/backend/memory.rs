@@ -318,7 +318,8 @@ impl Inner {
             Some(p) => {
                 // Learning moved the generation past the one read above, so
                 // only a decision that needed none is worth keeping.
-                *route = if learned { ports.get(p).map(|q| Route { generation, src, dst, queue: q.clone() }) } else { None };
+                *route =
+                    if learned { ports.get(p).map(|q| Route { generation, src, dst, queue: q.clone() }) } else { None };
                 Targets::One(p)
             }
             None => {
@@ -341,11 +342,15 @@ impl Inner {
         {
             return false;
         }
-        // The frame moves on; the sender gets a recycled buffer.
+        self.pass_on(&r.queue, stash, buf);
+        true
+    }
+
+    /// The frame in `buf` moves on to `q`; the sender gets a recycled buffer.
+    fn pass_on(&self, q: &PortQueue, stash: &mut Vec<Vec<u8>>, buf: &mut Vec<u8>) {
         let frame = std::mem::replace(buf, self.stashed_buffer(stash));
         bump(&self.stats.forwarded);
-        self.enqueue(&r.queue, frame);
-        true
+        self.enqueue(q, frame);
     }
 
     fn forward(&self, from: usize, tx: &mut TxState, buf: &mut Vec<u8>) {
@@ -357,9 +362,7 @@ impl Inner {
         match targets {
             Targets::One(to) if !self.faults_on.load(Ordering::Acquire) => {
                 let Some(q) = ports.get(to) else { return };
-                let frame = std::mem::replace(buf, self.stashed_buffer(&mut tx.stash));
-                bump(&self.stats.forwarded);
-                self.enqueue(q, frame);
+                self.pass_on(q, &mut tx.stash, buf);
             }
             Targets::One(to) => self.forward_faulty(&ports, to, buf),
             Targets::AllBut(from) => {
