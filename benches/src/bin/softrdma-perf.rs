@@ -411,31 +411,19 @@ fn verbs_test(t: Test, name: &str, c: &Common) -> Result<(), String> {
     finish(&mut r, c)
 }
 
-/// Picks this process's ICRC engine (as a device would) and records it:
-/// the banner line and the JSON fact.
-fn icrc_engine(r: &mut Report) -> (&'static str, String) {
+/// Picks this process's ICRC engine (as a device would) and records it and
+/// what the choice measured (none when `SOFTRDMA_ICRC` forced it): the
+/// banner lines and the JSON facts.
+fn icrc_lines(r: &mut Report) -> Vec<(&'static str, String)> {
     let icrc = format!("{:?}", softrdma::icrc_engine::choose()).to_lowercase();
     r.fact("icrc_engine", &icrc);
-    if let Some((simd, table)) = icrc_ns_per_kib() {
+    let mut lines = vec![("ICRC engine", icrc)];
+    if let Some((simd, table)) = softrdma::icrc_engine::measured() {
+        // Each trial hashed 32 × 1 100 bytes.
+        let per_kib = |d: Duration| d.as_nanos() as f64 * 1024.0 / (32.0 * 1100.0);
+        let (simd, table) = (per_kib(simd), per_kib(table));
         r.fact("icrc_ns_per_kib_simd", &format!("{simd:.0}"));
         r.fact("icrc_ns_per_kib_table", &format!("{table:.0}"));
-    }
-    ("ICRC engine", icrc)
-}
-
-/// What the engine choice measured, in ns per KiB (SIMD, table); none when
-/// `SOFTRDMA_ICRC` forced the engine.
-fn icrc_ns_per_kib() -> Option<(f64, f64)> {
-    let (simd, table) = softrdma::icrc_engine::measured()?;
-    // Each trial hashed 32 × 1 100 bytes.
-    let per_kib = |d: Duration| d.as_nanos() as f64 * 1024.0 / (32.0 * 1100.0);
-    Some((per_kib(simd), per_kib(table)))
-}
-
-/// The banner lines on the ICRC: the engine, and what chose it.
-fn icrc_lines(r: &mut Report) -> Vec<(&'static str, String)> {
-    let mut lines = vec![icrc_engine(r)];
-    if let Some((simd, table)) = icrc_ns_per_kib() {
         lines.push(("ICRC timing", format!("simd {simd:.0} ns/KiB, table {table:.0} ns/KiB")));
     }
     lines
