@@ -13,6 +13,7 @@
 
 pub mod baseline;
 pub mod fabric;
+pub mod loaded;
 pub mod oob;
 pub mod perf;
 pub mod report;

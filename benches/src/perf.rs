@@ -177,7 +177,7 @@ pub fn connect(a: &Arc<dyn Context>, b: &Arc<dyn Context>, cfg: &PerfConfig, siz
     Ok((x, y))
 }
 
-fn check(wc: &WorkCompletion, what: &str) -> Res<()> {
+pub(crate) fn check(wc: &WorkCompletion, what: &str) -> Res<()> {
     if wc.status != WcStatus::Success {
         return Err(format!("{what}: completion {} ({:?}) for wr_id {:#x}", wc.status.as_str(), wc.status, wc.wr_id));
     }

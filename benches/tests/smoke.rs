@@ -74,6 +74,8 @@ fn latency_tests_on_the_memory_fabric() {
     }
     let out = perf(&["send_lat", "-c", "UD", "-s", "100", "-n", "10"]);
     assert!(has_row(&out, "100"), "{out}");
+    let out = perf(&["post_loaded", "-s", "2", "-n", "20"]);
+    assert!(out.contains("post_send call") && out.contains("post to completion"), "{out}");
 }
 
 #[test]
@@ -122,6 +124,8 @@ fn tap_fabric() {
     assert!(has_row(&out, "8192"), "{out}");
     let out = perf(&["write_lat", "--fabric", "tap", "-s", "2", "-n", "20"]);
     assert!(has_row(&out, "2"), "{out}");
+    let out = perf(&["post_loaded", "--fabric", "tap", "-s", "2", "-n", "20"]);
+    assert!(out.contains("post_send call") && out.contains("retransmitted 0"), "{out}");
     let out = perf(&["raw_bw", "--fabric", "tap", "-s", "4096", "-n", "2000"]);
     assert!(has_row(&out, "4096"), "{out}");
     let out = perf(&["raw_lat", "--fabric", "tap", "-n", "50"]);

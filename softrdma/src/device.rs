@@ -147,6 +147,8 @@ impl Device {
             buf: Vec::with_capacity(link.mtu + 64),
             deferred: Vec::new(),
             spare: Vec::new(),
+            txq: Vec::new(),
+            tx_next: 0,
         };
         let shared = Shared::new(
             cfg.name.clone(),
@@ -260,7 +262,7 @@ impl Device {
 
     pub fn counters(&self) -> (DeviceCounters, EndpointCounters, Counters) {
         let core = self.shared.lock();
-        (core.counters, *core.ep.counters(), core.ep.qp_counters())
+        (self.shared.device_counters(&core), *core.ep.counters(), core.ep.qp_counters())
     }
 
     /// Stops the engine threads (and flushes the pcap file).

@@ -1,7 +1,8 @@
 //! The device engine: drives the sans-IO transport. Every verbs call takes
 //! the core lock, feeds the transport and flushes what it produced (frames
 //! out on the link, completions into CQs, events), so a frame leaves from the
-//! thread that caused it. A receive thread feeds frames from the link; a
+//! thread that caused it — on a TAP just after that thread lets go of the
+//! lock ([`crate::core_lock`]). A receive thread feeds frames from the link; a
 //! timer thread sleeps until the transport's next deadline.
 //!
 //! Which thread takes a frame off the link (the receive thread or a
@@ -14,6 +15,8 @@ use std::fs::File;
 use std::io::BufWriter;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+
+use crate::core_lock::CoreGuard;
 use std::time::Duration;
 
 use transport::endpoint::{Drop as RxDrop, Endpoint};
@@ -111,8 +114,13 @@ pub struct Core {
     pub buf: Vec<u8>,
     /// Plain ACKs held back by a busy-polling flush (see `Shared::flush_as`).
     pub deferred: Vec<Vec<u8>>,
-    /// Empty frame buffers for `deferred`.
+    /// Empty frame buffers for `deferred` and `txq`.
     pub spare: Vec<Vec<u8>>,
+    /// Frames to write once the lock is let go, in order (links whose
+    /// sends are syscalls; see [`crate::core_lock`]).
+    pub txq: Vec<Vec<u8>>,
+    /// The ticket of the next batch of `txq` frames (see `core_lock`).
+    pub tx_next: u64,
 }
 
 /// The receiving half of the link and the buffers frames land in.
@@ -129,6 +137,15 @@ pub struct Shared {
     pub mtu: usize,
     core: Mutex<Core>,
     tx: Arc<dyn LinkTx>,
+    /// Frames are written after the core lock is let go (`LinkTx::sends_are_syscalls`).
+    tx_after_unlock: bool,
+    /// The ticket whose batch is written now (`core_lock`).
+    pub(crate) tx_serving: AtomicU64,
+    /// Buffers writers return without the core lock.
+    pub(crate) tx_spent: Mutex<crate::core_lock::Spent>,
+    /// Frames written (and failed) outside the core lock.
+    tx_sent: AtomicU64,
+    tx_failed: AtomicU64,
     pub(crate) rx: Mutex<RxState>,
     pub(crate) busy_poll: Option<Duration>,
     /// How long the receive thread polls an idle link after a batch.
@@ -168,6 +185,11 @@ impl Shared {
             mac,
             mtu,
             core: Mutex::new(core),
+            tx_after_unlock: tx.sends_are_syscalls(),
+            tx_serving: AtomicU64::new(0),
+            tx_spent: Mutex::default(),
+            tx_sent: AtomicU64::new(0),
+            tx_failed: AtomicU64::new(0),
             tx,
             rx: Mutex::new(RxState { link: rx, bufs, lens: [0; RX_BATCH] }),
             busy_poll: polling.busy_poll.filter(|d| !d.is_zero()),
@@ -188,7 +210,13 @@ impl Shared {
         Instant::from_nanos(self.start.elapsed().as_nanos() as u64)
     }
 
-    pub fn lock(&self) -> MutexGuard<'_, Core> {
+    /// Takes the core lock; letting go of it writes the frames queued
+    /// under it ([`crate::core_lock`]).
+    pub fn lock(&self) -> CoreGuard<'_> {
+        CoreGuard::new(self, self.lock_raw())
+    }
+
+    pub(crate) fn lock_raw(&self) -> MutexGuard<'_, Core> {
         // A panic while holding the lock is a bug; keep serving what is left.
         self.core.lock().unwrap_or_else(|e| e.into_inner())
     }
@@ -206,6 +234,12 @@ impl Shared {
         if self.put_local(core, frame) {
             return;
         }
+        if self.tx_after_unlock {
+            let mut f = self.spare_buf(core);
+            f.extend_from_slice(frame);
+            core.txq.push(f);
+            return;
+        }
         let sent = self.tx.send(frame);
         self.count_tx(core, sent);
     }
@@ -215,8 +249,44 @@ impl Shared {
         if self.put_local(core, buf) {
             return;
         }
+        if self.tx_after_unlock {
+            let spare = self.spare_buf(core);
+            core.txq.push(std::mem::replace(buf, spare));
+            return;
+        }
         let sent = self.tx.send_buf(buf);
         self.count_tx(core, sent);
+    }
+
+    /// An empty frame buffer: the one written last, whose lines are
+    /// likeliest still in this CPU's cache.
+    fn spare_buf(&self, core: &mut Core) -> Vec<u8> {
+        if self.tx_after_unlock {
+            self.reclaim(core);
+        }
+        core.spare.pop().unwrap_or_else(|| Vec::with_capacity(self.mtu + 64))
+    }
+
+    pub(crate) fn count_sent(&self, sent: u64, failed: u64) {
+        if sent > 0 {
+            self.tx_sent.fetch_add(sent, Ordering::Relaxed);
+        }
+        if failed > 0 {
+            self.tx_failed.fetch_add(failed, Ordering::Relaxed);
+        }
+    }
+
+    /// The device's own counters, with the frames written outside the lock.
+    pub fn device_counters(&self, core: &Core) -> DeviceCounters {
+        let mut c = core.counters;
+        c.tx_frames += self.tx_sent.load(Ordering::Relaxed);
+        c.tx_errors += self.tx_failed.load(Ordering::Relaxed);
+        c
+    }
+
+    /// Puts a frame on the link now (the writer of `Core::txq`).
+    pub(crate) fn send_now(&self, frame: &[u8]) -> std::io::Result<()> {
+        self.tx.send(frame)
     }
 
     /// Captures the frame; loops it back if it is for this device (a frame
@@ -279,7 +349,7 @@ impl Shared {
                 }
             }
             if polling && transport::wire::peek::is_plain_ack(&buf) {
-                let spare = core.spare.pop().unwrap_or_else(|| Vec::with_capacity(self.mtu + 64));
+                let spare = self.spare_buf(core);
                 core.deferred.push(std::mem::replace(&mut buf, spare));
                 core.counters.tx_acks_deferred += 1;
                 self.has_deferred.store(true, Ordering::Release);
@@ -370,7 +440,7 @@ impl Shared {
                 return Some(e);
             }
             let left = deadline.checked_duration_since(std::time::Instant::now())?;
-            core = self.events.wait_timeout(core, left).map(|(g, _)| g).unwrap_or_else(|e| e.into_inner().0);
+            core = core.wait_timeout(&self.events, left);
         }
     }
 
@@ -508,6 +578,7 @@ pub fn spawn(shared: &Arc<Shared>) -> std::io::Result<Vec<std::thread::JoinHandl
             if core.qos_wake.is_some_and(|t| t <= now) {
                 core.qos_wake = None;
                 s.flush(&mut core);
+                core.write_out();
                 continue;
             }
             let next = match (core.ep.poll_timeout(), core.qos_wake) {
@@ -518,13 +589,14 @@ pub fn spawn(shared: &Arc<Shared>) -> std::io::Result<Vec<std::thread::JoinHandl
                 Some(t) if t <= now => {
                     core.ep.handle_timeout(now);
                     s.flush(&mut core);
+                    core.write_out();
                     continue;
                 }
                 Some(t) => (t - now).min(Duration::from_millis(100)),
                 None => Duration::from_millis(100),
             };
             core.timer_sleeps_until = Some(now + wait);
-            core = s.timer.wait_timeout(core, wait).map(|(g, _)| g).unwrap_or_else(|e| e.into_inner().0);
+            core = core.wait_timeout(&s.timer, wait);
             core.timer_sleeps_until = None;
         }
         if let Some(p) = core.pcap.take() {

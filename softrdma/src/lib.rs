@@ -13,6 +13,7 @@ pub mod backend;
 pub mod busy_poll;
 pub mod capture;
 pub mod control;
+pub mod core_lock;
 pub mod decode;
 pub mod demo;
 pub mod device;

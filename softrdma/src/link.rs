@@ -21,6 +21,15 @@ pub trait LinkTx: Send + Sync {
     fn send_buf(&self, buf: &mut Vec<u8>) -> io::Result<()> {
         self.send(buf)
     }
+
+    /// Whether each send is a system call that carries the frame through
+    /// the kernel on the caller's CPU (a TAP's `write(2)`: ≈ 2–2.5 µs
+    /// through the bridges). The device then writes frames after it lets go
+    /// of its lock, so other threads (the receive thread with an ACK, say)
+    /// do not wait out a whole window of writes.
+    fn sends_are_syscalls(&self) -> bool {
+        false
+    }
 }
 
 /// Waits until a link holds a frame without taking it, so that whichever

@@ -13,6 +13,7 @@ use std::time::Duration;
 
 use benches::baseline;
 use benches::fabric::{self, Devices, FabricKind};
+use benches::loaded;
 use benches::perf::{run_bw, run_lat, PerfConfig, Test};
 use benches::report::{bw_header, bw_line, lat_header, lat_line, Report, LINE};
 use benches::scale;
@@ -182,6 +183,11 @@ enum Cmd {
     /// RC RDMA WRITE on the deterministic simulator: the transport alone.
     #[command(name = "sim_bw")]
     SimBw(Common),
+    /// The `post_send` call time, and the time to its completion, of -s byte
+    /// RC WRITEs on one QP while another thread streams 1 MiB WRITEs on a
+    /// second QP of the same device (no perftest equivalent); µs, not halved.
+    #[command(name = "post_loaded")]
+    PostLoaded(Common),
     /// Create -n RC QPs on one device; memory and time per QP.
     #[command(name = "scale_qps")]
     ScaleQps(Common),
@@ -195,7 +201,9 @@ impl Cmd {
         use Cmd::*;
         match self {
             WriteBw(c) | ReadBw(c) | SendBw(c) | AtomicBw(c) | WriteLat(c) | SendLat(c) | ReadLat(c) | RawBw(c)
-            | RawLat(c) | MemcpyBw(c) | MemcpyXcoreBw(c) | SimBw(c) | ScaleQps(c) | ScaleNs(c) => Some(c),
+            | RawLat(c) | MemcpyBw(c) | MemcpyXcoreBw(c) | SimBw(c) | PostLoaded(c) | ScaleQps(c) | ScaleNs(c) => {
+                Some(c)
+            }
         }
     }
 }
@@ -411,6 +419,39 @@ fn verbs_test(t: Test, name: &str, c: &Common) -> Result<(), String> {
     finish(&mut r, c)
 }
 
+fn post_loaded_test(c: &Common) -> Result<(), String> {
+    let cfg = perf_config(c, 2000)?;
+    if cfg.conn != QpType::Rc {
+        return Err("post_loaded runs RC only".into());
+    }
+    let devs = Devices::new(c.fabric, 2, fabric::link_mtu_for(cfg.mtu.bytes())).map_err(|e| format!("devices: {e}"))?;
+    let (a, b) = (devs.context(0), devs.context(1));
+    let mut r = Report::new("post_loaded");
+    common_params(&mut r, c);
+    let stream = format!("{} B RDMA WRITEs, {} posted, on a second QP", loaded::STREAM_BYTES, loaded::STREAM_DEPTH);
+    banner("post_send under a streaming thread", c, &[("Stream", stream)]);
+    println!("{}", lat_header());
+    for size in sizes(c) {
+        let (post, done, streamed) = loaded::post_loaded(&a, &b, &cfg, size)?;
+        println!("{}   post_send call", lat_line(&post));
+        println!("{}   post to completion", lat_line(&done));
+        r.fact(&format!("stream_msgs_{size}"), streamed);
+        r.lat.push(post);
+        r.lat.push(done);
+    }
+    println!("{LINE}");
+    for (i, d) in devs.devices.iter().enumerate() {
+        let (dc, ec, qc) = d.counters();
+        println!(
+            " dev{i}: tx {} rx {} retransmitted {} ICRC errors {}",
+            dc.tx_frames, dc.rx_frames, qc.retransmitted_pkts, ec.rx_icrc_err
+        );
+        r.fact(&format!("dev{i}_retransmitted"), qc.retransmitted_pkts);
+    }
+    drop(devs);
+    finish(&mut r, c)
+}
+
 /// Picks this process's ICRC engine (as a device would) and records it and
 /// what the choice measured (none when `SOFTRDMA_ICRC` forced it): the
 /// banner lines and the JSON facts.
@@ -539,6 +580,7 @@ fn run(cli: Cli) -> Result<(), String> {
             println!("{LINE}");
             finish(&mut r, &c)
         }
+        Cmd::PostLoaded(c) => post_loaded_test(&c),
         Cmd::ScaleQps(c) => {
             let n = c.iters.unwrap_or(100_000) as usize;
             let mut r = scale::scale_qps(n, 2000)?;

@@ -185,6 +185,10 @@ impl LinkTx for TapTx {
             };
         }
     }
+
+    fn sends_are_syscalls(&self) -> bool {
+        true
+    }
 }
 
 /// The receiving half: `poll(2)` with the timeout, then `read(2)`.
