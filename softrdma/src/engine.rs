@@ -81,6 +81,9 @@ pub struct DeviceCounters {
     pub rx_rocev1_dropped: u64,
     pub rx_host_frames: u64,
     pub tx_errors: u64,
+    /// Frames longer than the link takes (a QP's path MTU above the
+    /// port's): not sent, and counted in `tx_errors` too.
+    pub tx_oversize: u64,
     /// Frames an application thread took off the link (busy polling).
     pub rx_polled: u64,
     /// Plain ACKs a busy-polling flush held back to the next flush.
@@ -289,13 +292,25 @@ impl Shared {
         self.tx.send(frame)
     }
 
-    /// Captures the frame; loops it back if it is for this device (a frame
-    /// to our own MAC never leaves the device) and says so.
+    /// Whether the frame is done with here: dropped because the link would
+    /// not take it, or looped back because it is for this device (a frame
+    /// to our own MAC never leaves the device). Captures what it does not
+    /// drop.
     fn put_local(&self, core: &mut Core, frame: &[u8]) -> bool {
+        let for_us = frame.len() >= 6 && frame[..6] == self.mac;
+        if !for_us && frame.len() > self.mtu + ETH_HEADER_LEN {
+            // A bridge or switch port drops it, and rxe's ip_local_out
+            // refuses it (EMSGSIZE, a send error): count it here, on the
+            // in-memory fabric and on a TAP alike, instead of losing it
+            // further on.
+            core.counters.tx_oversize += 1;
+            core.counters.tx_errors += 1;
+            return true;
+        }
         if let Some(p) = &mut core.pcap {
             let _ = p.write(self.elapsed(), frame);
         }
-        if frame.len() >= 6 && frame[..6] == self.mac {
+        if for_us {
             core.counters.tx_frames += 1;
             let now = self.now();
             let _ = core.ep.handle_frame(now, frame);
@@ -516,6 +531,9 @@ impl Shared {
         self.stop.load(Ordering::Acquire)
     }
 }
+
+/// An Ethernet header without a VLAN tag: a link's MTU counts what follows it.
+const ETH_HEADER_LEN: usize = 14;
 
 /// Frames the receive thread takes from its link per lock and flush.
 pub(crate) const RX_BATCH: usize = 32;

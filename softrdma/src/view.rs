@@ -34,6 +34,8 @@ fn device_tree(d: &Device, t: &mut BTreeMap<String, String>) {
     let counters = [
         ("rx_frames", dc.rx_frames),
         ("tx_frames", dc.tx_frames),
+        ("tx_errors", dc.tx_errors),
+        ("tx_oversize", dc.tx_oversize),
         ("rx_rocev1_dropped", dc.rx_rocev1_dropped),
         ("rx_icrc_err", ec.rx_icrc_err),
         ("rx_bad_pkey", ec.rx_bad_pkey),
