@@ -13,6 +13,9 @@
 # process and the 0x88b5 frames skip. The raw baselines spin on their links
 # as the devices busy-poll; 1d and 3c compare with raw baselines that sleep
 # in poll(2) between frames (`--busy-poll 0`), the baseline of earlier stops.
+# 3d divides RC write_lat by a raw ping-pong with RC's frames per turn (the
+# answer, then a 64 B ACK; `raw_lat --acks`): the RDMA work alone. 3e is
+# write_lat over UC, which sends no ACKs, against the plain raw ping-pong.
 # Prints every pair and the median ratio.  Needs root (TAP).
 #
 #   bash benches/scripts/targets.sh [PAIRS]
@@ -24,7 +27,7 @@ row() { "$PERF" "$@" 2>/dev/null | grep -E '^ [0-9]+ ' | tail -1; }
 med() { sort -g | awk '{a[NR]=$1} END {if (NR==0) {print "-"; exit} m=(NR%2)?a[(NR+1)/2]:(a[NR/2]+a[NR/2+1])/2; printf "%.3f [%.3f..%.3f]", m, a[1], a[NR]}'; }
 
 echo "# $(date -u +%FT%TZ) load $(cut -d' ' -f1-3 /proc/loadavg) PAIRS=$PAIRS"
-r1=() r1b=() r1c=() r1d=() r2=() r2b=() r3=() r3b=() r3c=()
+r1=() r1b=() r1c=() r1d=() r2=() r2b=() r3=() r3b=() r3c=() r3d=() r3e=()
 for i in $(seq "$PAIRS"); do
     raw=$(row raw_bw -s 4096 -D 2 --fabric tap | awk '{print $4}')
     rdma=$(row write_bw -s 65536 -m 4096 -D 2 --fabric tap | awk '{print $4}')
@@ -47,7 +50,11 @@ for i in $(seq "$PAIRS"); do
     r3b+=("$(awk -v a="$wl" -v b="$rlu" 'BEGIN {print a/b}')")
     rlus=$(row raw_lat -n 5000 --udp --fabric tap --busy-poll 0 | awk '{print $5}')
     r3c+=("$(awk -v a="$wl" -v b="$rlus" 'BEGIN {print a/b}')")
-    echo "pair $i: tap write_bw $rdma / raw $raw / raw-credit $rawc / raw-udp $rawu / raw-udp sleeping $rawus MB/s | mem write_bw $mem / memcpy $mc / xcore $xc MB/s | tap write_lat $wl / raw half-RTT $rl / raw-udp $rlu / raw-udp sleeping $rlus us | load $(cut -d' ' -f1 /proc/loadavg)"
+    rla=$(row raw_lat -n 5000 --udp --acks --fabric tap | awk '{print $5}')
+    r3d+=("$(awk -v a="$wl" -v b="$rla" 'BEGIN {print a/b}')")
+    wlu=$(row write_lat -c UC -s 2 -n 5000 --fabric tap | awk '{print $5}')
+    r3e+=("$(awk -v a="$wlu" -v b="$rlu" 'BEGIN {print a/b}')")
+    echo "pair $i: tap write_bw $rdma / raw $raw / raw-credit $rawc / raw-udp $rawu / raw-udp sleeping $rawus MB/s | mem write_bw $mem / memcpy $mc / xcore $xc MB/s | tap write_lat $wl / raw half-RTT $rl / raw-udp $rlu / raw-udp sleeping $rlus / raw-udp+acks $rla / UC write_lat $wlu us | load $(cut -d' ' -f1 /proc/loadavg)"
 done
 echo "1a. tap write_bw 64K / raw TAP frames, blasted      (target >= 0.80): $(printf '%s\n' "${r1[@]}" | med)"
 echo "1b. tap write_bw 64K / raw TAP frames, self-clocked (target >= 0.80): $(printf '%s\n' "${r1b[@]}" | med)"
@@ -58,3 +65,5 @@ echo "2b. mem write_bw 64K / memcpy_xcore_bw 64K (two copies + hand-off): $(prin
 echo "3. tap write_lat 2B / raw half RTT   (target <= 1.50): $(printf '%s\n' "${r3[@]}" | med)"
 echo "3b. tap write_lat 2B / raw IPv4/UDP half RTT (target <= 1.50): $(printf '%s\n' "${r3b[@]}" | med)"
 echo "3c. tap write_lat 2B / raw IPv4/UDP half RTT, echo sleeping (earlier stops' baseline): $(printf '%s\n' "${r3c[@]}" | med)"
+echo "3d. tap write_lat 2B / raw IPv4/UDP half RTT with RC's ACK frame per turn (the RDMA work alone): $(printf '%s\n' "${r3d[@]}" | med)"
+echo "3e. tap write_lat 2B over UC / raw IPv4/UDP half RTT (target <= 1.50): $(printf '%s\n' "${r3e[@]}" | med)"

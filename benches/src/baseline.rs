@@ -242,50 +242,81 @@ pub fn raw_bw(
     Ok(row)
 }
 
-/// Ping-pong of `len`-byte frames between link 0 and link 1 (an echo
-/// thread on link 1). Latencies are half round trips.
-pub fn raw_lat(kind: FabricKind, len: usize, iters: u64) -> Result<LatRow, String> {
+/// Raw ping-pong through the same links: `len`-byte frames, half round
+/// trips. With `acks`, each turn is two frames — the answer, then a 64-byte
+/// "ACK" — and a side answers only once both came: the frames of an RC
+/// `write_lat` turn (a side's WRITE, then its ACK of the peer's; perftest's
+/// client waits for both), with no RDMA work at all.
+pub fn raw_lat(kind: FabricKind, len: usize, iters: u64, acks: bool) -> Result<LatRow, String> {
     let link_mtu = 1500.max(len);
     let (_f, net, mut links) = fabric::links(kind, 2, link_mtu).map_err(|e| format!("links: {e}"))?;
     let Link { rx: mut rx_b, tx: tx_b, .. } = links.pop().ok_or("no link")?;
     let Link { rx: mut rx_a, tx: tx_a, .. } = links.pop().ok_or("no link")?;
     let stop = AtomicBool::new(false);
     let warmup = 16;
+    let per_turn = if acks { 2 } else { 1 };
     let r = std::thread::scope(|s| -> Result<Vec<Duration>, String> {
         let stop = &stop;
         s.spawn(move || {
             let mut buf = vec![0u8; link_mtu + 64];
+            let mut ack = frame(64, 1, 0);
+            let (mut seq, mut got) = ([0u8; 8], 0);
             while !stop.load(Ordering::Acquire) {
                 if let Ok(Some(n)) = recv_within(&mut rx_b, &mut buf, Duration::from_millis(20)) {
-                    if is_raw(&buf[..n]) {
-                        let mut f = buf[..n].to_vec();
-                        f[0..6].copy_from_slice(&fabric::mac(0));
-                        f[6..12].copy_from_slice(&fabric::mac(1));
-                        let _ = tx_b.send(&f);
+                    if !is_raw(&buf[..n]) {
+                        continue;
+                    }
+                    let this = &buf[seq_at()..seq_at() + 8];
+                    if this != seq {
+                        seq.copy_from_slice(this);
+                        got = 0;
+                    }
+                    got += 1;
+                    // A resent turn is answered again.
+                    if got % per_turn != 0 {
+                        continue;
+                    }
+                    let mut f = buf[..n].to_vec();
+                    f[0..6].copy_from_slice(&fabric::mac(0));
+                    f[6..12].copy_from_slice(&fabric::mac(1));
+                    let _ = tx_b.send(&f);
+                    if acks {
+                        ack[seq_at()..seq_at() + 8].copy_from_slice(&seq);
+                        let _ = tx_b.send(&ack);
                     }
                 }
             }
         });
         let res = (|| {
             let mut f = frame(len, 0, 1);
+            let mut ack = frame(64, 0, 1);
             let mut buf = vec![0u8; link_mtu + 64];
             let mut samples = Vec::with_capacity(iters as usize);
             let mut lost = 0u64;
+            let send_turn = |f: &[u8], ack: &[u8]| -> Result<(), String> {
+                tx_a.send(f).map_err(|e| format!("send: {e}"))?;
+                if acks {
+                    tx_a.send(ack).map_err(|e| format!("send: {e}"))?;
+                }
+                Ok(())
+            };
             for it in 0..warmup + iters {
                 f[seq_at()..seq_at() + 8].copy_from_slice(&it.to_be_bytes());
+                ack[seq_at()..seq_at() + 8].copy_from_slice(&it.to_be_bytes());
                 let t0 = Instant::now();
-                tx_a.send(&f).map_err(|e| format!("send: {e}"))?;
+                send_turn(&f, &ack)?;
                 // A frame lost while the bridges come up is sent again (and
                 // that exchange is not counted).
-                let mut resent = 0;
-                loop {
+                let (mut resent, mut got) = (0, 0);
+                while got < per_turn {
                     match recv_within(&mut rx_a, &mut buf, Duration::from_millis(200)) {
-                        Ok(Some(n)) if is_raw(&buf[..n]) && buf[seq_at()..seq_at() + 8] == it.to_be_bytes() => break,
+                        Ok(Some(n)) if is_raw(&buf[..n]) && buf[seq_at()..seq_at() + 8] == it.to_be_bytes() => got += 1,
                         Ok(Some(_)) => {}
                         _ if resent >= 25 => return Err(format!("frame {it} never came back")),
                         _ => {
                             resent += 1;
-                            tx_a.send(&f).map_err(|e| format!("send: {e}"))?;
+                            got = 0;
+                            send_turn(&f, &ack)?;
                         }
                     }
                 }

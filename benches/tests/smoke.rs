@@ -105,6 +105,8 @@ fn baselines_and_scale_without_root() {
     }
     let out = perf(&["raw_lat", "-n", "50", "--busy-poll", "0"]);
     assert!(has_row(&out, "64") && out.contains("sleeping"), "{out}");
+    let out = perf(&["raw_lat", "-n", "50", "--acks"]);
+    assert!(has_row(&out, "64") && out.contains("RC's frames"), "{out}");
     let out = perf(&["memcpy_bw", "-s", "65536", "-n", "100"]);
     assert!(has_row(&out, "65536"), "{out}");
     let out = perf(&["memcpy_xcore_bw", "-s", "65536", "-m", "4096", "-n", "100"]);
@@ -129,6 +131,8 @@ fn tap_fabric() {
     let out = perf(&["raw_bw", "--fabric", "tap", "-s", "4096", "-n", "2000"]);
     assert!(has_row(&out, "4096"), "{out}");
     let out = perf(&["raw_lat", "--fabric", "tap", "-n", "50"]);
+    assert!(has_row(&out, "64"), "{out}");
+    let out = perf(&["raw_lat", "--fabric", "tap", "--udp", "--acks", "-n", "50"]);
     assert!(has_row(&out, "64"), "{out}");
     let out = perf(&["raw_bw", "--fabric", "tap", "--udp", "-s", "4096", "-n", "2000", "--busy-poll", "0"]);
     assert!(has_row(&out, "4096") && out.contains("sleeping"), "{out}");

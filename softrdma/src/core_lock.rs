@@ -13,23 +13,37 @@
 //! Order on the wire is the order in which threads held the lock: each
 //! batch takes a ticket under the lock (`Core::tx_next`), and batches are
 //! written in ticket order (`Shared::tx_serving`). Every thread writes its
-//! own frames, so none is kept writing for others.
+//! own frames, so none is kept writing for others, and keeps their buffers
+//! for its next ones.
 
+use std::cell::RefCell;
 use std::sync::atomic::Ordering;
 use std::sync::{Condvar, MutexGuard};
 use std::time::Duration;
 
 use crate::engine::{Core, Shared};
 
-/// Spare frame buffers a device keeps; more are freed.
-pub(crate) const MAX_SPARE: usize = 256;
+/// Written frames' buffers a thread keeps for its next frames; more are
+/// freed.
+const MAX_KEPT: usize = 64;
 
-/// Written frames' buffers and emptied batches, returned by writers
-/// without the core lock and taken back under it (`Shared::tx_spent`).
+/// What a writer keeps of its batches: the buffers, and the batch itself.
+/// Each thread writes its own frames, so it can keep them without a lock
+/// and reuse them hot: the next frame it queues is built in the buffer it
+/// wrote last.
 #[derive(Default)]
-pub(crate) struct Spent {
+struct Kept {
     bufs: Vec<Vec<u8>>,
-    batches: Vec<Vec<Vec<u8>>>,
+    batch: Vec<Vec<u8>>,
+}
+
+thread_local! {
+    static KEPT: RefCell<Kept> = RefCell::new(Kept::default());
+}
+
+/// A buffer this thread wrote before, if it kept one.
+pub(crate) fn kept_buffer() -> Option<Vec<u8>> {
+    KEPT.try_with(|k| k.try_borrow_mut().ok()?.bufs.pop()).ok().flatten()
 }
 
 /// The core lock held; derefs to [`Core`]. Dropping it writes what the
@@ -94,46 +108,32 @@ impl Shared {
         }
         let ticket = g.tx_next;
         g.tx_next += 1;
-        let refill = self.tx_spent.try_lock().ok().and_then(|mut s| s.batches.pop()).unwrap_or_default();
-        let mut batch = std::mem::replace(&mut g.txq, refill);
+        let empty = KEPT.try_with(|k| k.try_borrow_mut().map(|mut k| std::mem::take(&mut k.batch)).unwrap_or_default());
+        let mut batch = std::mem::replace(&mut g.txq, empty.unwrap_or_default());
         drop(g);
         // Batches ahead of this one are being written; they are short (a
-        // window of frames), and the writer needs no lock to finish.
+        // window of frames), and their writers need no lock to finish.
         while self.tx_serving.load(Ordering::Acquire) != ticket {
             std::thread::yield_now();
         }
-        let mut sent = 0;
+        let mut failed = 0;
         for f in &batch {
-            if self.send_now(f).is_ok() {
-                sent += 1;
-            }
-        }
-        self.count_sent(sent, batch.len() as u64 - sent);
-        {
-            let mut s = self.tx_spent.lock().unwrap_or_else(|e| e.into_inner());
-            for mut f in batch.drain(..) {
-                if s.bufs.len() < MAX_SPARE {
-                    f.clear();
-                    s.bufs.push(f);
-                }
-            }
-            if s.batches.len() < 4 {
-                s.batches.push(batch);
+            if self.send_now(f).is_err() {
+                failed += 1;
             }
         }
         self.tx_serving.store(ticket + 1, Ordering::Release);
-    }
-
-    /// Takes back the buffers writers returned (unless one is returning
-    /// some right now), on top of the spares, so the next frame is built in
-    /// the buffer written last.
-    pub(crate) fn reclaim(&self, core: &mut Core) {
-        if let Ok(mut s) = self.tx_spent.try_lock() {
-            if !s.bufs.is_empty() {
-                core.spare.append(&mut s.bufs);
-                let excess = core.spare.len().saturating_sub(MAX_SPARE);
-                core.spare.drain(..excess);
+        self.count_failed(failed);
+        let _ = KEPT.try_with(|k| {
+            if let Ok(mut k) = k.try_borrow_mut() {
+                for mut f in batch.drain(..) {
+                    if k.bufs.len() < MAX_KEPT {
+                        f.clear();
+                        k.bufs.push(f);
+                    }
+                }
+                k.batch = batch;
             }
-        }
+        });
     }
 }

@@ -144,10 +144,7 @@ pub struct Shared {
     tx_after_unlock: bool,
     /// The ticket whose batch is written now (`core_lock`).
     pub(crate) tx_serving: AtomicU64,
-    /// Buffers writers return without the core lock.
-    pub(crate) tx_spent: Mutex<crate::core_lock::Spent>,
-    /// Frames written (and failed) outside the core lock.
-    tx_sent: AtomicU64,
+    /// Queued frames whose write failed (counted in `tx_frames` when queued).
     tx_failed: AtomicU64,
     pub(crate) rx: Mutex<RxState>,
     pub(crate) busy_poll: Option<Duration>,
@@ -190,8 +187,6 @@ impl Shared {
             core: Mutex::new(core),
             tx_after_unlock: tx.sends_are_syscalls(),
             tx_serving: AtomicU64::new(0),
-            tx_spent: Mutex::default(),
-            tx_sent: AtomicU64::new(0),
             tx_failed: AtomicU64::new(0),
             tx,
             rx: Mutex::new(RxState { link: rx, bufs, lens: [0; RX_BATCH] }),
@@ -241,6 +236,7 @@ impl Shared {
             let mut f = self.spare_buf(core);
             f.extend_from_slice(frame);
             core.txq.push(f);
+            core.counters.tx_frames += 1;
             return;
         }
         let sent = self.tx.send(frame);
@@ -255,6 +251,7 @@ impl Shared {
         if self.tx_after_unlock {
             let spare = self.spare_buf(core);
             core.txq.push(std::mem::replace(buf, spare));
+            core.counters.tx_frames += 1;
             return;
         }
         let sent = self.tx.send_buf(buf);
@@ -265,25 +262,26 @@ impl Shared {
     /// likeliest still in this CPU's cache.
     fn spare_buf(&self, core: &mut Core) -> Vec<u8> {
         if self.tx_after_unlock {
-            self.reclaim(core);
+            if let Some(b) = crate::core_lock::kept_buffer() {
+                return b;
+            }
         }
         core.spare.pop().unwrap_or_else(|| Vec::with_capacity(self.mtu + 64))
     }
 
-    pub(crate) fn count_sent(&self, sent: u64, failed: u64) {
-        if sent > 0 {
-            self.tx_sent.fetch_add(sent, Ordering::Relaxed);
-        }
+    pub(crate) fn count_failed(&self, failed: u64) {
         if failed > 0 {
             self.tx_failed.fetch_add(failed, Ordering::Relaxed);
         }
     }
 
-    /// The device's own counters, with the frames written outside the lock.
+    /// The device's own counters, with the failures of frames written
+    /// outside the lock (counted as sent when they were queued).
     pub fn device_counters(&self, core: &Core) -> DeviceCounters {
         let mut c = core.counters;
-        c.tx_frames += self.tx_sent.load(Ordering::Relaxed);
-        c.tx_errors += self.tx_failed.load(Ordering::Relaxed);
+        let failed = self.tx_failed.load(Ordering::Relaxed);
+        c.tx_frames -= failed.min(c.tx_frames);
+        c.tx_errors += failed;
         c
     }
 

@@ -93,6 +93,10 @@ struct Common {
     /// most -t frames beyond the last credit (0: blast without flow control).
     #[arg(long = "credit", default_value_t = 0)]
     credit: u64,
+    /// raw_lat only: each turn sends a 64-byte ACK frame after the answer,
+    /// and a side answers once both came — RC write_lat's frames per turn.
+    #[arg(long)]
+    acks: bool,
     /// Where the two ends run.
     #[arg(long = "fabric", value_enum, default_value = "memory")]
     fabric: FabricKind,
@@ -546,10 +550,14 @@ fn run(cli: Cli) -> Result<(), String> {
             banner(
                 "Raw Ethernet Latency Test (no RDMA)",
                 &c,
-                &[("Frame", format!("{len} B")), ("Receivers", raw_polling())],
+                &[
+                    ("Frame", format!("{len} B")),
+                    ("Turn", if c.acks { "answer + 64 B ACK (RC's frames)" } else { "answer" }.into()),
+                    ("Receivers", raw_polling()),
+                ],
             );
             println!("{}", lat_header());
-            let row = baseline::raw_lat(c.fabric, len, c.iters.unwrap_or(10_000))?;
+            let row = baseline::raw_lat(c.fabric, len, c.iters.unwrap_or(10_000), c.acks)?;
             println!("{}", lat_line(&row));
             r.lat.push(row);
             println!("{LINE}");
