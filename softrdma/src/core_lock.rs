@@ -17,7 +17,7 @@
 //! for its next ones.
 
 use std::cell::RefCell;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Condvar, MutexGuard};
 use std::time::Duration;
 
@@ -99,6 +99,19 @@ impl Drop for CoreGuard<'_> {
     }
 }
 
+/// A writer's turn; ending it (even by unwinding) lets the next batch go,
+/// so a writer that failed cannot hold up the device's later frames.
+struct Turn<'a> {
+    serving: &'a AtomicU64,
+    next: u64,
+}
+
+impl Drop for Turn<'_> {
+    fn drop(&mut self) {
+        self.serving.store(self.next, Ordering::Release);
+    }
+}
+
 impl Shared {
     /// Lets go of the core lock, then writes the frames queued under it
     /// once the batches of earlier holders are out.
@@ -116,13 +129,14 @@ impl Shared {
         while self.tx_serving.load(Ordering::Acquire) != ticket {
             std::thread::yield_now();
         }
+        let turn = Turn { serving: &self.tx_serving, next: ticket + 1 };
         let mut failed = 0;
         for f in &batch {
             if self.send_now(f).is_err() {
                 failed += 1;
             }
         }
-        self.tx_serving.store(ticket + 1, Ordering::Release);
+        drop(turn);
         self.count_failed(failed);
         let _ = KEPT.try_with(|k| {
             if let Ok(mut k) = k.try_borrow_mut() {

@@ -28,6 +28,8 @@ struct GatedTx {
     slow_us: u64,
     log: Mutex<Vec<(u32, u32)>>,
     logging: AtomicBool,
+    /// The next send panics (a link with a bug).
+    panic_next: AtomicBool,
 }
 
 impl GatedTx {
@@ -40,6 +42,7 @@ impl GatedTx {
             slow_us,
             log: Mutex::new(Vec::new()),
             logging: AtomicBool::new(false),
+            panic_next: AtomicBool::new(false),
         })
     }
 
@@ -51,6 +54,9 @@ impl GatedTx {
 
 impl LinkTx for GatedTx {
     fn send(&self, frame: &[u8]) -> std::io::Result<()> {
+        if self.panic_next.swap(false, Ordering::SeqCst) {
+            panic!("a link with a bug");
+        }
         {
             let mut open = self.open.lock().unwrap();
             self.waiting.fetch_add(1, Ordering::SeqCst);
@@ -199,4 +205,48 @@ fn frames_leave_in_the_order_threads_held_the_lock() {
     let (dc, _, qc) = da.counters();
     assert_eq!(qc.retransmitted_pkts, 0);
     assert_eq!(dc.tx_errors, 0);
+}
+
+#[test]
+fn a_writer_that_panics_does_not_hold_up_later_frames() {
+    let (da, db, gate, _fabric) = devices(0);
+    let (a, b) = pair(&da.context(), &db.context());
+    a.qp.post_send(&[write(&a, &b, 1, 0, 8)], None).unwrap();
+    assert_eq!(a.cq.wait(1, Duration::from_secs(5)).pop().map(|w| w.status), Some(WcStatus::Success));
+
+    gate.panic_next.store(true, Ordering::SeqCst);
+    let qp = a.qp.clone();
+    let wr = write(&a, &b, 2, 0, 8);
+    let panicked = std::thread::spawn(move || {
+        let _ = qp.post_send(&[wr], None);
+    })
+    .join();
+    assert!(panicked.is_err(), "the link's send was to panic");
+
+    // The next post's frames go out (its turn comes) and the lost WRITE is
+    // retransmitted with them: both complete.
+    a.mr.write(0, b"next").unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let qp = a.qp.clone();
+    let wr = write(&a, &b, 3, 0, 4);
+    std::thread::spawn(move || {
+        let _ = tx.send(qp.post_send(&[wr], None).is_ok());
+    });
+    if rx.recv_timeout(Duration::from_secs(5)) != Ok(true) {
+        // Stopping the devices would wait for the stuck writer forever.
+        std::mem::forget((da, db));
+        panic!("a post after the panic never returned");
+    }
+    let mut ids = Vec::new();
+    let t = Instant::now();
+    while ids.len() < 2 && t.elapsed() < Duration::from_secs(10) {
+        for wc in a.cq.wait(2, Duration::from_millis(100)) {
+            assert_eq!(wc.status, WcStatus::Success);
+            ids.push(wc.wr_id);
+        }
+    }
+    assert_eq!(ids, vec![2, 3]);
+    let mut back = [0u8; 4];
+    b.mr.read(0, &mut back).unwrap();
+    assert_eq!(&back, b"next");
 }
