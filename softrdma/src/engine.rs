@@ -15,8 +15,6 @@ use std::fs::File;
 use std::io::BufWriter;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
-
-use crate::core_lock::CoreGuard;
 use std::time::Duration;
 
 use transport::endpoint::{Drop as RxDrop, Endpoint};
@@ -28,6 +26,7 @@ use verbs_api::{AsyncEvent, WorkCompletion};
 use crate::audit::AuditEvent;
 use crate::backend::host::Host;
 use crate::capture::PcapSink;
+use crate::core_lock::CoreGuard;
 use crate::gid::GidTable;
 use crate::link::{LinkRx, LinkTx};
 use crate::mr::DevMemory;
@@ -235,8 +234,7 @@ impl Shared {
         if self.tx_after_unlock {
             let mut f = self.spare_buf(core);
             f.extend_from_slice(frame);
-            core.txq.push(f);
-            core.counters.tx_frames += 1;
+            Self::queue(core, f);
             return;
         }
         let sent = self.tx.send(frame);
@@ -250,12 +248,18 @@ impl Shared {
         }
         if self.tx_after_unlock {
             let spare = self.spare_buf(core);
-            core.txq.push(std::mem::replace(buf, spare));
-            core.counters.tx_frames += 1;
+            Self::queue(core, std::mem::replace(buf, spare));
             return;
         }
         let sent = self.tx.send_buf(buf);
         self.count_tx(core, sent);
+    }
+
+    /// Queues a frame to be written once the lock is let go (`core_lock`);
+    /// it counts as sent unless its write fails.
+    fn queue(core: &mut Core, frame: Vec<u8>) {
+        core.txq.push(frame);
+        core.counters.tx_frames += 1;
     }
 
     /// An empty frame buffer: the one written last, whose lines are
