@@ -118,13 +118,29 @@ fn wait_for(what: &str, mut cond: impl FnMut() -> bool) {
     }
 }
 
-#[test]
-fn a_send_in_progress_does_not_hold_the_device_lock() {
-    let (da, db, gate, _fabric) = devices(0);
+/// Device 0 behind a `GatedTx` and a connected RC pair from it to device
+/// 1, after one WRITE with the gate open (ARP done, the path warm); the
+/// devices and the fabric live as long as this does.
+struct Bed {
+    da: Arc<Device>,
+    db: Arc<Device>,
+    gate: Arc<GatedTx>,
+    a: Endpoint,
+    b: Endpoint,
+    _fabric: Fabric,
+}
+
+fn warm_bed(slow_us: u64) -> Bed {
+    let (da, db, gate, _fabric) = devices(slow_us);
     let (a, b) = pair(&da.context(), &db.context());
-    // One round with the gate open: ARP is done and the path is warm.
     a.qp.post_send(&[write(&a, &b, 1, 0, 8)], None).unwrap();
     assert_eq!(a.cq.wait(1, Duration::from_secs(5)).pop().map(|w| w.status), Some(WcStatus::Success));
+    Bed { da, db, gate, a, b, _fabric }
+}
+
+#[test]
+fn a_send_in_progress_does_not_hold_the_device_lock() {
+    let Bed { da, db: _db, gate, a, b, _fabric } = warm_bed(0);
 
     gate.set_open(false);
     a.mr.write(64, b"held").unwrap();
@@ -159,10 +175,7 @@ fn frames_leave_in_the_order_threads_held_the_lock() {
     // Slow sends; two threads posting to one QP and the receive thread
     // (each ACK opens the send window, 128 PSNs) all produce frames of
     // the same QP while another thread may be writing.
-    let (da, db, gate, _fabric) = devices(20);
-    let (a, b) = pair(&da.context(), &db.context());
-    a.qp.post_send(&[write(&a, &b, 0, 0, 8)], None).unwrap();
-    assert_eq!(a.cq.wait(1, Duration::from_secs(5)).pop().map(|w| w.status), Some(WcStatus::Success));
+    let Bed { da, db: _db, gate, a, b, _fabric } = warm_bed(20);
     gate.logging.store(true, Ordering::SeqCst);
     const PER_THREAD: u64 = 400;
     let posted = AtomicUsize::new(0);
@@ -209,10 +222,7 @@ fn frames_leave_in_the_order_threads_held_the_lock() {
 
 #[test]
 fn a_writer_that_panics_does_not_hold_up_later_frames() {
-    let (da, db, gate, _fabric) = devices(0);
-    let (a, b) = pair(&da.context(), &db.context());
-    a.qp.post_send(&[write(&a, &b, 1, 0, 8)], None).unwrap();
-    assert_eq!(a.cq.wait(1, Duration::from_secs(5)).pop().map(|w| w.status), Some(WcStatus::Success));
+    let Bed { da, db, gate, a, b, _fabric } = warm_bed(0);
 
     gate.panic_next.store(true, Ordering::SeqCst);
     let qp = a.qp.clone();
