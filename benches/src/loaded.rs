@@ -12,9 +12,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use verbs_api::{Context, SendFlags, SendOp, SendWr, Sge};
+use verbs_api::{Context, SendFlags, SendWr};
 
-use crate::perf::{check, connect, PerfConfig, Res, Side};
+use crate::perf::{check, connect, send_wr, PerfConfig, Res, Side, Test, STALL};
 use crate::report::LatRow;
 
 /// The streaming thread's message size and how many it keeps posted.
@@ -22,13 +22,12 @@ pub const STREAM_BYTES: usize = 1 << 20;
 pub const STREAM_DEPTH: usize = 4;
 /// Pause between the measuring thread's posts.
 const GAP: Duration = Duration::from_micros(200);
-const STALL: Duration = Duration::from_secs(20);
 
-fn write_wr(a: &Side, b: &Side, size: usize, id: u64, signaled: bool) -> SendWr {
-    let local = Sge { addr: a.area(0, false), length: size as u32, lkey: a.mr.lkey() };
-    let op = SendOp::RdmaWrite { remote_addr: b.area(0, true), rkey: b.mr.rkey() };
-    let mut wr = SendWr::new(id, op, vec![local]);
-    wr.flags = if signaled { SendFlags::SIGNALED } else { SendFlags::NONE };
+/// `write_bw`'s WRITE from `a`'s send area to `b`'s receive area, signaled.
+fn write_wr(a: &Side, b: &Side, size: usize, id: u64) -> SendWr {
+    let mut wr = send_wr(Test::WriteBw, a, b.area(0, true), b.mr.rkey(), 0, size, None);
+    wr.wr_id = id;
+    wr.flags = SendFlags::SIGNALED;
     wr
 }
 
@@ -38,7 +37,7 @@ fn stream(s: &(Side, Side), stop: &AtomicBool) -> Res<u64> {
     let (mut posted, mut done) = (0u64, 0u64);
     while !stop.load(Ordering::Acquire) {
         while posted - done < STREAM_DEPTH as u64 {
-            a.qps[0].post_send(&[write_wr(a, b, STREAM_BYTES, posted, true)], None).map_err(|(_, e)| e.to_string())?;
+            a.qps[0].post_send(&[write_wr(a, b, STREAM_BYTES, posted)], None).map_err(|(_, e)| e.to_string())?;
             posted += 1;
         }
         let t = Instant::now();
@@ -80,7 +79,7 @@ pub fn post_loaded(
         let measured = (|| -> Res<()> {
             for i in 0..cfg.iters {
                 let t = Instant::now();
-                a.qps[0].post_send(&[write_wr(&a, &b, size, i, true)], None).map_err(|(_, e)| e.to_string())?;
+                a.qps[0].post_send(&[write_wr(&a, &b, size, i)], None).map_err(|(_, e)| e.to_string())?;
                 posts.push(t.elapsed());
                 loop {
                     if let Some(wc) = a.cq.poll(1).pop() {

@@ -187,7 +187,15 @@ pub(crate) fn check(wc: &WorkCompletion, what: &str) -> Res<()> {
 const SEQ_MASK: u64 = (1 << 48) - 1;
 
 /// The send work request of test `t` for QP `i` of `a` towards `b`.
-fn send_wr(t: Test, a: &Side, b_addr: u64, b_rkey: u32, i: usize, size: usize, inline: Option<&Vec<u8>>) -> SendWr {
+pub(crate) fn send_wr(
+    t: Test,
+    a: &Side,
+    b_addr: u64,
+    b_rkey: u32,
+    i: usize,
+    size: usize,
+    inline: Option<&Vec<u8>>,
+) -> SendWr {
     let local = Sge { addr: a.area(i, false), length: size as u32, lkey: a.mr.lkey() };
     let op = match t {
         Test::WriteBw | Test::WriteLat => SendOp::RdmaWrite { remote_addr: b_addr, rkey: b_rkey },
@@ -245,7 +253,7 @@ pub fn peak(stamps: &[(Instant, u64)], window: u64) -> f64 {
 }
 
 /// Fails a test that makes no progress for this long.
-const STALL: Duration = Duration::from_secs(20);
+pub(crate) const STALL: Duration = Duration::from_secs(20);
 
 /// One bandwidth measurement at one message size.
 pub fn run_bw(t: Test, ca: &Arc<dyn Context>, cb: &Arc<dyn Context>, cfg: &PerfConfig, size: usize) -> Res<BwRow> {

@@ -46,6 +46,12 @@ pub(crate) fn kept_buffer() -> Option<Vec<u8>> {
     KEPT.try_with(|k| k.try_borrow_mut().ok()?.bufs.pop()).ok().flatten()
 }
 
+/// The batch (emptied, with its capacity) this thread wrote last, if any.
+fn kept_batch() -> Vec<Vec<u8>> {
+    KEPT.try_with(|k| k.try_borrow_mut().map(|mut k| std::mem::take(&mut k.batch)).unwrap_or_default())
+        .unwrap_or_default()
+}
+
 /// The core lock held; derefs to [`Core`]. Dropping it writes what the
 /// holder queued (see the module docs).
 pub struct CoreGuard<'a> {
@@ -121,8 +127,7 @@ impl Shared {
         }
         let ticket = g.tx_next;
         g.tx_next += 1;
-        let empty = KEPT.try_with(|k| k.try_borrow_mut().map(|mut k| std::mem::take(&mut k.batch)).unwrap_or_default());
-        let mut batch = std::mem::replace(&mut g.txq, empty.unwrap_or_default());
+        let mut batch = std::mem::replace(&mut g.txq, kept_batch());
         drop(g);
         // Batches ahead of this one are being written; they are short (a
         // window of frames), and their writers need no lock to finish.

@@ -402,6 +402,13 @@ fn verbs_test(t: Test, name: &str, c: &Common) -> Result<(), String> {
         }
     }
     println!("{LINE}");
+    device_facts(&mut r, &devs);
+    drop(devs);
+    finish(&mut r, c)
+}
+
+/// What the devices and the fabric counted, as JSON facts.
+fn device_facts(r: &mut Report, devs: &Devices) {
     for (i, d) in devs.devices.iter().enumerate() {
         let (dc, ec, qc) = d.counters();
         r.fact(&format!("dev{i}_tx_frames"), dc.tx_frames);
@@ -419,8 +426,6 @@ fn verbs_test(t: Test, name: &str, c: &Common) -> Result<(), String> {
     if let Some(f) = &devs.fabric {
         r.fact("fabric_overflowed", f.stats().overflowed);
     }
-    drop(devs);
-    finish(&mut r, c)
 }
 
 fn post_loaded_test(c: &Common) -> Result<(), String> {
@@ -450,8 +455,8 @@ fn post_loaded_test(c: &Common) -> Result<(), String> {
             " dev{i}: tx {} rx {} retransmitted {} ICRC errors {}",
             dc.tx_frames, dc.rx_frames, qc.retransmitted_pkts, ec.rx_icrc_err
         );
-        r.fact(&format!("dev{i}_retransmitted"), qc.retransmitted_pkts);
     }
+    device_facts(&mut r, &devs);
     drop(devs);
     finish(&mut r, c)
 }
