@@ -448,6 +448,63 @@ pub fn memcpy_xcore_bw(size: usize, mtu: usize, iters: u64) -> BwRow {
     }
 }
 
+/// `memcpy_xcore_bw` with one copy: the sending thread hands over only
+/// where each chunk lies in the source, and the receiving thread copies it
+/// from there into the destination — the limit of a fabric that delivers
+/// payloads out of the sender's memory, as a NIC's DMA reads them, with no
+/// frame buffer in between (docs/benchmarks.md, stop 15).
+pub fn memcpy_pull_bw(size: usize, mtu: usize, iters: u64) -> BwRow {
+    use std::sync::mpsc::{sync_channel, Receiver, TryRecvError};
+    fn spin_recv<T>(r: &Receiver<T>) -> Option<T> {
+        loop {
+            match r.try_recv() {
+                Ok(v) => return Some(v),
+                Err(TryRecvError::Empty) => std::hint::spin_loop(),
+                Err(TryRecvError::Disconnected) => return None,
+            }
+        }
+    }
+    let mtu = mtu.max(64);
+    let chunks = size.div_ceil(mtu).max(1);
+    let src = vec![0x5au8; size];
+    let (to_rx, from_tx) = sync_channel::<usize>(1024);
+    let start = Instant::now();
+    let received = std::thread::scope(|s| {
+        let src = &src;
+        let rx = s.spawn(move || {
+            let mut dst = vec![0u8; size];
+            let mut n = 0u64;
+            while let Some(off) = spin_recv(&from_tx) {
+                let len = mtu.min(size - off.min(size));
+                dst[off..off + len].copy_from_slice(&src[off..off + len]);
+                std::hint::black_box(&mut dst);
+                n += 1;
+            }
+            n
+        });
+        for m in 0..iters {
+            for c in 0..chunks {
+                if to_rx.send(std::hint::black_box(c * mtu)).is_err() {
+                    break;
+                }
+            }
+            std::hint::black_box(m);
+        }
+        drop(to_rx);
+        rx.join().unwrap_or(0)
+    });
+    let el = start.elapsed().as_secs_f64().max(1e-9);
+    let msgs = received as f64 / chunks as f64;
+    BwRow {
+        bytes: size as u64,
+        iterations: iters,
+        peak_bps: msgs * size as f64 / el,
+        avg_bps: msgs * size as f64 / el,
+        msg_rate: msgs / el,
+        notes: vec![("chunk".into(), mtu.to_string()), ("copies".into(), "1 (pull)".into())],
+    }
+}
+
 /// A connected RC pair on the deterministic simulator (lossless, zero
 /// latency) that writes `size`-byte messages from node 0 to node 1: the
 /// transport's own cost per message and per packet, with no threads, locks

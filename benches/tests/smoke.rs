@@ -111,6 +111,8 @@ fn baselines_and_scale_without_root() {
     assert!(has_row(&out, "65536"), "{out}");
     let out = perf(&["memcpy_xcore_bw", "-s", "65536", "-m", "4096", "-n", "100"]);
     assert!(has_row(&out, "65536"), "{out}");
+    let out = perf(&["memcpy_xcore_bw", "-s", "65536", "-m", "4096", "-n", "100", "--pull"]);
+    assert!(has_row(&out, "65536") && out.contains("pull"), "{out}");
     let out = perf(&["sim_bw", "-s", "4096", "-m", "4096", "-n", "100"]);
     assert!(has_row(&out, "4096"), "{out}");
     let out = perf(&["scale_qps", "-n", "500"]);

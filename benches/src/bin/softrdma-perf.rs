@@ -97,6 +97,11 @@ struct Common {
     /// and a side answers once both came — RC write_lat's frames per turn.
     #[arg(long)]
     acks: bool,
+    /// memcpy_xcore_bw only: one copy instead of two — the sending thread
+    /// hands over each chunk's place in the source and the receiving
+    /// thread copies it from there (a fabric with no frame buffer).
+    #[arg(long)]
+    pull: bool,
     /// Where the two ends run.
     #[arg(long = "fabric", value_enum, default_value = "memory")]
     fabric: FabricKind,
@@ -573,9 +578,18 @@ fn run(cli: Cli) -> Result<(), String> {
             baseline::memcpy_bw(size, iters, c.duration.map(Duration::from_secs_f64))
         }),
         Cmd::MemcpyXcoreBw(c) => {
-            memcpy_test("memcpy_xcore_bw", "memcpy across threads in MTU chunks (no RDMA)", &c, |size| {
+            let title = if c.pull {
+                "memcpy across threads in MTU chunks, one copy: the receiver pulls from the source (no RDMA)"
+            } else {
+                "memcpy across threads in MTU chunks (no RDMA)"
+            };
+            memcpy_test("memcpy_xcore_bw", title, &c, |size| {
                 let iters = c.iters.unwrap_or(((1u64 << 32) / size as u64).clamp(100, 1_000_000));
-                baseline::memcpy_xcore_bw(size, c.mtu, iters)
+                if c.pull {
+                    baseline::memcpy_pull_bw(size, c.mtu, iters)
+                } else {
+                    baseline::memcpy_xcore_bw(size, c.mtu, iters)
+                }
             })
         }
         Cmd::SimBw(c) => {
