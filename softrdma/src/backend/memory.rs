@@ -92,6 +92,8 @@ struct Inner {
     faults_on: AtomicBool,
     faulty: Mutex<Faulty>,
     stats: Stats,
+    /// Every sender's state, for the counts kept there (`TxState::forwarded`).
+    senders: Mutex<Vec<Arc<Mutex<TxState>>>>,
     /// Frame buffers handed back by receivers, reused by senders: frames
     /// move between threads without an allocation or a copy each.
     pool: Mutex<Vec<Vec<u8>>>,
@@ -130,6 +132,10 @@ struct TxState {
     route: Option<Route>,
     /// Empty buffers taken from the pool a batch at a time.
     stash: Vec<Vec<u8>>,
+    /// Frames this sender forwarded on the fast path. Counted here, under
+    /// the lock it holds anyway: a counter of the switch's would be a
+    /// cache line that every sender of every device writes per frame.
+    forwarded: u64,
 }
 
 /// A switch; cloning gives another handle to the same one.
@@ -182,6 +188,7 @@ impl Fabric {
                 faulty: Mutex::new(Faulty { faults, rng: Rng::new(seed), held: Vec::new() }),
                 stats: Stats::default(),
                 pool: Mutex::new(Vec::new()),
+                senders: Mutex::new(Vec::new()),
             }),
         }
     }
@@ -193,11 +200,17 @@ impl Fabric {
         }
     }
 
+    /// Frames the senders forwarded on the fast path (`TxState::forwarded`).
+    fn fast_forwarded(&self) -> u64 {
+        let senders = self.inner.senders.lock().unwrap_or_else(|e| e.into_inner());
+        senders.iter().map(|t| t.lock().map_or(0, |t| t.forwarded)).sum()
+    }
+
     pub fn stats(&self) -> FabricStats {
         let s = &self.inner.stats;
         let g = |c: &AtomicU64| c.load(Ordering::Relaxed);
         FabricStats {
-            forwarded: g(&s.forwarded),
+            forwarded: g(&s.forwarded) + self.fast_forwarded(),
             flooded: g(&s.flooded),
             dropped: g(&s.dropped),
             duplicated: g(&s.duplicated),
@@ -217,7 +230,11 @@ impl Fabric {
         };
         self.inner.learn(mac, port);
         let rx = FabricRx { queue, fabric: Arc::downgrade(&self.inner), spent: Vec::new() };
-        let tx = FabricTx { fabric: self.clone(), port, state: Mutex::new(TxState::default()) };
+        let state = Arc::new(Mutex::new(TxState::default()));
+        if let Ok(mut s) = self.inner.senders.lock() {
+            s.push(state.clone());
+        }
+        let tx = FabricTx { fabric: self.clone(), port, state };
         Link { tx: Arc::new(tx), rx: Box::new(rx), mac, mtu }
     }
 }
@@ -225,7 +242,7 @@ impl Fabric {
 struct FabricTx {
     fabric: Fabric,
     port: usize,
-    state: Mutex<TxState>,
+    state: Arc<Mutex<TxState>>,
 }
 
 impl Inner {
@@ -332,7 +349,7 @@ impl Inner {
     /// A sender's frame while its route holds and no faults are on: one
     /// lock (the destination's queue) besides the sender's own.
     fn forward_fast(&self, tx: &mut TxState, buf: &mut Vec<u8>) -> bool {
-        let TxState { route, stash } = tx;
+        let TxState { route, stash, forwarded } = tx;
         let Some(r) = route else { return false };
         if r.generation != self.mac_generation.load(Ordering::Acquire)
             || self.faults_on.load(Ordering::Acquire)
@@ -342,14 +359,15 @@ impl Inner {
         {
             return false;
         }
-        self.pass_on(&r.queue, stash, buf);
+        self.pass_on(&r.queue, (stash, forwarded), buf);
         true
     }
 
-    /// The frame in `buf` moves on to `q`; the sender gets a recycled buffer.
-    fn pass_on(&self, q: &PortQueue, stash: &mut Vec<Vec<u8>>, buf: &mut Vec<u8>) {
+    /// The frame in `buf` moves on to `q`; the sender gets a recycled
+    /// buffer from its stash, and counts the frame.
+    fn pass_on(&self, q: &PortQueue, (stash, forwarded): (&mut Vec<Vec<u8>>, &mut u64), buf: &mut Vec<u8>) {
         let frame = std::mem::replace(buf, self.stashed_buffer(stash));
-        bump(&self.stats.forwarded);
+        *forwarded += 1;
         self.enqueue(q, frame);
     }
 
@@ -362,7 +380,7 @@ impl Inner {
         match targets {
             Targets::One(to) if !self.faults_on.load(Ordering::Acquire) => {
                 let Some(q) = ports.get(to) else { return };
-                self.pass_on(q, &mut tx.stash, buf);
+                self.pass_on(q, (&mut tx.stash, &mut tx.forwarded), buf);
             }
             Targets::One(to) => self.forward_faulty(&ports, to, buf),
             Targets::AllBut(from) => {
