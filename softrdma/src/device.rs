@@ -148,6 +148,8 @@ impl Device {
             deferred: Vec::new(),
             spare: Vec::new(),
             txq: Vec::new(),
+            txbatch: Vec::new(),
+            txfree: Vec::new(),
             tx_next: 0,
         };
         let shared = Shared::new(

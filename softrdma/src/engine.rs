@@ -123,6 +123,10 @@ pub struct Core {
     pub txq: Vec<Vec<u8>>,
     /// The ticket of the next batch of `txq` frames (see `core_lock`).
     pub tx_next: u64,
+    /// Frames a flush holds for one `LinkTx::send_bufs` (links that
+    /// `batches_sends`), and the buffers such batches came back with.
+    pub txbatch: Vec<Vec<u8>>,
+    pub txfree: Vec<Vec<u8>>,
 }
 
 /// The receiving half of the link and the buffers frames land in.
@@ -151,6 +155,8 @@ pub struct Shared {
     pub(crate) rx_linger: Duration,
     /// Frames an application's busy poll takes at most (`LinkRx::polls_are_syscalls`).
     polled_batch: usize,
+    /// Frames a flush sends per `LinkTx::send_bufs` (1: one `send_buf` each).
+    tx_batch: usize,
     /// Counts application polls (no clock read on the polling path); 0:
     /// nobody polls.
     pub(crate) polls: AtomicU64,
@@ -185,6 +191,7 @@ impl Shared {
             mtu,
             core: Mutex::new(core),
             tx_after_unlock: tx.sends_are_syscalls(),
+            tx_batch: if tx.batches_sends() && !tx.sends_are_syscalls() { TX_BATCH } else { 1 },
             tx_serving: AtomicU64::new(0),
             tx_failed: AtomicU64::new(0),
             tx,
@@ -253,6 +260,40 @@ impl Shared {
         }
         let sent = self.tx.send_buf(buf);
         self.count_tx(core, sent);
+    }
+
+    /// Like `put_buf`, but a link that `batches_sends` gets the frame with
+    /// the next ones (`send_batch` sends what is held).
+    fn put_batched(&self, core: &mut Core, buf: &mut Vec<u8>) {
+        if self.tx_batch == 1 {
+            return self.put_buf(core, buf);
+        }
+        if self.put_local(core, buf) {
+            return;
+        }
+        let next = core.txfree.pop().unwrap_or_else(|| Vec::with_capacity(self.mtu + 64));
+        core.txbatch.push(std::mem::replace(buf, next));
+        if core.txbatch.len() >= self.tx_batch {
+            self.send_batch(core);
+        }
+    }
+
+    /// Sends the frames `put_batched` holds.
+    fn send_batch(&self, core: &mut Core) {
+        if core.txbatch.is_empty() {
+            return;
+        }
+        let failed = match &mut core.txbatch[..] {
+            [one] => self.tx.send_buf(one).is_err() as u64,
+            all => self.tx.send_bufs(all) as u64,
+        };
+        let n = core.txbatch.len() as u64;
+        core.counters.tx_errors += failed;
+        core.counters.tx_frames += n - failed.min(n);
+        // The buffers the link left in the slots: not cleared, since a
+        // frame of the stream's length is emitted over one without zeroing.
+        let Core { txbatch, txfree, .. } = core;
+        txfree.append(txbatch);
     }
 
     /// Queues a frame to be written once the lock is let go (`core_lock`);
@@ -372,8 +413,9 @@ impl Shared {
                 self.has_deferred.store(true, Ordering::Release);
                 continue;
             }
-            self.put_buf(core, &mut buf);
+            self.put_batched(core, &mut buf);
         }
+        self.send_batch(core);
         core.buf = buf;
         if !polling {
             self.send_deferred(core);
@@ -539,6 +581,11 @@ const ETH_HEADER_LEN: usize = 14;
 
 /// Frames the receive thread takes from its link per lock and flush.
 pub(crate) const RX_BATCH: usize = 32;
+
+/// Frames a flush hands a batching link at once: enough that its queue's
+/// lock crosses between CPUs once per several frames, few enough that the
+/// receiver starts on the first ones while the sender emits the rest.
+const TX_BATCH: usize = 8;
 
 /// Starts the receive and timer threads of a device.
 pub fn spawn(shared: &Arc<Shared>) -> std::io::Result<Vec<std::thread::JoinHandle<()>>> {

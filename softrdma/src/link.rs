@@ -22,6 +22,22 @@ pub trait LinkTx: Send + Sync {
         self.send(buf)
     }
 
+    /// Sends the frames in `bufs`, in order, as `send_buf` would each
+    /// (every slot may come back holding another buffer); returns how many
+    /// failed. A link whose receiver runs on another CPU (the in-memory
+    /// fabric) queues the whole batch under one lock, so the lines that
+    /// lock and its queue live on cross between the CPUs once per batch
+    /// instead of once per frame.
+    fn send_bufs(&self, bufs: &mut [Vec<u8>]) -> usize {
+        bufs.iter_mut().map(|b| self.send_buf(b)).filter(Result::is_err).count()
+    }
+
+    /// Whether `send_bufs` is worth a batch: frames held back for it wait
+    /// for their batch-mates, which pays only where the batch saves work.
+    fn batches_sends(&self) -> bool {
+        false
+    }
+
     /// Whether each send is a system call that carries the frame through
     /// the kernel on the caller's CPU (a TAP's `write(2)`: ≈ 2–2.5 µs
     /// through the bridges). The device then writes frames after it lets go
