@@ -340,6 +340,8 @@ pub fn run_bw(t: Test, ca: &Arc<dyn Context>, cb: &Arc<dyn Context>, cfg: &PerfC
             let mut last_progress = Instant::now();
             let mut batch: Vec<SendWr> = Vec::with_capacity(32);
             let mut idle_polls = 0u32;
+            // perftest's `struct ibv_wc wc[64]`, reused by every poll.
+            let mut wc_buf = [WorkCompletion::default(); 64];
             loop {
                 let time_up = deadline.is_some_and(|d| Instant::now() >= d);
                 let may_post = |s: u64| match target {
@@ -375,11 +377,14 @@ pub fn run_bw(t: Test, ca: &Arc<dyn Context>, cb: &Arc<dyn Context>, cfg: &PerfC
                 // full send queue is waited out instead: the peer's receive
                 // thread needs the CPU to make room.
                 let blocked = (0..q).all(|i| posted[i] - done[i] >= tx_depth || !may_post(posted[i]));
-                let wcs = if blocked && !softrdma::busy_poll::multi_cpu() {
-                    a.cq.wait(64, Duration::from_millis(100))
+                let got = if blocked && !softrdma::busy_poll::multi_cpu() {
+                    let waited = a.cq.wait(wc_buf.len(), Duration::from_millis(100));
+                    wc_buf[..waited.len()].copy_from_slice(&waited);
+                    waited.len()
                 } else {
-                    a.cq.poll(64)
+                    a.cq.poll_into(&mut wc_buf)
                 };
+                let wcs = &wc_buf[..got];
                 if wcs.is_empty() {
                     idle_polls += 1;
                     if idle_polls % spin_yield() == 0 {
@@ -391,7 +396,7 @@ pub fn run_bw(t: Test, ca: &Arc<dyn Context>, cb: &Arc<dyn Context>, cfg: &PerfC
                     continue;
                 }
                 last_progress = Instant::now();
-                for wc in &wcs {
+                for wc in wcs {
                     check(wc, "send")?;
                     let i = (wc.wr_id >> 48) as usize;
                     let n = (wc.wr_id & SEQ_MASK) + 1;
@@ -526,8 +531,9 @@ fn next_wc(cq: &Arc<dyn Cq>, timeout: Duration) -> Option<WorkCompletion> {
     let t = Instant::now();
     let mut spins = 0u32;
     loop {
-        if let Some(wc) = cq.poll(1).into_iter().next() {
-            return Some(wc);
+        let mut wc = [WorkCompletion::default()];
+        if cq.poll_into(&mut wc) == 1 {
+            return Some(wc[0]);
         }
         spins += 1;
         if spins % spin_yield() == 0 {
@@ -639,8 +645,10 @@ pub fn run_lat(t: Test, ca: &Arc<dyn Context>, cb: &Arc<dyn Context>, cfg: &Perf
                         let Some(wc) = wc_unless_stopped(&b.cq, stop) else { return Ok(()) };
                         check(&wc, "server send")?;
                     } else {
-                        for wc in b.cq.poll(16) {
-                            check(&wc, "server send")?;
+                        let mut wcs = [WorkCompletion::default(); 16];
+                        let got = b.cq.poll_into(&mut wcs);
+                        for wc in &wcs[..got] {
+                            check(wc, "server send")?;
                         }
                     }
                 }
@@ -686,8 +694,10 @@ pub fn run_lat(t: Test, ca: &Arc<dyn Context>, cb: &Arc<dyn Context>, cfg: &Perf
                             .post_recv(&[recv_wr(&a, 0, size, it)])
                             .map_err(|(_, er)| format!("post_recv: {er}"))?;
                         let _ = wc;
-                        for wc in a.cq.poll(16) {
-                            check(&wc, "send")?;
+                        let mut wcs = [WorkCompletion::default(); 16];
+                        let got = a.cq.poll_into(&mut wcs);
+                        for wc in &wcs[..got] {
+                            check(wc, "send")?;
                         }
                     }
                     _ => {

@@ -416,6 +416,15 @@ impl Cq for SoftCq {
         let n = max.min(q.len());
         q.drain(..n).collect()
     }
+    fn poll_into(&self, wc: &mut [WorkCompletion]) -> usize {
+        self.dev.progress();
+        let Ok(mut q) = self.inner.queue.lock() else { return 0 };
+        let n = wc.len().min(q.len());
+        for (slot, c) in wc.iter_mut().zip(q.drain(..n)) {
+            *slot = c;
+        }
+        n
+    }
     fn wait(&self, max: usize, timeout: Duration) -> Vec<WorkCompletion> {
         self.dev.progress();
         let Ok(mut q) = self.inner.queue.lock() else { return Vec::new() };

@@ -166,6 +166,16 @@ pub trait Cq: Send + Sync {
     fn capacity(&self) -> u32;
     /// `ibv_poll_cq`: up to `max` completions, without waiting.
     fn poll(&self, max: usize) -> Vec<WorkCompletion>;
+    /// `ibv_poll_cq` as C callers use it: fills the front of `wc` with up
+    /// to `wc.len()` completions and returns how many. It allocates
+    /// nothing, so a loop that spins on a CQ can reuse one array.
+    fn poll_into(&self, wc: &mut [WorkCompletion]) -> usize {
+        let got = self.poll(wc.len());
+        for (slot, c) in wc.iter_mut().zip(&got) {
+            *slot = *c;
+        }
+        got.len()
+    }
     /// Waits until at least one completion is there (or `timeout` passes),
     /// then polls like `poll` — so callers need not spin.
     fn wait(&self, max: usize, timeout: Duration) -> Vec<WorkCompletion>;

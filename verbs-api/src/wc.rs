@@ -107,6 +107,14 @@ pub struct WorkCompletion {
     pub vendor_err: u32,
 }
 
+/// A zeroed `ibv_wc` (status SUCCESS, opcode SEND), as C code declares the
+/// array it hands `ibv_poll_cq`: what [`crate::Cq::poll_into`] fills.
+impl Default for WorkCompletion {
+    fn default() -> Self {
+        WorkCompletion::new(0, WcStatus::Success, WcOpcode::Send, 0)
+    }
+}
+
 impl WorkCompletion {
     pub fn new(wr_id: u64, status: WcStatus, opcode: WcOpcode, qp_num: u32) -> Self {
         WorkCompletion {

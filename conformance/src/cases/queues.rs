@@ -3,7 +3,10 @@
 use std::time::{Duration, Instant};
 
 use verbs_api::helpers::{to_init, to_rts};
-use verbs_api::{AsyncEvent, QpAttr, QpAttrMask, QpInitAttr, QpPath, QpState, QpType, RecvWr, SendOp, WcStatus};
+use verbs_api::{
+    AsyncEvent, QpAttr, QpAttrMask, QpInitAttr, QpPath, QpState, QpType, RecvWr, SendOp, WcOpcode, WcStatus,
+    WorkCompletion,
+};
 
 use super::{case, Case};
 use crate::kit::{
@@ -19,6 +22,11 @@ pub fn cases() -> Vec<Case> {
             flush_on_err,
         ),
         case("cq.overflow", "IBTA Vol 1 ch. 11 (Completion Queue overrun: CQ error, asynchronous event)", cq_overflow),
+        case(
+            "cq.poll_into",
+            "IBTA Vol 1 ch. 11 (Poll for Completion: up to the number asked, oldest first); ibv_poll_cq(3)",
+            cq_poll_into,
+        ),
         case("srq.shared_receives", "IBTA Vol 1 ch. 10 (Shared Receive Queue)", srq_shared),
         case("srq.limit_event", "IBTA Vol 1 ch. 10, ch. 11 (SRQ limit: asynchronous event, then disarmed)", srq_limit),
     ]
@@ -82,6 +90,41 @@ fn cq_overflow(env: &Env) -> CaseResult {
     let got = a.scq.poll(n + 8);
     check!(got.len() <= cap, "an overrun CQ of {cap} returned {} completions", got.len());
     check!(!b.rcq.overflowed(), "the peer's CQ reports overflow");
+    Ok(())
+}
+
+fn cq_poll_into(env: &Env) -> CaseResult {
+    let s = Spec::new(env, QpType::Rc);
+    let (a, b) = connect(env, &s, &Spec::new(env, QpType::Rc))?;
+    let n = 5u64;
+    let wrs: Vec<_> = (0..n)
+        .map(|i| wr(i, SendOp::RdmaWrite { remote_addr: b.mr.addr(), rkey: b.mr.rkey() }, vec![a.sge(0, 8)]))
+        .collect();
+    a.qp.post_send(&wrs, None)?;
+    // What the caller's array held before: a poll must not touch slots past
+    // the completions it returns.
+    let untouched = WorkCompletion::new(u64::MAX, WcStatus::GeneralErr, WcOpcode::LocalInv, u32::MAX);
+    check!(a.scq.poll_into(&mut []) == 0, "poll_into with no room returned completions");
+    let mut ids = Vec::new();
+    let deadline = Instant::now() + env.timeout();
+    while (ids.len() as u64) < n {
+        let mut slots = [untouched; 2];
+        let k = a.scq.poll_into(&mut slots);
+        check!(k <= slots.len(), "poll_into returned {k} for an array of {}", slots.len());
+        for wc in &slots[..k] {
+            check!(wc.status == WcStatus::Success, "WRITE {} completed {:?}", wc.wr_id, wc.status);
+            check!(wc.opcode == WcOpcode::RdmaWrite, "WRITE {} completed as {:?}", wc.wr_id, wc.opcode);
+            ids.push(wc.wr_id);
+        }
+        check!(slots[k..].iter().all(|w| *w == untouched), "poll_into wrote past the {k} completions it returned");
+        if Instant::now() > deadline {
+            fail!("{} of {n} completions within {:?}", ids.len(), env.timeout());
+        }
+    }
+    check!(ids == (0..n).collect::<Vec<_>>(), "completions out of order: {ids:?}");
+    let mut slots = [untouched; 4];
+    check!(a.scq.poll_into(&mut slots) == 0, "an empty CQ returned completions");
+    check!(slots.iter().all(|w| *w == untouched), "an empty poll wrote into the array");
     Ok(())
 }
 
