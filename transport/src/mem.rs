@@ -44,6 +44,22 @@ pub trait Memory {
     fn check(&self, pd: u32, key: Key, va: u64, len: u64, need: AccessFlags) -> Result<(), MemError>;
     /// Copies out of memory (local gather, or remote READ with REMOTE_READ).
     fn read(&self, pd: u32, key: Key, va: u64, out: &mut [u8]) -> Result<(), MemError>;
+    /// `read`, also hashing the bytes into a packet's ICRC. An
+    /// implementation that can should hash them where they lie, not the
+    /// copy in `out` (see [`crate::wire::icrc::Running`]); the bytes hashed
+    /// must be the bytes copied.
+    fn read_hashed(
+        &self,
+        pd: u32,
+        key: Key,
+        va: u64,
+        out: &mut [u8],
+        crc: &mut crate::wire::icrc::Running,
+    ) -> Result<(), MemError> {
+        self.read(pd, key, va, out)?;
+        crc.update(out);
+        Ok(())
+    }
     /// Copies into memory (local scatter with LOCAL_WRITE, or remote WRITE with REMOTE_WRITE).
     fn write(&mut self, pd: u32, key: Key, va: u64, data: &[u8]) -> Result<(), MemError>;
     /// Executes an 8-byte atomic (REMOTE_ATOMIC, aligned); returns the original value.

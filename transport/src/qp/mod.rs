@@ -700,7 +700,7 @@ impl Qp {
             emit(&frame, Payload::Copy(&self.scratch), buf)
         } else {
             match self.next_request(now, mem, buf) {
-                Some(frame) => emit(&frame, Payload::InPlace, buf),
+                Some(payload_len) => Some(payload_len),
                 None => return false,
             }
         };

@@ -151,6 +151,45 @@ impl FrameRepr {
 
     /// `emit`, with the payload copied in or already at `payload_range()`.
     pub fn emit_with(&self, payload: Payload<'_>, buf: &mut [u8]) -> Result<usize, Error> {
+        let at = self.emit_headers(payload, buf)?;
+        let buf = &mut buf[..at.len];
+        let crc = {
+            let (l3, udp, ib) = at.split(buf);
+            icrc::compute(l3, udp, &ib[..ib.len() - icrc::LEN])
+        };
+        self.finish(at, buf, crc)
+    }
+
+    /// For a payload hashed where it is gathered from (a request's, from
+    /// memory): writes everything but the payload and the ICRC, and returns
+    /// the ICRC over the headers. The caller fills `payload_range()`,
+    /// hashing the payload into the ICRC in order, then calls [`Self::seal`].
+    pub fn emit_around_payload(&self, buf: &mut [u8]) -> Result<(icrc::Running, Sealing), Error> {
+        let at = self.emit_headers(Payload::InPlace, buf)?;
+        let (l3, udp, ib) = at.split(&mut buf[..at.len]);
+        let crc = icrc::start(l3, udp, &ib[..self.ib.header_len()]);
+        Ok((crc, Sealing(at)))
+    }
+
+    /// Ends what [`Self::emit_around_payload`] began: hashes the pad, writes
+    /// the ICRC (and the UDP checksum, if computed); returns the length.
+    pub fn seal(&self, sealing: Sealing, buf: &mut [u8], mut crc: icrc::Running) -> Result<usize, Error> {
+        let at = sealing.0;
+        if buf.len() < at.len {
+            return Err(Error::BufferTooSmall { need: at.len, have: buf.len() });
+        }
+        let buf = &mut buf[..at.len];
+        {
+            let (_, _, ib) = at.split(buf);
+            let pad = self.ib.header_len() + self.ib.payload_len..ib.len() - icrc::LEN;
+            crc.update(&ib[pad]);
+        }
+        self.finish(at, buf, crc.finish())
+    }
+
+    /// Writes the Ethernet, IP and UDP headers and the IB packet but for its
+    /// ICRC (and the UDP checksum, which covers the ICRC).
+    fn emit_headers(&self, payload: Payload<'_>, buf: &mut [u8]) -> Result<Layout, Error> {
         let len = self.buffer_len();
         if buf.len() < len {
             return Err(Error::BufferTooSmall { need: len, have: buf.len() });
@@ -185,17 +224,45 @@ impl FrameRepr {
         if let Some((u, src, dst)) = &udp {
             UdpRepr { checksum: UdpChecksum::None, ..**u }.emit(rest, src, dst)?;
         }
-        {
-            let (udp_hdr, ib) = rest.split_at_mut(udp_len);
-            let n = ib.len();
-            let crc = icrc::compute(l3, udp.is_some().then_some(&*udp_hdr), &ib[..n - icrc::LEN]);
-            ib[n - icrc::LEN..].copy_from_slice(&icrc::write(crc));
+        Ok(Layout { len, l3: off, l3_len: l3.len(), udp_len, has_udp: udp.is_some() })
+    }
+
+    /// Writes the ICRC `crc`, then the UDP checksum if one is computed.
+    fn finish(&self, at: Layout, buf: &mut [u8], crc: u32) -> Result<usize, Error> {
+        let rest = &mut buf[at.l3 + at.l3_len..at.len];
+        let n = rest.len();
+        rest[n - icrc::LEN..].copy_from_slice(&icrc::write(crc));
+        let (src, dst, u) = match &self.net {
+            NetRepr::V4 { ip, udp } => (IpAddress::Ipv4(ip.src), IpAddress::Ipv4(ip.dst), udp),
+            NetRepr::V6 { ip, udp } => (IpAddress::Ipv6(ip.src), IpAddress::Ipv6(ip.dst), udp),
+            NetRepr::V1 { .. } => return Ok(at.len),
+        };
+        if u.checksum == UdpChecksum::Computed {
+            u.emit(rest, &src, &dst)?;
         }
-        if let Some((u, src, dst)) = &udp {
-            if u.checksum == UdpChecksum::Computed {
-                u.emit(rest, src, dst)?;
-            }
-        }
-        Ok(len)
+        Ok(at.len)
     }
 }
+
+/// Where `emit_headers` put the layers of a frame.
+#[derive(Debug, Clone, Copy)]
+struct Layout {
+    len: usize,
+    l3: usize,
+    l3_len: usize,
+    udp_len: usize,
+    has_udp: bool,
+}
+
+impl Layout {
+    /// The L3 header, the UDP header (RoCEv2) and the IB packet.
+    fn split<'b>(&self, buf: &'b mut [u8]) -> (&'b [u8], Option<&'b [u8]>, &'b [u8]) {
+        let (l3, rest) = buf[self.l3..self.len].split_at(self.l3_len);
+        let (udp, ib) = rest.split_at(self.udp_len);
+        (l3, self.has_udp.then_some(udp), ib)
+    }
+}
+
+/// A frame whose payload is being hashed in ([`FrameRepr::emit_around_payload`]).
+#[derive(Debug, Clone, Copy)]
+pub struct Sealing(Layout);

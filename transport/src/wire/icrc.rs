@@ -28,6 +28,11 @@ const LRH_STANDIN: [u8; 8] = [0xff; 8];
 const MAX_L3: usize = 40;
 /// LRH stand-in, the largest L3 header, UDP and BTH.
 const HDR_MAX: usize = 8 + MAX_L3 + 8 + bth::LEN;
+/// What follows the BTH that [`start`] hashes with the masked headers in
+/// one update rather than two (a request's extension headers, up to
+/// DETH + JKETH + AtomicETH + ImmDt, say; a sender hashes its payload
+/// separately).
+const REST_MERGED: usize = 48;
 
 /// Computes the ICRC of a packet.
 ///
@@ -40,13 +45,59 @@ const HDR_MAX: usize = 8 + MAX_L3 + 8 + bth::LEN;
 #[allow(unsafe_code)] // code placement only: crate::code_page
 #[cfg_attr(all(target_os = "linux", target_arch = "x86_64"), link_section = ".text.hot.softrdma")]
 pub fn compute(l3: &[u8], udp: Option<&[u8]>, ib: &[u8]) -> u32 {
+    start(l3, udp, ib).finish()
+}
+
+/// An ICRC computed piece by piece, in packet order: [`start`] hashes the
+/// headers, then [`Running::update`] the rest. A sender that gathers a
+/// payload from memory hashes it there, as it copies it
+/// (`Memory::read_hashed`): hashing the copy would read lines the copy has
+/// just written, and where those were last read by another CPU (a fabric
+/// frame buffer back from its receiver) the reads wait for every store to
+/// finish claiming its line.
+pub struct Running(State);
+
+enum State {
+    Simd(Hasher),
+    Table(u32),
+}
+
+impl Running {
+    #[inline]
+    pub fn update(&mut self, data: &[u8]) {
+        // An empty update still costs crc32fast its per-call work.
+        if data.is_empty() {
+            return;
+        }
+        match &mut self.0 {
+            State::Simd(h) => h.update(data),
+            State::Table(c) => *c = super::crc32::update(*c, data),
+        }
+    }
+
+    #[inline]
+    pub fn finish(self) -> u32 {
+        match self.0 {
+            State::Simd(h) => h.finalize(),
+            State::Table(c) => c,
+        }
+    }
+}
+
+/// Starts the ICRC of a packet: the headers with their variant fields
+/// masked, then all of `ib` (which begins with the BTH). Arguments as for
+/// [`compute`].
+#[allow(unsafe_code)] // code placement only: crate::code_page
+#[cfg_attr(all(target_os = "linux", target_arch = "x86_64"), link_section = ".text.hot.softrdma")]
+#[inline]
+pub fn start(l3: &[u8], udp: Option<&[u8]>, ib: &[u8]) -> Running {
     // The masked headers go into one buffer and one CRC update: crc32fast
     // pays a fixed cost per call, and this runs twice per packet. The usual
     // header sizes get their own calls of `masked_headers` so that, inlined,
     // every copy has a constant length and compiles to moves rather than
     // calls of memcpy (calls and returns through the GOT are what costs
     // under QEMU's TCG; crate::code_page).
-    let mut hdr = [0u8; HDR_MAX];
+    let mut hdr = [0u8; HDR_MAX + REST_MERGED];
     let n = ib.len().min(bth::LEN);
     let at = match (l3.len(), udp.map(<[u8]>::len)) {
         (20, Some(8)) if n == bth::LEN => masked_headers(&mut hdr, &l3[..20], udp.map(|u| &u[..8]), &ib[..bth::LEN]),
@@ -54,21 +105,31 @@ pub fn compute(l3: &[u8], udp: Option<&[u8]>, ib: &[u8]) -> u32 {
         (40, None) if n == bth::LEN => masked_headers(&mut hdr, &l3[..40], None, &ib[..bth::LEN]),
         _ => masked_headers(&mut hdr, l3, udp, &ib[..n]),
     };
-    match engine() {
+    let rest = &ib[n..];
+    let merged = rest.len() <= REST_MERGED;
+    let mut at = at;
+    if merged {
+        hdr[at..at + rest.len()].copy_from_slice(rest);
+        at += rest.len();
+    }
+    let mut r = match engine() {
         Engine::Simd => {
             let mut h = Hasher::new();
             h.update(&hdr[..at]);
-            h.update(&ib[n..]);
-            h.finalize()
+            Running(State::Simd(h))
         }
-        Engine::Table => super::crc32::update(super::crc32::update(0, &hdr[..at]), &ib[n..]),
+        Engine::Table => Running(State::Table(super::crc32::update(0, &hdr[..at]))),
+    };
+    if !merged {
+        r.update(rest);
     }
+    r
 }
 
 /// Writes the LRH stand-in and the headers, variant fields set to ones, into
 /// `hdr`; returns how many bytes it wrote.
 #[inline(always)]
-fn masked_headers(hdr: &mut [u8; HDR_MAX], l3: &[u8], udp: Option<&[u8]>, bth: &[u8]) -> usize {
+fn masked_headers(hdr: &mut [u8; HDR_MAX + REST_MERGED], l3: &[u8], udp: Option<&[u8]>, bth: &[u8]) -> usize {
     hdr[..8].copy_from_slice(&LRH_STANDIN);
     let mut at = 8;
     let n = l3.len().min(MAX_L3);
