@@ -145,9 +145,10 @@ impl Shared {
         self.count_failed(failed);
         let _ = KEPT.try_with(|k| {
             if let Ok(mut k) = k.try_borrow_mut() {
-                for mut f in batch.drain(..) {
+                for f in batch.drain(..) {
                     if k.bufs.len() < MAX_KEPT {
-                        f.clear();
+                        // Not cleared: the next frame, likely of the same
+                        // length, is emitted over it without zeroing it first.
                         k.bufs.push(f);
                     }
                 }

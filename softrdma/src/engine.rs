@@ -240,6 +240,7 @@ impl Shared {
         }
         if self.tx_after_unlock {
             let mut f = self.spare_buf(core);
+            f.clear();
             f.extend_from_slice(frame);
             Self::queue(core, f);
             return;
@@ -303,8 +304,9 @@ impl Shared {
         core.counters.tx_frames += 1;
     }
 
-    /// An empty frame buffer: the one written last, whose lines are
-    /// likeliest still in this CPU's cache.
+    /// A frame buffer: the one written last, whose lines are likeliest
+    /// still in this CPU's cache. It may still hold that frame: emitting a
+    /// frame of the same length over it costs no zeroing.
     fn spare_buf(&self, core: &mut Core) -> Vec<u8> {
         if self.tx_after_unlock {
             if let Some(b) = crate::core_lock::kept_buffer() {
