@@ -257,18 +257,7 @@ pub(crate) const STALL: Duration = Duration::from_secs(20);
 
 /// One bandwidth measurement at one message size.
 pub fn run_bw(t: Test, ca: &Arc<dyn Context>, cb: &Arc<dyn Context>, cfg: &PerfConfig, size: usize) -> Res<BwRow> {
-    if t == Test::AtomicBw && cfg.conn != QpType::Rc {
-        return Err("atomics need RC (-c RC)".into());
-    }
-    if t == Test::ReadBw && cfg.conn != QpType::Rc {
-        return Err("RDMA READ needs RC (-c RC)".into());
-    }
-    if t == Test::WriteBw && cfg.conn == QpType::Ud {
-        return Err("RDMA WRITE needs RC or UC".into());
-    }
-    if cfg.conn == QpType::Ud && size > cfg.mtu.bytes() {
-        return Err(format!("UD messages are limited to the MTU ({} bytes)", cfg.mtu.bytes()));
-    }
+    runnable(t, cfg, size)?;
     let size = if t == Test::AtomicBw { 8 } else { size };
     let (a, b) = connect(ca, cb, cfg, size)?;
     let q = cfg.qps;
@@ -570,18 +559,28 @@ fn wc_unless_stopped(cq: &Arc<dyn Cq>, stop: &AtomicBool) -> Option<WorkCompleti
     }
 }
 
+/// Whether test `t` can run with `cfg` at `size`: the transport each
+/// operation needs (IBTA Vol 1 ch. 9: READ and atomics are RC only, WRITE
+/// is not on UD) and UD's one-packet messages. The CLI asks before it
+/// prints its banner; the runs ask again.
+pub fn runnable(t: Test, cfg: &PerfConfig, size: usize) -> Res<()> {
+    let rc = cfg.conn == QpType::Rc;
+    match t {
+        Test::AtomicBw if !rc => return Err("atomics need RC (-c RC)".into()),
+        Test::ReadBw | Test::ReadLat if !rc => return Err("RDMA READ needs RC (-c RC)".into()),
+        Test::WriteBw | Test::WriteLat if cfg.conn == QpType::Ud => return Err("RDMA WRITE needs RC or UC".into()),
+        _ => {}
+    }
+    if cfg.conn == QpType::Ud && size > cfg.mtu.bytes() {
+        return Err(format!("max message size in UD cannot be greater than the MTU ({} bytes)", cfg.mtu.bytes()));
+    }
+    Ok(())
+}
+
 /// One latency measurement at one message size: `warmup` untimed exchanges,
 /// then `iters` timed ones.
 pub fn run_lat(t: Test, ca: &Arc<dyn Context>, cb: &Arc<dyn Context>, cfg: &PerfConfig, size: usize) -> Res<LatRow> {
-    if t == Test::ReadLat && cfg.conn != QpType::Rc {
-        return Err("RDMA READ needs RC (-c RC)".into());
-    }
-    if t == Test::WriteLat && cfg.conn == QpType::Ud {
-        return Err("RDMA WRITE needs RC or UC".into());
-    }
-    if cfg.conn == QpType::Ud && size > cfg.mtu.bytes() {
-        return Err(format!("UD messages are limited to the MTU ({} bytes)", cfg.mtu.bytes()));
-    }
+    runnable(t, cfg, size)?;
     let size = size.max(1);
     let one = PerfConfig { qps: 1, ..cfg.clone() };
     let (a, b) = connect(ca, cb, &one, size)?;

@@ -46,6 +46,45 @@ fn bandwidth_tests_on_the_memory_fabric() {
     assert!(has_row(&out, "64"), "{out}");
 }
 
+/// What perftest refuses, the tool refuses before it runs anything, with
+/// the reason and a failing exit status; a run that would measure nothing
+/// (a UD message larger than the MTU) is one of them.
+#[test]
+fn bad_arguments_are_refused_with_a_reason() {
+    for (args, why) in [
+        (&["send_lat", "-c", "UD", "-s", "5000"][..], "max message size in UD cannot be greater than the MTU (1024"),
+        (&["send_bw", "-c", "UD", "-s", "4097", "-m", "4096"], "greater than the MTU (4096"),
+        (&["read_lat", "-c", "UD"], "RDMA READ needs RC"),
+        (&["read_bw", "-c", "UC"], "RDMA READ needs RC"),
+        (&["atomic_bw", "-c", "UC"], "atomics need RC"),
+        (&["write_bw", "-c", "UD"], "RDMA WRITE needs RC or UC"),
+        (&["send_bw", "-I", "100000"], "at most 512 bytes inline"),
+        (&["write_bw", "-n", "0"], "-n must be at least 1"),
+        (&["write_bw", "-D", "0"], "-D must be a positive number"),
+        (&["write_bw", "-t", "0"], "-t must be 1..=16384"),
+        (&["write_bw", "-m", "333"], "bad MTU 333"),
+        (&["write_bw", "-q", "0"], "-q must be 1..=4096"),
+    ] {
+        let out = Command::new(env!("CARGO_BIN_EXE_softrdma-perf")).args(args).output().expect("run softrdma-perf");
+        let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+        assert!(!out.status.success(), "{args:?} succeeded:\n{stdout}");
+        assert!(stderr.contains(why), "{args:?}: stderr lacks {why:?}:\n{stderr}");
+        assert!(!stdout.contains("#bytes"), "{args:?} printed a table before refusing:\n{stdout}");
+    }
+}
+
+/// As perftest: the latency tests default to 2 bytes, and under UD the
+/// default size becomes the MTU (with a notice) and `-a` stops at it.
+#[test]
+fn default_sizes_follow_perftest() {
+    let out = perf(&["write_lat", "-n", "20"]);
+    assert!(has_row(&out, "2"), "{out}");
+    let out = perf(&["send_bw", "-c", "UD", "-n", "20"]);
+    assert!(has_row(&out, "1024"), "{out}");
+    let out = perf(&["send_bw", "-c", "UD", "-a", "-n", "5", "-m", "512"]);
+    assert!(has_row(&out, "512") && !has_row(&out, "1024"), "{out}");
+}
+
 /// Both ICRC engines carry real traffic end to end (every frame is
 /// verified on receipt, and the tool checks the data), and the banner says
 /// which one ran.

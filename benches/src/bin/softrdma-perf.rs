@@ -14,7 +14,7 @@ use std::time::Duration;
 use benches::baseline;
 use benches::fabric::{self, Devices, FabricKind};
 use benches::loaded;
-use benches::perf::{run_bw, run_lat, PerfConfig, Test};
+use benches::perf::{run_bw, run_lat, runnable, PerfConfig, Test};
 use benches::report::{bw_header, bw_line, lat_header, lat_line, Report, LINE};
 use benches::scale;
 use clap::{Args, Parser, Subcommand, ValueEnum};
@@ -30,12 +30,18 @@ enum Conn {
     Ud,
 }
 
+/// The deepest send or receive queue the tools ask for (`-t`, `-r`).
+const MAX_DEPTH: u32 = 16384;
+/// The device's `max_inline_data`.
+const MAX_INLINE: u32 = softrdma::verbs::MAX_INLINE;
+
 /// perftest's flags, as far as they mean something here.
 #[derive(Debug, Clone, Args)]
 struct Common {
-    /// Message size in bytes.
-    #[arg(short = 's', long = "size", default_value_t = 65536)]
-    size: usize,
+    /// Message size in bytes [default: as perftest, 65536 for the bandwidth
+    /// tests and 2 for the latency tests; under UD, at most the MTU].
+    #[arg(short = 's', long = "size")]
+    size: Option<usize>,
     /// Run every size from 2 to 2^23.
     #[arg(short = 'a', long = "all")]
     all: bool,
@@ -224,12 +230,34 @@ struct Cli {
     cmd: Cmd,
 }
 
-fn sizes(c: &Common) -> Vec<usize> {
+/// The sizes to run: every power of two with `-a`, else `-s` or `default`.
+fn sizes(c: &Common, default: usize) -> Vec<usize> {
     if c.all {
         (1..=23).map(|k| 1usize << k).collect()
     } else {
-        vec![c.size]
+        vec![c.size.unwrap_or(default)]
     }
+}
+
+/// A verbs test's sizes, checked before anything runs. Under UD, as
+/// perftest's `check_mtu`: `-a` stops at the MTU, and the default size
+/// becomes the MTU (with a notice), while an explicit larger `-s` is an
+/// error.
+fn verbs_sizes(t: Test, c: &Common, cfg: &PerfConfig) -> Result<Vec<usize>, String> {
+    let mtu = cfg.mtu.bytes();
+    let mut sizes = sizes(c, if t.is_bw() { 65536 } else { 2 });
+    if cfg.conn == QpType::Ud {
+        if c.all {
+            sizes.retain(|&s| s <= mtu);
+        } else if c.size.is_none() && sizes[0] > mtu {
+            eprintln!(" Max msg size in UD is MTU {mtu}\n Changing to this MTU");
+            sizes = vec![mtu];
+        }
+    }
+    for &size in &sizes {
+        runnable(t, cfg, size)?;
+    }
+    Ok(sizes)
 }
 
 fn perf_config(c: &Common, default_iters: u64) -> Result<PerfConfig, String> {
@@ -237,19 +265,33 @@ fn perf_config(c: &Common, default_iters: u64) -> Result<PerfConfig, String> {
     if c.qps == 0 || c.qps > 4096 {
         return Err("-q must be 1..=4096".into());
     }
+    if c.iters == Some(0) {
+        return Err("-n must be at least 1".into());
+    }
+    if c.duration.is_some_and(|d| !(d > 0.0 && d.is_finite())) {
+        return Err("-D must be a positive number of seconds".into());
+    }
+    for (flag, v) in [("-t", c.tx_depth), ("-r", c.rx_depth)] {
+        if v == 0 || v > MAX_DEPTH {
+            return Err(format!("{flag} must be 1..={MAX_DEPTH}"));
+        }
+    }
+    if c.inline > MAX_INLINE {
+        return Err(format!("-I {}: the device takes at most {MAX_INLINE} bytes inline (max_inline_data)", c.inline));
+    }
     Ok(PerfConfig {
         iters: c.iters.unwrap_or(default_iters),
         duration: c.duration.map(Duration::from_secs_f64),
         qps: c.qps,
-        tx_depth: c.tx_depth.clamp(1, 16384),
-        rx_depth: c.rx_depth.clamp(1, 16384),
+        tx_depth: c.tx_depth,
+        rx_depth: c.rx_depth,
         mtu,
         conn: match c.conn {
             Conn::Rc => QpType::Rc,
             Conn::Uc => QpType::Uc,
             Conn::Ud => QpType::Ud,
         },
-        inline: c.inline.min(512),
+        inline: c.inline,
         cq_mod: c.cq_mod.max(1),
         timeout: c.qp_timeout.min(31),
     })
@@ -313,6 +355,10 @@ fn finish(r: &mut Report, c: &Common) -> Result<(), String> {
 fn oob_test(t: Test, c: &Common) -> Result<(), String> {
     use benches::oob::{run_cli, DevPlace, OobConfig};
     let cfg = perf_config(c, 5000)?;
+    if c.all {
+        return Err("-a is not supported against a perftest peer (one size per run)".into());
+    }
+    let size = verbs_sizes(t, c, &cfg)?[0];
     let role = c.role.as_deref().unwrap_or("server");
     let host = match role {
         "client" => Some(c.host.clone().ok_or("client needs the server's HOST")?),
@@ -321,7 +367,7 @@ fn oob_test(t: Test, c: &Common) -> Result<(), String> {
     let oc = OobConfig {
         test: t,
         conn: cfg.conn,
-        size: c.size,
+        size,
         iters: cfg.iters,
         mtu: cfg.mtu,
         gid_idx: c.gid_index,
@@ -379,6 +425,7 @@ fn verbs_test(t: Test, name: &str, c: &Common) -> Result<(), String> {
         return oob_test(t, c);
     }
     let cfg = perf_config(c, if t.is_bw() { 5000 } else { 1000 })?;
+    let sizes = verbs_sizes(t, c, &cfg)?;
     let devs = Devices::new(c.fabric, 2, fabric::link_mtu_for(cfg.mtu.bytes())).map_err(|e| format!("devices: {e}"))?;
     let (a, b) = (devs.context(0), devs.context(1));
     let mut r = Report::new(name);
@@ -389,10 +436,7 @@ fn verbs_test(t: Test, name: &str, c: &Common) -> Result<(), String> {
     } else {
         println!("{}", lat_header());
     }
-    for size in sizes(c) {
-        if cfg.conn == QpType::Ud && size > cfg.mtu.bytes() {
-            break;
-        }
+    for size in sizes {
         if t.is_bw() {
             let row = run_bw(t, &a, &b, &cfg, size)?;
             println!("{}", bw_line(&row, c.report_gbits));
@@ -445,7 +489,7 @@ fn post_loaded_test(c: &Common) -> Result<(), String> {
     let stream = format!("{} B RDMA WRITEs, {} posted, on a second QP", loaded::STREAM_BYTES, loaded::STREAM_DEPTH);
     banner("post_send under a streaming thread", c, &[("Stream", stream)]);
     println!("{}", lat_header());
-    for size in sizes(c) {
+    for size in sizes(c, 65536) {
         let (post, done, streamed) = loaded::post_loaded(&a, &b, &cfg, size)?;
         println!("{}   post_send call", lat_line(&post));
         println!("{}   post to completion", lat_line(&done));
@@ -494,7 +538,7 @@ fn memcpy_test(
     let mut r = Report::new(name);
     banner(title, c, &[]);
     println!("{}", bw_header(c.report_gbits));
-    for size in sizes(c) {
+    for size in sizes(c, 65536) {
         let row = row(size);
         println!("{}", bw_line(&row, c.report_gbits));
         r.bw.push(row);
@@ -539,7 +583,7 @@ fn run(cli: Cli) -> Result<(), String> {
             println!("{}", bw_header(c.report_gbits));
             let iters = c.iters.unwrap_or(100_000);
             let dur = c.duration.map(Duration::from_secs_f64);
-            for size in sizes(&c) {
+            for size in sizes(&c, 65536) {
                 if size + baseline::ROCE_OVERHEAD > fabric::link_mtu_for(size) + 14 {
                     break;
                 }
@@ -556,7 +600,7 @@ fn run(cli: Cli) -> Result<(), String> {
         Cmd::RawLat(c) => {
             let mut r = Report::new("raw_lat");
             common_params(&mut r, &c);
-            let len = if c.size == 65536 { 64 } else { c.size.max(60) };
+            let len = c.size.map_or(64, |s| s.max(60));
             banner(
                 "Raw Ethernet Latency Test (no RDMA)",
                 &c,
@@ -599,7 +643,7 @@ fn run(cli: Cli) -> Result<(), String> {
             // The same ICRC engine a device would pick on this CPU.
             banner("RC RDMA WRITE on the simulator (transport only)", &c, &icrc_lines(&mut r));
             println!("{}", bw_header(c.report_gbits));
-            for size in sizes(&c) {
+            for size in sizes(&c, 65536) {
                 let (row, pkts) = baseline::sim_bw(size, cfg.iters, cfg.mtu, cfg.tx_depth)?;
                 println!("{}   frames/msg {:.2}", bw_line(&row, c.report_gbits), pkts);
                 r.bw.push(row);
@@ -618,7 +662,7 @@ fn run(cli: Cli) -> Result<(), String> {
         }
         Cmd::ScaleNs(c) => {
             let n = c.iters.unwrap_or(16) as usize;
-            let size = if c.size == 65536 { 4096 } else { c.size };
+            let size = c.size.unwrap_or(4096);
             let mut r = scale::scale_ns(c.fabric, n, 100, size, c.qp_timeout)?;
             for (k, v) in &r.facts {
                 println!("{k:<34} {v}");
