@@ -64,6 +64,12 @@ fn bad_arguments_are_refused_with_a_reason() {
         (&["write_bw", "-t", "0"], "-t must be 1..=16384"),
         (&["write_bw", "-m", "333"], "bad MTU 333"),
         (&["write_bw", "-q", "0"], "-q must be 1..=4096"),
+        (&["memcpy_bw", "-s", "0"], "-s must be at least 1"),
+        (&["memcpy_xcore_bw", "-s", "0"], "-s must be at least 1"),
+        (&["memcpy_xcore_bw", "-m", "0"], "-m (the chunk a thread hands over) must be at least 1"),
+        (&["raw_bw", "-s", "100000"], "a RoCE packet carries at most 4096 bytes"),
+        (&["raw_lat", "-n", "0"], "-n must be at least 1"),
+        (&["scale_qps", "-n", "0"], "-n must be at least 1"),
     ] {
         let out = Command::new(env!("CARGO_BIN_EXE_softrdma-perf")).args(args).output().expect("run softrdma-perf");
         let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));

@@ -32,6 +32,9 @@ enum Conn {
 
 /// The deepest send or receive queue the tools ask for (`-t`, `-r`).
 const MAX_DEPTH: u32 = 16384;
+/// The largest payload of a RoCE packet (IB MTU 4096): what `raw_bw` sends
+/// at most, and by default.
+const RAW_MAX: usize = 4096;
 /// The device's `max_inline_data`.
 const MAX_INLINE: u32 = softrdma::verbs::MAX_INLINE;
 
@@ -181,7 +184,8 @@ enum Cmd {
     #[command(name = "read_lat")]
     ReadLat(Common),
     /// Raw Ethernet frames one way through the same links, no RDMA: frames as
-    /// long as RoCE packets with -s payload bytes; bandwidth in payload bytes.
+    /// long as RoCE packets with -s payload bytes (at most, and by default,
+    /// 4096); bandwidth in payload bytes.
     #[command(name = "raw_bw")]
     RawBw(Common),
     /// Raw Ethernet ping-pong through the same links (-s frame bytes, default 64).
@@ -260,11 +264,10 @@ fn verbs_sizes(t: Test, c: &Common, cfg: &PerfConfig) -> Result<Vec<usize>, Stri
     Ok(sizes)
 }
 
-fn perf_config(c: &Common, default_iters: u64) -> Result<PerfConfig, String> {
-    let mtu = Mtu::from_bytes(c.mtu).ok_or_else(|| format!("bad MTU {} (256|512|1024|2048|4096)", c.mtu))?;
-    if c.qps == 0 || c.qps > 4096 {
-        return Err("-q must be 1..=4096".into());
-    }
+/// The flags every subcommand reads, checked before it runs: a value that
+/// would measure nothing, or not what was asked, is refused with the flag
+/// named (never clamped in silence).
+fn check_common(c: &Common) -> Result<(), String> {
     if c.iters == Some(0) {
         return Err("-n must be at least 1".into());
     }
@@ -279,6 +282,15 @@ fn perf_config(c: &Common, default_iters: u64) -> Result<PerfConfig, String> {
     if c.inline > MAX_INLINE {
         return Err(format!("-I {}: the device takes at most {MAX_INLINE} bytes inline (max_inline_data)", c.inline));
     }
+    Ok(())
+}
+
+fn perf_config(c: &Common, default_iters: u64) -> Result<PerfConfig, String> {
+    let mtu = Mtu::from_bytes(c.mtu).ok_or_else(|| format!("bad MTU {} (256|512|1024|2048|4096)", c.mtu))?;
+    if c.qps == 0 || c.qps > 4096 {
+        return Err("-q must be 1..=4096".into());
+    }
+
     Ok(PerfConfig {
         iters: c.iters.unwrap_or(default_iters),
         duration: c.duration.map(Duration::from_secs_f64),
@@ -535,10 +547,14 @@ fn memcpy_test(
     c: &Common,
     row: impl Fn(usize) -> benches::report::BwRow,
 ) -> Result<(), String> {
+    let sizes = sizes(c, 65536);
+    if sizes.contains(&0) {
+        return Err("-s must be at least 1".into());
+    }
     let mut r = Report::new(name);
     banner(title, c, &[]);
     println!("{}", bw_header(c.report_gbits));
-    for size in sizes(c, 65536) {
+    for size in sizes {
         let row = row(size);
         println!("{}", bw_line(&row, c.report_gbits));
         r.bw.push(row);
@@ -564,6 +580,9 @@ fn run(cli: Cli) -> Result<(), String> {
     // polling is off (`--busy-poll 0`, or one CPU).
     let busy_poll_off = cli.cmd.common().and_then(|c| c.busy_poll) == Some(0);
     baseline::set_spin(!busy_poll_off && softrdma::busy_poll::multi_cpu());
+    if let Some(c) = cli.cmd.common() {
+        check_common(c)?;
+    }
     match cli.cmd {
         Cmd::WriteBw(c) => verbs_test(Test::WriteBw, "write_bw", &c),
         Cmd::ReadBw(c) => verbs_test(Test::ReadBw, "read_bw", &c),
@@ -573,6 +592,13 @@ fn run(cli: Cli) -> Result<(), String> {
         Cmd::SendLat(c) => verbs_test(Test::SendLat, "send_lat", &c),
         Cmd::ReadLat(c) => verbs_test(Test::ReadLat, "read_lat", &c),
         Cmd::RawBw(c) => {
+            let mut sizes = sizes(&c, RAW_MAX);
+            match c.size {
+                Some(s) if s > RAW_MAX && !c.all => {
+                    return Err(format!("raw_bw -s {s}: a RoCE packet carries at most {RAW_MAX} bytes"))
+                }
+                _ => sizes.retain(|&s| s <= RAW_MAX),
+            }
             let mut r = Report::new("raw_bw");
             common_params(&mut r, &c);
             banner(
@@ -583,16 +609,10 @@ fn run(cli: Cli) -> Result<(), String> {
             println!("{}", bw_header(c.report_gbits));
             let iters = c.iters.unwrap_or(100_000);
             let dur = c.duration.map(Duration::from_secs_f64);
-            for size in sizes(&c, 65536) {
-                if size + baseline::ROCE_OVERHEAD > fabric::link_mtu_for(size) + 14 {
-                    break;
-                }
+            for size in sizes {
                 let row = baseline::raw_bw(c.fabric, size, iters, dur, c.credit, c.tx_depth as u64)?;
                 println!("{}", bw_line(&row, c.report_gbits));
                 r.bw.push(row);
-                if c.all && size >= 4096 {
-                    break;
-                }
             }
             println!("{LINE}");
             finish(&mut r, &c)
@@ -622,6 +642,9 @@ fn run(cli: Cli) -> Result<(), String> {
             baseline::memcpy_bw(size, iters, c.duration.map(Duration::from_secs_f64))
         }),
         Cmd::MemcpyXcoreBw(c) => {
+            if c.mtu == 0 {
+                return Err("-m (the chunk a thread hands over) must be at least 1".into());
+            }
             let title = if c.pull {
                 "memcpy across threads in MTU chunks, one copy: the receiver pulls from the source (no RDMA)"
             } else {
