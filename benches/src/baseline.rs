@@ -255,9 +255,13 @@ pub fn raw_lat(kind: FabricKind, len: usize, iters: u64, acks: bool) -> Result<L
     let stop = AtomicBool::new(false);
     let warmup = 16;
     let per_turn = if acks { 2 } else { 1 };
+    // On CPUs of their own, as `write_lat`'s threads (crate::pin).
+    let cpus = crate::pin::pair();
+    let _client_cpu = cpus.map(|(c, _)| crate::pin::Pinned::to(c));
     let r = std::thread::scope(|s| -> Result<Vec<Duration>, String> {
         let stop = &stop;
         s.spawn(move || {
+            let _echo_cpu = cpus.map(|(_, c)| crate::pin::Pinned::to(c));
             let mut buf = vec![0u8; link_mtu + 64];
             let mut ack = frame(64, 1, 0);
             let (mut seq, mut got) = ([0u8; 8], 0);

@@ -16,6 +16,7 @@ pub mod fabric;
 pub mod loaded;
 pub mod oob;
 pub mod perf;
+pub mod pin;
 pub mod report;
 pub mod scale;
 

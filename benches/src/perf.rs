@@ -602,11 +602,14 @@ pub fn run_lat(t: Test, ca: &Arc<dyn Context>, cb: &Arc<dyn Context>, cfg: &Perf
     let mut samples: Vec<Duration> = Vec::with_capacity(iters as usize);
     let last = size - 1;
 
+    let cpus = crate::pin::pair();
+    let _client_cpu = cpus.map(|(c, _)| crate::pin::Pinned::to(c));
     let r = std::thread::scope(|s| -> Res<()> {
         // The server: answers each message with one of its own.
         let server = (t != Test::ReadLat).then(|| {
             let (a, b, stop) = (&a, &b, &stop);
             s.spawn(move || -> Res<()> {
+                let _server_cpu = cpus.map(|(_, c)| crate::pin::Pinned::to(c));
                 let mut wr = send_wr(t, b, a.area(0, true), a.mr.rkey(), 0, size, inline);
                 for it in 0.. {
                     if stop.load(Ordering::Acquire) {

@@ -79,6 +79,15 @@ fn bad_arguments_are_refused_with_a_reason() {
     }
 }
 
+/// The latency tests run with their threads left to the scheduler too.
+#[test]
+fn latency_without_pinning() {
+    let out = perf(&["write_lat", "-s", "2", "-n", "50", "--no-pin"]);
+    assert!(has_row(&out, "2"), "{out}");
+    let out = perf(&["raw_lat", "-n", "50", "--no-pin"]);
+    assert!(has_row(&out, "64"), "{out}");
+}
+
 /// As perftest: the latency tests default to 2 bytes, and under UD the
 /// default size becomes the MTU (with a notice) and `-a` stops at it.
 #[test]

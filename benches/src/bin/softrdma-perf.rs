@@ -111,6 +111,10 @@ struct Common {
     /// thread copies it from there (a fabric with no frame buffer).
     #[arg(long)]
     pull: bool,
+    /// Latency tests and raw_lat: leave the two threads where the scheduler
+    /// puts them, instead of one on each of the first two CPUs allowed.
+    #[arg(long = "no-pin")]
+    no_pin: bool,
     /// Where the two ends run.
     #[arg(long = "fabric", value_enum, default_value = "memory")]
     fabric: FabricKind,
@@ -337,6 +341,8 @@ fn machine_facts(r: &mut Report) {
         .unwrap_or_default();
     r.fact("cpu", cpu);
     r.fact("nproc", std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0));
+    let pinned = benches::pin::pair().map_or("no".to_string(), |(a, b)| format!("cpu {a} and cpu {b}"));
+    r.fact("latency_threads_pinned", pinned);
     if let Ok(l) = std::fs::read_to_string("/proc/loadavg") {
         r.fact("loadavg", l.trim());
     }
@@ -582,6 +588,7 @@ fn run(cli: Cli) -> Result<(), String> {
     baseline::set_spin(!busy_poll_off && softrdma::busy_poll::multi_cpu());
     if let Some(c) = cli.cmd.common() {
         check_common(c)?;
+        benches::pin::set_enabled(!c.no_pin);
     }
     match cli.cmd {
         Cmd::WriteBw(c) => verbs_test(Test::WriteBw, "write_bw", &c),
