@@ -659,13 +659,17 @@ mod tests {
         f
     }
 
+    /// A switch with three ports, for MACs a, b and c.
+    fn three_ports() -> (Fabric, [[u8; 6]; 3], [Link; 3]) {
+        let fab = Fabric::new();
+        let macs = [[2, 0, 0, 0, 0, 1], [2, 0, 0, 0, 0, 2], [2, 0, 0, 0, 0, 3]];
+        let links = macs.map(|m| fab.attach(m, 1500));
+        (fab, macs, links)
+    }
+
     #[test]
     fn learns_floods_and_forwards() {
-        let fab = Fabric::new();
-        let (a, b, c) = ([2, 0, 0, 0, 0, 1], [2, 0, 0, 0, 0, 2], [2, 0, 0, 0, 0, 3]);
-        let la = fab.attach(a, 1500);
-        let mut lb = fab.attach(b, 1500);
-        let mut lc = fab.attach(c, 1500);
+        let (_fab, [a, b, _], [la, mut lb, mut lc]) = three_ports();
         let mut buf = [0u8; 1600];
         la.tx.send(&frame([0xff; 6], a, 1)).unwrap();
         assert_eq!(lb.rx.recv(&mut buf, Duration::from_millis(10)).unwrap(), Some(60));
@@ -704,11 +708,7 @@ mod tests {
 
     #[test]
     fn a_batch_arrives_in_order_and_a_full_port_counts_what_it_drops() {
-        let fab = Fabric::new();
-        let (a, b, c) = ([2, 0, 0, 0, 0, 1], [2, 0, 0, 0, 0, 2], [2, 0, 0, 0, 0, 3]);
-        let la = fab.attach(a, 1500);
-        let mut lb = fab.attach(b, 1500);
-        let mut lc = fab.attach(c, 1500);
+        let (fab, [a, b, c], [la, mut lb, mut lc]) = three_ports();
         let t = Duration::from_millis(10);
         let mut buf = [0u8; 1600];
         // The first frame takes the per-frame path and leaves the route.
