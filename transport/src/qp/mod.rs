@@ -699,10 +699,7 @@ impl Qp {
             buf.resize(frame.buffer_len(), 0);
             emit(&frame, Payload::Copy(&self.scratch), buf)
         } else {
-            match self.next_request(now, mem, buf) {
-                Some(payload_len) => Some(payload_len),
-                None => return false,
-            }
+            self.next_request(now, mem, buf)
         };
         let Some(payload_len) = sent else { return false };
         self.counters.sent_pkts += 1;
