@@ -346,17 +346,21 @@ impl Inner {
         }
     }
 
+    /// Whether a sender's last route still decides for all of `frames`: the
+    /// MAC table has not changed, no faults are on, and each frame has the
+    /// route's source and destination.
+    fn route_holds(&self, r: &Route, frames: &[Vec<u8>]) -> bool {
+        r.generation == self.mac_generation.load(Ordering::Acquire)
+            && !self.faults_on.load(Ordering::Acquire)
+            && frames.iter().all(|b| b.len() >= 14 && b[0..6] == r.dst && b[6..12] == r.src)
+    }
+
     /// A sender's frame while its route holds and no faults are on: one
     /// lock (the destination's queue) besides the sender's own.
     fn forward_fast(&self, tx: &mut TxState, buf: &mut Vec<u8>) -> bool {
         let TxState { route, stash, forwarded } = tx;
         let Some(r) = route else { return false };
-        if r.generation != self.mac_generation.load(Ordering::Acquire)
-            || self.faults_on.load(Ordering::Acquire)
-            || buf.len() < 14
-            || buf[0..6] != r.dst
-            || buf[6..12] != r.src
-        {
+        if !self.route_holds(r, std::slice::from_ref(buf)) {
             return false;
         }
         self.pass_on(&r.queue, (stash, forwarded), buf);
@@ -377,10 +381,7 @@ impl Inner {
     fn forward_fast_all(&self, tx: &mut TxState, bufs: &mut [Vec<u8>]) -> bool {
         let TxState { route, stash, forwarded } = tx;
         let Some(r) = route else { return false };
-        if r.generation != self.mac_generation.load(Ordering::Acquire)
-            || self.faults_on.load(Ordering::Acquire)
-            || !bufs.iter().all(|b| b.len() >= 14 && b[0..6] == r.dst && b[6..12] == r.src)
-        {
+        if !self.route_holds(r, bufs) {
             return false;
         }
         // The replacements are taken before the queue's lock: the pool's
@@ -659,17 +660,16 @@ mod tests {
         f
     }
 
-    /// A switch with three ports, for MACs a, b and c.
-    fn three_ports() -> (Fabric, [[u8; 6]; 3], [Link; 3]) {
-        let fab = Fabric::new();
-        let macs = [[2, 0, 0, 0, 0, 1], [2, 0, 0, 0, 0, 2], [2, 0, 0, 0, 0, 3]];
-        let links = macs.map(|m| fab.attach(m, 1500));
-        (fab, macs, links)
+    /// `N` ports on `fab`, for MACs 02:00:00:00:00:01, …:02, …
+    fn ports<const N: usize>(fab: &Fabric) -> ([[u8; 6]; N], [Link; N]) {
+        let macs: [[u8; 6]; N] = std::array::from_fn(|i| [2, 0, 0, 0, 0, i as u8 + 1]);
+        (macs, macs.map(|m| fab.attach(m, 1500)))
     }
 
     #[test]
     fn learns_floods_and_forwards() {
-        let (_fab, [a, b, _], [la, mut lb, mut lc]) = three_ports();
+        let fab = Fabric::new();
+        let ([a, b, _], [la, mut lb, mut lc]) = ports(&fab);
         let mut buf = [0u8; 1600];
         la.tx.send(&frame([0xff; 6], a, 1)).unwrap();
         assert_eq!(lb.rx.recv(&mut buf, Duration::from_millis(10)).unwrap(), Some(60));
@@ -708,7 +708,8 @@ mod tests {
 
     #[test]
     fn a_batch_arrives_in_order_and_a_full_port_counts_what_it_drops() {
-        let (fab, [a, b, c], [la, mut lb, mut lc]) = three_ports();
+        let fab = Fabric::new();
+        let ([a, b, c], [la, mut lb, mut lc]) = ports(&fab);
         let t = Duration::from_millis(10);
         let mut buf = [0u8; 1600];
         // The first frame takes the per-frame path and leaves the route.
@@ -747,9 +748,7 @@ mod tests {
     #[test]
     fn a_batch_meets_the_faults_like_single_frames() {
         let fab = Fabric::with_faults(Faults { drop: 1.0, ..Faults::default() }, 7);
-        let (a, b) = ([2, 0, 0, 0, 0, 1], [2, 0, 0, 0, 0, 2]);
-        let la = fab.attach(a, 1500);
-        let mut lb = fab.attach(b, 1500);
+        let ([a, b], [la, mut lb]) = ports(&fab);
         let mut batch: Vec<Vec<u8>> = (1..=4).map(|tag| frame(b, a, tag)).collect();
         la.tx.send_bufs(&mut batch);
         let mut buf = [0u8; 1600];
@@ -760,9 +759,7 @@ mod tests {
     #[test]
     fn a_batch_takes_what_fits_in_order_and_leaves_the_rest_visible() {
         let fab = Fabric::new();
-        let (a, b) = ([2, 0, 0, 0, 0, 1], [2, 0, 0, 0, 0, 2]);
-        let la = fab.attach(a, 1500);
-        let lb = fab.attach(b, 1500);
+        let ([a, b], [la, lb]) = ports(&fab);
         let mut rx = lb.rx;
         let waiter = rx.waiter().expect("the fabric offers a waiter");
         for tag in 0..5u8 {
@@ -788,9 +785,7 @@ mod tests {
     #[test]
     fn faults_are_applied() {
         let fab = Fabric::with_faults(Faults { drop: 0.5, ..Default::default() }, 3);
-        let (a, b) = ([2, 0, 0, 0, 0, 1], [2, 0, 0, 0, 0, 2]);
-        let la = fab.attach(a, 1500);
-        let mut lb = fab.attach(b, 1500);
+        let ([a, b], [la, mut lb]) = ports(&fab);
         for i in 0..1000 {
             la.tx.send(&frame(b, a, i as u8)).unwrap();
         }
