@@ -606,7 +606,7 @@ pub fn spawn(shared: &Arc<Shared>) -> std::io::Result<Vec<std::thread::JoinHandl
             if let Some(left) = watch.polling(&s) {
                 // An application is busy-polling: stay off the link until
                 // it has not polled for a whole interval.
-                std::thread::park_timeout(left);
+                std::thread::park_timeout(watch.park_for(left));
                 continue;
             }
             // Nobody polls (any more): what a polling flush held back goes now.

@@ -120,6 +120,37 @@ fn an_ack_held_back_by_a_poll_still_leaves_when_polling_stops() {
 }
 
 #[test]
+fn after_a_long_run_of_polls_the_receive_thread_still_takes_over() {
+    let bed = bed(true);
+    let (a, b) = pair(&bed.contexts());
+    a.mr.write(0, &[9; 128]).unwrap();
+    // b polls for 100 ms and takes a first WRITE itself: its receive thread
+    // stands aside and, as the polls go on, looks back less and less often.
+    // Then b stops, without blocking.
+    a.qp.post_send(&[write(&a, &b, 1, 0, 64)], None).unwrap();
+    let t = Instant::now();
+    while t.elapsed() < Duration::from_millis(100) {
+        b.cq.poll(1);
+    }
+    assert_eq!(a.cq.wait(1, Duration::from_secs(2)).pop().expect("first").status, WcStatus::Success);
+    // The second WRITE comes with nobody polling on b: its receive thread
+    // must take it and answer within a few intervals, far inside the
+    // 67 ms ACK timeout.
+    let t = Instant::now();
+    a.qp.post_send(&[write(&a, &b, 2, 64, 64)], None).unwrap();
+    let wc = a.cq.wait(1, Duration::from_secs(2)).pop().expect("completion");
+    assert_eq!((wc.wr_id, wc.status), (2, WcStatus::Success));
+    assert!(t.elapsed() < Duration::from_millis(50), "ACK took {:?}", t.elapsed());
+    let mut got = [0u8; 128];
+    b.mr.read(0, &mut got).unwrap();
+    assert_eq!(got, [9; 128]);
+    let (db, _, _) = bed.devices[1].counters();
+    let (_, _, qa) = bed.devices[0].counters();
+    assert!(db.rx_polled >= 1, "the first WRITE was not taken by a poll: {db:?}");
+    assert_eq!(qa.retransmitted_pkts, 0);
+}
+
+#[test]
 fn a_thread_that_stops_polling_and_blocks_is_woken_by_the_receive_thread() {
     let bed = bed(true);
     let (a, b) = pair(&bed.contexts());
