@@ -384,7 +384,7 @@ impl Shared {
     /// at once: the answer leaves first and the ACK right behind it, instead
     /// of the ACK's send sitting on the round trip. The next flush comes at
     /// the application's next poll or post, or from the receive thread
-    /// within the busy-poll interval; IBTA leaves an ACK's timing to the
+    /// when it takes the link back (`busy_poll`); IBTA leaves an ACK's timing to the
     /// responder (ch. 9.7.5.1: ACKs may be coalesced), and the requester's
     /// ACK timeout is milliseconds.
     fn flush_as(&self, core: &mut Core, polling: bool) {
