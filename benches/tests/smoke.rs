@@ -79,13 +79,29 @@ fn bad_arguments_are_refused_with_a_reason() {
     }
 }
 
-/// The latency tests run with their threads left to the scheduler too.
+/// The latency tests run with their threads left to the scheduler too, and
+/// the JSON says which was done; bandwidth tests pin nothing and say nothing.
 #[test]
 fn latency_without_pinning() {
-    let out = perf(&["write_lat", "-s", "2", "-n", "50", "--no-pin"]);
+    let dir = std::env::temp_dir().join(format!("srd-pin-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let json = |name: &str| dir.join(name).to_string_lossy().into_owned();
+    let fact = |file: &str| {
+        let text = std::fs::read_to_string(file).expect("JSON written");
+        let at = text.find("\"latency_threads_pinned\": ")?;
+        text[at..].split(',').next().map(String::from)
+    };
+    let (unpinned, raw, bw) = (json("lat.json"), json("raw.json"), json("bw.json"));
+    let out = perf(&["write_lat", "-s", "2", "-n", "50", "--no-pin", "--out_json", &unpinned]);
     assert!(has_row(&out, "2"), "{out}");
-    let out = perf(&["raw_lat", "-n", "50", "--no-pin"]);
+    assert_eq!(fact(&unpinned).as_deref(), Some("\"latency_threads_pinned\": \"no\""), "{out}");
+    let out = perf(&["raw_lat", "-n", "50", "--no-pin", "--out_json", &raw]);
     assert!(has_row(&out, "64"), "{out}");
+    assert_eq!(fact(&raw).as_deref(), Some("\"latency_threads_pinned\": \"no\""), "{out}");
+    let out = perf(&["write_bw", "-s", "64", "-n", "20", "--out_json", &bw]);
+    assert!(has_row(&out, "64"), "{out}");
+    assert_eq!(fact(&bw), None, "a bandwidth test pins nothing");
+    let _ = std::fs::remove_dir_all(&dir);
 }
 
 /// As perftest: the latency tests default to 2 bytes, and under UD the

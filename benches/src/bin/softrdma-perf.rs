@@ -341,8 +341,11 @@ fn machine_facts(r: &mut Report) {
         .unwrap_or_default();
     r.fact("cpu", cpu);
     r.fact("nproc", std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0));
-    let pinned = benches::pin::pair().map_or("no".to_string(), |(a, b)| format!("cpu {a} and cpu {b}"));
-    r.fact("latency_threads_pinned", pinned);
+    // Only the latency tests (and raw_lat) pin their threads.
+    if r.test.ends_with("_lat") {
+        let pinned = benches::pin::pair().map_or("no".to_string(), |(a, b)| format!("cpu {a} and cpu {b}"));
+        r.fact("latency_threads_pinned", pinned);
+    }
     if let Ok(l) = std::fs::read_to_string("/proc/loadavg") {
         r.fact("loadavg", l.trim());
     }
