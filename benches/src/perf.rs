@@ -186,6 +186,9 @@ pub(crate) fn check(wc: &WorkCompletion, what: &str) -> Res<()> {
 
 const SEQ_MASK: u64 = (1 << 48) - 1;
 
+/// Work requests a bandwidth test hands `post_send` at once, at most.
+const POST_LIST: usize = 32;
+
 /// The send work request of test `t` for QP `i` of `a` towards `b`.
 pub(crate) fn send_wr(
     t: Test,
@@ -327,7 +330,9 @@ pub fn run_bw(t: Test, ca: &Arc<dyn Context>, cb: &Arc<dyn Context>, cfg: &PerfC
             let mut stamps: Vec<(Instant, u64)> = vec![(start, 0)];
             let mut total_done = 0u64;
             let mut last_progress = Instant::now();
-            let mut batch: Vec<SendWr> = Vec::with_capacity(32);
+            // perftest's WR arrays: built once per QP, only wr_id and the
+            // signaled flag change per post (a clone would allocate its SGE list).
+            let mut batches: Vec<Vec<SendWr>> = templates.iter().map(|t| vec![t.clone(); POST_LIST]).collect();
             let mut idle_polls = 0u32;
             // perftest's `struct ibv_wc wc[64]`, reused by every poll.
             let mut wc_buf = [WorkCompletion::default(); 64];
@@ -339,20 +344,22 @@ pub fn run_bw(t: Test, ca: &Arc<dyn Context>, cb: &Arc<dyn Context>, cfg: &PerfC
                 };
                 let mut all_posted = true;
                 for i in 0..q {
-                    batch.clear();
-                    while posted[i] - done[i] < tx_depth && may_post(posted[i]) && batch.len() < 32 {
+                    let mut n = 0;
+                    while posted[i] - done[i] < tx_depth && may_post(posted[i]) && n < POST_LIST {
                         let sq = posted[i];
                         let last = target.is_some_and(|n| sq + 1 == n);
-                        let mut wr = templates[i].clone();
+                        let wr = &mut batches[i][n];
                         wr.wr_id = ((i as u64) << 48) | sq;
+                        wr.flags = templates[i].flags;
                         if (sq + 1) % cq_mod == 0 || last {
                             wr.flags = wr.flags | SendFlags::SIGNALED;
                         }
-                        batch.push(wr);
+                        n += 1;
                         posted[i] += 1;
                     }
-                    if !batch.is_empty() {
-                        a.qps[i].post_send(&batch, a.ah.as_ref()).map_err(|(k, er)| format!("post_send[{k}]: {er}"))?;
+                    if n > 0 {
+                        let batch = &batches[i][..n];
+                        a.qps[i].post_send(batch, a.ah.as_ref()).map_err(|(k, er)| format!("post_send[{k}]: {er}"))?;
                     }
                     if may_post(posted[i]) {
                         all_posted = false;

@@ -138,10 +138,12 @@ pub(crate) struct PollWatch {
 impl PollWatch {
     /// `Some(left)` while an application polls: stay off the link for `left`.
     pub(crate) fn polling(&mut self, s: &Shared) -> Option<Duration> {
-        self.observe(s.polls.load(Ordering::Acquire), std::time::Instant::now())
+        self.observe(s.polls.load(Ordering::Acquire), std::time::Instant::now)
     }
 
-    fn observe(&mut self, polls: u64, now: std::time::Instant) -> Option<Duration> {
+    /// `now` is read only while an application polls: the receive thread's
+    /// linger asks between every two polls of its link.
+    fn observe(&mut self, polls: u64, now: impl FnOnce() -> std::time::Instant) -> Option<Duration> {
         let Some(grace) = self.grace else { return None };
         if polls == 0 {
             // Not polling (never, or it said so by blocking).
@@ -150,6 +152,7 @@ impl PollWatch {
             self.streak = 0;
             return None;
         }
+        let now = now();
         if polls != self.seen {
             self.seen = polls;
             self.last_change = Some(now);
@@ -185,7 +188,7 @@ mod tests {
         let mut parks = Vec::new();
         // A poll between every two looks: 200, 400, 800, then 1 600 µs.
         for polls in 1..=6u64 {
-            let left = w.observe(polls, now).expect("polling");
+            let left = w.observe(polls, || now).expect("polling");
             let park = w.park_for(left);
             parks.push(park.as_micros());
             now += park;
@@ -193,16 +196,16 @@ mod tests {
         assert_eq!(parks, [200, 400, 800, 1600, 1600, 1600]);
         // No poll since the last look: the link goes back to the thread, and
         // the next run of polls starts from one interval again.
-        assert_eq!(w.observe(6, now), None);
-        let left = w.observe(7, now).expect("polling again");
+        assert_eq!(w.observe(6, || now), None);
+        let left = w.observe(7, || now).expect("polling again");
         assert_eq!(w.park_for(left), grace);
         // An application that blocks (the count drops to 0) resets it too.
-        assert_eq!(w.observe(0, now), None);
-        let left = w.observe(1, now).expect("polling again");
+        assert_eq!(w.observe(0, || panic!("no clock read when nobody polls")), None);
+        let left = w.observe(1, || now).expect("polling again");
         assert_eq!(w.park_for(left), grace);
         // Without busy polling nothing counts as polling.
         let mut off = PollWatch { grace: None, seen: 0, last_change: None, streak: 0 };
-        assert_eq!(off.observe(5, now), None);
+        assert_eq!(off.observe(5, || panic!("no clock read without busy polling")), None);
     }
 
     #[test]

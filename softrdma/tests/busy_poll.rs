@@ -127,10 +127,14 @@ fn after_a_long_run_of_polls_the_receive_thread_still_takes_over() {
     // b polls for 100 ms and takes a first WRITE itself: its receive thread
     // stands aside and, as the polls go on, looks back less and less often.
     // Then b stops, without blocking.
-    a.qp.post_send(&[write(&a, &b, 1, 0, 64)], None).unwrap();
     let t = Instant::now();
+    let mut posted = false;
     while t.elapsed() < Duration::from_millis(100) {
         b.cq.poll(1);
+        if !posted && t.elapsed() > Duration::from_millis(5) {
+            a.qp.post_send(&[write(&a, &b, 1, 0, 64)], None).unwrap();
+            posted = true;
+        }
     }
     assert_eq!(a.cq.wait(1, Duration::from_secs(2)).pop().expect("first").status, WcStatus::Success);
     // The second WRITE comes with nobody polling on b: its receive thread
