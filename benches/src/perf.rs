@@ -293,11 +293,35 @@ pub fn run_bw(t: Test, ca: &Arc<dyn Context>, cb: &Arc<dyn Context>, cfg: &PerfC
             let (b, total_sent, failed) = (&b, &total_sent, &failed);
             s.spawn(move || -> Res<u64> {
                 let unreliable = cfg.conn != QpType::Rc;
+                // One prepared receive per QP, as perftest reposts its own.
+                let mut rwrs: Vec<RecvWr> = (0..q).map(|i| recv_wr(b, i, size, 0)).collect();
                 let mut got = 0u64;
                 let mut idle = Instant::now();
+                // perftest's server spins on its receive CQ (which drives the
+                // device: busy polling); on one CPU it would only take turns
+                // from the client, so it waits there.
+                let spin = softrdma::busy_poll::multi_cpu();
+                let mut wc_buf = [WorkCompletion::default(); 64];
+                let mut idle_polls = 0u32;
                 while got < total_sent.load(Ordering::Acquire) && !failed.load(Ordering::Acquire) {
-                    let wcs = b.rcq.wait(64, Duration::from_millis(100));
+                    let n = if spin {
+                        b.rcq.poll_into(&mut wc_buf)
+                    } else {
+                        let waited = b.rcq.wait(wc_buf.len(), Duration::from_millis(100));
+                        wc_buf[..waited.len()].copy_from_slice(&waited);
+                        waited.len()
+                    };
+                    let wcs = &wc_buf[..n];
                     if wcs.is_empty() {
+                        if spin {
+                            idle_polls += 1;
+                            if idle_polls % spin_yield() == 0 {
+                                std::thread::yield_now();
+                            }
+                            if idle_polls % 1024 != 0 {
+                                continue;
+                            }
+                        }
                         // UC and UD drop what finds no receive WQE: once the
                         // client is done, a quiet spell ends the count.
                         let client_done = total_sent.load(Ordering::Acquire) != u64::MAX;
@@ -310,13 +334,13 @@ pub fn run_bw(t: Test, ca: &Arc<dyn Context>, cb: &Arc<dyn Context>, cfg: &PerfC
                         continue;
                     }
                     idle = Instant::now();
-                    for wc in &wcs {
+                    for wc in wcs {
                         check(wc, "recv")?;
                         got += 1;
                         let i = (wc.wr_id >> 48) as usize;
-                        b.qps[i]
-                            .post_recv(&[recv_wr(b, i, size, got)])
-                            .map_err(|(_, er)| format!("post_recv: {er}"))?;
+                        let rwr = &mut rwrs[i];
+                        rwr.wr_id = ((i as u64) << 48) | got;
+                        b.qps[i].post_recv(std::slice::from_ref(rwr)).map_err(|(_, er)| format!("post_recv: {er}"))?;
                     }
                 }
                 Ok(got)
@@ -618,6 +642,7 @@ pub fn run_lat(t: Test, ca: &Arc<dyn Context>, cb: &Arc<dyn Context>, cfg: &Perf
             s.spawn(move || -> Res<()> {
                 let _server_cpu = cpus.map(|(_, c)| crate::pin::Pinned::to(c));
                 let mut wr = send_wr(t, b, a.area(0, true), a.mr.rkey(), 0, size, inline);
+                let mut rwr = recv_wr(b, 0, size, 0);
                 for it in 0.. {
                     if stop.load(Ordering::Acquire) {
                         return Ok(());
@@ -632,8 +657,9 @@ pub fn run_lat(t: Test, ca: &Arc<dyn Context>, cb: &Arc<dyn Context>, cfg: &Perf
                         _ => {
                             let Some(wc) = wc_unless_stopped(&b.rcq, stop) else { return Ok(()) };
                             check(&wc, "server recv")?;
+                            rwr.wr_id = it;
                             b.qps[0]
-                                .post_recv(&[recv_wr(b, 0, size, it)])
+                                .post_recv(std::slice::from_ref(&rwr))
                                 .map_err(|(_, er)| format!("post_recv: {er}"))?;
                         }
                     }
@@ -668,6 +694,7 @@ pub fn run_lat(t: Test, ca: &Arc<dyn Context>, cb: &Arc<dyn Context>, cfg: &Perf
             let remote = if t == Test::ReadLat { b.area(0, false) } else { b.area(0, true) };
             let mut wr = send_wr(t, &a, remote, b.mr.rkey(), 0, size, inline);
             wr.flags = wr.flags | SendFlags::SIGNALED;
+            let mut rwr = recv_wr(&a, 0, size, 0);
             for it in 0..u64::MAX {
                 if deadline.is_none() && it >= total {
                     break;
@@ -699,9 +726,8 @@ pub fn run_lat(t: Test, ca: &Arc<dyn Context>, cb: &Arc<dyn Context>, cfg: &Perf
                     }
                     Test::SendLat => {
                         let wc = wait_one(&a.rcq, "recv")?;
-                        a.qps[0]
-                            .post_recv(&[recv_wr(&a, 0, size, it)])
-                            .map_err(|(_, er)| format!("post_recv: {er}"))?;
+                        rwr.wr_id = it;
+                        a.qps[0].post_recv(std::slice::from_ref(&rwr)).map_err(|(_, er)| format!("post_recv: {er}"))?;
                         let _ = wc;
                         let mut wcs = [WorkCompletion::default(); 16];
                         let got = a.cq.poll_into(&mut wcs);
