@@ -46,7 +46,11 @@ pub struct DeviceConfig {
     /// Busy polling: for this long after an application last polled one of
     /// the device's CQs, the receive thread leaves the link to the polling
     /// thread (as Linux's busy polling defers interrupts), so a frame costs
-    /// no thread hand-off. `None`: the receive thread handles every frame.
+    /// no thread hand-off. While the polls go on, the receive thread checks
+    /// back after 1, 2, 4, then every 8 intervals (each check is a wake-up),
+    /// so after a long run of polls it takes over up to 16 intervals after
+    /// the last one; a thread that blocks in `Cq::wait` hands the link back
+    /// at once. `None`: the receive thread handles every frame.
     /// Default: 200 µs on a machine with more than one CPU, else `None`.
     pub busy_poll: Option<std::time::Duration>,
     /// After a batch of frames the receive thread keeps polling the link
