@@ -304,13 +304,7 @@ pub fn run_bw(t: Test, ca: &Arc<dyn Context>, cb: &Arc<dyn Context>, cfg: &PerfC
                 let mut wc_buf = [WorkCompletion::default(); 64];
                 let mut idle_polls = 0u32;
                 while got < total_sent.load(Ordering::Acquire) && !failed.load(Ordering::Acquire) {
-                    let n = if spin {
-                        b.rcq.poll_into(&mut wc_buf)
-                    } else {
-                        let waited = b.rcq.wait(wc_buf.len(), Duration::from_millis(100));
-                        wc_buf[..waited.len()].copy_from_slice(&waited);
-                        waited.len()
-                    };
+                    let n = take_wcs(&b.rcq, &mut wc_buf, !spin);
                     let wcs = &wc_buf[..n];
                     if wcs.is_empty() {
                         if spin {
@@ -397,13 +391,7 @@ pub fn run_bw(t: Test, ca: &Arc<dyn Context>, cb: &Arc<dyn Context>, cfg: &PerfC
                 // full send queue is waited out instead: the peer's receive
                 // thread needs the CPU to make room.
                 let blocked = (0..q).all(|i| posted[i] - done[i] >= tx_depth || !may_post(posted[i]));
-                let got = if blocked && !softrdma::busy_poll::multi_cpu() {
-                    let waited = a.cq.wait(wc_buf.len(), Duration::from_millis(100));
-                    wc_buf[..waited.len()].copy_from_slice(&waited);
-                    waited.len()
-                } else {
-                    a.cq.poll_into(&mut wc_buf)
-                };
+                let got = take_wcs(&a.cq, &mut wc_buf, blocked && !softrdma::busy_poll::multi_cpu());
                 let wcs = &wc_buf[..got];
                 if wcs.is_empty() {
                     idle_polls += 1;
@@ -515,6 +503,17 @@ pub fn run_bw(t: Test, ca: &Arc<dyn Context>, cb: &Arc<dyn Context>, cfg: &PerfC
         }
     }
     Ok(row)
+}
+
+/// Completions from `cq` into `buf`: a non-blocking poll, or with `block` a
+/// wait of up to 100 ms for the first one. The count taken.
+fn take_wcs(cq: &Arc<dyn Cq>, buf: &mut [WorkCompletion], block: bool) -> usize {
+    if !block {
+        return cq.poll_into(buf);
+    }
+    let waited = cq.wait(buf.len(), Duration::from_millis(100));
+    buf[..waited.len()].copy_from_slice(&waited);
+    waited.len()
 }
 
 fn spin_yield() -> u32 {

@@ -414,7 +414,7 @@ impl Inner {
             st.frames.push_back(std::mem::replace(buf, spare));
             *forwarded += 1;
         }
-        r.queue.busy.store(!st.frames.is_empty() || st.closed, Ordering::Release);
+        r.queue.settle(&st);
         if st.parked {
             st.parked = false;
             r.queue.ready.notify_one();
@@ -574,7 +574,7 @@ impl FabricRx {
 }
 
 impl PortQueue {
-    /// After frames were taken, under the lock: what `busy` says next.
+    /// After frames came or went, under the lock: what `busy` says next.
     fn settle(&self, st: &PortState) {
         self.busy.store(!st.frames.is_empty() || st.closed, Ordering::Release);
     }
