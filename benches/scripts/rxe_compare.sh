@@ -15,6 +15,12 @@
 # numbers move by ±10 % from run to run (address-space layout: QEMU finds
 # translated blocks by a hash of the guest address) and kernel rxe by about
 # as much from boot to boot.
+#
+# LINK_ORDERS=N also links N more binaries whose text sections lld shuffles
+# (--shuffle-sections, seeds 1..N) and runs each of them in every round
+# after the normal one. Under TCG the placement of code alone moves guest
+# write_bw by up to ±20 % on some hosts (docs/benchmarks.md, "What stop 17
+# changed"), so the median over link orders is the placement-proof figure.
 set -euo pipefail
 size=${1:-65536} iters=${2:-2000} rounds=${3:-5} boots=${4:-1}
 repo=$(cd "$(dirname "$0")/../.." && pwd)
@@ -28,6 +34,13 @@ bin="${CARGO_TARGET_DIR:-$repo/target}/release/softrdma-perf"
 share=$(mktemp -d) out=$(mktemp -d)
 trap 'rm -rf "$share"' EXIT
 cp "$bin" "$share/"
+orders=${LINK_ORDERS:-0} variants=softrdma-perf
+for seed in $(seq "$orders"); do
+  (cd "$repo" && cargo rustc --release -q -p benches --bin softrdma-perf -- -C "link-arg=-Wl,--shuffle-sections=.text.*=$seed")
+  cp "$bin" "$share/softrdma-perf.s$seed"; variants="$variants softrdma-perf.s$seed"
+done
+# Leave the tree's binary as the normal build.
+[ "$orders" -gt 0 ] && (cd "$repo" && cargo build --release -q -p benches --bin softrdma-perf)
 cat >"$out/job.sh" <<JOB
 #!/bin/sh
 for r in \$(seq $rounds); do
@@ -36,9 +49,11 @@ for r in \$(seq $rounds); do
   echo "== kernel rxe, round \$r"
   ib_write_bw -d rxe0 -x 1 -F -m 1024 -s $size -n $iters 10.77.0.11 2>&1 | tail -2 | head -1
   wait
-  echo "== softrdma, round \$r"
-  /host/softrdma-perf write_bw -s $size -m 1024 -n $iters >/tmp/srd.log 2>&1
-  grep 'ICRC' /tmp/srd.log; tail -2 /tmp/srd.log | head -1
+  for v in $variants; do
+    echo "== softrdma \$v, round \$r"
+    /host/\$v write_bw -s $size -m 1024 -n $iters >/tmp/srd.log 2>&1
+    grep 'ICRC' /tmp/srd.log; tail -2 /tmp/srd.log | head -1
+  done
 done
 echo "== softrdma, ICRC by SIMD folding (SOFTRDMA_ICRC=simd)"
 SOFTRDMA_ICRC=simd /host/softrdma-perf write_bw -s $size -m 1024 -n $iters 2>&1 | tail -2 | head -1
@@ -53,13 +68,20 @@ done
 # Per round: the BW average column of the line that starts with the size.
 awk -v s="$size" '
   /^== kernel rxe, round/ { who = "rxe"; v["rxe"] = 0; next }
-  /^== softrdma, round/   { who = "srd"; next }
+  /^== softrdma .*round/  { who = "srd"; name = $3; sub(/,$/, "", name); round = $5; next }
   /^== /                  { who = ""; next }
-  who != "" && $1 == s    { v[who] = $4; if (who == "srd" && v["rxe"] > 0) { r[n++] = v["srd"] / v["rxe"]; printf "round %d: kernel rxe %s MB/s, softrdma %s MB/s, ratio %.2f\n", n, v["rxe"], v["srd"], v["srd"] / v["rxe"] } }
+  who != "" && $1 == s    { v[who] = $4; if (who == "srd" && v["rxe"] > 0) { r[n++] = v["srd"] / v["rxe"]; if (!(name in per)) names++; per[name] = per[name] " " v["srd"] / v["rxe"]; printf "round %s, %s: kernel rxe %s MB/s, softrdma %s MB/s, ratio %.2f\n", round, name, v["rxe"], v["srd"], v["srd"] / v["rxe"] } }
+  function median(a, k,   i, j, t) {
+    for (i = 0; i < k; i++) for (j = i + 1; j < k; j++) if (a[j] < a[i]) { t = a[i]; a[i] = a[j]; a[j] = t }
+    return (k % 2) ? a[int(k / 2)] : (a[k / 2 - 1] + a[k / 2]) / 2
+  }
   END {
     if (n == 0) { print "could not read both results" > "/dev/stderr"; exit 1 }
-    for (i = 0; i < n; i++) for (j = i + 1; j < n; j++) if (r[j] < r[i]) { t = r[i]; r[i] = r[j]; r[j] = t }
-    m = (n % 2) ? r[int(n / 2)] : (r[n / 2 - 1] + r[n / 2]) / 2
-    printf "softrdma / kernel rxe: median %.2f over %d rounds [%.2f..%.2f]\n", m, n, r[0], r[n - 1]
+    for (b in per) if (names > 1) {
+      k = split(substr(per[b], 2), x, " "); for (i = 0; i < k; i++) y[i] = x[i + 1]
+      printf "%s: median %.2f over %d runs\n", b, median(y, k), k
+    }
+    m = median(r, n)
+    printf "softrdma / kernel rxe: median %.2f over %d runs [%.2f..%.2f]\n", m, n, r[0], r[n - 1]
   }' $(for b in $(seq "$boots"); do echo "$out/boot$b/a.log"; done) || { echo "logs in $out" >&2; exit 1; }
 echo "logs in $out"
