@@ -21,6 +21,7 @@
 # after the normal one. Under TCG the placement of code alone moves guest
 # write_bw by up to ±20 % on some hosts (docs/benchmarks.md, "What stop 17
 # changed"), so the median over link orders is the placement-proof figure.
+# Needs lld, Rust's default linker on x86_64 Linux.
 set -euo pipefail
 size=${1:-65536} iters=${2:-2000} rounds=${3:-5} boots=${4:-1}
 repo=$(cd "$(dirname "$0")/../.." && pwd)
