@@ -71,16 +71,16 @@ awk -v s="$size" '
   /^== kernel rxe, round/ { who = "rxe"; v["rxe"] = 0; next }
   /^== softrdma .*round/  { who = "srd"; name = $3; sub(/,$/, "", name); round = $5; next }
   /^== /                  { who = ""; next }
-  who != "" && $1 == s    { v[who] = $4; if (who == "srd" && v["rxe"] > 0) { r[n++] = v["srd"] / v["rxe"]; if (!(name in per)) names++; per[name] = per[name] " " v["srd"] / v["rxe"]; printf "round %s, %s: kernel rxe %s MB/s, softrdma %s MB/s, ratio %.2f\n", round, name, v["rxe"], v["srd"], v["srd"] / v["rxe"] } }
+  who != "" && $1 == s    { v[who] = $4; if (who == "srd" && v["rxe"] > 0) { q = v["srd"] / v["rxe"]; r[n++] = q; if (!(name in runs)) names++; per[name, runs[name]++] = q; printf "round %s, %s: kernel rxe %s MB/s, softrdma %s MB/s, ratio %.2f\n", round, name, v["rxe"], v["srd"], q } }
   function median(a, k,   i, j, t) {
     for (i = 0; i < k; i++) for (j = i + 1; j < k; j++) if (a[j] < a[i]) { t = a[i]; a[i] = a[j]; a[j] = t }
     return (k % 2) ? a[int(k / 2)] : (a[k / 2 - 1] + a[k / 2]) / 2
   }
   END {
     if (n == 0) { print "could not read both results" > "/dev/stderr"; exit 1 }
-    for (b in per) if (names > 1) {
-      k = split(substr(per[b], 2), x, " "); for (i = 0; i < k; i++) y[i] = x[i + 1]
-      printf "%s: median %.2f over %d runs\n", b, median(y, k), k
+    for (b in runs) if (names > 1) {
+      for (i = 0; i < runs[b]; i++) y[i] = per[b, i]
+      printf "%s: median %.2f over %d runs\n", b, median(y, runs[b]), runs[b]
     }
     m = median(r, n)
     printf "softrdma / kernel rxe: median %.2f over %d runs [%.2f..%.2f]\n", m, n, r[0], r[n - 1]
