@@ -29,6 +29,11 @@ pub const ROCE_OVERHEAD: usize = 14 + 20 + 8 + 12 + 4;
 /// RoCEv2 takes through the bridges, whose netfilter hooks (`br_netfilter`)
 /// look at IP frames and let other EtherTypes pass untouched.
 fn frame(len: usize, from: usize, to: usize) -> Vec<u8> {
+    frame_numbered(len, from, to, 0)
+}
+
+/// [`frame`] with IPv4 identification `ident` (for IPv4/UDP frames).
+fn frame_numbered(len: usize, from: usize, to: usize, ident: u16) -> Vec<u8> {
     let mut f = vec![0u8; len.max(60)];
     f[0..6].copy_from_slice(&fabric::mac(to));
     f[6..12].copy_from_slice(&fabric::mac(from));
@@ -45,7 +50,7 @@ fn frame(len: usize, from: usize, to: usize) -> Vec<u8> {
     };
     let udp_len = f.len() - 14 - 20;
     // DF, as rxe sends.
-    let ip = Ipv4Repr { src, dst, dscp: 0, ecn: 0, ident: 0, dont_frag: true, ttl: 64, protocol: 17 };
+    let ip = Ipv4Repr { src, dst, dscp: 0, ecn: 0, ident, dont_frag: true, ttl: 64, protocol: 17 };
     ip.emit(&mut f[14..34], udp_len).expect("an IPv4 header fits 20 bytes");
     let mut udp = [0u8; 8];
     udp[0..2].copy_from_slice(&0xc000u16.to_be_bytes());
@@ -123,6 +128,11 @@ fn seq_at() -> usize {
 /// `credit = k > 0` is self-clocked like an RC stream: the receiver returns a
 /// 64-byte credit frame every `k` frames (as RC returns an ACK per message)
 /// and the sender keeps at most `window` frames beyond the last credit.
+///
+/// The sender hands the link `burst` frames per call (`LinkTx::send_bufs`),
+/// numbered with consecutive IPv4 identifications: on a TAP with offload a
+/// burst of IPv4/UDP frames is one UDP GSO write, like the run of frames
+/// of one RDMA message.
 pub fn raw_bw(
     kind: FabricKind,
     payload: usize,
@@ -130,6 +140,7 @@ pub fn raw_bw(
     duration: Option<Duration>,
     credit: u64,
     window: u64,
+    burst: usize,
 ) -> Result<BwRow, String> {
     let link_mtu = fabric::link_mtu_for(payload);
     let len = payload + ROCE_OVERHEAD;
@@ -140,7 +151,8 @@ pub fn raw_bw(
     let (_f, net, mut links) = fabric::links(kind, 2, link_mtu).map_err(|e| format!("links: {e}"))?;
     let Link { rx: mut rx1, tx: tx1, .. } = links.pop().ok_or("no link")?;
     let Link { rx: mut rx0, tx: tx0, .. } = links.pop().ok_or("no link")?;
-    let f = frame(len, 0, 1);
+    let burst = burst.clamp(1, 64);
+    let mut frames: Vec<Vec<u8>> = (0..burst).map(|i| frame_numbered(len, 0, 1, i as u16)).collect();
     let stop = Arc::new(AtomicBool::new(false));
     let (sent, errors, stalls, stamps, start) = std::thread::scope(|s| {
         let stop2 = stop.clone();
@@ -191,7 +203,7 @@ pub fn raw_bw(
             } else if sent >= iters {
                 break;
             }
-            while credit > 0 && sent - credited >= window {
+            while credit > 0 && sent + burst as u64 - credited > window {
                 match recv_within(&mut rx0, &mut cbuf, Duration::from_millis(50)) {
                     Ok(Some(k)) if is_raw(&cbuf[..k]) => {
                         let mut b = [0u8; 8];
@@ -206,11 +218,8 @@ pub fn raw_bw(
                     }
                 }
             }
-            match tx0.send(&f) {
-                Ok(()) => {}
-                Err(_) => errors += 1,
-            }
-            sent += 1;
+            errors += tx0.send_bufs(&mut frames) as u64;
+            sent += burst as u64;
         }
         stop.store(true, Ordering::Release);
         let stamps = h.join().unwrap_or_default();

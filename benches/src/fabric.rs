@@ -167,7 +167,12 @@ pub fn tap_links(n: usize, link_mtu: usize) -> io::Result<(TapNet, Vec<Link>)> {
             ],
         )?;
         hub_cmds.push(format!("link set dev {vb} master hubbr up"));
-        let cfg = TapConfig { mac: Some(mac(i)), mtu: link_mtu, ..TapConfig::in_netns(name.clone(), "srdtap0") };
+        let cfg = TapConfig {
+            mac: Some(mac(i)),
+            mtu: link_mtu,
+            vnet_hdr: tap_offload(),
+            ..TapConfig::in_netns(name.clone(), "srdtap0")
+        };
         links.push(open_tap(&cfg)?);
         ip_batch(Some(&name), &["link set dev srdtap0 master srdbr up".into(), "link set dev srdbr up".into()])?;
     }
@@ -204,6 +209,18 @@ pub fn set_busy_poll(b: Option<std::time::Duration>) {
 /// first call wins; without one, the link's default).
 pub fn set_rx_linger(d: std::time::Duration) {
     let _ = RX_LINGER.set(d);
+}
+
+static TAP_OFFLOAD: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+
+/// Whether TAPs opened after this use virtio-net headers and UDP
+/// segmentation (`TapConfig::vnet_hdr`; the first call wins, default on).
+pub fn set_tap_offload(on: bool) {
+    let _ = TAP_OFFLOAD.set(on);
+}
+
+fn tap_offload() -> bool {
+    TAP_OFFLOAD.get().copied().unwrap_or(true)
 }
 
 /// A device configuration with the polling settings of the command line.

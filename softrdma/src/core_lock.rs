@@ -135,14 +135,15 @@ impl Shared {
             std::thread::yield_now();
         }
         let turn = Turn { serving: &self.tx_serving, next: ticket + 1 };
-        let mut failed = 0;
-        for f in &batch {
-            if self.send_now(f).is_err() {
-                failed += 1;
-            }
-        }
+        // A link that batches (a TAP with UDP segmentation) writes runs of
+        // the batch's frames at once.
+        let failed = if self.tx_batches() {
+            self.send_all(&mut batch)
+        } else {
+            batch.iter().filter(|f| self.send_now(f).is_err()).count()
+        };
         drop(turn);
-        self.count_failed(failed);
+        self.count_failed(failed as u64);
         let _ = KEPT.try_with(|k| {
             if let Ok(mut k) = k.try_borrow_mut() {
                 for f in batch.drain(..) {

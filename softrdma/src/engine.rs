@@ -337,6 +337,16 @@ impl Shared {
         self.tx.send(frame)
     }
 
+    /// Whether frames written after the lock go to the link as one batch.
+    pub(crate) fn tx_batches(&self) -> bool {
+        self.tx_after_unlock && self.tx.batches_sends()
+    }
+
+    /// Sends `frames` as one batch; returns how many failed.
+    pub(crate) fn send_all(&self, frames: &mut [Vec<u8>]) -> usize {
+        self.tx.send_bufs(frames)
+    }
+
     /// Whether the frame is done with here: dropped because the link would
     /// not take it, or looped back because it is for this device (a frame
     /// to our own MAC never leaves the device). Captures what it does not

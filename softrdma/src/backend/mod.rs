@@ -4,3 +4,4 @@ pub mod host;
 pub mod memory;
 pub mod netns;
 pub mod tap;
+pub mod vnet;

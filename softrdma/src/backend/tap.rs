@@ -1,6 +1,8 @@
 //! A TAP device as a [`Link`]: the softrdma device sits behind a kernel TAP
 //! interface (optionally inside a network namespace) and exchanges whole
-//! Ethernet frames with it, one frame per `read(2)`/`write(2)`.
+//! Ethernet frames with it, one frame per `read(2)`/`write(2)` — or, with
+//! virtio-net headers ([`TapConfig::vnet_hdr`], the default), a run of
+//! RoCEv2 frames of one flow per call ([`super::vnet`]).
 //!
 //! The TAP interface itself is the kernel's side of the wire (it has its own
 //! kernel MAC address, and is typically a bridge port); the device behind it
@@ -10,16 +12,19 @@
 
 use std::ffi::c_int;
 use std::io;
+use std::io::{IoSlice, IoSliceMut};
 use std::os::fd::{AsFd, OwnedFd};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use rustix::event::{PollFd, PollFlags, Timespec};
 use rustix::fs::{Mode, OFlags};
 use rustix::io::Errno;
-use rustix::ioctl::{opcode, Opcode, Updater};
+use rustix::ioctl::{opcode, IntegerSetter, Opcode, Updater};
 
 use super::netns::{self, NetNs};
+use super::vnet::{self, Received, VnetHdr};
 use crate::link::{Link, LinkRx, LinkTx, LinkWait};
 
 /// How to open a TAP device.
@@ -36,14 +41,17 @@ pub struct TapConfig {
     pub mac: Option<[u8; 6]>,
     /// The interface MTU (IP packet size).
     pub mtu: usize,
-    /// Virtio-net headers before each frame; not supported, must be false.
+    /// Virtio-net headers before each frame, with checksum and UDP
+    /// segmentation offload: runs of frames of one flow are written (and,
+    /// where the kernel passes them on whole, read) as one
+    /// ([`super::vnet`]). Off: one plain frame per `write(2)`/`read(2)`.
     pub vnet_hdr: bool,
 }
 
 impl TapConfig {
     /// A TAP named `name` in this process's namespace, random MAC, MTU 1500.
     pub fn new(name: impl Into<String>) -> TapConfig {
-        TapConfig { netns: None, name: name.into(), mac: None, mtu: 1500, vnet_hdr: false }
+        TapConfig { netns: None, name: name.into(), mac: None, mtu: 1500, vnet_hdr: true }
     }
 
     /// The same, inside the named network namespace `netns`.
@@ -61,6 +69,12 @@ impl Default for TapConfig {
 // <linux/if_tun.h>, <linux/if.h>
 const IFF_TAP: i16 = 0x0002;
 const IFF_NO_PI: i16 = 0x1000;
+const IFF_VNET_HDR: i16 = 0x4000;
+const TUN_F_CSUM: usize = 0x01;
+const TUN_F_USO4: usize = 0x20;
+const TUN_F_USO6: usize = 0x40;
+/// `TUNSETOFFLOAD = _IOW('T', 208, unsigned int)`; the flags are the argument.
+const TUNSETOFFLOAD: Opcode = opcode::write::<u32>(b'T', 208);
 const IFNAMSIZ: usize = 16;
 /// `TUNSETIFF = _IOW('T', 202, int)` (the kernel reads a `struct ifreq`
 /// regardless of the `int` in the definition).
@@ -90,10 +104,11 @@ fn check_ifname(name: &str) -> io::Result<()> {
 
 /// Opens `/dev/net/tun` and attaches a TAP named `name` (in the caller's
 /// network namespace); returns the fd and the name the kernel gave it.
-fn create_tap(name: &str) -> io::Result<(OwnedFd, String)> {
+fn create_tap(name: &str, vnet_hdr: bool) -> io::Result<(OwnedFd, String)> {
     let fd = rustix::fs::open("/dev/net/tun", OFlags::RDWR | OFlags::CLOEXEC | OFlags::NONBLOCK, Mode::empty())
         .map_err(|e| io::Error::new(io::Error::from(e).kind(), format!("opening /dev/net/tun: {e}")))?;
-    let mut req = IfReq { name: [0; IFNAMSIZ], flags: IFF_TAP | IFF_NO_PI, _pad: [0; 22] };
+    let vnet = if vnet_hdr { IFF_VNET_HDR } else { 0 };
+    let mut req = IfReq { name: [0; IFNAMSIZ], flags: IFF_TAP | IFF_NO_PI | vnet, _pad: [0; 22] };
     req.name[..name.len()].copy_from_slice(name.as_bytes());
     // SAFETY: TUNSETIFF reads and writes a `struct ifreq`, which `IfReq`
     // matches in layout and size; `req` outlives the call.
@@ -101,7 +116,25 @@ fn create_tap(name: &str) -> io::Result<(OwnedFd, String)> {
         .map_err(|e| io::Error::new(io::Error::from(e).kind(), format!("TUNSETIFF {name}: {e}")))?;
     let len = req.name.iter().position(|&b| b == 0).unwrap_or(IFNAMSIZ);
     let actual = String::from_utf8_lossy(&req.name[..len]).into_owned();
+    if vnet_hdr {
+        set_offload(&fd, &actual)?;
+    }
     Ok((fd, actual))
+}
+
+/// Lets the kernel hand this TAP frames with unfinished UDP checksums and,
+/// where it can (USO, Linux ≥ 6.2), whole UDP GSO frames; with checksums
+/// only on older kernels, which cut GSO frames before the TAP.
+fn set_offload(fd: &OwnedFd, name: &str) -> io::Result<()> {
+    let mut last = Errno::INVAL;
+    for flags in [TUN_F_CSUM | TUN_F_USO4 | TUN_F_USO6, TUN_F_CSUM] {
+        // SAFETY: TUNSETOFFLOAD takes its flags as the integer argument.
+        match unsafe { rustix::ioctl::ioctl(fd, IntegerSetter::<TUNSETOFFLOAD>::new_usize(flags)) } {
+            Ok(()) => return Ok(()),
+            Err(e) => last = e,
+        }
+    }
+    Err(io::Error::new(io::Error::from(last).kind(), format!("TUNSETOFFLOAD {name}: {last}")))
 }
 
 /// A random locally administered unicast MAC address.
@@ -132,24 +165,22 @@ pub fn open_tap(cfg: &TapConfig) -> io::Result<Link> {
 /// `cfg.netns`, so the interface lives in that namespace; then its MTU is
 /// set and it is brought up with `ip`.
 pub fn open_tap_named(cfg: &TapConfig) -> io::Result<(Link, String)> {
-    if cfg.vnet_hdr {
-        return Err(io::Error::new(io::ErrorKind::Unsupported, "TAP with vnet_hdr is not supported"));
-    }
     check_ifname(&cfg.name)?;
     if !(68..=65535).contains(&cfg.mtu) {
         return Err(io::Error::new(io::ErrorKind::InvalidInput, format!("bad MTU {}", cfg.mtu)));
     }
     let (fd, name) = match &cfg.netns {
-        Some(ns) => NetNs::open(ns)?.run_in(|| create_tap(&cfg.name))??,
-        None => create_tap(&cfg.name)?,
+        Some(ns) => NetNs::open(ns)?.run_in(|| create_tap(&cfg.name, cfg.vnet_hdr))??,
+        None => create_tap(&cfg.name, cfg.vnet_hdr)?,
     };
     // From here on, dropping `fd` removes the interface again.
     let ns = cfg.netns.as_deref();
     netns::ip(ns, &["link", "set", "dev", &name, "mtu", &cfg.mtu.to_string(), "up"])?;
     let fd = Arc::new(fd);
+    let rx = TapRx { fd: fd.clone(), vnet: cfg.vnet_hdr.then(VnetRx::default), pending: Arc::default() };
     let link = Link {
-        tx: Arc::new(TapTx { fd: fd.clone() }),
-        rx: Box::new(TapRx { fd }),
+        tx: Arc::new(TapTx { fd, vnet: cfg.vnet_hdr, runs: AtomicBool::new(cfg.vnet_hdr) }),
+        rx: Box::new(rx),
         mac: cfg.mac.unwrap_or_else(random_mac),
         mtu: cfg.mtu,
     };
@@ -166,24 +197,78 @@ fn gone() -> io::Error {
     io::Error::new(io::ErrorKind::BrokenPipe, "TAP device is gone")
 }
 
-/// The sending half: one `write(2)` per frame on the shared fd.
+/// The sending half: one `write(2)` per frame, or per run of frames of one
+/// flow (`vnet`), on the shared fd.
 struct TapTx {
     fd: Arc<OwnedFd>,
+    vnet: bool,
+    /// Cleared when the kernel refuses a UDP GSO write (before Linux 6.2
+    /// TAPs may not take `VIRTIO_NET_HDR_GSO_UDP_L4`): frames go one by one.
+    runs: AtomicBool,
 }
 
-impl LinkTx for TapTx {
-    fn send(&self, frame: &[u8]) -> io::Result<()> {
+/// The virtio-net header of a frame that needs nothing done to it.
+const PLAIN: [u8; vnet::HDR_LEN] = [0; vnet::HDR_LEN];
+
+impl TapTx {
+    fn write(&self, parts: &[IoSlice<'_>]) -> io::Result<()> {
+        let len: usize = parts.iter().map(|p| p.len()).sum();
         loop {
-            return match rustix::io::write(self.fd.as_fd(), frame) {
-                Ok(n) if n == frame.len() => Ok(()),
-                Ok(n) => {
-                    Err(io::Error::new(io::ErrorKind::WriteZero, format!("TAP took {n} of {} bytes", frame.len())))
-                }
+            return match rustix::io::writev(self.fd.as_fd(), parts) {
+                Ok(n) if n == len => Ok(()),
+                Ok(n) => Err(io::Error::new(io::ErrorKind::WriteZero, format!("TAP took {n} of {len} bytes"))),
                 Err(Errno::INTR) => continue,
                 Err(e) if is_gone(e) => Err(gone()),
                 Err(e) => Err(e.into()),
             };
         }
+    }
+
+    /// Writes `run` (frames `vnet::run_len` put together) in one UDP GSO
+    /// write: the run's headers, then each frame's UDP payload.
+    fn write_run(&self, run: &[Vec<u8>]) -> io::Result<()> {
+        let (vh, headers) = vnet::run_headers(run);
+        let mut parts = Vec::with_capacity(2 + run.len());
+        parts.push(IoSlice::new(&vh));
+        parts.push(IoSlice::new(&headers));
+        parts.extend(run.iter().map(|f| IoSlice::new(&f[headers.len()..])));
+        self.write(&parts)
+    }
+}
+
+impl LinkTx for TapTx {
+    fn send(&self, frame: &[u8]) -> io::Result<()> {
+        if self.vnet {
+            self.write(&[IoSlice::new(&PLAIN), IoSlice::new(frame)])
+        } else {
+            self.write(&[IoSlice::new(frame)])
+        }
+    }
+
+    fn send_bufs(&self, bufs: &mut [Vec<u8>]) -> usize {
+        let mut failed = 0;
+        let mut i = 0;
+        while i < bufs.len() {
+            let n = if self.runs.load(Ordering::Relaxed) { vnet::run_len(&bufs[i..]) } else { 1 };
+            if n > 1 {
+                match self.write_run(&bufs[i..i + n]) {
+                    Ok(()) => {}
+                    Err(e) if e.kind() == io::ErrorKind::InvalidInput => {
+                        self.runs.store(false, Ordering::Relaxed);
+                        continue;
+                    }
+                    Err(_) => failed += n,
+                }
+            } else if self.send(&bufs[i]).is_err() {
+                failed += 1;
+            }
+            i += n;
+        }
+        failed
+    }
+
+    fn batches_sends(&self) -> bool {
+        self.vnet
     }
 
     fn sends_are_syscalls(&self) -> bool {
@@ -194,6 +279,70 @@ impl LinkTx for TapTx {
 /// The receiving half: `poll(2)` with the timeout, then `read(2)`.
 struct TapRx {
     fd: Arc<OwnedFd>,
+    vnet: Option<VnetRx>,
+    /// Segments of a UDP GSO frame not handed out yet (seen by `TapWait`).
+    pending: Arc<AtomicUsize>,
+}
+
+/// A UDP GSO frame read whole, handed out one segment per `recv`.
+#[derive(Default)]
+struct VnetRx {
+    hdr: VnetHdr,
+    /// The frame is `whole[..len]`; a read spills into it past the caller's
+    /// buffer.
+    whole: Vec<u8>,
+    len: usize,
+    next: usize,
+    count: usize,
+}
+
+/// Room for the largest GSO frame: an IPv4 or IPv6 packet of 64 KiB.
+const WHOLE: usize = 14 + 40 + 65535;
+
+impl TapRx {
+    /// Hands out the next segment of the frame read whole, if any is left.
+    fn next_segment(&mut self, buf: &mut [u8]) -> Option<usize> {
+        let v = self.vnet.as_mut()?;
+        while v.next < v.count {
+            let i = v.next;
+            v.next += 1;
+            self.pending.store(v.count - v.next, Ordering::Release);
+            if let Some(n) = vnet::segment(&v.hdr, &v.whole[..v.len], i, buf) {
+                return Some(n);
+            }
+        }
+        None
+    }
+
+    /// One `read(2)` with the virtio-net header: the frame's length in
+    /// `buf`, or `None` if it was taken whole (segments to hand out) or
+    /// dropped.
+    fn read_vnet(&mut self, buf: &mut [u8]) -> Result<Option<usize>, Errno> {
+        let v = self.vnet.as_mut().expect("vnet reads only on a vnet TAP");
+        let blen = buf.len();
+        let room = WHOLE + blen;
+        if v.whole.len() < room {
+            v.whole.resize(room, 0);
+        }
+        let mut h = [0u8; vnet::HDR_LEN];
+        let n = {
+            let mut parts =
+                [IoSliceMut::new(&mut h), IoSliceMut::new(&mut *buf), IoSliceMut::new(&mut v.whole[blen..])];
+            rustix::io::readv(self.fd.as_fd(), &mut parts)?
+        };
+        let (Some(len), Some(hdr)) = (n.checked_sub(vnet::HDR_LEN), VnetHdr::parse(&h)) else { return Ok(None) };
+        if len <= buf.len() && vnet::received(&hdr, &mut buf[..len]) == Received::Frame {
+            return Ok(Some(len));
+        }
+        v.whole[..len.min(buf.len())].copy_from_slice(&buf[..len.min(buf.len())]);
+        if let Received::Segments(count) = vnet::received(&hdr, &mut v.whole[..len]) {
+            (v.hdr, v.len, v.next, v.count) = (hdr, len, 0, count);
+            self.pending.store(count, Ordering::Release);
+        }
+        // Anything else (a frame past the buffer, a GSO frame of another
+        // kind) is dropped, as a plain read drops a frame past the MTU.
+        Ok(None)
+    }
 }
 
 /// Waits on the TAP's fd with `poll(2)`, leaving the frame to be read; an
@@ -201,10 +350,14 @@ struct TapRx {
 struct TapWait {
     fd: Arc<OwnedFd>,
     wake: Option<OwnedFd>,
+    pending: Arc<AtomicUsize>,
 }
 
 impl LinkWait for TapWait {
     fn wait(&self, timeout: Duration) -> io::Result<bool> {
+        if self.pending.load(Ordering::Acquire) > 0 {
+            return Ok(true);
+        }
         let ts = Timespec::try_from(timeout).unwrap_or(Timespec { tv_sec: 3600, tv_nsec: 0 });
         let mut fds = vec![PollFd::new(&*self.fd, PollFlags::IN)];
         if let Some(w) = &self.wake {
@@ -246,7 +399,7 @@ impl LinkRx for TapRx {
         let wake =
             rustix::event::eventfd(0, rustix::event::EventfdFlags::CLOEXEC | rustix::event::EventfdFlags::NONBLOCK)
                 .ok();
-        Some(Arc::new(TapWait { fd: self.fd.clone(), wake }))
+        Some(Arc::new(TapWait { fd: self.fd.clone(), wake, pending: self.pending.clone() }))
     }
 
     /// Long enough to bridge the gap between frames of a stream at the
@@ -267,7 +420,18 @@ impl LinkRx for TapRx {
         // with a zero timeout, one syscall per poll).
         let mut deadline = None;
         loop {
-            match rustix::io::read(self.fd.as_fd(), &mut *buf) {
+            if let Some(n) = self.next_segment(buf) {
+                return Ok(Some(n));
+            }
+            let read = if self.vnet.is_some() {
+                match self.read_vnet(buf) {
+                    Ok(None) => continue,
+                    r => r.map(|n| n.unwrap_or(0)),
+                }
+            } else {
+                rustix::io::read(self.fd.as_fd(), &mut *buf)
+            };
+            match read {
                 // Cannot happen for frames within the MTU; drop the rest.
                 Ok(n) if n > buf.len() => continue,
                 Ok(n) => return Ok(Some(n)),
@@ -321,8 +485,6 @@ mod tests {
         assert!(check_ifname("srd1234x0").is_ok());
         assert!(check_ifname("0123456789abcdef").is_err());
         assert!(check_ifname("a b").is_err());
-        let bad = TapConfig { vnet_hdr: true, ..TapConfig::new("x") };
-        assert_eq!(open_tap(&bad).err().unwrap().kind(), io::ErrorKind::Unsupported);
         let bad = TapConfig { mtu: 10, ..TapConfig::new("x") };
         assert_eq!(open_tap(&bad).err().unwrap().kind(), io::ErrorKind::InvalidInput);
     }
