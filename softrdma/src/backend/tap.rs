@@ -331,16 +331,27 @@ impl TapRx {
             rustix::io::readv(self.fd.as_fd(), &mut parts)?
         };
         let (Some(len), Some(hdr)) = (n.checked_sub(vnet::HDR_LEN), VnetHdr::parse(&h)) else { return Ok(None) };
-        if len <= buf.len() && vnet::received(&hdr, &mut buf[..len]) == Received::Frame {
-            return Ok(Some(len));
+        let fits = len <= blen;
+        let kind = if fits {
+            vnet::received(&hdr, &mut buf[..len])
+        } else {
+            v.whole[..blen].copy_from_slice(buf);
+            vnet::received(&hdr, &mut v.whole[..len])
+        };
+        match kind {
+            Received::Frame if fits => return Ok(Some(len)),
+            Received::Segments(count) => {
+                if fits {
+                    v.whole[..len].copy_from_slice(&buf[..len]);
+                }
+                (v.hdr, v.len, v.next, v.count) = (hdr, len, 0, count);
+                self.pending.store(count, Ordering::Release);
+            }
+            // Anything else (a frame past the buffer, a GSO frame of
+            // another kind) is dropped, as a plain read drops a frame past
+            // the MTU.
+            _ => {}
         }
-        v.whole[..len.min(buf.len())].copy_from_slice(&buf[..len.min(buf.len())]);
-        if let Received::Segments(count) = vnet::received(&hdr, &mut v.whole[..len]) {
-            (v.hdr, v.len, v.next, v.count) = (hdr, len, 0, count);
-            self.pending.store(count, Ordering::Release);
-        }
-        // Anything else (a frame past the buffer, a GSO frame of another
-        // kind) is dropped, as a plain read drops a frame past the MTU.
         Ok(None)
     }
 }

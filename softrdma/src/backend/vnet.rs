@@ -33,10 +33,9 @@ pub const F_DATA_VALID: u8 = 2;
 pub const GSO_NONE: u8 = 0;
 pub const GSO_UDP_L4: u8 = 5;
 
-const ETH_LEN: usize = 14;
-const IPV4_LEN: usize = 20;
-const IPV6_LEN: usize = 40;
-const UDP_LEN: usize = 8;
+use transport::wire::ethernet::HEADER_LEN as ETH_LEN;
+use transport::wire::ip::{IPV4_HEADER_LEN as IPV4_LEN, IPV6_HEADER_LEN as IPV6_LEN};
+use transport::wire::udp::HEADER_LEN as UDP_LEN;
 /// Ethernet + IPv4 + UDP: where a coalesced frame's payload starts.
 const V4_HEADERS: usize = ETH_LEN + IPV4_LEN + UDP_LEN;
 /// The kernel refuses UDP GSO with more segments (`UDP_MAX_SEGMENTS`, 64
