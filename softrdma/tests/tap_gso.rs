@@ -12,7 +12,8 @@
 //! frames for C; B hands back every frame byte for byte (UDP checksum zero,
 //! as rxe sends it), C the same frames with the UDP checksum the kernel
 //! computed, which verifies; every ICRC verifies. A run broken in the middle
-//! (a gap in the identifications) still arrives whole, in order.
+//! (a gap in the identifications) still arrives whole, in order, and so
+//! does a run of small frames that a receive buffer holds whole.
 //!
 //! Without root this prints `skipped: REASON` (and fails under `CI=true`).
 
@@ -38,6 +39,20 @@ fn rxe_message() -> Vec<Vec<u8>> {
     let ops: Vec<u8> = msg.iter().map(|f| Frame::verify(f).unwrap().packet.bth().opcode as u8).collect();
     assert_eq!(ops, [6, 7, 7, 7, 7, 7, 7, 8]);
     msg
+}
+
+/// The five WRITE ONLY packets of `rc-write-64.pcap` (64 bytes each).
+fn rxe_small_writes() -> Vec<Vec<u8>> {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../vectors/kernel-rxe/rc-write-64.pcap");
+    let frames = read_frames(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let writes: Vec<Vec<u8>> = frames
+        .into_iter()
+        .filter(|f| f.ethernet && classify(&f.data) == FrameKind::RoceV2)
+        .map(|f| f.data)
+        .filter(|f| Frame::verify(f).unwrap().packet.bth().opcode as u8 == 10)
+        .collect();
+    assert_eq!(writes.len(), 5);
+    writes
 }
 
 /// `frames` from `src` to `dst` with identifications `ids`, their ICRCs
@@ -135,6 +150,15 @@ fn a_message_crosses_the_kernel_as_one_udp_gso_write() {
     assert_eq!(a.tx.send_bufs(&mut batch), 0);
     assert_eq!(receive(&mut b, gap.len(), Duration::from_secs(2)), gap);
     assert_eq!(receive(&mut c, gap.len(), Duration::from_secs(2)).len(), gap.len());
+
+    // A run shorter than one MTU-sized buffer is read whole and cut too.
+    let small = renumbered(&rxe_small_writes(), a.mac, nobody, 40..45);
+    let mut batch = small.clone();
+    let b0 = tx_packets(ns.name(), &tap_b);
+    assert_eq!(a.tx.send_bufs(&mut batch), 0);
+    assert_eq!(receive(&mut b, small.len(), Duration::from_secs(2)), small);
+    assert!(tx_packets(ns.name(), &tap_b) - b0 < small.len() as u64, "the small run went as one packet");
+    assert_eq!(receive(&mut c, small.len(), Duration::from_secs(2)).len(), small.len());
 
     drop((a, b, c));
     ns.delete().unwrap();
