@@ -135,13 +135,9 @@ impl Shared {
             std::thread::yield_now();
         }
         let turn = Turn { serving: &self.tx_serving, next: ticket + 1 };
-        // A link that batches (a TAP with UDP segmentation) writes runs of
-        // the batch's frames at once.
-        let failed = if self.tx_batches() {
-            self.send_all(&mut batch)
-        } else {
-            batch.iter().filter(|f| self.send_now(f).is_err()).count()
-        };
+        // The link writes the batch frame by frame, or (a TAP with UDP
+        // segmentation) in runs.
+        let failed = self.send_all(&mut batch);
         drop(turn);
         self.count_failed(failed as u64);
         let _ = KEPT.try_with(|k| {

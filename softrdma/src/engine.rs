@@ -332,17 +332,9 @@ impl Shared {
         c
     }
 
-    /// Puts a frame on the link now (the writer of `Core::txq`).
-    pub(crate) fn send_now(&self, frame: &[u8]) -> std::io::Result<()> {
-        self.tx.send(frame)
-    }
-
-    /// Whether frames written after the lock go to the link as one batch.
-    pub(crate) fn tx_batches(&self) -> bool {
-        self.tx_after_unlock && self.tx.batches_sends()
-    }
-
-    /// Sends `frames` as one batch; returns how many failed.
+    /// Puts frames on the link now (the writer of `Core::txq`): one by one,
+    /// or in runs where the link makes them (a TAP with UDP segmentation).
+    /// Returns how many failed.
     pub(crate) fn send_all(&self, frames: &mut [Vec<u8>]) -> usize {
         self.tx.send_bufs(frames)
     }

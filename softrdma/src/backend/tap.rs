@@ -228,11 +228,13 @@ impl TapTx {
     /// write: the run's headers, then each frame's UDP payload.
     fn write_run(&self, run: &[Vec<u8>]) -> io::Result<()> {
         let (vh, headers) = vnet::run_headers(run);
-        let mut parts = Vec::with_capacity(2 + run.len());
-        parts.push(IoSlice::new(&vh));
-        parts.push(IoSlice::new(&headers));
-        parts.extend(run.iter().map(|f| IoSlice::new(&f[headers.len()..])));
-        self.write(&parts)
+        let mut parts = [IoSlice::new(&[]); 2 + vnet::MAX_SEGMENTS];
+        parts[0] = IoSlice::new(&vh);
+        parts[1] = IoSlice::new(&headers);
+        for (p, f) in parts[2..].iter_mut().zip(run) {
+            *p = IoSlice::new(&f[headers.len()..]);
+        }
+        self.write(&parts[..2 + run.len()])
     }
 }
 
@@ -265,10 +267,6 @@ impl LinkTx for TapTx {
             i += n;
         }
         failed
-    }
-
-    fn batches_sends(&self) -> bool {
-        self.vnet
     }
 
     fn sends_are_syscalls(&self) -> bool {
@@ -436,8 +434,9 @@ impl LinkRx for TapRx {
             }
             let read = if self.vnet.is_some() {
                 match self.read_vnet(buf) {
+                    Ok(Some(n)) => Ok(n),
                     Ok(None) => continue,
-                    r => r.map(|n| n.unwrap_or(0)),
+                    Err(e) => Err(e),
                 }
             } else {
                 rustix::io::read(self.fd.as_fd(), &mut *buf)
