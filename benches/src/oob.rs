@@ -827,6 +827,8 @@ pub struct DevPlace {
     pub addrs: Vec<String>,
     pub mac: Option<String>,
     pub link_mtu: usize,
+    /// Virtio-net headers and UDP GSO runs on the TAP (`TapConfig::vnet_hdr`).
+    pub offload: bool,
 }
 
 /// Runs `softrdma-perf TEST server|client HOST` against a perftest peer:
@@ -844,6 +846,7 @@ pub fn run_cli(cfg: &OobConfig, place: &DevPlace, host: Option<&str>, port: u16,
     };
     tc.mac = place.mac.as_deref().map(parse_mac).transpose()?;
     tc.mtu = place.link_mtu;
+    tc.vnet_hdr = place.offload;
     let link = open_tap(&tc).map_err(|e| format!("TAP {}: {e}", place.tap))?;
     if let Some(br) = &place.bridge {
         netns::enslave(place.netns.as_deref(), &place.tap, br).map_err(|e| e.to_string())?;

@@ -195,7 +195,15 @@ fn baselines_and_scale_without_root() {
 fn tap_fabric() {
     softrdma::require_root!();
     let out = perf(&["write_bw", "--fabric", "tap", "-s", "8192", "-n", "20", "-m", "4096"]);
-    assert!(has_row(&out, "8192"), "{out}");
+    assert!(has_row(&out, "8192") && out.contains("TAP offload     : uso"), "{out}");
+    // READ responses and SENDs also leave in UDP GSO runs; and without
+    // offload, one frame per write(2).
+    let out = perf(&["read_bw", "--fabric", "tap", "-s", "65536", "-n", "20", "-m", "4096", "-q", "2"]);
+    assert!(has_row(&out, "65536"), "{out}");
+    let out = perf(&["send_bw", "--fabric", "tap", "-s", "65536", "-n", "20", "-m", "4096"]);
+    assert!(has_row(&out, "65536"), "{out}");
+    let out = perf(&["write_bw", "--fabric", "tap", "-s", "65536", "-n", "20", "-m", "4096", "--tap-offload", "off"]);
+    assert!(has_row(&out, "65536") && out.contains("TAP offload     : off"), "{out}");
     let out = perf(&["write_lat", "--fabric", "tap", "-s", "2", "-n", "20"]);
     assert!(has_row(&out, "2"), "{out}");
     let out = perf(&["post_loaded", "--fabric", "tap", "-s", "2", "-n", "20"]);

@@ -213,6 +213,7 @@ impl Control {
         let mut gids = Vec::new();
         let mut mac = None;
         let mut memory = false;
+        let mut offload = true;
         let mut it = rest.iter();
         while let Some(k) = it.next() {
             let mut v = || it.next().copied().ok_or_else(|| format!("{k} needs a value"));
@@ -233,6 +234,13 @@ impl Control {
                 }
                 "mac" => mac = Some(parse_mac(v()?)?),
                 "memory" => memory = true,
+                "offload" => {
+                    offload = match v()? {
+                        "on" => true,
+                        "off" => false,
+                        o => return Err(format!("unknown offload {o} (on or off)")),
+                    }
+                }
                 "rocev1" => {
                     return Err("RoCEv1 is refused for devices in containers; softrdma devices speak RoCEv2".into())
                 }
@@ -248,13 +256,14 @@ impl Control {
             self.fabric.attach(mac, 1500)
         } else {
             let tap = tap.ok_or(
-                "link add NAME netns NS tap TAP [mode netdev|partition] [addr CIDR]... [gid GID]... [mac MAC]",
+                "link add NAME netns NS tap TAP [mode netdev|partition] [addr CIDR]... [gid GID]... [mac MAC] [offload on|off]",
             )?;
             let mut cfg = match &netns {
                 Some(ns) => TapConfig::in_netns(ns.clone(), tap),
                 None => TapConfig::new(tap),
             };
             cfg.mac = Some(mac);
+            cfg.vnet_hdr = offload;
             open_tap(&cfg).map_err(|e| format!("cannot open the TAP: {e}"))?
         };
         let mut st = self.lock();
@@ -273,16 +282,21 @@ impl Control {
         let mut out = Vec::new();
         for (i, (n, e)) in Self::visible(&st, c).into_iter().enumerate() {
             let mac = e.dev.mac().iter().map(|b| format!("{b:02x}")).collect::<Vec<_>>().join(":");
+            let offload = e.dev.offload().as_str();
             if json {
                 out.push(format!(
-                    "{{\"ifindex\":{i},\"ifname\":{},\"netns\":{},\"mode\":{},\"mac\":{},\"state\":\"ACTIVE\"}}",
+                    "{{\"ifindex\":{i},\"ifname\":{},\"netns\":{},\"mode\":{},\"mac\":{},\"offload\":{},\"state\":\"ACTIVE\"}}",
                     json_str(n),
                     json_str(&e.netns),
                     json_str(&format!("{:?}", e.mode).to_lowercase()),
-                    json_str(&mac)
+                    json_str(&mac),
+                    json_str(offload)
                 ));
             } else {
-                out.push(format!("{i}: {n}: netns {} mode {:?} mac {mac} port 1 state ACTIVE", e.netns, e.mode));
+                out.push(format!(
+                    "{i}: {n}: netns {} mode {:?} mac {mac} offload {offload} port 1 state ACTIVE",
+                    e.netns, e.mode
+                ));
             }
         }
         if json {

@@ -182,6 +182,12 @@ impl Device {
         self.shared.mac
     }
 
+    /// How the link's frames cross into the kernel: whether a TAP writes
+    /// runs of frames as UDP GSO packets, or fell back to one per write.
+    pub fn offload(&self) -> crate::link::Offload {
+        self.shared.offload()
+    }
+
     /// The verbs entry point (`ibv_open_device`).
     pub fn context(&self) -> Arc<dyn Context> {
         Arc::new(SoftContext { dev: self.shared.clone() })

@@ -173,6 +173,11 @@ pub struct Shared {
 }
 
 impl Shared {
+    /// What the link's kernel side does for its frames (`LinkTx::offload`).
+    pub fn offload(&self) -> crate::link::Offload {
+        self.tx.offload()
+    }
+
     pub fn new(
         name: String,
         mac: [u8; 6],

@@ -46,6 +46,37 @@ pub trait LinkTx: Send + Sync {
     fn sends_are_syscalls(&self) -> bool {
         false
     }
+
+    /// What the kernel does for this link's frames beyond carrying them
+    /// (`dev show` reports it: a TAP that fell back to one frame per write
+    /// runs at half the speed, and the user should be able to see why).
+    fn offload(&self) -> Offload {
+        Offload::Off
+    }
+}
+
+/// How frames cross a link's kernel boundary.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Offload {
+    /// One complete frame per transfer (the in-memory fabric; a TAP
+    /// without virtio-net headers).
+    Off,
+    /// Virtio-net headers, the kernel finishing UDP checksums, but one
+    /// frame per write: the kernel refused UDP GSO.
+    Csum,
+    /// A run of one flow's frames per write, as one UDP GSO packet.
+    Uso,
+}
+
+impl Offload {
+    /// The word `dev show` prints.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Offload::Off => "off",
+            Offload::Csum => "csum",
+            Offload::Uso => "uso",
+        }
+    }
 }
 
 /// Waits until a link holds a frame without taking it, so that whichever

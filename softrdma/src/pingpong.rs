@@ -786,6 +786,10 @@ pub struct PingpongArgs {
     /// The link MTU of the TAP (1500 → active MTU 1024, 9000 → 4096).
     #[arg(long = "link-mtu", default_value_t = 1500)]
     pub link_mtu: usize,
+    /// Virtio-net headers and UDP segmentation offload on the TAP (runs of
+    /// frames per write(2)); `off`: one frame per write(2)/read(2).
+    #[arg(long = "tap-offload", default_value = "on", value_parser = ["on", "off"])]
+    pub tap_offload: String,
     /// Write the device's frames to this pcap file.
     #[arg(long)]
     pub pcap: Option<PathBuf>,
@@ -853,6 +857,7 @@ fn cli(a: &PingpongArgs) -> Result<(), (u8, String)> {
     };
     tc.mac = a.mac.as_deref().map(parse_mac).transpose().map_err(setup)?;
     tc.mtu = a.link_mtu;
+    tc.vnet_hdr = a.tap_offload == "on";
     let link = open_tap(&tc).map_err(|e| setup(format!("TAP {}: {e}", a.tap)))?;
     if let Some(br) = &a.bridge {
         netns::enslave(a.netns.as_deref(), &a.tap, br).map_err(|e| setup(e.to_string()))?;

@@ -50,7 +50,21 @@ fn link_add_and_views_from_inside_namespaces() {
     let (na, nb) = (a.name().to_string(), b.name().to_string());
     for args in [
         vec!["link", "add", "srdA", "netns", &na, "tap", "srdtapa", "addr", "10.45.0.1/24"],
-        vec!["link", "add", "srdB", "netns", &nb, "tap", "srdtapb", "mode", "partition", "gid", "::ffff:10.45.0.9"],
+        vec![
+            "link",
+            "add",
+            "srdB",
+            "netns",
+            &nb,
+            "tap",
+            "srdtapb",
+            "mode",
+            "partition",
+            "gid",
+            "::ffff:10.45.0.9",
+            "offload",
+            "off",
+        ],
         vec!["pkey", "add", "srdA", "0x8001"],
         vec!["limit", "set", &na, "qp", "8"],
     ] {
@@ -66,6 +80,11 @@ fn link_add_and_views_from_inside_namespaces() {
     // Inside namespace A: only A, in text and JSON.
     let (ok, out, err) = cli(Some(&na), &socket, &["dev", "show"]);
     assert!(ok && out.contains("srdA") && !out.contains("srdB"), "{out}{err}");
+    // The TAP's offload as the kernel took it: A writes runs of frames as
+    // UDP GSO packets (this kernel has USO on TAPs), B was asked for none.
+    assert!(out.contains("offload uso"), "{out}");
+    let (_, out, _) = cli(Some(&nb), &socket, &["dev", "show", "--json"]);
+    assert!(out.contains("\"offload\":\"off\""), "{out}");
     let (_, gids, _) = cli(Some(&na), &socket, &["gid", "show", "--json"]);
     assert!(gids.contains("::ffff:10.45.0.1") && !gids.contains("10.45.0.9"), "{gids}");
     let (_, pk, _) = cli(Some(&na), &socket, &["pkey", "show"]);
@@ -80,6 +99,8 @@ fn link_add_and_views_from_inside_namespaces() {
     // Bad arguments: a clear error and a non-zero exit.
     let (ok, _, err) = cli(None, &socket, &["link", "add", "srdC", "netns", &na, "tap", "t", "mode", "sideways"]);
     assert!(!ok && err.contains("unknown mode sideways"), "{err}");
+    let (ok, _, err) = cli(None, &socket, &["link", "add", "srdC", "netns", &na, "tap", "t", "offload", "maybe"]);
+    assert!(!ok && err.contains("unknown offload maybe"), "{err}");
     for n in ["srdA", "srdB"] {
         assert!(cli(None, &socket, &["link", "del", n]).0);
     }

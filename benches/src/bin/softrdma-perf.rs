@@ -422,6 +422,7 @@ fn oob_test(t: Test, c: &Common) -> Result<(), String> {
         addrs: c.addrs.clone(),
         mac: c.mac.clone(),
         link_mtu: c.link_mtu.unwrap_or(fabric::link_mtu_for(cfg.mtu.bytes())),
+        offload: c.tap_offload == OnOff::On,
     };
     let title = if t == Test::AtomicBw { format!("Atomic {} BW Test", c.atomic_type) } else { t.title().to_string() };
     banner(&title, c, &[("Mode", format!("perftest TCP, {role}, port {}", c.port))]);
@@ -468,7 +469,11 @@ fn verbs_test(t: Test, name: &str, c: &Common) -> Result<(), String> {
     let (a, b) = (devs.context(0), devs.context(1));
     let mut r = Report::new(name);
     common_params(&mut r, c);
-    banner(t.title(), c, &icrc_lines(&mut r));
+    let mut extra = icrc_lines(&mut r);
+    if c.fabric == FabricKind::Tap {
+        extra.push(("TAP offload", devs.devices[0].offload().as_str().to_string()));
+    }
+    banner(t.title(), c, &extra);
     if t.is_bw() {
         println!("{}", bw_header(c.report_gbits));
     } else {
@@ -509,6 +514,8 @@ fn device_facts(r: &mut Report, devs: &Devices) {
         r.fact(&format!("dev{i}_retransmitted"), qc.retransmitted_pkts);
         r.fact(&format!("dev{i}_rnr_naks_sent"), qc.send_rnr_err);
         r.fact(&format!("dev{i}_no_wqe_drops"), qc.rcv_no_wqe_drops);
+        // After the run: a kernel that refused UDP GSO writes shows here.
+        r.fact(&format!("dev{i}_offload"), d.offload().as_str());
     }
     if let Some(f) = &devs.fabric {
         r.fact("fabric_overflowed", f.stats().overflowed);

@@ -25,7 +25,7 @@ use rustix::ioctl::{opcode, IntegerSetter, Opcode, Updater};
 
 use super::netns::{self, NetNs};
 use super::vnet::{self, Received, VnetHdr};
-use crate::link::{Link, LinkRx, LinkTx, LinkWait};
+use crate::link::{Link, LinkRx, LinkTx, LinkWait, Offload};
 
 /// How to open a TAP device.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -103,8 +103,10 @@ fn check_ifname(name: &str) -> io::Result<()> {
 }
 
 /// Opens `/dev/net/tun` and attaches a TAP named `name` (in the caller's
-/// network namespace); returns the fd and the name the kernel gave it.
-fn create_tap(name: &str, vnet_hdr: bool) -> io::Result<(OwnedFd, String)> {
+/// network namespace);
+/// returns the fd, the name the kernel gave it, and whether the kernel took
+/// UDP segmentation offload.
+fn create_tap(name: &str, vnet_hdr: bool) -> io::Result<(OwnedFd, String, bool)> {
     let fd = rustix::fs::open("/dev/net/tun", OFlags::RDWR | OFlags::CLOEXEC | OFlags::NONBLOCK, Mode::empty())
         .map_err(|e| io::Error::new(io::Error::from(e).kind(), format!("opening /dev/net/tun: {e}")))?;
     let vnet = if vnet_hdr { IFF_VNET_HDR } else { 0 };
@@ -116,21 +118,20 @@ fn create_tap(name: &str, vnet_hdr: bool) -> io::Result<(OwnedFd, String)> {
         .map_err(|e| io::Error::new(io::Error::from(e).kind(), format!("TUNSETIFF {name}: {e}")))?;
     let len = req.name.iter().position(|&b| b == 0).unwrap_or(IFNAMSIZ);
     let actual = String::from_utf8_lossy(&req.name[..len]).into_owned();
-    if vnet_hdr {
-        set_offload(&fd, &actual)?;
-    }
-    Ok((fd, actual))
+    let uso = vnet_hdr && set_offload(&fd, &actual)?;
+    Ok((fd, actual, uso))
 }
 
 /// Lets the kernel hand this TAP frames with unfinished UDP checksums and,
 /// where it can (USO, Linux ≥ 6.2), whole UDP GSO frames; with checksums
-/// only on older kernels, which cut GSO frames before the TAP.
-fn set_offload(fd: &OwnedFd, name: &str) -> io::Result<()> {
+/// only on older kernels, which cut GSO frames before the TAP. Returns
+/// whether the kernel took USO.
+fn set_offload(fd: &OwnedFd, name: &str) -> io::Result<bool> {
     let mut last = Errno::INVAL;
     for flags in [TUN_F_CSUM | TUN_F_USO4 | TUN_F_USO6, TUN_F_CSUM] {
         // SAFETY: TUNSETOFFLOAD takes its flags as the integer argument.
         match unsafe { rustix::ioctl::ioctl(fd, IntegerSetter::<TUNSETOFFLOAD>::new_usize(flags)) } {
-            Ok(()) => return Ok(()),
+            Ok(()) => return Ok(flags & TUN_F_USO4 != 0),
             Err(e) => last = e,
         }
     }
@@ -169,7 +170,7 @@ pub fn open_tap_named(cfg: &TapConfig) -> io::Result<(Link, String)> {
     if !(68..=65535).contains(&cfg.mtu) {
         return Err(io::Error::new(io::ErrorKind::InvalidInput, format!("bad MTU {}", cfg.mtu)));
     }
-    let (fd, name) = match &cfg.netns {
+    let (fd, name, uso) = match &cfg.netns {
         Some(ns) => NetNs::open(ns)?.run_in(|| create_tap(&cfg.name, cfg.vnet_hdr))??,
         None => create_tap(&cfg.name, cfg.vnet_hdr)?,
     };
@@ -179,7 +180,7 @@ pub fn open_tap_named(cfg: &TapConfig) -> io::Result<(Link, String)> {
     let fd = Arc::new(fd);
     let rx = TapRx { fd: fd.clone(), vnet: cfg.vnet_hdr.then(VnetRx::default), pending: Arc::default() };
     let link = Link {
-        tx: Arc::new(TapTx { fd, vnet: cfg.vnet_hdr, runs: AtomicBool::new(cfg.vnet_hdr) }),
+        tx: Arc::new(TapTx { fd, vnet: cfg.vnet_hdr, runs: AtomicBool::new(uso) }),
         rx: Box::new(rx),
         mac: cfg.mac.unwrap_or_else(random_mac),
         mtu: cfg.mtu,
@@ -202,8 +203,8 @@ fn gone() -> io::Error {
 struct TapTx {
     fd: Arc<OwnedFd>,
     vnet: bool,
-    /// Cleared when the kernel refuses a UDP GSO write (before Linux 6.2
-    /// TAPs may not take `VIRTIO_NET_HDR_GSO_UDP_L4`): frames go one by one.
+    /// Set when the kernel took USO on this TAP (Linux ≥ 6.2); cleared if
+    /// it refuses a UDP GSO write all the same: frames go one by one.
     runs: AtomicBool,
 }
 
@@ -238,8 +239,15 @@ impl TapTx {
     }
 }
 
-impl LinkTx for TapTx {
-    fn send(&self, frame: &[u8]) -> io::Result<()> {
+/// The two ways a TAP takes frames, apart from the fd so that the fallback
+/// from runs to single frames can be tested against a kernel that refuses.
+trait FrameWriter {
+    fn frame(&self, frame: &[u8]) -> io::Result<()>;
+    fn run(&self, run: &[Vec<u8>]) -> io::Result<()>;
+}
+
+impl FrameWriter for TapTx {
+    fn frame(&self, frame: &[u8]) -> io::Result<()> {
         if self.vnet {
             self.write(&[IoSlice::new(&PLAIN), IoSlice::new(frame)])
         } else {
@@ -247,30 +255,56 @@ impl LinkTx for TapTx {
         }
     }
 
-    fn send_bufs(&self, bufs: &mut [Vec<u8>]) -> usize {
-        let mut failed = 0;
-        let mut i = 0;
-        while i < bufs.len() {
-            let n = if self.runs.load(Ordering::Relaxed) { vnet::run_len(&bufs[i..]) } else { 1 };
-            if n > 1 {
-                match self.write_run(&bufs[i..i + n]) {
-                    Ok(()) => {}
-                    Err(e) if e.kind() == io::ErrorKind::InvalidInput => {
-                        self.runs.store(false, Ordering::Relaxed);
-                        continue;
-                    }
-                    Err(_) => failed += n,
+    fn run(&self, run: &[Vec<u8>]) -> io::Result<()> {
+        self.write_run(run)
+    }
+}
+
+/// Writes `bufs` in order, as runs while `runs` holds; returns how many
+/// frames failed. A kernel that refuses a UDP GSO write (`EINVAL`: a TAP
+/// before Linux 6.2) turns runs off for good, and the refused run goes
+/// again frame by frame, so no frame is lost to the fallback.
+fn send_in_runs(w: &impl FrameWriter, runs: &AtomicBool, bufs: &[Vec<u8>]) -> usize {
+    let mut failed = 0;
+    let mut i = 0;
+    while i < bufs.len() {
+        let n = if runs.load(Ordering::Relaxed) { vnet::run_len(&bufs[i..]) } else { 1 };
+        if n > 1 {
+            match w.run(&bufs[i..i + n]) {
+                Ok(()) => {}
+                Err(e) if e.kind() == io::ErrorKind::InvalidInput => {
+                    runs.store(false, Ordering::Relaxed);
+                    continue;
                 }
-            } else if self.send(&bufs[i]).is_err() {
-                failed += 1;
+                Err(_) => failed += n,
             }
-            i += n;
+        } else if w.frame(&bufs[i]).is_err() {
+            failed += 1;
         }
-        failed
+        i += n;
+    }
+    failed
+}
+
+impl LinkTx for TapTx {
+    fn send(&self, frame: &[u8]) -> io::Result<()> {
+        self.frame(frame)
+    }
+
+    fn send_bufs(&self, bufs: &mut [Vec<u8>]) -> usize {
+        send_in_runs(self, &self.runs, bufs)
     }
 
     fn sends_are_syscalls(&self) -> bool {
         true
+    }
+
+    fn offload(&self) -> Offload {
+        match (self.vnet, self.runs.load(Ordering::Relaxed)) {
+            (false, _) => Offload::Off,
+            (true, false) => Offload::Csum,
+            (true, true) => Offload::Uso,
+        }
     }
 }
 
@@ -488,6 +522,53 @@ mod tests {
             assert_eq!(m[0] & 0x03, 0x02, "{m:02x?}");
         }
         assert_ne!(random_mac(), random_mac());
+    }
+
+    /// Takes what it is given, in order, as `(run?, frames)`; refuses runs
+    /// the way a kernel without UDP GSO on TAPs does, or fails them.
+    struct Kernel {
+        got: std::sync::Mutex<Vec<(bool, Vec<Vec<u8>>)>>,
+        runs: io::ErrorKind,
+    }
+
+    impl FrameWriter for Kernel {
+        fn frame(&self, frame: &[u8]) -> io::Result<()> {
+            self.got.lock().unwrap().push((false, vec![frame.to_vec()]));
+            Ok(())
+        }
+
+        fn run(&self, _: &[Vec<u8>]) -> io::Result<()> {
+            Err(io::Error::new(self.runs, "refused"))
+        }
+    }
+
+    fn six_frames() -> Vec<Vec<u8>> {
+        (0..6u16).map(|i| vnet::tests::frame(0x100 + i, 1024)).collect()
+    }
+
+    #[test]
+    fn a_refused_run_goes_again_frame_by_frame() {
+        let bufs = six_frames();
+        assert_eq!(vnet::run_len(&bufs), 6, "the frames make one run");
+        let k = Kernel { got: Default::default(), runs: io::ErrorKind::InvalidInput };
+        let runs = AtomicBool::new(true);
+        assert_eq!(send_in_runs(&k, &runs, &bufs), 0, "nothing lost to the fallback");
+        assert!(!runs.load(Ordering::Relaxed), "runs are off for good");
+        let got: Vec<Vec<u8>> = k.got.into_inner().unwrap().into_iter().flat_map(|(_, f)| f).collect();
+        assert_eq!(got, bufs, "every frame once, in order");
+        // Later batches go frame by frame at once.
+        let k2 = Kernel { got: Default::default(), runs: io::ErrorKind::InvalidInput };
+        assert_eq!(send_in_runs(&k2, &runs, &bufs[..3]), 0);
+        assert_eq!(k2.got.into_inner().unwrap().len(), 3);
+    }
+
+    #[test]
+    fn a_run_that_fails_otherwise_counts_each_frame() {
+        let bufs = six_frames();
+        let k = Kernel { got: Default::default(), runs: io::ErrorKind::BrokenPipe };
+        let runs = AtomicBool::new(true);
+        assert_eq!(send_in_runs(&k, &runs, &bufs), 6);
+        assert!(runs.load(Ordering::Relaxed), "a gone TAP says nothing about GSO");
     }
 
     #[test]

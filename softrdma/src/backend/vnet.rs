@@ -245,13 +245,13 @@ pub fn segment(h: &VnetHdr, sup: &[u8], i: usize, out: &mut [u8]) -> Option<usiz
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use smoltcp::wire::{IpProtocol, Ipv4Address};
 
     /// An IPv4/UDP frame as a QP emits it: DF, identification `id`,
     /// `payload` bytes of a pattern, zero UDP checksum.
-    fn frame(id: u16, payload: usize) -> Vec<u8> {
+    pub(crate) fn frame(id: u16, payload: usize) -> Vec<u8> {
         let mut f = vec![0u8; V4_HEADERS + payload];
         f[..6].copy_from_slice(&[2, 0, 0, 0, 0, 2]);
         f[6..12].copy_from_slice(&[2, 0, 0, 0, 0, 1]);
