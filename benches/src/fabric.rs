@@ -57,6 +57,12 @@ pub fn addr(i: usize) -> IpAddr {
     IpAddr::from([10, 98, (n >> 8) as u8, n as u8])
 }
 
+/// Device `i`'s IPv6 address (GID index 2): `fd98::` and the same number.
+pub fn addr6(i: usize) -> IpAddr {
+    let n = i + 1;
+    IpAddr::from([0xfd, 0x98, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, (n >> 8) as u8, n as u8])
+}
+
 /// Namespaces made for a TAP topology; deleted (with every interface in them) on drop.
 pub struct TapNet {
     nss: Vec<NetNs>,
@@ -247,7 +253,8 @@ impl Devices {
         let (fabric, net, links) = links(kind, n, link_mtu)?;
         let mut devices = Vec::new();
         for (i, link) in links.into_iter().enumerate() {
-            devices.push(Device::start(device_config(&format!("bench{i}"), vec![(addr(i), 16)]), link)?);
+            let addrs = vec![(addr(i), 16), (addr6(i), 64)];
+            devices.push(Device::start(device_config(&format!("bench{i}"), addrs), link)?);
         }
         Ok(Devices { devices, fabric, net })
     }

@@ -61,6 +61,8 @@ pub struct PerfConfig {
     pub cq_mod: u32,
     /// Local ACK timeout exponent (4.096 us * 2^timeout).
     pub timeout: u8,
+    /// The GID index both ends use (perftest's -x): 1 IPv4, 2 IPv6.
+    pub gid_index: u8,
 }
 
 impl Default for PerfConfig {
@@ -76,6 +78,7 @@ impl Default for PerfConfig {
             inline: 0,
             cq_mod: 100,
             timeout: 14,
+            gid_index: 1,
         }
     }
 }
@@ -156,9 +159,10 @@ fn make_side(ctx: &Arc<dyn Context>, cfg: &PerfConfig, size: usize) -> Res<Side>
 pub fn connect(a: &Arc<dyn Context>, b: &Arc<dyn Context>, cfg: &PerfConfig, size: usize) -> Res<(Side, Side)> {
     let mut x = make_side(a, cfg, size)?;
     let mut y = make_side(b, cfg, size)?;
-    let o = ConnectOptions { mtu: cfg.mtu, sgid_index: 1, timeout: cfg.timeout, ..Default::default() };
-    let gx = a.query_gid(1, 1).map_err(e("query_gid"))?;
-    let gy = b.query_gid(1, 1).map_err(e("query_gid"))?;
+    let g = cfg.gid_index;
+    let o = ConnectOptions { mtu: cfg.mtu, sgid_index: g, timeout: cfg.timeout, ..Default::default() };
+    let gx = a.query_gid(1, u32::from(g)).map_err(e("query_gid"))?;
+    let gy = b.query_gid(1, u32::from(g)).map_err(e("query_gid"))?;
     for i in 0..cfg.qps {
         let (px, py) = (0x1000 + i as u32 * 7, 0x8000 + i as u32 * 13);
         let ix = PeerInfo { qpn: x.qps[i].qp_num(), psn: px, gid: gx };
@@ -171,8 +175,8 @@ pub fn connect(a: &Arc<dyn Context>, b: &Arc<dyn Context>, cfg: &PerfConfig, siz
         y.peer_qpns.push(ix.qpn);
     }
     if cfg.conn == QpType::Ud {
-        x.ah = Some(x.pd.create_ah(&AhAttr::new(gy, 1)).map_err(e("create_ah"))?);
-        y.ah = Some(y.pd.create_ah(&AhAttr::new(gx, 1)).map_err(e("create_ah"))?);
+        x.ah = Some(x.pd.create_ah(&AhAttr::new(gy, g)).map_err(e("create_ah"))?);
+        y.ah = Some(y.pd.create_ah(&AhAttr::new(gx, g)).map_err(e("create_ah"))?);
     }
     Ok((x, y))
 }

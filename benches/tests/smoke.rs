@@ -42,6 +42,13 @@ fn bandwidth_tests_on_the_memory_fabric() {
     assert!(has_row(&out, "3000"), "{out}");
     let out = perf(&["send_bw", "-c", "UD", "-s", "256", "-n", "20", "-I", "256"]);
     assert!(has_row(&out, "256"), "{out}");
+    // IPv6 GIDs (2) and the link-local one (0), as perftest's -x picks them.
+    for x in ["0", "2"] {
+        let out = perf(&["send_bw", "-c", "UD", "-s", "256", "-n", "20", "-x", x]);
+        assert!(has_row(&out, "256"), "-x {x}: {out}");
+        let out = perf(&["read_bw", "-s", "8192", "-n", "20", "-x", x]);
+        assert!(has_row(&out, "8192"), "-x {x}: {out}");
+    }
     let out = perf(&["write_bw", "-s", "64", "-D", "0.2"]);
     assert!(has_row(&out, "64"), "{out}");
 }
@@ -64,6 +71,7 @@ fn bad_arguments_are_refused_with_a_reason() {
         (&["write_bw", "-t", "0"], "-t must be 1..=16384"),
         (&["write_bw", "-m", "333"], "bad MTU 333"),
         (&["write_bw", "-q", "0"], "-q must be 1..=4096"),
+        (&["write_bw", "-x", "3"], "bad GID index 3"),
         (&["memcpy_bw", "-s", "0"], "-s must be at least 1"),
         (&["memcpy_xcore_bw", "-s", "0"], "-s must be at least 1"),
         (&["memcpy_xcore_bw", "-m", "0"], "-m (the chunk a thread hands over) must be at least 1"),
@@ -201,6 +209,9 @@ fn tap_fabric() {
     let out = perf(&["read_bw", "--fabric", "tap", "-s", "65536", "-n", "20", "-m", "4096", "-q", "2"]);
     assert!(has_row(&out, "65536"), "{out}");
     let out = perf(&["send_bw", "--fabric", "tap", "-s", "65536", "-n", "20", "-m", "4096"]);
+    assert!(has_row(&out, "65536"), "{out}");
+    // Over IPv6 (GID 2) too.
+    let out = perf(&["write_bw", "--fabric", "tap", "-s", "65536", "-n", "20", "-m", "4096", "-x", "2"]);
     assert!(has_row(&out, "65536"), "{out}");
     let out = perf(&["write_bw", "--fabric", "tap", "-s", "65536", "-n", "20", "-m", "4096", "--tap-offload", "off"]);
     assert!(has_row(&out, "65536") && out.contains("TAP offload     : off"), "{out}");

@@ -26,6 +26,8 @@ use softrdma::backend::netns::{self, unique_name, NetNs};
 use softrdma::backend::tap::{open_tap_named, TapConfig};
 use softrdma::capture::read_frames;
 use softrdma::link::Link;
+use transport::wire::ip::Ipv6Repr;
+use transport::wire::udp::{UdpChecksum, UdpRepr};
 use transport::wire::{classify, Frame, FrameKind, NetRepr};
 
 /// The first WRITE message of `rc-write-8k.pcap` (opcodes 6, 7 × 6, 8).
@@ -68,6 +70,37 @@ fn renumbered(frames: &[Vec<u8>], src: [u8; 6], dst: [u8; 6], ids: impl Iterator
             repr.eth.dst = EthernetAddress(dst);
             let NetRepr::V4 { ip, .. } = &mut repr.net else { panic!("rxe sent IPv4") };
             ip.ident = id;
+            let mut out = vec![0u8; repr.buffer_len()];
+            let n = repr.emit(f.payload(), &mut out).unwrap();
+            out.truncate(n);
+            out
+        })
+        .collect()
+}
+
+/// `frames` moved to IPv6 (`fd5f::1` → `fd5f::2`, flow label 0x5f5f5) from
+/// `src` to `dst`, with the UDP checksum computed as a QP here (and rxe)
+/// sends it over IPv6, and their ICRCs recomputed.
+fn as_ipv6(frames: &[Vec<u8>], src: [u8; 6], dst: [u8; 6]) -> Vec<Vec<u8>> {
+    frames
+        .iter()
+        .map(|bytes| {
+            let f = Frame::verify(bytes).unwrap();
+            let mut repr = f.repr;
+            repr.eth.src = EthernetAddress(src);
+            repr.eth.dst = EthernetAddress(dst);
+            let NetRepr::V4 { udp, .. } = repr.net else { panic!("rxe sent IPv4") };
+            repr.net = NetRepr::V6 {
+                ip: Ipv6Repr {
+                    src: "fd5f::1".parse().unwrap(),
+                    dst: "fd5f::2".parse().unwrap(),
+                    traffic_class: 0,
+                    flow_label: 0x5f5f5,
+                    hop_limit: 64,
+                    next_header: 17,
+                },
+                udp: UdpRepr { checksum: UdpChecksum::Computed, ..udp },
+            };
             let mut out = vec![0u8; repr.buffer_len()];
             let n = repr.emit(f.payload(), &mut out).unwrap();
             out.truncate(n);
@@ -160,6 +193,54 @@ fn a_message_crosses_the_kernel_as_one_udp_gso_write() {
     assert!(tx_packets(ns.name(), &tap_b) - b0 < small.len() as u64, "the small run went as one packet");
     assert_eq!(receive(&mut c, small.len(), Duration::from_secs(2)).len(), small.len());
 
+    drop((a, b, c));
+    ns.delete().unwrap();
+}
+
+/// The same message over IPv6, where QPs send a computed UDP checksum: the
+/// kernel carries it as fewer packets than frames to B, which hands the
+/// frames back with the checksum zeroed (left unfinished by the kernel),
+/// and cuts it for C into the frames exactly as they were sent, checksums
+/// included.
+#[test]
+fn an_ipv6_message_crosses_the_kernel_in_runs() {
+    softrdma::require_root!();
+    let ns = NetNs::create(&unique_name("srg")).unwrap();
+    let n = Some(ns.name());
+    let br = unique_name("srb");
+    netns::bridge(n, &br).unwrap();
+    let open = |vnet_hdr: bool, mac: [u8; 6]| {
+        let cfg = TapConfig { mac: Some(mac), vnet_hdr, ..TapConfig::in_netns(ns.name(), unique_name("srt")) };
+        let (link, name) = open_tap_named(&cfg).unwrap();
+        netns::enslave(n, &name, &br).unwrap();
+        (link, name)
+    };
+    let (a, _) = open(true, [2, 0x5f, 0x0a, 0, 0, 1]);
+    let (mut b, tap_b) = open(true, [2, 0x5f, 0x0b, 0, 0, 2]);
+    let (mut c, _) = open(false, [2, 0x5f, 0x0c, 0, 0, 3]);
+    let nobody = [2, 0x5f, 0x0d, 0, 0, 4];
+    let msg = as_ipv6(&rxe_message(), a.mac, nobody);
+    assert_eq!(softrdma::backend::vnet::run_len(&msg[1..]), 7, "the middles and the last make one run");
+    let noise = |l: &mut Link| while let Ok(Some(_)) = l.rx.recv(&mut [0u8; 2048], Duration::from_millis(20)) {};
+    noise(&mut b);
+    noise(&mut c);
+
+    let b0 = tx_packets(ns.name(), &tap_b);
+    let mut batch = msg.clone();
+    assert_eq!(a.tx.send_bufs(&mut batch), 0);
+    let at_b = receive(&mut b, msg.len(), Duration::from_secs(2));
+    let at_c = receive(&mut c, msg.len(), Duration::from_secs(2));
+    let sent = tx_packets(ns.name(), &tap_b) - b0;
+    assert!(sent < msg.len() as u64, "the kernel carried {sent} packets to B for {} frames", msg.len());
+    assert_eq!(at_c, msg, "C gets the frames as they were sent, checksums included");
+    assert_eq!(at_b.len(), msg.len());
+    let u = 14 + 40;
+    for (got, sent) in at_b.iter().zip(&msg) {
+        assert_eq!(got[..u + 6], sent[..u + 6]);
+        assert_eq!(got[u + 6..u + 8], [0, 0]);
+        assert_eq!(got[u + 8..], sent[u + 8..]);
+        Frame::verify(got).unwrap();
+    }
     drop((a, b, c));
     ns.delete().unwrap();
 }

@@ -145,7 +145,8 @@ struct Common {
     /// perftest TCP mode: TCP port of the out-of-band exchange.
     #[arg(short = 'p', long = "port", default_value_t = benches::oob::PORT)]
     port: u16,
-    /// perftest TCP mode: local GID index (1: the first --addr).
+    /// Local GID index: in perftest TCP mode 1 is the first --addr; with
+    /// both ends here 1 is IPv4 (10.98.0.N), 2 IPv6 (fd98::N), 0 link-local.
     #[arg(short = 'x', long = "gid-index", default_value_t = 1)]
     gid_index: u32,
     /// Accepted for perftest compatibility (CPU frequency check); ignored.
@@ -311,6 +312,12 @@ fn perf_config(c: &Common, default_iters: u64) -> Result<PerfConfig, String> {
     if c.qps == 0 || c.qps > 4096 {
         return Err("-q must be 1..=4096".into());
     }
+    // In one process both devices have GIDs 0 (link-local), 1 (IPv4) and
+    // 2 (IPv6); in perftest mode the device has one per --addr.
+    let gid_index = u8::try_from(c.gid_index)
+        .ok()
+        .filter(|&g| c.role.is_some() || g <= 2)
+        .ok_or_else(|| format!("bad GID index {} (-x 0|1|2 with both ends here)", c.gid_index))?;
 
     Ok(PerfConfig {
         iters: c.iters.unwrap_or(default_iters),
@@ -327,6 +334,7 @@ fn perf_config(c: &Common, default_iters: u64) -> Result<PerfConfig, String> {
         inline: c.inline,
         cq_mod: c.cq_mod.max(1),
         timeout: c.qp_timeout.min(31),
+        gid_index,
     })
 }
 

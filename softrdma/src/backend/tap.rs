@@ -228,10 +228,11 @@ impl TapTx {
     /// Writes `run` (frames `vnet::run_len` put together) in one UDP GSO
     /// write: the run's headers, then each frame's UDP payload.
     fn write_run(&self, run: &[Vec<u8>]) -> io::Result<()> {
-        let (vh, headers) = vnet::run_headers(run);
+        let rh = vnet::run_headers(run);
+        let headers = rh.headers();
         let mut parts = [IoSlice::new(&[]); 2 + vnet::MAX_SEGMENTS];
-        parts[0] = IoSlice::new(&vh);
-        parts[1] = IoSlice::new(&headers);
+        parts[0] = IoSlice::new(&rh.vnet);
+        parts[1] = IoSlice::new(headers);
         for (p, f) in parts[2..].iter_mut().zip(run) {
             *p = IoSlice::new(&f[headers.len()..]);
         }

@@ -10,18 +10,21 @@
 //! the kernel cuts it into the frames where a device cannot take it whole.
 //!
 //! A run is frames that the kernel's segmentation rebuilds byte for byte
-//! (`inet_gso_segment`, `__udp_gso_segment`): one Ethernet header, IPv4
-//! headers that differ only in a consecutive identification, the total
-//! length and the checksum, one UDP port pair, and UDP payloads of one size
-//! but for the last, which may be shorter. A RoCEv2 message's packets on one
-//! QP are such a run (the QP numbers its IPv4 identifications in order),
-//! and their ICRCs, which cover the identification and the lengths, stay
-//! right. What changes on the wire is the UDP checksum: segmentation
-//! computes one (or leaves it to the receiving device, whose "hardware" is
-//! this module again), where rxe sends zero. A receiver here takes a frame
-//! whose checksum the kernel left unfinished (`VIRTIO_NET_HDR_F_NEEDS_CSUM`)
-//! with a zero checksum, as rxe sends it: the kernel carried the bytes
-//! in memory, and the ICRC still covers all of them (docs/design.md).
+//! (`inet_gso_segment`, `ipv6_gso_segment`, `__udp_gso_segment`): one
+//! Ethernet header, IPv4 headers that differ only in a consecutive
+//! identification, the total length and the checksum (or IPv6 headers that
+//! differ only in the payload length), one UDP port pair, and UDP payloads
+//! of one size but for the last, which may be shorter. A RoCEv2 message's
+//! packets on one QP are such a run (the QP numbers its IPv4
+//! identifications in order), and their ICRCs, which cover the
+//! identification and the lengths, stay right. What changes on the wire
+//! over IPv4 is the UDP checksum: segmentation computes one (or leaves it
+//! to the receiving device, whose "hardware" is this module again), where
+//! rxe sends zero; over IPv6 both compute one, and it is the same. A
+//! receiver here takes a frame whose checksum the kernel left unfinished
+//! (`VIRTIO_NET_HDR_F_NEEDS_CSUM`) with a zero checksum, as rxe sends it
+//! over IPv4: the kernel carried the bytes in memory, and the ICRC still
+//! covers all of them (docs/design.md).
 
 use smoltcp::wire::Ipv4Packet;
 
@@ -38,6 +41,8 @@ use transport::wire::ip::{IPV4_HEADER_LEN as IPV4_LEN, IPV6_HEADER_LEN as IPV6_L
 use transport::wire::udp::HEADER_LEN as UDP_LEN;
 /// Ethernet + IPv4 + UDP: where a coalesced frame's payload starts.
 const V4_HEADERS: usize = ETH_LEN + IPV4_LEN + UDP_LEN;
+/// The same over IPv6 (no extension headers).
+const V6_HEADERS: usize = ETH_LEN + IPV6_LEN + UDP_LEN;
 /// The kernel refuses UDP GSO with more segments (`UDP_MAX_SEGMENTS`, 64
 /// before Linux 6.11).
 pub const MAX_SEGMENTS: usize = 64;
@@ -84,44 +89,73 @@ fn be16(f: &[u8], at: usize) -> u16 {
     u16::from_be_bytes([f[at], f[at + 1]])
 }
 
-/// An unfragmented IPv4/UDP frame with a zero UDP checksum whose lengths
-/// agree with its size (no Ethernet padding): what a run may hold.
-fn plain_v4_udp(f: &[u8]) -> bool {
-    f.len() > V4_HEADERS
-        && be16(f, 12) == 0x0800
-        && f[ETH_LEN] == 0x45
-        && f[ETH_LEN + 9] == 17
-        && be16(f, ETH_LEN + 6) & 0x3fff == 0
-        && be16(f, ETH_LEN + 2) as usize == f.len() - ETH_LEN
-        && be16(f, ETH_LEN + IPV4_LEN + 4) as usize == f.len() - ETH_LEN - IPV4_LEN
-        && be16(f, ETH_LEN + IPV4_LEN + 6) == 0
+/// The length of the Ethernet, IP and UDP headers of a frame a run may
+/// hold, if it is one: IPv4 unfragmented with no options and a zero UDP
+/// checksum (segmentation would compute one: see the module docs), or IPv6
+/// with UDP as its next header, whatever its checksum (rxe and this device
+/// compute one over IPv6, and segmentation computes the same). Its lengths
+/// must agree with its size (no Ethernet padding).
+fn run_headers_len(f: &[u8]) -> Option<usize> {
+    if f.len() <= V4_HEADERS {
+        return None;
+    }
+    match be16(f, 12) {
+        0x0800 => {
+            let ok = f[ETH_LEN] == 0x45
+                && f[ETH_LEN + 9] == 17
+                && be16(f, ETH_LEN + 6) & 0x3fff == 0
+                && be16(f, ETH_LEN + 2) as usize == f.len() - ETH_LEN
+                && be16(f, ETH_LEN + IPV4_LEN + 4) as usize == f.len() - ETH_LEN - IPV4_LEN
+                && be16(f, ETH_LEN + IPV4_LEN + 6) == 0;
+            ok.then_some(V4_HEADERS)
+        }
+        0x86dd if f.len() > V6_HEADERS => {
+            let udp_len = f.len() - ETH_LEN - IPV6_LEN;
+            let ok = f[ETH_LEN] >> 4 == 6
+                && f[ETH_LEN + 6] == 17
+                && be16(f, ETH_LEN + 4) as usize == udp_len
+                && be16(f, ETH_LEN + IPV6_LEN + 4) as usize == udp_len;
+            ok.then_some(V6_HEADERS)
+        }
+        _ => None,
+    }
 }
 
-/// Whether `next` can follow `first` as the `k`-th frame of its run: all
-/// of the headers the segmentation copies are equal, and the
-/// identification is `k` further on.
-fn follows(first: &[u8], next: &[u8], k: usize) -> bool {
+/// Whether `next` can follow `first` (whose headers are `hl` bytes long)
+/// as the `k`-th frame of its run: all of the headers the segmentation
+/// copies are equal and, over IPv4, the identification is `k` further on.
+fn follows(first: &[u8], next: &[u8], hl: usize, k: usize) -> bool {
     const IP: usize = ETH_LEN;
-    plain_v4_udp(next)
-        && next[..IP + 2] == first[..IP + 2]
-        && next[IP + 6..IP + 10] == first[IP + 6..IP + 10]
-        && next[IP + 12..IP + IPV4_LEN + 4] == first[IP + 12..IP + IPV4_LEN + 4]
-        && be16(next, IP + 4) == be16(first, IP + 4).wrapping_add(k as u16)
+    if run_headers_len(next) != Some(hl) {
+        return false;
+    }
+    if hl == V4_HEADERS {
+        next[..IP + 2] == first[..IP + 2]
+            && next[IP + 6..IP + 10] == first[IP + 6..IP + 10]
+            && next[IP + 12..IP + IPV4_LEN + 4] == first[IP + 12..IP + IPV4_LEN + 4]
+            && be16(next, IP + 4) == be16(first, IP + 4).wrapping_add(k as u16)
+    } else {
+        // Version, traffic class and flow label; next header, hop limit,
+        // addresses and ports. The payload length and the UDP length and
+        // checksum are the segment's own.
+        next[..IP + 4] == first[..IP + 4] && next[IP + 6..IP + IPV6_LEN + 4] == first[IP + 6..IP + IPV6_LEN + 4]
+    }
 }
 
 /// How many frames from the start of `frames` go out as one UDP GSO write
 /// (1: the first goes alone).
 pub fn run_len<B: AsRef<[u8]>>(frames: &[B]) -> usize {
     let Some(first) = frames.first().map(AsRef::as_ref) else { return 0 };
-    if !plain_v4_udp(first) {
-        return 1;
-    }
-    let seg = first.len() - V4_HEADERS;
-    let mut total = first.len() - ETH_LEN;
+    let Some(hl) = run_headers_len(first) else { return 1 };
+    let seg = first.len() - hl;
+    // What the IP length field of the whole run holds (IPv4's total length,
+    // IPv6's payload length): at most 65535.
+    let ip_header = if hl == V4_HEADERS { IPV4_LEN } else { 0 };
+    let mut total = ip_header + UDP_LEN + seg;
     let mut n = 1;
     for next in frames[1..].iter().map(AsRef::as_ref) {
-        let len = next.len().saturating_sub(V4_HEADERS);
-        if n == MAX_SEGMENTS || len > seg || total + len > 65535 || !follows(first, next, n) {
+        let len = next.len().saturating_sub(hl);
+        if n == MAX_SEGMENTS || len > seg || total + len > 65535 || !follows(first, next, hl, n) {
             break;
         }
         total += len;
@@ -133,35 +167,55 @@ pub fn run_len<B: AsRef<[u8]>>(frames: &[B]) -> usize {
     n
 }
 
-/// The virtio-net header and the Ethernet, IPv4 and UDP headers of one
-/// write that carries `run` (as `run_len` chose it): the first frame's
-/// headers with the run's lengths, and the UDP checksum left to the
-/// kernel (the pseudo-header sum it starts from).
-pub fn run_headers<B: AsRef<[u8]>>(run: &[B]) -> ([u8; HDR_LEN], [u8; V4_HEADERS]) {
+/// The virtio-net header and the Ethernet, IP and UDP headers of one write
+/// that carries a run.
+pub struct RunHeaders {
+    pub vnet: [u8; HDR_LEN],
+    bytes: [u8; V6_HEADERS],
+    len: usize,
+}
+
+impl RunHeaders {
+    /// The Ethernet, IP and UDP headers; each frame's part of the write
+    /// follows them from this offset in the frame on.
+    pub fn headers(&self) -> &[u8] {
+        &self.bytes[..self.len]
+    }
+}
+
+/// The headers of one write that carries `run` (as `run_len` chose it):
+/// the first frame's headers with the run's lengths, and the UDP checksum
+/// left to the kernel (the pseudo-header sum it starts from).
+pub fn run_headers<B: AsRef<[u8]>>(run: &[B]) -> RunHeaders {
     let first = run[0].as_ref();
-    let seg = first.len() - V4_HEADERS;
-    let payload: usize = run.iter().map(|f| f.as_ref().len() - V4_HEADERS).sum();
-    let mut h = [0u8; V4_HEADERS];
-    h.copy_from_slice(&first[..V4_HEADERS]);
+    let hl = run_headers_len(first).unwrap_or(V4_HEADERS);
+    let seg = first.len() - hl;
+    let payload: usize = run.iter().map(|f| f.as_ref().len() - hl).sum();
+    let mut h = [0u8; V6_HEADERS];
+    h[..hl].copy_from_slice(&first[..hl]);
     let udp_len = (UDP_LEN + payload) as u16;
-    {
-        let mut ip = Ipv4Packet::new_unchecked(&mut h[ETH_LEN..ETH_LEN + IPV4_LEN]);
+    let udp = hl - UDP_LEN;
+    let pseudo = if hl == V4_HEADERS {
+        let mut ip = Ipv4Packet::new_unchecked(&mut h[ETH_LEN..udp]);
         ip.set_total_len(IPV4_LEN as u16 + udp_len);
         ip.fill_checksum();
-    }
-    let pseudo = ones_sum(&[&h[ETH_LEN + 12..ETH_LEN + 20], &[0, 17], &udp_len.to_be_bytes()]);
-    let udp = ETH_LEN + IPV4_LEN;
+        ones_sum(&[&h[ETH_LEN + 12..ETH_LEN + 20], &[0, 17], &udp_len.to_be_bytes()])
+    } else {
+        h[ETH_LEN + 4..ETH_LEN + 6].copy_from_slice(&udp_len.to_be_bytes());
+        // RFC 8200 8.1: addresses, the 32-bit upper-layer length, the next header.
+        ones_sum(&[&h[ETH_LEN + 8..udp], &[0, 0], &udp_len.to_be_bytes(), &[0, 0, 0, 17]])
+    };
     h[udp + 4..udp + 6].copy_from_slice(&udp_len.to_be_bytes());
     h[udp + 6..udp + 8].copy_from_slice(&pseudo.to_be_bytes());
     let vnet = VnetHdr {
         flags: F_NEEDS_CSUM,
         gso_type: GSO_UDP_L4,
-        hdr_len: V4_HEADERS as u16,
+        hdr_len: hl as u16,
         gso_size: seg as u16,
         csum_start: udp as u16,
         csum_offset: 6,
     };
-    (vnet.to_bytes(), h)
+    RunHeaders { vnet: vnet.to_bytes(), bytes: h, len: hl }
 }
 
 /// The folded ones'-complement sum (RFC 1071) of `parts`, each of even length.
@@ -247,7 +301,7 @@ pub fn segment(h: &VnetHdr, sup: &[u8], i: usize, out: &mut [u8]) -> Option<usiz
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
-    use smoltcp::wire::{IpProtocol, Ipv4Address};
+    use smoltcp::wire::{IpProtocol, Ipv4Address, Ipv6Address};
 
     /// An IPv4/UDP frame as a QP emits it: DF, identification `id`,
     /// `payload` bytes of a pattern, zero UDP checksum.
@@ -276,6 +330,35 @@ pub(crate) mod tests {
         for (i, b) in f[V4_HEADERS..].iter_mut().enumerate() {
             *b = (i as u8) ^ (id as u8);
         }
+        f
+    }
+
+    const SRC6: [u8; 16] = [0xfd, 0x77, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1];
+    const DST6: [u8; 16] = [0xfd, 0x77, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 2];
+
+    /// An IPv6/UDP frame as a QP emits it: flow label 0x12345, `payload`
+    /// bytes of a pattern seeded by `seed`, the UDP checksum computed.
+    pub(crate) fn frame6(seed: u8, payload: usize) -> Vec<u8> {
+        let mut f = vec![0u8; V6_HEADERS + payload];
+        f[..6].copy_from_slice(&[2, 0, 0, 0, 0, 2]);
+        f[6..12].copy_from_slice(&[2, 0, 0, 0, 0, 1]);
+        f[12..14].copy_from_slice(&0x86ddu16.to_be_bytes());
+        let ip = ETH_LEN;
+        f[ip..ip + 4].copy_from_slice(&[0x60, 0x01, 0x23, 0x45]);
+        f[ip + 4..ip + 6].copy_from_slice(&((UDP_LEN + payload) as u16).to_be_bytes());
+        f[ip + 6] = 17;
+        f[ip + 7] = 64;
+        f[ip + 8..ip + 24].copy_from_slice(&SRC6);
+        f[ip + 24..ip + 40].copy_from_slice(&DST6);
+        let u = ETH_LEN + IPV6_LEN;
+        f[u..u + 2].copy_from_slice(&0xc001u16.to_be_bytes());
+        f[u + 2..u + 4].copy_from_slice(&4791u16.to_be_bytes());
+        f[u + 4..u + 6].copy_from_slice(&((UDP_LEN + payload) as u16).to_be_bytes());
+        for (i, b) in f[V6_HEADERS..].iter_mut().enumerate() {
+            *b = (i as u8).wrapping_mul(3) ^ seed;
+        }
+        let mut p = smoltcp::wire::UdpPacket::new_unchecked(&mut f[u..]);
+        p.fill_checksum(&Ipv6Address::from(SRC6).into(), &Ipv6Address::from(DST6).into());
         f
     }
 
@@ -344,9 +427,9 @@ pub(crate) mod tests {
         let mut run: Vec<_> = (0..4).map(|i| frame(7 + i, 1000)).collect();
         run.push(frame(11, 333));
         assert_eq!(run_len(&run), 5);
-        let (vh, hdrs) = run_headers(&run);
-        let h = VnetHdr::parse(&vh).unwrap();
-        let mut sup = hdrs.to_vec();
+        let rh = run_headers(&run);
+        let h = VnetHdr::parse(&rh.vnet).unwrap();
+        let mut sup = rh.headers().to_vec();
         for f in &run {
             sup.extend_from_slice(&f[V4_HEADERS..]);
         }
@@ -361,14 +444,75 @@ pub(crate) mod tests {
         assert_eq!(segment(&h, &sup, 0, &mut out[..100]), None);
     }
 
+    #[test]
+    fn ipv6_runs_take_one_flow() {
+        let run: Vec<_> = (0..5).map(|i| frame6(i, 1000)).collect();
+        assert_ne!(run[0][V6_HEADERS - 2..V6_HEADERS], run[1][V6_HEADERS - 2..V6_HEADERS], "own checksums");
+        assert_eq!(run_len(&run), 5, "checksums differ from frame to frame");
+        let mut other_flow = run.clone();
+        other_flow[2][ETH_LEN + 3] ^= 1;
+        assert_eq!(run_len(&other_flow), 2, "the flow label is the flow's");
+        let mut other_dst = run.clone();
+        other_dst[3][ETH_LEN + 39] ^= 1;
+        assert_eq!(run_len(&other_dst), 3);
+        let mixed = vec![frame6(0, 1000), frame(1, 1000)];
+        assert_eq!(run_len(&mixed), 1, "IPv4 does not follow IPv6");
+        let mut bad_len = run.clone();
+        bad_len[0][ETH_LEN + 5] ^= 1;
+        assert_eq!(run_len(&bad_len), 1, "lengths must agree with the size");
+        let big: Vec<_> = (0..20).map(|i| frame6(i, 4068)).collect();
+        assert_eq!(run_len(&big), 16, "a UDP datagram holds at most 65535 bytes");
+    }
+
+    /// Over IPv6 the kernel's segmentation rebuilds every frame byte for
+    /// byte, its UDP checksum included; a receiving TAP of ours zeroes it.
+    #[test]
+    fn an_ipv6_run_cut_again_gives_its_frames_back() {
+        let mut run: Vec<_> = (0..3).map(|i| frame6(i, 1000)).collect();
+        run.push(frame6(9, 77));
+        assert_eq!(run_len(&run), 4);
+        let rh = run_headers(&run);
+        assert_eq!(rh.headers().len(), V6_HEADERS);
+        let h = VnetHdr::parse(&rh.vnet).unwrap();
+        assert_eq!((h.hdr_len, h.gso_size, h.csum_start), (V6_HEADERS as u16, 1000, (ETH_LEN + IPV6_LEN) as u16));
+        let mut sup = rh.headers().to_vec();
+        for f in &run {
+            sup.extend_from_slice(&f[V6_HEADERS..]);
+        }
+        assert_eq!(received(&h, &mut sup.clone()), Received::Segments(4));
+        let mut out = vec![0u8; 1100];
+        let u = ETH_LEN + IPV6_LEN;
+        for (i, f) in run.iter().enumerate() {
+            let n = segment(&h, &sup, i, &mut out).unwrap();
+            assert_eq!(out[..u + 6], f[..u + 6], "segment {i}");
+            assert_eq!(out[u + 6..u + 8], [0, 0]);
+            assert_eq!(out[u + 8..n], f[u + 8..], "segment {i}");
+            // What segmentation writes for a receiver without checksum
+            // offload: the segment's own checksum, which is the sender's.
+            let mut seg = out[..n].to_vec();
+            let mut p = smoltcp::wire::UdpPacket::new_unchecked(&mut seg[u..]);
+            p.fill_checksum(&Ipv6Address::from(SRC6).into(), &Ipv6Address::from(DST6).into());
+            assert_eq!(&seg, f, "segment {i}");
+        }
+        // The pseudo-header sum finished over the whole datagram verifies.
+        let mut dgram = sup[u..].to_vec();
+        if dgram.len() % 2 == 1 {
+            dgram.push(0);
+        }
+        let sum = !ones_sum(&[&dgram]);
+        dgram[6..8].copy_from_slice(&sum.to_be_bytes());
+        let p = smoltcp::wire::UdpPacket::new_checked(&dgram[..]).unwrap();
+        assert!(p.verify_checksum(&Ipv6Address::from(SRC6).into(), &Ipv6Address::from(DST6).into()));
+    }
+
     /// The pseudo-header sum the kernel starts from: finishing it over the
     /// datagram gives a checksum that verifies.
     #[test]
     fn the_run_checksum_starts_from_the_pseudo_header() {
         let run: Vec<_> = (0..2).map(|i| frame(i, 50)).collect();
         assert_eq!(run_len(&run), 2);
-        let (_, hdrs) = run_headers(&run);
-        let mut dgram = hdrs[ETH_LEN + IPV4_LEN..].to_vec();
+        let rh = run_headers(&run);
+        let mut dgram = rh.headers()[ETH_LEN + IPV4_LEN..].to_vec();
         for f in &run {
             dgram.extend_from_slice(&f[V4_HEADERS..]);
         }
