@@ -83,12 +83,18 @@ fn info(s: &Side, psn: u32, gid_index: u32) -> Result<PeerInfo, VerbsError> {
 
 const LEN: usize = 4 << 20;
 
-/// Runs the demo between two devices' contexts.
+/// Runs the demo between two devices' contexts, over GID 1.
 pub fn run(a: &Arc<dyn Context>, b: &Arc<dyn Context>) -> Result<DemoReport, VerbsError> {
+    run_on_gid(a, b, 1)
+}
+
+/// Runs the demo with both ends on GID `gid` (an IPv6 one, say).
+pub fn run_on_gid(a: &Arc<dyn Context>, b: &Arc<dyn Context>, gid: u8) -> Result<DemoReport, VerbsError> {
     let mut report = DemoReport::default();
-    let o = ConnectOptions { mtu: Mtu::for_link_mtu(1500).unwrap_or(Mtu::M1024), ..Default::default() };
+    let o =
+        ConnectOptions { mtu: Mtu::for_link_mtu(1500).unwrap_or(Mtu::M1024), sgid_index: gid, ..Default::default() };
     let (x, y) = (side(a, QpType::Rc, LEN)?, side(b, QpType::Rc, LEN)?);
-    let (ix, iy) = (info(&x, 0x1234, 1)?, info(&y, 0xabcd, 1)?);
+    let (ix, iy) = (info(&x, 0x1234, gid.into())?, info(&y, 0xabcd, gid.into())?);
     for (s, peer, psn) in [(&x, &iy, ix.psn), (&y, &ix, iy.psn)] {
         to_init(&s.qp, &o)?;
         to_rts(&s.qp, psn, peer, &o)?;
@@ -223,13 +229,13 @@ pub fn run(a: &Arc<dyn Context>, b: &Arc<dyn Context>) -> Result<DemoReport, Ver
     // UD: three datagrams through an address handle.
     let t = Instant::now();
     let (u, v) = (side(a, QpType::Ud, 1 << 16)?, side(b, QpType::Ud, 1 << 16)?);
-    let (iu, iv) = (info(&u, 1, 1)?, info(&v, 2, 1)?);
+    let (iu, iv) = (info(&u, 1, gid.into())?, info(&v, 2, gid.into())?);
     for (s, peer, psn) in [(&u, &iv, iu.psn), (&v, &iu, iv.psn)] {
         to_init(&s.qp, &o)?;
         to_rts(&s.qp, psn, peer, &o)?;
     }
     let pd = a.alloc_pd()?;
-    let ah = pd.create_ah(&AhAttr::new(iv.gid, 1))?;
+    let ah = pd.create_ah(&AhAttr::new(iv.gid, gid))?;
     for i in 0..3u64 {
         let data = pattern(500 + i, 512);
         u.mr.write(0, &data)?;

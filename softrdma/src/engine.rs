@@ -178,6 +178,12 @@ impl Shared {
         self.tx.offload()
     }
 
+    /// Whether QPs leave IPv6 UDP checksums for the link to finish
+    /// (`LinkTx::finishes_udp_checksums`).
+    pub fn udp_checksum_offload(&self) -> bool {
+        self.tx.finishes_udp_checksums()
+    }
+
     pub fn new(
         name: String,
         mac: [u8; 6],
@@ -350,6 +356,19 @@ impl Shared {
     /// drop.
     fn put_local(&self, core: &mut Core, frame: &[u8]) -> bool {
         let for_us = frame.len() >= 6 && frame[..6] == self.mac;
+        if (for_us || core.pcap.is_some()) && self.udp_checksum_offload() {
+            // A capture, or this device receiving its own frame, sees the
+            // checksum the link would have finished.
+            if let Some(at) = transport::wire::peek::ipv6_udp_offset(frame) {
+                let mut done = frame.to_vec();
+                transport::wire::udp::finish_partial(&mut done[at..]);
+                return self.put_finished(core, &done, for_us);
+            }
+        }
+        self.put_finished(core, frame, for_us)
+    }
+
+    fn put_finished(&self, core: &mut Core, frame: &[u8], for_us: bool) -> bool {
         if !for_us && frame.len() > self.mtu + ETH_HEADER_LEN {
             // A bridge or switch port drops it, and rxe's ip_local_out
             // refuses it (EMSGSIZE, a send error): count it here, on the

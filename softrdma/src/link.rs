@@ -53,6 +53,13 @@ pub trait LinkTx: Send + Sync {
     fn offload(&self) -> Offload {
         Offload::Off
     }
+
+    /// Whether this link finishes UDP checksums left partial
+    /// (`UdpChecksum::Partial`) in every IPv6 RoCE frame it is given, as a
+    /// NIC with checksum offload does: the device's QPs then leave them so.
+    fn finishes_udp_checksums(&self) -> bool {
+        false
+    }
 }
 
 /// How frames cross a link's kernel boundary.

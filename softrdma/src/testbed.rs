@@ -62,6 +62,9 @@ pub struct TestbedOptions {
     pub no_busy_poll: bool,
     /// A busy-poll interval other than the default (`DeviceConfig::busy_poll`).
     pub busy_poll_interval: Option<std::time::Duration>,
+    /// TAP mode: the devices whose TAP has no virtio-net headers (no
+    /// checksum or segmentation offload; `TapConfig::vnet_hdr = false`).
+    pub plain_taps: Vec<usize>,
 }
 
 /// One tenant of a multi-tenant testbed.
@@ -153,6 +156,7 @@ impl Testbed {
             netns::bridge(Some(&name), "srdbr")?;
             let mut cfg = TapConfig::in_netns(name.clone(), "srdtap0");
             cfg.mac = Some(device_mac(i));
+            cfg.vnet_hdr = !o.plain_taps.contains(&i);
             let link = open_tap(&cfg)?;
             netns::enslave(Some(&name), "srdtap0", "srdbr")?;
             netns::enslave(Some(&name), &va, "srdbr")?;

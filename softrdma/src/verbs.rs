@@ -282,9 +282,11 @@ impl Pd for SoftPd {
         charge(&self.dev, &core, Resource::Qp, 1)?;
         let qpn = core.ep.create_qp(init.qp_type, self.pdn, cap, init.sq_sig_all, srq);
         let (quirk, jkey) = (core.rxe_retry_quirk, core.ns.jkey());
+        let offload = self.dev.udp_checksum_offload();
         if let Some(qp) = core.ep.qp_mut(qpn) {
             qp.set_port_mtu(self.mtu);
             qp.set_rxe_retry_quirk(quirk);
+            qp.set_udp_checksum_offload(offload);
             qp.set_jkey(jkey);
         }
         core.cqs.insert(qpn, (scq, rcq));

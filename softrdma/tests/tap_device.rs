@@ -65,3 +65,42 @@ fn every_opcode_between_two_namespaces_ping_and_tshark() {
     }
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// Over IPv6 a device whose TAP has virtio-net headers leaves each frame's
+/// UDP checksum to the kernel (checksum offload). Device 0 has such a TAP,
+/// device 1 a plain one: device 1 gets every frame with the checksum the
+/// kernel finished, and its parser verifies it (a frame whose checksum did
+/// not verify would be dropped, and the demo would fail); device 0's own
+/// capture holds finished checksums (`softrdma decode` verifies each one).
+#[test]
+fn ipv6_checksums_left_to_the_kernel_arrive_finished() {
+    require_root!();
+    let dir = std::env::temp_dir().join(format!("srd-tap6-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let prefix = dir.join("dev");
+    let o = TestbedOptions { pcap_prefix: Some(prefix.clone()), plain_taps: vec![1], ..Default::default() };
+    let bed = Testbed::tap(2, &o).expect("TAP testbed");
+    assert_eq!(bed.devices[0].offload(), softrdma::link::Offload::Uso);
+    assert_eq!(bed.devices[1].offload(), softrdma::link::Offload::Off);
+    let ctx = bed.contexts();
+    let report = softrdma::demo::run_on_gid(&ctx[0], &ctx[1], 2).expect("traffic over IPv6");
+    assert_eq!(report.lines.len(), 7);
+    for d in &bed.devices {
+        let (dc, ec, _) = d.counters();
+        assert!(dc.rx_frames > 1000, "{dc:?}");
+        assert_eq!(ec.rx_malformed + ec.rx_icrc_err, 0, "{ec:?}");
+    }
+    drop(bed);
+    for i in 0..2 {
+        let pcap = format!("{}-{i}.pcap", prefix.display());
+        let decoded = Command::new(env!("CARGO_BIN_EXE_softrdma")).args(["decode", &pcap]).output().unwrap();
+        let text = String::from_utf8_lossy(&decoded.stdout);
+        assert!(decoded.status.success(), "softrdma decode {pcap}: {text}");
+        assert!(
+            text.contains("IPv6") || text.contains("fd99"),
+            "the capture is IPv6: {}",
+            &text[..text.len().min(2000)]
+        );
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -249,10 +249,15 @@ trait FrameWriter {
 
 impl FrameWriter for TapTx {
     fn frame(&self, frame: &[u8]) -> io::Result<()> {
-        if self.vnet {
-            self.write(&[IoSlice::new(&PLAIN), IoSlice::new(frame)])
-        } else {
-            self.write(&[IoSlice::new(frame)])
+        if !self.vnet {
+            return self.write(&[IoSlice::new(frame)]);
+        }
+        // An IPv6 RoCE frame's checksum was left to the link
+        // (`finishes_udp_checksums`): the kernel finishes it where a
+        // receiver needs it.
+        match transport::wire::peek::ipv6_udp_offset(frame) {
+            Some(at) => self.write(&[IoSlice::new(&vnet::needs_csum(at)), IoSlice::new(frame)]),
+            None => self.write(&[IoSlice::new(&PLAIN), IoSlice::new(frame)]),
         }
     }
 
@@ -298,6 +303,10 @@ impl LinkTx for TapTx {
 
     fn sends_are_syscalls(&self) -> bool {
         true
+    }
+
+    fn finishes_udp_checksums(&self) -> bool {
+        self.vnet
     }
 
     fn offload(&self) -> Offload {

@@ -218,6 +218,12 @@ pub fn run_headers<B: AsRef<[u8]>>(run: &[B]) -> RunHeaders {
     RunHeaders { vnet: vnet.to_bytes(), bytes: h, len: hl }
 }
 
+/// The virtio-net header of a lone frame whose UDP header starts at `udp`
+/// and whose checksum holds the pseudo-header's sum: the kernel finishes it.
+pub fn needs_csum(udp: usize) -> [u8; HDR_LEN] {
+    VnetHdr { flags: F_NEEDS_CSUM, csum_start: udp as u16, csum_offset: 6, ..VnetHdr::default() }.to_bytes()
+}
+
 /// The folded ones'-complement sum (RFC 1071) of `parts`, each of even length.
 fn ones_sum(parts: &[&[u8]]) -> u16 {
     let mut acc: u32 = parts.iter().flat_map(|p| p.chunks_exact(2)).map(|w| u32::from(be16(w, 0))).sum();

@@ -27,7 +27,7 @@ use crate::path::Path;
 use crate::psn::Psn;
 use crate::srq::{RecvWqe, Srq};
 use crate::time::Instant;
-use crate::wire::{BthRepr, ExtHeaders, FrameRepr, IbRepr, Payload};
+use crate::wire::{BthRepr, ExtHeaders, FrameRepr, IbRepr, NetRepr, Payload, UdpChecksum};
 
 pub use state::ModifyError;
 
@@ -312,6 +312,9 @@ pub struct Qp {
     pub(crate) rxe_retry_quirk: bool,
     /// The job this QP belongs to; its packets carry a JKETH (wire::jketh).
     pub(crate) jkey: Option<u16>,
+    /// The link finishes UDP checksums: IPv6 frames leave with only the
+    /// pseudo-header's sum (`UdpChecksum::Partial`).
+    pub(crate) udp_checksum_offload: bool,
 }
 
 /// Packets between forced AckReqs in a long message (rxe's RXE_MAX_PKT_PER_ACK).
@@ -340,6 +343,7 @@ impl Qp {
             scratch: Vec::new(),
             rxe_retry_quirk: false,
             jkey: None,
+            udp_checksum_offload: false,
         }
     }
 
@@ -391,6 +395,14 @@ impl Qp {
     /// Opts into rxe's reading of retry_cnt = 7 as infinite (off: IBTA's seven retries).
     pub fn set_rxe_retry_quirk(&mut self, on: bool) {
         self.rxe_retry_quirk = on;
+    }
+
+    /// Says the link finishes UDP checksums (a NIC's checksum offload):
+    /// over IPv6, where a checksum is due, frames then carry only the
+    /// pseudo-header's sum, and the link must finish every IPv6 RoCE frame
+    /// this QP emits. IPv4 frames carry none either way, as rxe sends them.
+    pub fn set_udp_checksum_offload(&mut self, on: bool) {
+        self.udp_checksum_offload = on;
     }
     /// Sets the P_Key value the QP's P_Key index names (the device owns the table).
     pub fn set_pkey(&mut self, pkey: u16) {
@@ -464,11 +476,12 @@ impl Qp {
         self.attr.cur_qp_state = to;
         match to {
             QpState::Reset => {
-                let (init, counters, quirk, jkey, pkey) =
-                    (self.init, self.counters, self.rxe_retry_quirk, self.jkey, self.pkey);
+                let (init, counters, quirk, jkey, pkey, offload) =
+                    (self.init, self.counters, self.rxe_retry_quirk, self.jkey, self.pkey, self.udp_checksum_offload);
                 *self = Qp::new(init);
                 self.counters = counters;
                 self.rxe_retry_quirk = quirk;
+                self.udp_checksum_offload = offload;
                 self.jkey = jkey;
                 self.pkey = pkey;
             }
@@ -710,7 +723,13 @@ impl Qp {
     /// The frame for `ib` on `path` (each frame takes the next IP ident).
     pub(crate) fn frame_repr(&mut self, path: Path, ib: IbRepr) -> FrameRepr {
         self.ip_ident = self.ip_ident.wrapping_add(1);
-        path.frame_repr(ib, self.ip_ident)
+        let mut f = path.frame_repr(ib, self.ip_ident);
+        if let NetRepr::V6 { udp, .. } = &mut f.net {
+            if self.udp_checksum_offload && udp.checksum == UdpChecksum::Computed {
+                udp.checksum = UdpChecksum::Partial;
+            }
+        }
+        f
     }
 
     pub(crate) fn push_completion(&mut self, side: CqSide, wc: WorkCompletion) {

@@ -237,7 +237,7 @@ impl FrameRepr {
             NetRepr::V6 { ip, udp } => (IpAddress::Ipv6(ip.src), IpAddress::Ipv6(ip.dst), udp),
             NetRepr::V1 { .. } => return Ok(at.len),
         };
-        if u.checksum == UdpChecksum::Computed {
+        if u.checksum != UdpChecksum::None {
             u.emit(rest, &src, &dst)?;
         }
         Ok(at.len)

@@ -24,6 +24,18 @@ pub fn bth_offset(frame: &[u8]) -> Option<usize> {
     (frame.len() >= at + bth::LEN).then_some(at)
 }
 
+/// The offset of the UDP header of an emitted RoCEv2 frame over IPv6, the
+/// frames whose checksum a QP leaves partial for a link that finishes it
+/// (`udp::UdpChecksum::Partial`); `None` for anything else.
+pub fn ipv6_udp_offset(frame: &[u8]) -> Option<usize> {
+    let at = bth_offset(frame)? - 8;
+    let et = if frame[12..14] == [0x81, 0x00] { 16 } else { 12 };
+    let roce = frame[et..et + 2] == [0x86, 0xdd]
+        && frame[et + 2 + 6] == 17
+        && u16::from_be_bytes([frame[at + 2], frame[at + 3]]) == super::roce::ROCEV2_UDP_PORT;
+    roce.then_some(at)
+}
+
 /// The BTH opcode of an emitted RoCEv2 frame.
 pub fn opcode(frame: &[u8]) -> Option<Opcode> {
     Opcode::try_from(*frame.get(bth_offset(frame)?)?).ok()
