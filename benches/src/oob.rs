@@ -294,6 +294,9 @@ pub struct OobResult {
     /// What was checked in softrdma's memory, and whether it held.
     pub check: String,
     pub check_ok: bool,
+    /// How the device's TAP took its frames after the run (`uso`, `csum`,
+    /// `off`; empty where no TAP was involved).
+    pub offload: &'static str,
 }
 
 fn ck<E: std::fmt::Display>(what: &'static str) -> impl Fn(E) -> String {
@@ -874,8 +877,9 @@ pub fn run_cli(cfg: &OobConfig, place: &DevPlace, host: Option<&str>, port: u16,
     })()
     .map_err(|e| format!("TCP: {e}"));
     let r = sock.and_then(|s| run(&ctx, cfg, s, host.is_some()));
+    let offload = dev.offload().as_str();
     dev.shutdown();
-    r
+    r.map(|r| OobResult { offload, ..r })
 }
 
 #[cfg(test)]

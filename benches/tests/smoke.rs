@@ -230,3 +230,56 @@ fn tap_fabric() {
     let out = perf(&["scale_ns", "--fabric", "tap", "-n", "4"]);
     assert!(out.contains("namespaces_left                    0"), "{out}");
 }
+
+/// perftest's TCP mode between two softrdma-perf processes, each with its
+/// own device on its own TAP in one namespace's bridge (root): the server's
+/// TAP without offload, the client's with it; both check their memory, and
+/// each says how its TAP took the frames.
+#[test]
+fn perftest_mode_between_two_processes_on_taps() {
+    softrdma::require_root!();
+    use softrdma::backend::netns::{self, unique_name, NetNs};
+    use std::process::Stdio;
+    let ns = NetNs::create(&unique_name("srpf")).unwrap();
+    let n = Some(ns.name());
+    netns::bridge(n, "br0").unwrap();
+    netns::add_addr(n, "br0", "10.88.0.1/24").unwrap();
+    for ifname in ["br0", "lo"] {
+        netns::link_up(n, ifname).unwrap();
+    }
+    let port = (20000 + std::process::id() % 20000).to_string();
+    let bin = env!("CARGO_BIN_EXE_softrdma-perf");
+    let common = ["-p", &port, "--netns", ns.name(), "--bridge", "br0", "-s", "65536", "-n", "200", "--wait", "20"];
+    for (test, v6) in [("write_bw", false), ("read_bw", true), ("send_bw", false)] {
+        // read_bw over IPv6 (GID 2, each device's second address): the
+        // client's checksums are left to the kernel, the server's are not.
+        let (gid, sa, ca) = if v6 {
+            ("2", vec!["10.88.0.21/24", "fd88::21/64"], vec!["10.88.0.22/24", "fd88::22/64"])
+        } else {
+            ("1", vec!["10.88.0.21/24"], vec!["10.88.0.22/24"])
+        };
+        let addrs = |a: Vec<&'static str>| a.into_iter().flat_map(|x| ["--addr", x]).collect::<Vec<_>>();
+        let server = Command::new(bin)
+            .args([test, "server", "--tap", "srpfs", "--tap-offload", "off", "-x", gid])
+            .args(addrs(sa))
+            .args(common)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let client = Command::new(bin)
+            .args([test, "client", "10.88.0.1", "--tap", "srpfc", "-x", gid])
+            .args(addrs(ca))
+            .args(common)
+            .output()
+            .unwrap();
+        let server = server.wait_with_output().unwrap();
+        let (so, co) = (String::from_utf8_lossy(&server.stdout), String::from_utf8_lossy(&client.stdout));
+        let (se, ce) = (String::from_utf8_lossy(&server.stderr), String::from_utf8_lossy(&client.stderr));
+        assert!(server.status.success() && so.contains(": PASS"), "{test} server:\n{so}{se}");
+        assert!(client.status.success() && co.contains(": PASS"), "{test} client:\n{co}{ce}");
+        assert!(so.contains("TAP offload: off"), "{so}");
+        assert!(co.contains("TAP offload: uso"), "{co}");
+    }
+    ns.delete().unwrap();
+}

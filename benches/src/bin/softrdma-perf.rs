@@ -450,7 +450,7 @@ fn oob_test(t: Test, c: &Common) -> Result<(), String> {
                 " client report: {} bytes x {} iterations, BW peak {:.2} MB/s, BW average {:.2} MB/s, {:.6} Mpps",
                 r.report.size, r.report.iters, r.report.bw_peak, r.report.bw_avg, r.report.msg_rate
             );
-            println!(" completions here: {}; check: {}", r.completions, r.check);
+            println!(" completions here: {}; check: {}; TAP offload: {}", r.completions, r.check, r.offload);
             println!("{LINE}");
             let verdict = if r.check_ok { "PASS" } else { "FAIL" };
             println!("softrdma-perf {} {role}: {verdict}", t.title());
