@@ -103,9 +103,8 @@ fn check_ifname(name: &str) -> io::Result<()> {
 }
 
 /// Opens `/dev/net/tun` and attaches a TAP named `name` (in the caller's
-/// network namespace);
-/// returns the fd, the name the kernel gave it, and whether the kernel took
-/// UDP segmentation offload.
+/// network namespace); returns the fd, the name the kernel gave it, and
+/// whether the kernel took UDP segmentation offload.
 fn create_tap(name: &str, vnet_hdr: bool) -> io::Result<(OwnedFd, String, bool)> {
     let fd = rustix::fs::open("/dev/net/tun", OFlags::RDWR | OFlags::CLOEXEC | OFlags::NONBLOCK, Mode::empty())
         .map_err(|e| io::Error::new(io::Error::from(e).kind(), format!("opening /dev/net/tun: {e}")))?;
@@ -534,16 +533,16 @@ mod tests {
         assert_ne!(random_mac(), random_mac());
     }
 
-    /// Takes what it is given, in order, as `(run?, frames)`; refuses runs
-    /// the way a kernel without UDP GSO on TAPs does, or fails them.
+    /// Takes lone frames, in order; refuses runs the way a kernel without
+    /// UDP GSO on TAPs does, or fails them.
     struct Kernel {
-        got: std::sync::Mutex<Vec<(bool, Vec<Vec<u8>>)>>,
+        got: std::sync::Mutex<Vec<Vec<u8>>>,
         runs: io::ErrorKind,
     }
 
     impl FrameWriter for Kernel {
         fn frame(&self, frame: &[u8]) -> io::Result<()> {
-            self.got.lock().unwrap().push((false, vec![frame.to_vec()]));
+            self.got.lock().unwrap().push(frame.to_vec());
             Ok(())
         }
 
@@ -564,7 +563,7 @@ mod tests {
         let runs = AtomicBool::new(true);
         assert_eq!(send_in_runs(&k, &runs, &bufs), 0, "nothing lost to the fallback");
         assert!(!runs.load(Ordering::Relaxed), "runs are off for good");
-        let got: Vec<Vec<u8>> = k.got.into_inner().unwrap().into_iter().flat_map(|(_, f)| f).collect();
+        let got = k.got.into_inner().unwrap();
         assert_eq!(got, bufs, "every frame once, in order");
         // Later batches go frame by frame at once.
         let k2 = Kernel { got: Default::default(), runs: io::ErrorKind::InvalidInput };

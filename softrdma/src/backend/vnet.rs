@@ -38,7 +38,7 @@ pub const GSO_UDP_L4: u8 = 5;
 
 use transport::wire::ethernet::HEADER_LEN as ETH_LEN;
 use transport::wire::ip::{IPV4_HEADER_LEN as IPV4_LEN, IPV6_HEADER_LEN as IPV6_LEN};
-use transport::wire::udp::HEADER_LEN as UDP_LEN;
+use transport::wire::udp::{pseudo_header_sum, HEADER_LEN as UDP_LEN};
 /// Ethernet + IPv4 + UDP: where a coalesced frame's payload starts.
 const V4_HEADERS: usize = ETH_LEN + IPV4_LEN + UDP_LEN;
 /// The same over IPv6 (no extension headers).
@@ -199,11 +199,10 @@ pub fn run_headers<B: AsRef<[u8]>>(run: &[B]) -> RunHeaders {
         let mut ip = Ipv4Packet::new_unchecked(&mut h[ETH_LEN..udp]);
         ip.set_total_len(IPV4_LEN as u16 + udp_len);
         ip.fill_checksum();
-        ones_sum(&[&h[ETH_LEN + 12..ETH_LEN + 20], &[0, 17], &udp_len.to_be_bytes()])
+        pseudo_header_sum(&h[ETH_LEN + 12..ETH_LEN + 16], &h[ETH_LEN + 16..ETH_LEN + 20], udp_len)
     } else {
         h[ETH_LEN + 4..ETH_LEN + 6].copy_from_slice(&udp_len.to_be_bytes());
-        // RFC 8200 8.1: addresses, the 32-bit upper-layer length, the next header.
-        ones_sum(&[&h[ETH_LEN + 8..udp], &[0, 0], &udp_len.to_be_bytes(), &[0, 0, 0, 17]])
+        pseudo_header_sum(&h[ETH_LEN + 8..ETH_LEN + 24], &h[ETH_LEN + 24..udp], udp_len)
     };
     h[udp + 4..udp + 6].copy_from_slice(&udp_len.to_be_bytes());
     h[udp + 6..udp + 8].copy_from_slice(&pseudo.to_be_bytes());
@@ -222,15 +221,6 @@ pub fn run_headers<B: AsRef<[u8]>>(run: &[B]) -> RunHeaders {
 /// and whose checksum holds the pseudo-header's sum: the kernel finishes it.
 pub fn needs_csum(udp: usize) -> [u8; HDR_LEN] {
     VnetHdr { flags: F_NEEDS_CSUM, csum_start: udp as u16, csum_offset: 6, ..VnetHdr::default() }.to_bytes()
-}
-
-/// The folded ones'-complement sum (RFC 1071) of `parts`, each of even length.
-fn ones_sum(parts: &[&[u8]]) -> u16 {
-    let mut acc: u32 = parts.iter().flat_map(|p| p.chunks_exact(2)).map(|w| u32::from(be16(w, 0))).sum();
-    while acc > 0xffff {
-        acc = (acc & 0xffff) + (acc >> 16);
-    }
-    acc as u16
 }
 
 /// What a frame read with its virtio-net header turned out to be.
@@ -502,11 +492,7 @@ pub(crate) mod tests {
         }
         // The pseudo-header sum finished over the whole datagram verifies.
         let mut dgram = sup[u..].to_vec();
-        if dgram.len() % 2 == 1 {
-            dgram.push(0);
-        }
-        let sum = !ones_sum(&[&dgram]);
-        dgram[6..8].copy_from_slice(&sum.to_be_bytes());
+        transport::wire::udp::finish_partial(&mut dgram);
         let p = smoltcp::wire::UdpPacket::new_checked(&dgram[..]).unwrap();
         assert!(p.verify_checksum(&Ipv6Address::from(SRC6).into(), &Ipv6Address::from(DST6).into()));
     }
@@ -522,11 +508,7 @@ pub(crate) mod tests {
         for f in &run {
             dgram.extend_from_slice(&f[V4_HEADERS..]);
         }
-        if dgram.len() % 2 == 1 {
-            dgram.push(0);
-        }
-        let sum = !ones_sum(&[&dgram]);
-        dgram[6..8].copy_from_slice(&sum.to_be_bytes());
+        transport::wire::udp::finish_partial(&mut dgram);
         let p = smoltcp::wire::UdpPacket::new_checked(&dgram[..]).unwrap();
         let (s, d) = (Ipv4Address::new(10, 0, 0, 1), Ipv4Address::new(10, 0, 0, 2));
         assert!(p.verify_checksum(&s.into(), &d.into()));

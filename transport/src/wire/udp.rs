@@ -33,7 +33,7 @@ pub struct UdpRepr {
 /// pseudo-header: the addresses, the protocol (17) and the UDP length
 /// (RFC 768; RFC 8200 8.1 for IPv6, whose 32-bit length and next-header
 /// words sum the same for lengths under 64 KiB).
-fn pseudo_header_sum(src: &[u8], dst: &[u8], udp_len: u16) -> u16 {
+pub fn pseudo_header_sum(src: &[u8], dst: &[u8], udp_len: u16) -> u16 {
     let words = src.chunks_exact(2).chain(dst.chunks_exact(2)).map(|w| u32::from(u16::from_be_bytes([w[0], w[1]])));
     let mut acc: u32 = words.sum::<u32>() + 17 + u32::from(udp_len);
     while acc > 0xffff {
