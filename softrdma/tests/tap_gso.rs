@@ -134,9 +134,12 @@ fn receive(link: &mut Link, n: usize, wait: Duration) -> Vec<Vec<u8>> {
     got
 }
 
-#[test]
-fn a_message_crosses_the_kernel_as_one_udp_gso_write() {
-    softrdma::require_root!();
+/// Nobody has this MAC: the bridge floods frames sent to it to B and C.
+const NOBODY: [u8; 6] = [2, 0x5f, 0x0d, 0, 0, 4];
+
+/// A namespace with one bridge and three TAPs on it: A and B with
+/// virtio-net headers (USO), C plain; B and C with their interface names.
+fn three_taps() -> (NetNs, Link, (Link, String), (Link, String)) {
     let ns = NetNs::create(&unique_name("srg")).unwrap();
     let n = Some(ns.name());
     let br = unique_name("srb");
@@ -148,11 +151,16 @@ fn a_message_crosses_the_kernel_as_one_udp_gso_write() {
         (link, name)
     };
     let (a, _) = open(true, [2, 0x5f, 0x0a, 0, 0, 1]);
-    let (mut b, tap_b) = open(true, [2, 0x5f, 0x0b, 0, 0, 2]);
-    let (mut c, tap_c) = open(false, [2, 0x5f, 0x0c, 0, 0, 3]);
-    // Nobody has this MAC: the bridge floods the frames to B and C.
-    let nobody = [2, 0x5f, 0x0d, 0, 0, 4];
-    let msg = renumbered(&rxe_message(), a.mac, nobody, (0..8u16).map(|i| 0xfffcu16.wrapping_add(i)));
+    let b = open(true, [2, 0x5f, 0x0b, 0, 0, 2]);
+    let c = open(false, [2, 0x5f, 0x0c, 0, 0, 3]);
+    (ns, a, b, c)
+}
+
+#[test]
+fn a_message_crosses_the_kernel_as_one_udp_gso_write() {
+    softrdma::require_root!();
+    let (ns, a, (mut b, tap_b), (mut c, tap_c)) = three_taps();
+    let msg = renumbered(&rxe_message(), a.mac, NOBODY, (0..8u16).map(|i| 0xfffcu16.wrapping_add(i)));
     let noise = |l: &mut Link| while let Ok(Some(_)) = l.rx.recv(&mut [0u8; 2048], Duration::from_millis(20)) {};
     noise(&mut b);
     noise(&mut c);
@@ -178,14 +186,14 @@ fn a_message_crosses_the_kernel_as_one_udp_gso_write() {
 
     // A gap in the identifications splits the run; the order stays.
     let ids = [1u16, 2, 3, 9, 10, 11, 12, 13];
-    let gap = renumbered(&rxe_message(), a.mac, nobody, ids.into_iter());
+    let gap = renumbered(&rxe_message(), a.mac, NOBODY, ids.into_iter());
     let mut batch = gap.clone();
     assert_eq!(a.tx.send_bufs(&mut batch), 0);
     assert_eq!(receive(&mut b, gap.len(), Duration::from_secs(2)), gap);
     assert_eq!(receive(&mut c, gap.len(), Duration::from_secs(2)).len(), gap.len());
 
     // A run shorter than one MTU-sized buffer is read whole and cut too.
-    let small = renumbered(&rxe_small_writes(), a.mac, nobody, 40..45);
+    let small = renumbered(&rxe_small_writes(), a.mac, NOBODY, 40..45);
     let mut batch = small.clone();
     let b0 = tx_packets(ns.name(), &tap_b);
     assert_eq!(a.tx.send_bufs(&mut batch), 0);
@@ -205,21 +213,8 @@ fn a_message_crosses_the_kernel_as_one_udp_gso_write() {
 #[test]
 fn an_ipv6_message_crosses_the_kernel_in_runs() {
     softrdma::require_root!();
-    let ns = NetNs::create(&unique_name("srg")).unwrap();
-    let n = Some(ns.name());
-    let br = unique_name("srb");
-    netns::bridge(n, &br).unwrap();
-    let open = |vnet_hdr: bool, mac: [u8; 6]| {
-        let cfg = TapConfig { mac: Some(mac), vnet_hdr, ..TapConfig::in_netns(ns.name(), unique_name("srt")) };
-        let (link, name) = open_tap_named(&cfg).unwrap();
-        netns::enslave(n, &name, &br).unwrap();
-        (link, name)
-    };
-    let (a, _) = open(true, [2, 0x5f, 0x0a, 0, 0, 1]);
-    let (mut b, tap_b) = open(true, [2, 0x5f, 0x0b, 0, 0, 2]);
-    let (mut c, _) = open(false, [2, 0x5f, 0x0c, 0, 0, 3]);
-    let nobody = [2, 0x5f, 0x0d, 0, 0, 4];
-    let msg = as_ipv6(&rxe_message(), a.mac, nobody);
+    let (ns, a, (mut b, tap_b), (mut c, _)) = three_taps();
+    let msg = as_ipv6(&rxe_message(), a.mac, NOBODY);
     assert_eq!(softrdma::backend::vnet::run_len(&msg[1..]), 7, "the middles and the last make one run");
     let noise = |l: &mut Link| while let Ok(Some(_)) = l.rx.recv(&mut [0u8; 2048], Duration::from_millis(20)) {};
     noise(&mut b);
