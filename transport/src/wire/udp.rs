@@ -29,17 +29,21 @@ pub struct UdpRepr {
     pub checksum: UdpChecksum,
 }
 
+/// Folds a sum of 16-bit words into 16 bits, the carries added back (RFC 1071).
+fn fold(mut acc: u64) -> u16 {
+    while acc > 0xffff {
+        acc = (acc & 0xffff) + (acc >> 16);
+    }
+    acc as u16
+}
+
 /// The folded ones'-complement sum (RFC 1071, not complemented) of UDP's
 /// pseudo-header: the addresses, the protocol (17) and the UDP length
 /// (RFC 768; RFC 8200 8.1 for IPv6, whose 32-bit length and next-header
 /// words sum the same for lengths under 64 KiB).
 pub fn pseudo_header_sum(src: &[u8], dst: &[u8], udp_len: u16) -> u16 {
-    let words = src.chunks_exact(2).chain(dst.chunks_exact(2)).map(|w| u32::from(u16::from_be_bytes([w[0], w[1]])));
-    let mut acc: u32 = words.sum::<u32>() + 17 + u32::from(udp_len);
-    while acc > 0xffff {
-        acc = (acc & 0xffff) + (acc >> 16);
-    }
-    acc as u16
+    let words = src.chunks_exact(2).chain(dst.chunks_exact(2)).map(|w| u64::from(u16::from_be_bytes([w[0], w[1]])));
+    fold(words.sum::<u64>() + 17 + u64::from(udp_len))
 }
 
 /// Finishes a [`UdpChecksum::Partial`] checksum in place, as the link
@@ -50,12 +54,8 @@ pub fn finish_partial(datagram: &mut [u8]) {
         return;
     }
     let (pairs, odd) = datagram.split_at(datagram.len() & !1);
-    let mut acc: u64 = pairs.chunks_exact(2).map(|w| u64::from(u16::from_be_bytes([w[0], w[1]]))).sum();
-    acc += odd.first().map_or(0, |&b| u64::from(b) << 8);
-    while acc > 0xffff {
-        acc = (acc & 0xffff) + (acc >> 16);
-    }
-    let sum = match !(acc as u16) {
+    let acc: u64 = pairs.chunks_exact(2).map(|w| u64::from(u16::from_be_bytes([w[0], w[1]]))).sum();
+    let sum = match !fold(acc + odd.first().map_or(0, |&b| u64::from(b) << 8)) {
         0 => 0xffff,
         s => s,
     };
