@@ -126,20 +126,9 @@ fn run_headers_len(f: &[u8]) -> Option<usize> {
 /// copies are equal and, over IPv4, the identification is `k` further on.
 fn follows(first: &[u8], next: &[u8], hl: usize, k: usize) -> bool {
     const IP: usize = ETH_LEN;
-    if run_headers_len(next) != Some(hl) {
-        return false;
-    }
-    if hl == V4_HEADERS {
-        next[..IP + 2] == first[..IP + 2]
-            && next[IP + 6..IP + 10] == first[IP + 6..IP + 10]
-            && next[IP + 12..IP + IPV4_LEN + 4] == first[IP + 12..IP + IPV4_LEN + 4]
-            && be16(next, IP + 4) == be16(first, IP + 4).wrapping_add(k as u16)
-    } else {
-        // Version, traffic class and flow label; next header, hop limit,
-        // addresses and ports. The payload length and the UDP length and
-        // checksum are the segment's own.
-        next[..IP + 4] == first[..IP + 4] && next[IP + 6..IP + IPV6_LEN + 4] == first[IP + 6..IP + IPV6_LEN + 4]
-    }
+    run_headers_len(next) == Some(hl)
+        && transport::wire::peek::same_flow(first, next)
+        && (hl != V4_HEADERS || be16(next, IP + 4) == be16(first, IP + 4).wrapping_add(k as u16))
 }
 
 /// How many frames from the start of `frames` go out as one UDP GSO write
@@ -391,7 +380,7 @@ pub(crate) mod tests {
         let run: Vec<_> = (0..5).map(|i| frame(100 + i, 1000)).collect();
         assert_eq!(run_len(&run), 5);
         let mut short_last = run.clone();
-        short_last[4] = frame(104, 10);
+        short_last[4] = frame(104, 20);
         short_last.push(frame(105, 1000));
         assert_eq!(run_len(&short_last), 5, "a shorter frame ends the run");
         let mut gap = run.clone();

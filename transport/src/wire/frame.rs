@@ -132,6 +132,18 @@ impl<'a> Frame<'a> {
     }
 }
 
+/// Gives an emitted RoCEv2 frame over IPv4 another IP identification; its
+/// header checksum and ICRC (which covers the identification, Annex A17.8)
+/// follow. The frame is re-emitted from its parse, so nothing else moves.
+pub fn set_ipv4_ident(bytes: &mut [u8], ident: u16) -> Result<(), Error> {
+    let f = Frame::verify(bytes)?;
+    let mut repr = f.repr;
+    let NetRepr::V4 { ip, .. } = &mut repr.net else { return Err(Error::NotRoce) };
+    ip.ident = ident;
+    let payload = f.payload().to_vec();
+    repr.emit(&payload, bytes).map(|_| ())
+}
+
 impl FrameRepr {
     pub fn buffer_len(&self) -> usize {
         self.eth.header_len() + self.net.header_len() + self.ib.buffer_len()
@@ -266,3 +278,75 @@ impl Layout {
 /// A frame whose payload is being hashed in ([`FrameRepr::emit_around_payload`]).
 #[derive(Debug, Clone, Copy)]
 pub struct Sealing(Layout);
+
+#[cfg(test)]
+mod tests {
+    use smoltcp::wire::EthernetAddress;
+
+    use super::*;
+    use crate::wire::{AethRepr, BthRepr, ExtHeaders, Opcode, Syndrome, VlanTag};
+
+    fn ack(ident: u16, vlan: Option<VlanTag>, v6: bool) -> Vec<u8> {
+        let udp = UdpRepr { src_port: 0xc011, dst_port: ROCEV2_UDP_PORT, checksum: UdpChecksum::None };
+        let net = if v6 {
+            let ip = Ipv6Repr {
+                src: "fd98::1".parse().unwrap(),
+                dst: "fd98::2".parse().unwrap(),
+                traffic_class: 0,
+                flow_label: 7,
+                hop_limit: 64,
+                next_header: 17,
+            };
+            NetRepr::V6 { ip, udp: UdpRepr { checksum: UdpChecksum::Computed, ..udp } }
+        } else {
+            let ip = Ipv4Repr {
+                src: [10, 0, 0, 1].into(),
+                dst: [10, 0, 0, 2].into(),
+                dscp: 26,
+                ecn: 2,
+                ident,
+                dont_frag: true,
+                ttl: 64,
+                protocol: 17,
+            };
+            NetRepr::V4 { ip, udp }
+        };
+        let eth = EthernetRepr {
+            dst: EthernetAddress([2, 0, 0, 0, 0, 2]),
+            src: EthernetAddress([2, 0, 0, 0, 0, 1]),
+            vlan,
+            ethertype: if v6 { ETHERTYPE_IPV6 } else { ETHERTYPE_IPV4 },
+        };
+        let aeth = AethRepr { syndrome: Syndrome::Ack { credits: 31 }, msn: 5 };
+        let ext = ExtHeaders { aeth: Some(aeth), ..Default::default() };
+        let ib = IbRepr { bth: BthRepr::new(Opcode::RcAcknowledge, 0xffff, 0x11, 42), ext, payload_len: 0 };
+        let repr = FrameRepr { eth, net, ib };
+        let mut buf = vec![0; repr.buffer_len()];
+        repr.emit(&[], &mut buf).unwrap();
+        buf
+    }
+
+    #[test]
+    fn a_new_ipv4_ident_is_the_frame_emitted_with_it() {
+        for vlan in [None, Some(VlanTag { pcp: 3, dei: false, vid: 5 })] {
+            let mut f = ack(0x1234, vlan, false);
+            set_ipv4_ident(&mut f, 0xbeef).unwrap();
+            assert_eq!(f, ack(0xbeef, vlan, false), "vlan {vlan:?}");
+            assert!(Frame::verify(&f).is_ok());
+        }
+    }
+
+    #[test]
+    fn only_sound_ipv4_frames_get_a_new_ident() {
+        let mut v6 = ack(0, None, true);
+        let before = v6.clone();
+        assert_eq!(set_ipv4_ident(&mut v6, 9), Err(Error::NotRoce));
+        assert_eq!(v6, before);
+        let mut bad = ack(1, None, false);
+        let n = bad.len();
+        bad[n - 1] ^= 1;
+        let before = bad.clone();
+        assert!(matches!(set_ipv4_ident(&mut bad, 9), Err(Error::IcrcMismatch { .. })));
+        assert_eq!(bad, before, "a frame that does not check is left alone");
+    }
+}

@@ -54,6 +54,43 @@ pub fn is_plain_ack(frame: &[u8]) -> bool {
     frame.len() >= aeth_at + aeth::LEN && frame[aeth_at] >> 5 == 0
 }
 
+/// The offset of the IPv4 header of an emitted RoCEv2 frame over IPv4.
+fn ipv4_offset(frame: &[u8]) -> Option<usize> {
+    bth_offset(frame)?;
+    let et = if frame[12..14] == [0x81, 0x00] { 16 } else { 12 };
+    (frame[et..et + 2] == [0x08, 0x00] && frame[et + 2] == 0x45).then_some(et + 2)
+}
+
+/// The IPv4 identification of an emitted RoCEv2 frame over IPv4.
+pub fn ipv4_ident(frame: &[u8]) -> Option<u16> {
+    let ip = ipv4_offset(frame)?;
+    Some(u16::from_be_bytes([frame[ip + 4], frame[ip + 5]]))
+}
+
+/// Whether two emitted RoCEv2 frames go the same way (one QP's flow): the
+/// same Ethernet header, IP header but for the lengths, IPv4
+/// identification and checksum, and the same UDP ports — what a UDP GSO
+/// run keeps from its first frame.
+pub fn same_flow(a: &[u8], b: &[u8]) -> bool {
+    let (Some(ua), Some(ub)) = (bth_offset(a), bth_offset(b)) else { return false };
+    if ua != ub {
+        return false;
+    }
+    let udp = ua - 8;
+    let ip = if a[12..14] == [0x81, 0x00] { 18 } else { 14 };
+    if a[..ip] != b[..ip] || a[udp..udp + 4] != b[udp..udp + 4] {
+        return false;
+    }
+    match a[ip - 2..ip] {
+        [0x08, 0x00] => {
+            a[ip..ip + 2] == b[ip..ip + 2]
+                && a[ip + 6..ip + 10] == b[ip + 6..ip + 10]
+                && a[ip + 12..udp] == b[ip + 12..udp]
+        }
+        _ => a[ip..ip + 4] == b[ip..ip + 4] && a[ip + 6..udp] == b[ip + 6..udp],
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -104,5 +141,46 @@ mod tests {
         arp[12..14].copy_from_slice(&[0x08, 0x06]);
         assert!(!is_plain_ack(&arp));
         assert_eq!(opcode(&arp), None);
+        assert_eq!(ipv4_ident(&arp), None);
+    }
+
+    #[test]
+    fn flows_and_idents_of_ipv4_frames() {
+        let mut a = frame(false, 0x0a, false, 0);
+        a[14 + 4..14 + 6].copy_from_slice(&[0x12, 0x34]);
+        assert_eq!(ipv4_ident(&a), Some(0x1234));
+        let mut b = frame(false, 0x11, false, 0x1f);
+        b[14 + 2..14 + 4].copy_from_slice(&[0, 60]);
+        b[14 + 10..14 + 12].copy_from_slice(&[0xab, 0xcd]);
+        assert!(same_flow(&a, &b), "lengths, ident, checksum and opcode are not the flow");
+        for at in [0, 6, 14 + 1, 14 + 8, 14 + 12, 14 + 16, 14 + 20, 14 + 22] {
+            let mut c = b.clone();
+            c[at] ^= 1;
+            assert!(!same_flow(&a, &c), "byte {at} differs");
+        }
+        assert!(!same_flow(&a, &frame(true, 0x11, false, 0x1f)), "a VLAN tag");
+        assert!(!same_flow(&a, &a[..40]), "not RoCE");
+    }
+
+    #[test]
+    fn flows_of_ipv6_frames() {
+        // Ethernet | IPv6 | UDP | BTH | AETH | ICRC.
+        let v6 = |payload_len: u16, hop: u8| {
+            let mut f = vec![0u8; 12];
+            f.extend_from_slice(&[0x86, 0xdd, 0x60, 0, 0, 7]);
+            f.extend_from_slice(&payload_len.to_be_bytes());
+            f.extend_from_slice(&[17, hop]);
+            f.extend_from_slice(&[0xfd; 32]);
+            f.extend_from_slice(&[0xc0, 0x00, 0x12, 0xb7, 0, 28, 0x12, 0x34]);
+            f.extend_from_slice(&[0x11; 20]);
+            f
+        };
+        assert!(same_flow(&v6(36, 64), &v6(28, 64)), "payload lengths differ");
+        assert!(!same_flow(&v6(36, 64), &v6(36, 63)), "hop limits differ");
+        let mut other = v6(36, 64);
+        other[14 + 3] = 8;
+        assert!(!same_flow(&v6(36, 64), &other), "flow labels differ");
+        assert_eq!(ipv4_ident(&v6(36, 64)), None);
+        assert!(!same_flow(&v6(36, 64), &frame(false, 0x11, false, 0x1f)), "IPv6 and IPv4");
     }
 }
