@@ -251,18 +251,33 @@ pub fn raw_bw(
     Ok(row)
 }
 
+/// What a turn of `raw_lat` sends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Turn {
+    /// The answer alone.
+    Answer,
+    /// The answer, then a 64-byte "ACK" in a write of its own.
+    AnswerThenAck,
+    /// The answer and an "ACK" with the answer's headers, handed to the
+    /// link together (`LinkTx::send_bufs`): over IPv4/UDP on a TAP with
+    /// offload, one UDP GSO write, as softrdma sends an answer and the ACK
+    /// it held back for it.
+    AnswerAndAckAtOnce,
+}
+
 /// Raw ping-pong through the same links: `len`-byte frames, half round
-/// trips. With `acks`, each turn is two frames — the answer, then a 64-byte
-/// "ACK" — and a side answers only once both came: the frames of an RC
-/// `write_lat` turn (a side's WRITE, then its ACK of the peer's; perftest's
-/// client waits for both), with no RDMA work at all.
-pub fn raw_lat(kind: FabricKind, len: usize, iters: u64, acks: bool) -> Result<LatRow, String> {
+/// trips. With an ACK in the turn, each turn is two frames, and a side
+/// answers only once both came: the frames of an RC `write_lat` turn (a
+/// side's WRITE and its ACK of the peer's; perftest's client waits for
+/// both), with no RDMA work at all.
+pub fn raw_lat(kind: FabricKind, len: usize, iters: u64, turn: Turn) -> Result<LatRow, String> {
     let link_mtu = 1500.max(len);
     let (_f, net, mut links) = fabric::links(kind, 2, link_mtu).map_err(|e| format!("links: {e}"))?;
     let Link { rx: mut rx_b, tx: tx_b, .. } = links.pop().ok_or("no link")?;
     let Link { rx: mut rx_a, tx: tx_a, .. } = links.pop().ok_or("no link")?;
     let stop = AtomicBool::new(false);
     let warmup = 16;
+    let acks = turn != Turn::Answer;
     let per_turn = if acks { 2 } else { 1 };
     // On CPUs of their own, as `write_lat`'s threads (crate::pin).
     let cpus = crate::pin::pair();
@@ -292,6 +307,11 @@ pub fn raw_lat(kind: FabricKind, len: usize, iters: u64, acks: bool) -> Result<L
                     let mut f = buf[..n].to_vec();
                     f[0..6].copy_from_slice(&fabric::mac(0));
                     f[6..12].copy_from_slice(&fabric::mac(1));
+                    if turn == Turn::AnswerAndAckAtOnce {
+                        let next = ack_after(&f);
+                        let _ = tx_b.send_bufs(&mut [f, next]);
+                        continue;
+                    }
                     let _ = tx_b.send(&f);
                     if acks {
                         ack[seq_at()..seq_at() + 8].copy_from_slice(&seq);
@@ -307,6 +327,12 @@ pub fn raw_lat(kind: FabricKind, len: usize, iters: u64, acks: bool) -> Result<L
             let mut samples = Vec::with_capacity(iters as usize);
             let mut lost = 0u64;
             let send_turn = |f: &[u8], ack: &[u8]| -> Result<(), String> {
+                if turn == Turn::AnswerAndAckAtOnce {
+                    return match tx_a.send_bufs(&mut [f.to_vec(), ack_after(f)]) {
+                        0 => Ok(()),
+                        _ => Err("send: a frame of the turn failed".into()),
+                    };
+                }
                 tx_a.send(f).map_err(|e| format!("send: {e}"))?;
                 if acks {
                     tx_a.send(ack).map_err(|e| format!("send: {e}"))?;
@@ -352,6 +378,20 @@ pub fn raw_lat(kind: FabricKind, len: usize, iters: u64, acks: bool) -> Result<L
     drop(net);
     let mut samples = r?;
     Ok(LatRow::from_samples(len as u64, &mut samples, 2.0))
+}
+
+/// The "ACK" that leaves with `answer` (`Turn::AnswerAndAckAtOnce`): the
+/// answer's bytes, over IPv4/UDP with the next IPv4 identification, as a
+/// UDP GSO run numbers its segments.
+fn ack_after(answer: &[u8]) -> Vec<u8> {
+    let mut ack = answer.to_vec();
+    if udp_frames() {
+        if let Ok((mut ip, udp)) = Ipv4Repr::parse(&answer[14..]) {
+            ip.ident = ip.ident.wrapping_add(1);
+            let _ = ip.emit(&mut ack[14..34], udp.len());
+        }
+    }
+    ack
 }
 
 /// memcpy of `size` bytes between two fixed buffers (hot in cache when they

@@ -185,6 +185,8 @@ fn baselines_and_scale_without_root() {
     assert!(has_row(&out, "64") && out.contains("sleeping"), "{out}");
     let out = perf(&["raw_lat", "-n", "50", "--acks"]);
     assert!(has_row(&out, "64") && out.contains("RC's frames"), "{out}");
+    let out = perf(&["raw_lat", "-n", "50", "--acks-at-once"]);
+    assert!(has_row(&out, "64") && out.contains("in one hand-over"), "{out}");
     let out = perf(&["memcpy_bw", "-s", "65536", "-n", "100"]);
     assert!(has_row(&out, "65536"), "{out}");
     let out = perf(&["memcpy_xcore_bw", "-s", "65536", "-m", "4096", "-n", "100"]);
@@ -225,6 +227,8 @@ fn tap_fabric() {
     assert!(has_row(&out, "64"), "{out}");
     let out = perf(&["raw_lat", "--fabric", "tap", "--udp", "--acks", "-n", "50"]);
     assert!(has_row(&out, "64"), "{out}");
+    let out = perf(&["raw_lat", "--fabric", "tap", "--udp", "--acks-at-once", "-n", "50"]);
+    assert!(has_row(&out, "64") && out.contains("in one hand-over"), "{out}");
     let out = perf(&["raw_bw", "--fabric", "tap", "--udp", "-s", "4096", "-n", "2000", "--busy-poll", "0"]);
     assert!(has_row(&out, "4096") && out.contains("sleeping"), "{out}");
     let out = perf(&["scale_ns", "--fabric", "tap", "-n", "4"]);

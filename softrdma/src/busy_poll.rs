@@ -18,6 +18,13 @@ use crate::engine::{RxState, Shared};
 /// the device is configured otherwise.
 pub const BUSY_POLL_DEFAULT: Duration = Duration::from_micros(200);
 
+/// How long an application's polls leave an ACK held back (engine
+/// `flush_as`): long enough for the application to see what the ACK is for
+/// and answer, so that the answer takes the ACK along in one write
+/// (`Shared::join_run`); short enough that a requester whose peer never
+/// answers waits little more for its completion than the ACK's own write.
+pub const ACK_HOLD: Duration = Duration::from_micros(5);
+
 /// Whether this machine has more than one CPU. On one CPU, spinning (busy
 /// polling, the receive thread's linger) only takes turns away from the
 /// thread that would make progress, so the device then sleeps and wakes.
@@ -90,9 +97,18 @@ impl Shared {
             return;
         }
         self.polls.fetch_add(1, Ordering::Release);
-        self.flush_deferred();
+        self.flush_deferred(ACK_HOLD);
         if let Ok(mut rx) = self.rx.try_lock() {
-            let _ = self.drain(&mut rx, Duration::ZERO, true);
+            // Right after a poll that took frames, the link is all but
+            // surely empty, and a read to find that out (a system call on
+            // a TAP) would sit between the application and what it polls
+            // for next — the data of the WRITE whose ACK just completed
+            // its own, in a ping-pong.
+            if std::mem::take(&mut rx.polled_frames) {
+                return;
+            }
+            let took = self.drain(&mut rx, Duration::ZERO, true).unwrap_or(0);
+            rx.polled_frames = took > 0 && self.polled_batch == 1;
         }
     }
 

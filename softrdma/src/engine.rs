@@ -87,6 +87,9 @@ pub struct DeviceCounters {
     pub rx_polled: u64,
     /// Plain ACKs a busy-polling flush held back to the next flush.
     pub tx_acks_deferred: u64,
+    /// Held ACKs that left right behind a frame of their QP, in one write
+    /// with it (a TAP's UDP GSO run).
+    pub tx_acks_joined: u64,
 }
 
 /// Everything behind the core lock.
@@ -135,6 +138,9 @@ pub(crate) struct RxState {
     bufs: Vec<Vec<u8>>,
     /// The length of the frame in each of `bufs`.
     lens: [usize; RX_BATCH],
+    /// An application's poll took frames from a link whose polls are
+    /// system calls: its next poll leaves the link alone (`progress`).
+    pub(crate) polled_frames: bool,
 }
 
 pub struct Shared {
@@ -154,15 +160,16 @@ pub struct Shared {
     /// How long the receive thread polls an idle link after a batch.
     pub(crate) rx_linger: Duration,
     /// Frames an application's busy poll takes at most (`LinkRx::polls_are_syscalls`).
-    polled_batch: usize,
+    pub(crate) polled_batch: usize,
     /// Frames a flush sends per `LinkTx::send_bufs` (1: one `send_buf` each).
     tx_batch: usize,
     /// Counts application polls (no clock read on the polling path); 0:
     /// nobody polls.
     pub(crate) polls: AtomicU64,
     pub(crate) rx_thread: std::sync::OnceLock<std::thread::Thread>,
-    /// Whether `Core::deferred` holds frames (checked without the lock).
-    has_deferred: AtomicBool,
+    /// When a polling flush held back the oldest frame in `Core::deferred`
+    /// (`Shared::elapsed` in ns), or `NOTHING_HELD` (read without the lock).
+    deferred_since: AtomicU64,
     /// The receive thread's way to wait on the link (woken to stop).
     waiter: std::sync::OnceLock<Arc<dyn crate::link::LinkWait>>,
     /// Wakes the timer thread when a deadline may have moved.
@@ -206,13 +213,13 @@ impl Shared {
             tx_serving: AtomicU64::new(0),
             tx_failed: AtomicU64::new(0),
             tx,
-            rx: Mutex::new(RxState { link: rx, bufs, lens: [0; RX_BATCH] }),
+            rx: Mutex::new(RxState { link: rx, bufs, lens: [0; RX_BATCH], polled_frames: false }),
             busy_poll: polling.busy_poll.filter(|d| !d.is_zero()),
             rx_linger,
             polled_batch,
             polls: AtomicU64::new(0),
             rx_thread: std::sync::OnceLock::new(),
-            has_deferred: AtomicBool::new(false),
+            deferred_since: AtomicU64::new(NOTHING_HELD),
             waiter: std::sync::OnceLock::new(),
             timer: Condvar::new(),
             events: Condvar::new(),
@@ -436,18 +443,21 @@ impl Shared {
             }
             if polling && transport::wire::peek::is_plain_ack(&buf) {
                 let spare = self.spare_buf(core);
+                if core.deferred.is_empty() {
+                    self.deferred_since.store(self.elapsed().as_nanos() as u64, Ordering::Release);
+                }
                 core.deferred.push(std::mem::replace(&mut buf, spare));
                 core.counters.tx_acks_deferred += 1;
-                self.has_deferred.store(true, Ordering::Release);
                 continue;
             }
             self.put_batched(core, &mut buf);
         }
-        self.send_batch(core);
         core.buf = buf;
         if !polling {
+            // Held ACKs go behind what this flush emitted, in its batch.
             self.send_deferred(core);
         }
+        self.send_batch(core);
         while let Some((qpn, c)) = core.ep.poll_completion() {
             if let Some((scq, rcq)) = core.cqs.get(&qpn) {
                 let cq = if c.side == CqSide::Send { scq } else { rcq };
@@ -484,24 +494,56 @@ impl Shared {
         }
     }
 
-    /// Sends the ACKs a polling flush held back.
+    /// Sends the ACKs a polling flush held back, with the frames a batching
+    /// link holds (one hand-over on the in-memory fabric).
     fn send_deferred(&self, core: &mut Core) {
         if core.deferred.is_empty() {
             return;
         }
         let mut frames = std::mem::take(&mut core.deferred);
+        let runs = self.tx_after_unlock && self.tx.offload() == crate::link::Offload::Uso;
         for mut f in frames.drain(..) {
-            self.put_buf(core, &mut f);
+            if runs {
+                Self::join_run(core, &mut f);
+            }
+            self.put_batched(core, &mut f);
             f.clear();
             core.spare.push(f);
         }
+        self.send_batch(core);
         core.deferred = frames;
-        self.has_deferred.store(false, Ordering::Release);
+        self.deferred_since.store(NOTHING_HELD, Ordering::Release);
     }
 
-    /// Sends held-back ACKs, if any, taking the lock only then.
-    pub(crate) fn flush_deferred(&self) {
-        if self.has_deferred.load(Ordering::Acquire) {
+    /// Lets a held ACK go out in one write with the frame of its QP queued
+    /// just before it (the answer it was held for): over IPv4 it takes the
+    /// identification after that frame's, as a TAP's UDP segmentation numbers
+    /// a run's segments (`vnet::run_len`); over IPv6 the order alone makes
+    /// the run. Then the peer also reads both at once. The QP's next frame
+    /// may repeat the identification: RFC 6864 §4 gives the field no meaning
+    /// in a datagram that may not be fragmented, as RoCE's are (DF set).
+    fn join_run(core: &mut Core, ack: &mut [u8]) {
+        use transport::wire::peek;
+        let Some(prev) = core.txq.last() else { return };
+        if !peek::same_flow(prev, ack) {
+            return;
+        }
+        let joined = match peek::ipv4_ident(prev).map(|i| i.wrapping_add(1)) {
+            None => true,
+            // It checks (the engine emitted it): this does not fail.
+            Some(n) => peek::ipv4_ident(ack) == Some(n) || transport::wire::frame::set_ipv4_ident(ack, n).is_ok(),
+        };
+        core.counters.tx_acks_joined += joined as u64;
+    }
+
+    /// Sends the ACKs held back for at least `held` (all of them: zero),
+    /// taking the lock only then.
+    pub(crate) fn flush_deferred(&self, held: Duration) {
+        let since = self.deferred_since.load(Ordering::Acquire);
+        if since == NOTHING_HELD {
+            return;
+        }
+        if held.is_zero() || self.elapsed().as_nanos() as u64 >= since.saturating_add(held.as_nanos() as u64) {
             let mut core = self.lock();
             self.send_deferred(&mut core);
         }
@@ -549,9 +591,15 @@ impl Shared {
     /// handles them. Returns how many there were.
     pub(crate) fn drain(&self, rx: &mut RxState, first: Duration, polling: bool) -> std::io::Result<usize> {
         let max = self.mtu + 64;
-        let RxState { link, bufs, lens } = rx;
+        let RxState { link, bufs, lens, .. } = rx;
         let n = if polling { self.polled_batch } else { RX_BATCH };
-        let k = link.recv_batch(&mut bufs[..n], &mut lens[..n], max, first)?;
+        let mut k = link.recv_batch(&mut bufs[..n], &mut lens[..n], max, first)?;
+        while k > 0 && k < RX_BATCH && link.queued() > 0 {
+            match link.recv_batch(&mut bufs[k..k + 1], &mut lens[k..k + 1], max, Duration::ZERO) {
+                Ok(1) => k += 1,
+                _ => break,
+            }
+        }
         if k > 0 {
             self.receive(bufs[..k].iter().zip(&lens[..k]).map(|(b, &n)| &b[..n]), polling);
         }
@@ -604,6 +652,9 @@ impl Shared {
     }
 }
 
+/// `Shared::deferred_since` when no ACK is held.
+const NOTHING_HELD: u64 = u64::MAX;
+
 /// An Ethernet header without a VLAN tag: a link's MTU counts what follows it.
 const ETH_HEADER_LEN: usize = 14;
 
@@ -636,7 +687,7 @@ pub fn spawn(shared: &Arc<Shared>) -> std::io::Result<Vec<std::thread::JoinHandl
                 continue;
             }
             // Nobody polls (any more): what a polling flush held back goes now.
-            s.flush_deferred();
+            s.flush_deferred(Duration::ZERO);
             // Wait without holding the link, so that an application that
             // starts polling meanwhile takes the frame that ends the wait.
             let first = match &waiter {

@@ -125,6 +125,13 @@ pub trait LinkRx: Send {
         false
     }
 
+    /// Frames the link already holds, handed out without a system call
+    /// (the rest of a UDP GSO frame a TAP read whole): a poll takes them
+    /// with the frame it read.
+    fn queued(&self) -> usize {
+        0
+    }
+
     /// Waits up to `timeout` for one frame and copies it into `buf`; returns
     /// its length, or `Ok(None)` when the timeout passed. `buf` is at least
     /// `mtu + 18` bytes long. An error of kind `BrokenPipe` means the link is

@@ -61,7 +61,17 @@ fn ping_pong(a: &Endpoint, b: &Endpoint, rounds: u8) {
         b.qp.post_send(&[write(b, a, i as u64, 200, 1)], None).unwrap();
         spin_byte(a, 200, i);
         assert_eq!(spin_one(&a.cq).status, WcStatus::Success);
-        assert_eq!(spin_one(&b.cq).status, WcStatus::Success);
+        // a holds its ACK of b's WRITE until a's next post or a poll 5 µs
+        // on (busy_poll::ACK_HOLD), as a thread of its own would poll on.
+        let t = Instant::now();
+        let wc = loop {
+            assert!(a.cq.poll(1).is_empty());
+            if let Some(wc) = b.cq.poll(1).pop() {
+                break wc;
+            }
+            assert!(t.elapsed() < Duration::from_secs(5), "no completion while spinning");
+        };
+        assert_eq!(wc.status, WcStatus::Success);
     }
 }
 
@@ -171,8 +181,9 @@ fn a_thread_that_stops_polling_and_blocks_is_woken_by_the_receive_thread() {
 
 /// How many of four queued frames one application poll takes: all of them
 /// on the in-memory fabric (one lock for the batch), one on a TAP, where a
-/// second poll would be a `read(2)` finding nothing, between the frame and
-/// the application that waits for it.
+/// second read would mostly find nothing, between the frame and the
+/// application that waits for it; for the same reason a TAP poll right
+/// after one that took a frame does not look (0).
 fn frames_taken_per_poll(bed: &Testbed) -> Vec<u64> {
     let (a, b) = pair(&bed.contexts());
     ping_pong(&a, &b, 5); // addresses resolved, both sides polling
@@ -186,7 +197,7 @@ fn frames_taken_per_poll(bed: &Testbed) -> Vec<u64> {
     let polled = || bed.devices[1].counters().0.rx_polled;
     let mut taken = Vec::new();
     let mut before = polled();
-    while taken.iter().sum::<u64>() < 4 && taken.len() < 8 {
+    while taken.iter().sum::<u64>() < 4 && taken.len() < 16 {
         let _ = b.cq.poll(1);
         let now = polled();
         taken.push(now - before);
@@ -220,5 +231,7 @@ fn a_poll_of_the_memory_fabric_takes_the_whole_batch() {
 fn a_poll_of_a_tap_takes_one_frame() {
     softrdma::require_root!();
     let bed = Testbed::tap(2, &long_polling()).expect("TAP testbed");
-    assert_eq!(frames_taken_per_poll(&bed), [1, 1, 1, 1]);
+    let taken = frames_taken_per_poll(&bed);
+    assert_eq!(taken.iter().copied().filter(|&n| n > 0).collect::<Vec<_>>(), [1, 1, 1, 1], "{taken:?}");
+    assert!(taken.windows(2).all(|w| w[0] + w[1] > 0), "a poll skipped at most once in a row: {taken:?}");
 }

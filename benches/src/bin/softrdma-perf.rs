@@ -123,6 +123,12 @@ struct Common {
     /// and a side answers once both came — RC write_lat's frames per turn.
     #[arg(long)]
     acks: bool,
+    /// raw_lat only: like --acks, but the ACK has the answer's headers and
+    /// goes to the link with it at once — with --udp on TAPs with offload,
+    /// in one UDP GSO write, as softrdma sends an answer and the ACK held
+    /// back for it. The floor of RC write_lat on that path.
+    #[arg(long)]
+    acks_at_once: bool,
     /// memcpy_xcore_bw only: one copy instead of two — the sending thread
     /// hands over each chunk's place in the source and the receiving
     /// thread copies it from there (a fabric with no frame buffer).
@@ -515,6 +521,7 @@ fn device_facts(r: &mut Report, devs: &Devices) {
         r.fact(&format!("dev{i}_rx_frames"), dc.rx_frames);
         r.fact(&format!("dev{i}_rx_polled"), dc.rx_polled);
         r.fact(&format!("dev{i}_tx_acks_deferred"), dc.tx_acks_deferred);
+        r.fact(&format!("dev{i}_tx_acks_joined"), dc.tx_acks_joined);
         r.fact(
             &format!("dev{i}_rx_dropped"),
             ec.rx_icrc_err + ec.rx_malformed + ec.rx_unknown_qp + ec.rx_wrong_transport + ec.rx_bad_pkey,
@@ -677,17 +684,30 @@ fn run(cli: Cli) -> Result<(), String> {
             let mut r = Report::new("raw_lat");
             common_params(&mut r, &c);
             let len = c.size.map_or(64, |s| s.max(60));
+            let turn = match (c.acks, c.acks_at_once) {
+                (_, true) => baseline::Turn::AnswerAndAckAtOnce,
+                (true, false) => baseline::Turn::AnswerThenAck,
+                (false, false) => baseline::Turn::Answer,
+            };
             banner(
                 "Raw Ethernet Latency Test (no RDMA)",
                 &c,
                 &[
                     ("Frame", format!("{len} B")),
-                    ("Turn", if c.acks { "answer + 64 B ACK (RC's frames)" } else { "answer" }.into()),
+                    (
+                        "Turn",
+                        match turn {
+                            baseline::Turn::Answer => "answer",
+                            baseline::Turn::AnswerThenAck => "answer, then a 64 B ACK (RC's frames)",
+                            baseline::Turn::AnswerAndAckAtOnce => "answer and ACK in one hand-over (RC's frames)",
+                        }
+                        .into(),
+                    ),
                     ("Receivers", raw_polling()),
                 ],
             );
             println!("{}", lat_header());
-            let row = baseline::raw_lat(c.fabric, len, c.iters.unwrap_or(10_000), c.acks)?;
+            let row = baseline::raw_lat(c.fabric, len, c.iters.unwrap_or(10_000), turn)?;
             println!("{}", lat_line(&row));
             r.lat.push(row);
             println!("{LINE}");

@@ -467,6 +467,10 @@ impl LinkRx for TapRx {
         true
     }
 
+    fn queued(&self) -> usize {
+        self.pending.load(Ordering::Acquire)
+    }
+
     fn recv(&mut self, buf: &mut [u8], timeout: Duration) -> io::Result<Option<usize>> {
         // The clock is read only once a wait is due (busy polling reads
         // with a zero timeout, one syscall per poll).
