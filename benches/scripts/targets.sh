@@ -16,6 +16,10 @@
 # 3d divides RC write_lat by a raw ping-pong with RC's frames per turn (the
 # answer, then a 64 B ACK; `raw_lat --acks`): the RDMA work alone. 3e is
 # write_lat over UC, which sends no ACKs, against the plain raw ping-pong.
+# 3f divides RC write_lat by a raw ping-pong whose turn is the answer and an
+# ACK handed to the link at once (`raw_lat --acks-at-once`: one UDP GSO
+# write on these TAPs), as softrdma sends an answer and the ACK it held back
+# for it since stop 21: RC's floor on this path.
 # Since stop 19 the TAPs use UDP segmentation offload (`--tap-offload on`):
 # 1c's raw IPv4/UDP stream writes 16 frames per write(2) (`--burst 16`), as
 # a 64 KiB message's run of frames goes; 1e compares with one frame per
@@ -31,7 +35,7 @@ row() { "$PERF" "$@" 2>/dev/null | grep -E '^ [0-9]+ ' | tail -1; }
 med() { sort -g | awk '{a[NR]=$1} END {if (NR==0) {print "-"; exit} m=(NR%2)?a[(NR+1)/2]:(a[NR/2]+a[NR/2+1])/2; printf "%.3f [%.3f..%.3f]", m, a[1], a[NR]}'; }
 
 echo "# $(date -u +%FT%TZ) load $(cut -d' ' -f1-3 /proc/loadavg) PAIRS=$PAIRS"
-r1=() r1b=() r1c=() r1d=() r1e=() r2=() r2b=() r3=() r3b=() r3c=() r3d=() r3e=()
+r1=() r1b=() r1c=() r1d=() r1e=() r2=() r2b=() r3=() r3b=() r3c=() r3d=() r3e=() r3f=()
 for i in $(seq "$PAIRS"); do
     raw=$(row raw_bw -s 4096 -D 2 --fabric tap | awk '{print $4}')
     rdma=$(row write_bw -s 65536 -m 4096 -D 2 --fabric tap | awk '{print $4}')
@@ -58,9 +62,11 @@ for i in $(seq "$PAIRS"); do
     r3c+=("$(awk -v a="$wl" -v b="$rlus" 'BEGIN {print a/b}')")
     rla=$(row raw_lat -n 5000 --udp --acks --fabric tap | awk '{print $5}')
     r3d+=("$(awk -v a="$wl" -v b="$rla" 'BEGIN {print a/b}')")
+    rlo=$(row raw_lat -n 5000 --udp --acks-at-once --fabric tap | awk '{print $5}')
+    r3f+=("$(awk -v a="$wl" -v b="$rlo" 'BEGIN {print a/b}')")
     wlu=$(row write_lat -c UC -s 2 -n 5000 --fabric tap | awk '{print $5}')
     r3e+=("$(awk -v a="$wlu" -v b="$rlu" 'BEGIN {print a/b}')")
-    echo "pair $i: tap write_bw $rdma / raw $raw / raw-credit $rawc / raw-udp $rawu / raw-udp sleeping $rawus / raw-udp 1 per write $rawu1 MB/s | mem write_bw $mem / memcpy $mc / xcore $xc MB/s | tap write_lat $wl / raw half-RTT $rl / raw-udp $rlu / raw-udp sleeping $rlus / raw-udp+acks $rla / UC write_lat $wlu us | load $(cut -d' ' -f1 /proc/loadavg)"
+    echo "pair $i: tap write_bw $rdma / raw $raw / raw-credit $rawc / raw-udp $rawu / raw-udp sleeping $rawus / raw-udp 1 per write $rawu1 MB/s | mem write_bw $mem / memcpy $mc / xcore $xc MB/s | tap write_lat $wl / raw half-RTT $rl / raw-udp $rlu / raw-udp sleeping $rlus / raw-udp+acks $rla / raw-udp+acks at once $rlo / UC write_lat $wlu us | load $(cut -d' ' -f1 /proc/loadavg)"
 done
 echo "1a. tap write_bw 64K / raw TAP frames, blasted      (target >= 0.80): $(printf '%s\n' "${r1[@]}" | med)"
 echo "1b. tap write_bw 64K / raw TAP frames, self-clocked (target >= 0.80): $(printf '%s\n' "${r1b[@]}" | med)"
@@ -74,3 +80,4 @@ echo "3b. tap write_lat 2B / raw IPv4/UDP half RTT (target <= 1.50): $(printf '%
 echo "3c. tap write_lat 2B / raw IPv4/UDP half RTT, echo sleeping (earlier stops' baseline): $(printf '%s\n' "${r3c[@]}" | med)"
 echo "3d. tap write_lat 2B / raw IPv4/UDP half RTT with RC's ACK frame per turn (the RDMA work alone): $(printf '%s\n' "${r3d[@]}" | med)"
 echo "3e. tap write_lat 2B over UC / raw IPv4/UDP half RTT (target <= 1.50): $(printf '%s\n' "${r3e[@]}" | med)"
+echo "3f. tap write_lat 2B / raw IPv4/UDP half RTT with answer and ACK in one write (RC's floor since stop 21): $(printf '%s\n' "${r3f[@]}" | med)"
