@@ -18,8 +18,8 @@ use crate::engine::{RxState, Shared};
 /// the device is configured otherwise.
 pub const BUSY_POLL_DEFAULT: Duration = Duration::from_micros(200);
 
-/// How long an application's polls leave an ACK held back (engine
-/// `flush_as`): long enough for the application to see what the ACK is for
+/// How long an application's polls leave an ACK held back by default
+/// (`DeviceConfig::ack_hold`; engine `flush_as`): long enough for the application to see what the ACK is for
 /// and answer, so that the answer takes the ACK along in one write
 /// (`Shared::join_run`); short enough that a requester whose peer never
 /// answers waits little more for its completion than the ACK's own write.
@@ -42,6 +42,7 @@ pub fn busy_poll_default() -> Option<Duration> {
 pub struct Polling {
     pub busy_poll: Option<Duration>,
     pub rx_linger: Option<Duration>,
+    pub ack_hold: Duration,
 }
 
 impl Polling {
@@ -97,7 +98,7 @@ impl Shared {
             return;
         }
         self.polls.fetch_add(1, Ordering::Release);
-        self.flush_deferred(ACK_HOLD);
+        self.flush_deferred(self.ack_hold);
         if let Ok(mut rx) = self.rx.try_lock() {
             // Right after a poll that took frames, the link is all but
             // surely empty, and a read to find that out (a system call on
@@ -227,11 +228,11 @@ mod tests {
     #[test]
     fn rx_linger_is_the_configured_one_else_the_links() {
         let link = Fabric::new().attach([2, 0, 0, 0, 0, 1], 1500);
-        let set = Polling { busy_poll: None, rx_linger: Some(Duration::from_micros(7)) };
+        let set = Polling { busy_poll: None, rx_linger: Some(Duration::from_micros(7)), ack_hold: ACK_HOLD };
         assert_eq!(set.rx_linger_for(&*link.rx), Duration::from_micros(7));
-        let off = Polling { busy_poll: None, rx_linger: Some(Duration::ZERO) };
+        let off = Polling { busy_poll: None, rx_linger: Some(Duration::ZERO), ack_hold: ACK_HOLD };
         assert_eq!(off.rx_linger_for(&*link.rx), Duration::ZERO);
-        let default = Polling { busy_poll: None, rx_linger: None };
+        let default = Polling { busy_poll: None, rx_linger: None, ack_hold: ACK_HOLD };
         let want = if multi_cpu() { link.rx.linger() } else { Duration::ZERO };
         assert_eq!(default.rx_linger_for(&*link.rx), want);
         assert_eq!(link.rx.linger(), Duration::from_micros(50));

@@ -61,6 +61,12 @@ pub struct DeviceConfig {
     /// CPU from the kernel and from an emulated peer on the same machine;
     /// on a one-CPU machine, 0.
     pub rx_linger: Option<std::time::Duration>,
+    /// How long an application's polls leave a plain ACK held back, so
+    /// that the answer the application posts takes it along in one write
+    /// (docs/design.md "ACKs after answers"). Its next post, blocking in
+    /// `Cq::wait`, or the receive thread taking over also end the hold.
+    /// Zero: the next poll ends it. Default `busy_poll::ACK_HOLD` (5 µs).
+    pub ack_hold: std::time::Duration,
 }
 
 /// TEST-ONLY switches that make the device non-conforming on purpose, so the
@@ -89,6 +95,7 @@ impl DeviceConfig {
             rocev1: false,
             busy_poll: crate::busy_poll::busy_poll_default(),
             rx_linger: None,
+            ack_hold: crate::busy_poll::ACK_HOLD,
         }
     }
 }
@@ -162,7 +169,7 @@ impl Device {
             link.mtu,
             link.tx,
             link.rx,
-            crate::busy_poll::Polling { busy_poll: cfg.busy_poll, rx_linger: cfg.rx_linger },
+            crate::busy_poll::Polling { busy_poll: cfg.busy_poll, rx_linger: cfg.rx_linger, ack_hold: cfg.ack_hold },
             core,
         );
         let threads = engine::spawn(&shared)?;

@@ -159,6 +159,8 @@ pub struct Shared {
     pub(crate) busy_poll: Option<Duration>,
     /// How long the receive thread polls an idle link after a batch.
     pub(crate) rx_linger: Duration,
+    /// `DeviceConfig::ack_hold`.
+    pub(crate) ack_hold: Duration,
     /// Frames an application's busy poll takes at most (`LinkRx::polls_are_syscalls`).
     pub(crate) polled_batch: usize,
     /// Frames a flush sends per `LinkTx::send_bufs` (1: one `send_buf` each).
@@ -216,6 +218,7 @@ impl Shared {
             rx: Mutex::new(RxState { link: rx, bufs, lens: [0; RX_BATCH], polled_frames: false }),
             busy_poll: polling.busy_poll.filter(|d| !d.is_zero()),
             rx_linger,
+            ack_hold: polling.ack_hold,
             polled_batch,
             polls: AtomicU64::new(0),
             rx_thread: std::sync::OnceLock::new(),

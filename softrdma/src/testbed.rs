@@ -62,6 +62,8 @@ pub struct TestbedOptions {
     pub no_busy_poll: bool,
     /// A busy-poll interval other than the default (`DeviceConfig::busy_poll`).
     pub busy_poll_interval: Option<std::time::Duration>,
+    /// A hold of ACKs other than the default (`DeviceConfig::ack_hold`).
+    pub ack_hold: Option<std::time::Duration>,
     /// TAP mode: the devices whose TAP has no virtio-net headers (no
     /// checksum or segmentation offload; `TapConfig::vnet_hdr = false`).
     pub plain_taps: Vec<usize>,
@@ -111,6 +113,9 @@ impl Testbed {
         }
         if o.no_busy_poll {
             c.busy_poll = None;
+        }
+        if let Some(d) = o.ack_hold {
+            c.ack_hold = d;
         }
         if let Some(p) = &o.pkeys {
             c.pkeys = p.clone();

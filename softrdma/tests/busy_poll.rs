@@ -235,3 +235,48 @@ fn a_poll_of_a_tap_takes_one_frame() {
     assert_eq!(taken.iter().copied().filter(|&n| n > 0).collect::<Vec<_>>(), [1, 1, 1, 1], "{taken:?}");
     assert!(taken.windows(2).all(|w| w[0] + w[1] > 0), "a poll skipped at most once in a row: {taken:?}");
 }
+
+/// A poll comes between the data and the answer. With a hold longer than
+/// that gap, the ACK leaves right behind the answer; with `ack_hold` zero,
+/// it leaves at that poll, ahead of the answer (device 1's capture, in
+/// order).
+#[test]
+fn the_ack_hold_decides_whether_a_poll_before_the_answer_sends_the_ack() {
+    use softrdma::capture::read_frames;
+    use transport::wire::{classify, Frame, FrameKind, Opcode};
+
+    for (hold, want) in [
+        (Duration::from_secs(10), [Opcode::RcWriteOnly, Opcode::RcAcknowledge]),
+        (Duration::ZERO, [Opcode::RcAcknowledge, Opcode::RcWriteOnly]),
+    ] {
+        let dir = std::env::temp_dir().join(format!("srd-ackhold-{}-{}", std::process::id(), hold.as_secs()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let prefix = dir.join("dev");
+        let o = TestbedOptions {
+            pcap_prefix: Some(prefix.clone()),
+            ack_hold: Some(hold),
+            busy_poll_interval: Some(Duration::from_secs(5)),
+            ..Default::default()
+        };
+        let bed = Testbed::memory(2, Faults::default(), &o).expect("memory testbed");
+        let (a, b) = pair(&bed.contexts());
+        a.mr.write(0, &[5; 8]).unwrap();
+        a.qp.post_send(&[write(&a, &b, 1, 0, 8)], None).unwrap();
+        spin_byte(&b, 7, 5);
+        assert!(b.cq.poll(1).is_empty());
+        b.mr.write(8, &[6; 8]).unwrap();
+        b.qp.post_send(&[write(&b, &a, 2, 8, 8)], None).unwrap();
+        spin_byte(&a, 15, 6);
+        assert_eq!(spin_one(&a.cq).status, WcStatus::Success, "a's WRITE is acknowledged either way");
+        drop((a, b));
+        drop(bed);
+        let frames = read_frames(&dir.join("dev-1.pcap")).unwrap();
+        let sent: Vec<Opcode> = frames
+            .iter()
+            .filter(|f| f.data[6..12] == softrdma::testbed::device_mac(1) && classify(&f.data) == FrameKind::RoceV2)
+            .map(|f| Frame::verify(&f.data).unwrap().packet.bth().opcode)
+            .collect();
+        assert_eq!(sent, want, "hold {hold:?}");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}
