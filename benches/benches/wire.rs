@@ -1,5 +1,5 @@
 //! Wire micro-benchmarks: frame parse/verify and emit, the ICRC alone, PSN
-//! arithmetic. Payload sizes 64, 256, 1024 and 4096 bytes (RC WRITE MIDDLE
+//! arithmetic, and renumbering a held ACK's IPv4 identification. Payload sizes 64, 256, 1024 and 4096 bytes (RC WRITE MIDDLE
 //! over IPv4, as a 4 KiB write_bw at MTU 4096 sends them).
 //!
 //! `cargo bench -p benches --bench wire`
@@ -9,7 +9,7 @@ use std::hint::black_box;
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
 use transport::psn::Psn;
 use transport::sim::path_between;
-use transport::wire::{icrc, BthRepr, ExtHeaders, Frame, FrameRepr, IbRepr, Opcode, RethRepr};
+use transport::wire::{icrc, AethRepr, BthRepr, ExtHeaders, Frame, FrameRepr, IbRepr, Opcode, RethRepr, Syndrome};
 
 const SIZES: [usize; 4] = [64, 256, 1024, 4096];
 
@@ -100,5 +100,23 @@ fn psn(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, parse, emit, icrc_only, psn);
+/// What a held ACK costs to join its answer's run over IPv4
+/// (`frame::set_ipv4_ident`: parse, ICRC check, re-emit with a new ICRC).
+fn ack_ident(c: &mut Criterion) {
+    let aeth = AethRepr { syndrome: Syndrome::Ack { credits: 31 }, msn: 1 };
+    let ext = ExtHeaders { aeth: Some(aeth), ..Default::default() };
+    let ib = IbRepr { bth: BthRepr::new(Opcode::RcAcknowledge, 0xffff, 0x12, 0x1000), ext, payload_len: 0 };
+    let r = path_between(0, 0x11, 0x12, false).frame_repr(ib, 1);
+    let mut buf = vec![0u8; r.buffer_len()];
+    r.emit(&[], &mut buf).expect("emit");
+    let mut ident = 0u16;
+    c.bench_function("ack/set_ipv4_ident", |b| {
+        b.iter(|| {
+            ident = ident.wrapping_add(1);
+            transport::wire::frame::set_ipv4_ident(black_box(&mut buf), ident).is_ok()
+        })
+    });
+}
+
+criterion_group!(benches, parse, emit, icrc_only, psn, ack_ident);
 criterion_main!(benches);

@@ -134,14 +134,31 @@ impl<'a> Frame<'a> {
 
 /// Gives an emitted RoCEv2 frame over IPv4 another IP identification; its
 /// header checksum and ICRC (which covers the identification, Annex A17.8)
-/// follow. The frame is re-emitted from its parse, so nothing else moves.
+/// follow. In place, nothing else moves; a frame whose ICRC does not check
+/// is left as it is (a fresh ICRC would pass it off as sound).
 pub fn set_ipv4_ident(bytes: &mut [u8], ident: u16) -> Result<(), Error> {
-    let f = Frame::verify(bytes)?;
-    let mut repr = f.repr;
-    let NetRepr::V4 { ip, .. } = &mut repr.net else { return Err(Error::NotRoce) };
-    ip.ident = ident;
-    let payload = f.payload().to_vec();
-    repr.emit(&payload, bytes).map(|_| ())
+    let at = super::peek::bth_offset(bytes).ok_or(Error::NotRoce)?;
+    let ip = if bytes[12..14] == [0x81, 0x00] { 18 } else { 14 };
+    if bytes[ip - 2..ip] != [0x08, 0x00] || bytes[ip] != 0x45 || at != ip + IPV4_HEADER_LEN + udp::HEADER_LEN {
+        return Err(Error::NotRoce);
+    }
+    let end = ip + u16::from_be_bytes([bytes[ip + 2], bytes[ip + 3]]) as usize;
+    if end > bytes.len() || end < at + super::bth::LEN + icrc::LEN {
+        return Err(Error::BadLength { what: "IPv4 total", declared: end - ip, actual: bytes.len() - ip });
+    }
+    let trailer = end - icrc::LEN;
+    let crc =
+        |b: &[u8]| icrc::compute(&b[ip..ip + IPV4_HEADER_LEN], Some(&b[ip + IPV4_HEADER_LEN..at]), &b[at..trailer]);
+    let (expected, found) = (crc(bytes), icrc::read(bytes[trailer..end].try_into().expect("4 bytes")));
+    if expected != found {
+        return Err(Error::IcrcMismatch { expected, found });
+    }
+    let mut p = smoltcp::wire::Ipv4Packet::new_unchecked(&mut bytes[ip..ip + IPV4_HEADER_LEN]);
+    p.set_ident(ident);
+    p.fill_checksum();
+    let fresh = crc(bytes);
+    bytes[trailer..end].copy_from_slice(&icrc::write(fresh));
+    Ok(())
 }
 
 impl FrameRepr {
@@ -348,5 +365,13 @@ mod tests {
         let before = bad.clone();
         assert!(matches!(set_ipv4_ident(&mut bad, 9), Err(Error::IcrcMismatch { .. })));
         assert_eq!(bad, before, "a frame that does not check is left alone");
+        let mut long = ack(1, None, false);
+        long[14 + 2..14 + 4].copy_from_slice(&200u16.to_be_bytes());
+        assert!(matches!(set_ipv4_ident(&mut long, 9), Err(Error::BadLength { .. })));
+        let f = ack(1, None, false);
+        for n in 0..f.len() {
+            let mut cut = f[..n].to_vec();
+            assert!(set_ipv4_ident(&mut cut, 9).is_err(), "cut at {n}");
+        }
     }
 }
