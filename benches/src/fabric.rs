@@ -204,6 +204,7 @@ pub fn links(kind: FabricKind, n: usize, link_mtu: usize) -> io::Result<(Option<
 
 static BUSY_POLL: std::sync::OnceLock<Option<std::time::Duration>> = std::sync::OnceLock::new();
 static RX_LINGER: std::sync::OnceLock<std::time::Duration> = std::sync::OnceLock::new();
+static ACK_HOLD: std::sync::OnceLock<std::time::Duration> = std::sync::OnceLock::new();
 
 /// The busy-poll interval of every device started after this (the first
 /// call wins; without one, the device default).
@@ -215,6 +216,12 @@ pub fn set_busy_poll(b: Option<std::time::Duration>) {
 /// first call wins; without one, the link's default).
 pub fn set_rx_linger(d: std::time::Duration) {
     let _ = RX_LINGER.set(d);
+}
+
+/// How long polls hold ACKs back on every device started after this
+/// (`DeviceConfig::ack_hold`; the first call wins; without one, 5 µs).
+pub fn set_ack_hold(d: std::time::Duration) {
+    let _ = ACK_HOLD.set(d);
 }
 
 static TAP_OFFLOAD: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
@@ -236,6 +243,9 @@ pub fn device_config(name: &str, addrs: Vec<(IpAddr, u8)>) -> DeviceConfig {
         cfg.busy_poll = *b;
     }
     cfg.rx_linger = RX_LINGER.get().copied();
+    if let Some(d) = ACK_HOLD.get() {
+        cfg.ack_hold = *d;
+    }
     cfg
 }
 

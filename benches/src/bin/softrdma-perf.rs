@@ -91,6 +91,11 @@ struct Common {
     /// link's (5 µs on a TAP, 50 µs on the in-memory fabric; 0 on one CPU).
     #[arg(long = "rx-linger")]
     rx_linger: Option<u64>,
+    /// How long (µs) the devices' polls hold a plain ACK back so that the
+    /// application's answer takes it along in one write (0: the next poll
+    /// sends it). Default 5.
+    #[arg(long = "ack-hold")]
+    ack_hold: Option<u64>,
     /// TAPs with virtio-net headers and UDP segmentation offload: runs of
     /// one flow's frames cross the kernel in one write (and one read) —
     /// the default — or, `off`, one frame per write(2)/read(2).
@@ -622,6 +627,9 @@ fn run(cli: Cli) -> Result<(), String> {
     }
     if let Some(c) = cli.cmd.common() {
         fabric::set_tap_offload(c.tap_offload == OnOff::On);
+    }
+    if let Some(us) = cli.cmd.common().and_then(|c| c.ack_hold) {
+        fabric::set_ack_hold(Duration::from_micros(us));
     }
     if let Some(us) = cli.cmd.common().and_then(|c| c.rx_linger) {
         fabric::set_rx_linger(Duration::from_micros(us));
