@@ -507,7 +507,7 @@ impl Shared {
         let runs = self.tx_after_unlock && self.tx.offload() == crate::link::Offload::Uso;
         for mut f in frames.drain(..) {
             if runs {
-                Self::join_run(core, &mut f);
+                self.join_run(core, &mut f);
             }
             self.put_batched(core, &mut f);
             f.clear();
@@ -525,18 +525,18 @@ impl Shared {
     /// the run. Then the peer also reads both at once. The QP's next frame
     /// may repeat the identification: RFC 6864 §4 gives the field no meaning
     /// in a datagram that may not be fragmented, as RoCE's are (DF set).
-    fn join_run(core: &mut Core, ack: &mut [u8]) {
+    fn join_run(&self, core: &mut Core, ack: &mut [u8]) {
         use transport::wire::peek;
         let Some(prev) = core.txq.last() else { return };
         if !peek::same_flow(prev, ack) {
             return;
         }
-        let joined = match peek::ipv4_ident(prev).map(|i| i.wrapping_add(1)) {
-            None => true,
-            // It checks (the engine emitted it): this does not fail.
-            Some(n) => peek::ipv4_ident(ack) == Some(n) || transport::wire::frame::set_ipv4_ident(ack, n).is_ok(),
-        };
-        core.counters.tx_acks_joined += joined as u64;
+        if let Some(n) = peek::ipv4_ident(prev).map(|i| i.wrapping_add(1)) {
+            if peek::ipv4_ident(ack) != Some(n) && transport::wire::frame::set_ipv4_ident(ack, n).is_err() {
+                return; // (it checks: the engine emitted it)
+            }
+        }
+        core.counters.tx_acks_joined += self.tx.sends_together(prev, ack) as u64;
     }
 
     /// Sends the ACKs held back for at least `held` (all of them: zero),

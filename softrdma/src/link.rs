@@ -60,6 +60,12 @@ pub trait LinkTx: Send + Sync {
     fn finishes_udp_checksums(&self) -> bool {
         false
     }
+
+    /// Whether `next`, queued right behind `first`, crosses into the
+    /// kernel in the same write (a TAP's UDP GSO run).
+    fn sends_together(&self, _first: &[u8], _next: &[u8]) -> bool {
+        false
+    }
 }
 
 /// How frames cross a link's kernel boundary.

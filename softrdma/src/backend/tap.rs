@@ -308,6 +308,10 @@ impl LinkTx for TapTx {
         self.vnet
     }
 
+    fn sends_together(&self, first: &[u8], next: &[u8]) -> bool {
+        self.runs.load(Ordering::Relaxed) && vnet::run_len(&[first, next]) == 2
+    }
+
     fn offload(&self) -> Offload {
         match (self.vnet, self.runs.load(Ordering::Relaxed)) {
             (false, _) => Offload::Off,
