@@ -3,6 +3,8 @@
 //! ping (IPv4 and IPv6) from its namespace, and the pcap it wrote decodes in
 //! tshark's InfiniBand dissector without a malformed packet.
 
+mod common;
+
 use std::process::Command;
 
 use softrdma::require_root;
@@ -172,7 +174,8 @@ fn a_held_ack_leaves_in_one_write_with_the_answer() {
         a.qp.post_send(&[write(&a, &b, 0)], None).unwrap();
         spin_byte(&b, 0xff);
         spin_wc(&a.cq);
-        let (a0, b0, p0) = (bed.devices[0].counters().0, bed.devices[1].counters().0, tx_packets(&ns1));
+        let (a0, b0, p0) =
+            (bed.devices[0].counters().0, bed.devices[1].counters().0, common::tx_packets(&ns1, "srdtap0"));
         for i in 1..=ROUNDS {
             // a's WRITE takes along a's ACK of b's last one.
             a.mr.write(0, &[i]).unwrap();
@@ -187,7 +190,8 @@ fn a_held_ack_leaves_in_one_write_with_the_answer() {
             spin_wc(&a.cq);
         }
         spin_wc(&b.cq);
-        let (a1, b1, p1) = (bed.devices[0].counters().0, bed.devices[1].counters().0, tx_packets(&ns1));
+        let (a1, b1, p1) =
+            (bed.devices[0].counters().0, bed.devices[1].counters().0, common::tx_packets(&ns1, "srdtap0"));
         let joined = a1.tx_acks_joined - a0.tx_acks_joined;
         assert!(joined >= ROUNDS as u64 / 2, "gid {gid}: {joined} of {ROUNDS} ACKs joined");
         let (frames, packets) = (b1.rx_frames - b0.rx_frames, p1 - p0);
@@ -225,14 +229,4 @@ fn a_held_ack_leaves_in_one_write_with_the_answer() {
         );
         let _ = std::fs::remove_dir_all(&dir);
     }
-}
-
-/// Packets the kernel handed to the testbed TAP in `ns` to read.
-fn tx_packets(ns: &str) -> u64 {
-    let out = Command::new("ip").args(["-n", ns, "-s", "-j", "link", "show", "dev", "srdtap0"]).output().unwrap();
-    let text = String::from_utf8_lossy(&out.stdout);
-    let at = text.find("\"tx\":").unwrap_or_else(|| panic!("no tx stats: {text}"));
-    let rest = &text[at..];
-    let p = rest.find("\"packets\":").unwrap() + "\"packets\":".len();
-    rest[p..].chars().take_while(|c| c.is_ascii_digit()).collect::<String>().parse().unwrap()
 }

@@ -17,8 +17,10 @@
 //!
 //! Without root this prints `skipped: REASON` (and fails under `CI=true`).
 
+mod common;
+
+use common::tx_packets;
 use std::path::Path;
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use smoltcp::wire::EthernetAddress;
@@ -107,15 +109,6 @@ fn as_ipv6(frames: &[Vec<u8>], src: [u8; 6], dst: [u8; 6]) -> Vec<Vec<u8>> {
             out
         })
         .collect()
-}
-
-fn tx_packets(ns: &str, ifname: &str) -> u64 {
-    let out = Command::new("ip").args(["-n", ns, "-s", "-j", "link", "show", "dev", ifname]).output().unwrap();
-    let text = String::from_utf8_lossy(&out.stdout);
-    let at = text.find("\"tx\":").unwrap_or_else(|| panic!("no tx stats for {ifname}: {text}"));
-    let rest = &text[at..];
-    let p = rest.find("\"packets\":").unwrap() + "\"packets\":".len();
-    rest[p..].chars().take_while(|c| c.is_ascii_digit()).collect::<String>().parse().unwrap()
 }
 
 /// Every frame `link` receives within `wait` that is one of ours (IPv4 UDP

@@ -1,4 +1,5 @@
-//! Helpers shared by the isolation tests.
+//! Helpers shared by the integration tests (each test binary uses some).
+#![allow(dead_code)]
 
 use smoltcp::wire::EthernetAddress;
 use transport::wire::{
@@ -42,4 +43,16 @@ pub fn forge(src_ip: [u8; 4], dst_ip: [u8; 4], dmac: [u8; 6], qpn: u32, psn: u32
     let mut out = vec![0u8; f.buffer_len()];
     f.emit(&[0x41; 8], &mut out).unwrap();
     out
+}
+
+/// Packets the kernel handed to the TAP `ifname` in network namespace `ns`
+/// for its reader (a UDP GSO packet counts once).
+pub fn tx_packets(ns: &str, ifname: &str) -> u64 {
+    let out =
+        std::process::Command::new("ip").args(["-n", ns, "-s", "-j", "link", "show", "dev", ifname]).output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    let at = text.find("\"tx\":").unwrap_or_else(|| panic!("no tx stats for {ifname}: {text}"));
+    let rest = &text[at..];
+    let p = rest.find("\"packets\":").unwrap() + "\"packets\":".len();
+    rest[p..].chars().take_while(|c| c.is_ascii_digit()).collect::<String>().parse().unwrap()
 }
