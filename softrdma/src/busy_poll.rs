@@ -19,10 +19,11 @@ use crate::engine::{RxState, Shared};
 pub const BUSY_POLL_DEFAULT: Duration = Duration::from_micros(200);
 
 /// How long an application's polls leave an ACK held back by default
-/// (`DeviceConfig::ack_hold`; engine `flush_as`): long enough for the application to see what the ACK is for
-/// and answer, so that the answer takes the ACK along in one write
-/// (`Shared::join_run`); short enough that a requester whose peer never
-/// answers waits little more for its completion than the ACK's own write.
+/// (`DeviceConfig::ack_hold`; engine `flush_as`): long enough for the
+/// application to see what the ACK is for and answer, so that the answer
+/// takes the ACK along in one write (`Shared::join_run`); short enough that
+/// a requester whose peer never answers waits little more for its
+/// completion than the ACK's own write.
 pub const ACK_HOLD: Duration = Duration::from_micros(5);
 
 /// Whether this machine has more than one CPU. On one CPU, spinning (busy

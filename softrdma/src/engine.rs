@@ -165,8 +165,8 @@ pub struct Shared {
     pub(crate) polled_batch: usize,
     /// Frames a flush sends per `LinkTx::send_bufs` (1: one `send_buf` each).
     tx_batch: usize,
-    /// Counts application polls (no clock read on the polling path); 0:
-    /// nobody polls.
+    /// Counts application polls (the polling path reads no clock, unless
+    /// an ACK is held: `flush_deferred`); 0: nobody polls.
     pub(crate) polls: AtomicU64,
     pub(crate) rx_thread: std::sync::OnceLock<std::thread::Thread>,
     /// When a polling flush held back the oldest frame in `Core::deferred`
