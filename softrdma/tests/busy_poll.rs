@@ -15,6 +15,16 @@ fn bed(busy_poll: bool) -> Testbed {
     Testbed::memory(2, Faults::default(), &o).expect("memory testbed")
 }
 
+/// Busy polling with a longer interval than the default 200 µs, for tests
+/// that need a poll, not the receive thread, to take a frame: the test
+/// thread, descheduled for an interval between two polls (the other tests
+/// of this file spin in parallel on two CPUs), would otherwise hand the
+/// link back to the receive thread now and then.
+fn bed_polling_every(interval: Duration) -> Testbed {
+    let o = TestbedOptions { busy_poll_interval: Some(interval), ..Default::default() };
+    Testbed::memory(2, Faults::default(), &o).expect("memory testbed")
+}
+
 fn pair(c: &[Arc<dyn Context>]) -> (Endpoint, Endpoint) {
     let mk = |ctx| Endpoint::new(ctx, QpType::Rc, 1 << 16, 256, QpCap::default()).unwrap();
     let (a, b) = (mk(&c[0]), mk(&c[1]));
@@ -105,7 +115,8 @@ fn without_busy_polling_the_receive_thread_takes_every_frame() {
 
 #[test]
 fn an_ack_held_back_by_a_poll_still_leaves_when_polling_stops() {
-    let bed = bed(true);
+    // Taken over within about two intervals: far inside the 50 ms below.
+    let bed = bed_polling_every(Duration::from_millis(5));
     let (a, b) = pair(&bed.contexts());
     a.mr.write(0, &[7; 64]).unwrap();
     // b is busy-polling when the WRITE comes (its receive thread stands
@@ -131,7 +142,8 @@ fn an_ack_held_back_by_a_poll_still_leaves_when_polling_stops() {
 
 #[test]
 fn after_a_long_run_of_polls_the_receive_thread_still_takes_over() {
-    let bed = bed(true);
+    // After a long run of polls, taken over within 2 × 8 intervals (32 ms).
+    let bed = bed_polling_every(Duration::from_millis(2));
     let (a, b) = pair(&bed.contexts());
     a.mr.write(0, &[9; 128]).unwrap();
     // b polls for 100 ms and takes a first WRITE itself: its receive thread
@@ -260,6 +272,11 @@ fn the_ack_hold_decides_whether_a_poll_before_the_answer_sends_the_ack() {
         };
         let bed = Testbed::memory(2, Faults::default(), &o).expect("memory testbed");
         let (a, b) = pair(&bed.contexts());
+        // b polls before the WRITE comes, so that its receive thread stands
+        // aside and b's own poll takes the WRITE (and holds the ACK).
+        for _ in 0..100 {
+            assert!(b.cq.poll(1).is_empty());
+        }
         a.mr.write(0, &[5; 8]).unwrap();
         a.qp.post_send(&[write(&a, &b, 1, 0, 8)], None).unwrap();
         spin_byte(&b, 7, 5);
