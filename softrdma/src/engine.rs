@@ -427,6 +427,7 @@ impl Shared {
         let now = self.now();
         let mut buf = std::mem::take(&mut core.buf);
         let shaper = core.ns.shaper();
+        let mut emitted = false;
         loop {
             if let Some(s) = &shaper {
                 let wait = s.lock().ok().and_then(|mut s| s.gate(crate::namespace::shaper_now()));
@@ -454,10 +455,13 @@ impl Shared {
                 continue;
             }
             self.put_batched(core, &mut buf);
+            emitted = true;
         }
         core.buf = buf;
-        if !polling {
-            // Held ACKs go behind what this flush emitted, in its batch.
+        // Held ACKs go behind what this flush emitted, in its batch. A flush
+        // that emits nothing (a posted receive, say) keeps holding them, up
+        // to `ack_hold`: the answer may be the application's next post.
+        if !polling && (emitted || self.held_for(self.ack_hold)) {
             self.send_deferred(core);
         }
         self.send_batch(core);
@@ -542,14 +546,17 @@ impl Shared {
     /// Sends the ACKs held back for at least `held` (all of them: zero),
     /// taking the lock only then.
     pub(crate) fn flush_deferred(&self, held: Duration) {
-        let since = self.deferred_since.load(Ordering::Acquire);
-        if since == NOTHING_HELD {
-            return;
-        }
-        if held.is_zero() || self.elapsed().as_nanos() as u64 >= since.saturating_add(held.as_nanos() as u64) {
+        if self.held_for(held) {
             let mut core = self.lock();
             self.send_deferred(&mut core);
         }
+    }
+
+    /// Whether ACKs have been held back for at least `held` (any: zero).
+    fn held_for(&self, held: Duration) -> bool {
+        let since = self.deferred_since.load(Ordering::Acquire);
+        since != NOTHING_HELD
+            && (held.is_zero() || self.elapsed().as_nanos() as u64 >= since.saturating_add(held.as_nanos() as u64))
     }
 
     /// Records a security event on the device's namespace stream.

@@ -281,6 +281,9 @@ fn the_ack_hold_decides_whether_a_poll_before_the_answer_sends_the_ack() {
         a.qp.post_send(&[write(&a, &b, 1, 0, 8)], None).unwrap();
         spin_byte(&b, 7, 5);
         assert!(b.cq.poll(1).is_empty());
+        // A posted receive sends nothing, so it does not end the hold.
+        let rwr = verbs_api::RecvWr { wr_id: 9, sg_list: vec![b.sge(64, 8)] };
+        b.qp.post_recv(&[rwr]).unwrap();
         b.mr.write(8, &[6; 8]).unwrap();
         b.qp.post_send(&[write(&b, &a, 2, 8, 8)], None).unwrap();
         spin_byte(&a, 15, 6);
