@@ -85,7 +85,8 @@ pub struct DeviceCounters {
     pub tx_oversize: u64,
     /// Frames an application thread took off the link (busy polling).
     pub rx_polled: u64,
-    /// Plain ACKs a busy-polling flush held back to the next flush.
+    /// Plain ACKs a busy-polling flush held back (until a flush that sends
+    /// something, or the end of `DeviceConfig::ack_hold`).
     pub tx_acks_deferred: u64,
     /// Held ACKs that left right behind a frame of their QP, in one write
     /// with it (a TAP's UDP GSO run).
