@@ -586,3 +586,48 @@ fn egress_shaping_holds_its_rates_and_weights_on_the_virtual_clock() {
     let ratio = b[1] as f64 / b[0] as f64;
     assert!((ratio - 3.0).abs() < 0.1, "weights 1:3 → {b:?} ({ratio:.3})");
 }
+
+/// A responder's ACK takes the IPv4 identification after the one its QP's
+/// next frame takes, so a device that holds the ACK back until that frame
+/// (the answer of a ping-pong) goes out sends the two as one UDP GSO run
+/// — numbered on from its first segment — without patching the ACK.
+#[test]
+fn an_ack_is_numbered_to_follow_its_qps_next_frame() {
+    let mut r = rig(NetConfig::default(), ConnectParams::default());
+    r.sim.tap = Some(Vec::new());
+    let (_, back_rkey) = r.sim.nodes[0].mem.register(1, 0x80_0000, 4096, LW | AccessFlags::REMOTE_WRITE);
+    let lkey = r.src;
+    for round in 0..3u64 {
+        r.post(SendWr::new(
+            round,
+            SendOp::RdmaWrite { remote_addr: 0x40_0000, rkey: r.rkey },
+            vec![Sge { addr: 0x1000, length: 2, lkey }],
+        ));
+        r.run();
+        // The answer, after the ACK of the WRITE it answers has gone out.
+        let answer = SendWr::new(
+            100 + round,
+            SendOp::RdmaWrite { remote_addr: 0x80_0000, rkey: back_rkey },
+            vec![Sge { addr: 0x40_0000, length: 2, lkey: r.rbuf }],
+        );
+        r.sim.nodes[1].qp_mut(r.qpn[1]).unwrap().post_send(&answer, None).unwrap();
+        r.run();
+    }
+    let tap = r.sim.tap.take().unwrap();
+    let from1: Vec<&Vec<u8>> = tap.iter().filter(|(_, n, _)| *n == 1).map(|(_, _, f)| f).collect();
+    use transport::wire::{peek, Opcode};
+    let mut pairs = 0;
+    for w in from1.windows(2) {
+        if peek::opcode(w[0]) == Some(Opcode::RcAcknowledge) && peek::opcode(w[1]) == Some(Opcode::RcWriteOnly) {
+            let (ack, answer) = (peek::ipv4_ident(w[0]).unwrap(), peek::ipv4_ident(w[1]).unwrap());
+            assert_eq!(ack, answer.wrapping_add(1), "ACK {ack} is not numbered after its answer {answer}");
+            pairs += 1;
+        }
+    }
+    assert_eq!(
+        pairs,
+        3,
+        "three ACKs, each followed by its QP's answer: {:?}",
+        from1.iter().map(|f| peek::opcode(f)).collect::<Vec<_>>()
+    );
+}

@@ -720,10 +720,23 @@ impl Qp {
         true
     }
 
-    /// The frame for `ib` on `path` (each frame takes the next IP ident).
+    /// The frame for `ib` on `path`. Each frame takes the next IPv4
+    /// identification, except an ACK: it takes the one after the next and
+    /// leaves the next to the QP's next frame. A device that holds the ACK
+    /// back until this QP's answer goes out sends the two as one UDP GSO
+    /// run, whose segments are numbered on from the first; the ACK then
+    /// already has its number there, and is not patched (and its ICRC
+    /// computed again) on the way out. Two ACKs in a row share a number:
+    /// RFC 6864 §4 lets the source of an atomic datagram (DF set, as RoCE's
+    /// are) give it any.
     pub(crate) fn frame_repr(&mut self, path: Path, ib: IbRepr) -> FrameRepr {
-        self.ip_ident = self.ip_ident.wrapping_add(1);
-        let mut f = path.frame_repr(ib, self.ip_ident);
+        let ident = if ib.bth.opcode == crate::wire::Opcode::RcAcknowledge {
+            self.ip_ident.wrapping_add(2)
+        } else {
+            self.ip_ident = self.ip_ident.wrapping_add(1);
+            self.ip_ident
+        };
+        let mut f = path.frame_repr(ib, ident);
         if let NetRepr::V6 { udp, .. } = &mut f.net {
             if self.udp_checksum_offload && udp.checksum == UdpChecksum::Computed {
                 udp.checksum = UdpChecksum::Partial;
