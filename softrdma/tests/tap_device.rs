@@ -42,7 +42,12 @@ fn every_opcode_between_two_namespaces_ping_and_tshark() {
                 .args(["netns", "exec", &ns, "ping", "-c", "2", "-W", "2", &target])
                 .output()
                 .unwrap();
-            assert!(out.status.success(), "ping {target} from {ns}: {}", String::from_utf8_lossy(&out.stdout));
+            assert!(
+                out.status.success(),
+                "ping {target} from {ns}: {}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            );
         }
     }
     let (dc, ec, _) = bed.devices[0].counters();
