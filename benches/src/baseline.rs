@@ -170,7 +170,7 @@ pub fn raw_bw(
                         if n % 256 == 1 {
                             stamps.push((Instant::now(), n));
                         }
-                        if credit > 0 && n % credit == 0 {
+                        if credit > 0 && n.is_multiple_of(credit) {
                             c[seq_at()..seq_at() + 8].copy_from_slice(&n.to_be_bytes());
                             let _ = tx1.send(&c);
                         }
@@ -406,7 +406,7 @@ pub fn memcpy_bw(size: usize, iters: u64, duration: Option<Duration>) -> BwRow {
     let mut stamps = vec![(start, 0u64)];
     loop {
         if let Some(d) = deadline {
-            if n % 64 == 0 && Instant::now() >= d {
+            if n.is_multiple_of(64) && Instant::now() >= d {
                 break;
             }
         } else if n >= iters {
@@ -415,7 +415,7 @@ pub fn memcpy_bw(size: usize, iters: u64, duration: Option<Duration>) -> BwRow {
         dst.copy_from_slice(std::hint::black_box(&src));
         std::hint::black_box(&mut dst);
         n += 1;
-        if n % 1024 == 0 {
+        if n.is_multiple_of(1024) {
             stamps.push((Instant::now(), n));
         }
     }

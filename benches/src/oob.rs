@@ -398,7 +398,7 @@ pub fn run(ctx: &Arc<dyn Context>, cfg: &OobConfig, s: TcpStream, client: bool) 
         ..QpAttr::default()
     };
     // UC/RC carry the path; UD only changes state (the AH goes with each send).
-    let path = if conn == QpType::Ud { QpPath::default() } else { QpPath { ah: Some(ah.clone()) } };
+    let path = if conn == QpType::Ud { QpPath::default() } else { QpPath { ah: Some(ah) } };
     qp.modify(&rtr, required(conn, QpState::Init, QpState::Rtr), path).map_err(ck("INIT->RTR"))?;
     let rts = QpAttr {
         qp_state: QpState::Rts,
@@ -814,7 +814,7 @@ fn wait_byte(mr: &dyn verbs_api::Mr, off: usize, want: u8, stall: Duration) -> R
             std::thread::yield_now();
         } else {
             std::thread::sleep(Duration::from_micros(20));
-            if spins % 1024 == 0 && t.elapsed() > stall {
+            if spins.is_multiple_of(1024) && t.elapsed() > stall {
                 return Err(format!("byte {off:#x} is {:#04x}, not {want:#04x}, after {stall:?}", b[0]));
             }
         }

@@ -313,10 +313,10 @@ pub fn run_bw(t: Test, ca: &Arc<dyn Context>, cb: &Arc<dyn Context>, cfg: &PerfC
                     if wcs.is_empty() {
                         if spin {
                             idle_polls += 1;
-                            if idle_polls % spin_yield() == 0 {
+                            if idle_polls.is_multiple_of(spin_yield()) {
                                 std::thread::yield_now();
                             }
-                            if idle_polls % 1024 != 0 {
+                            if !idle_polls.is_multiple_of(1024) {
                                 continue;
                             }
                         }
@@ -362,7 +362,7 @@ pub fn run_bw(t: Test, ca: &Arc<dyn Context>, cb: &Arc<dyn Context>, cfg: &PerfC
                 let time_up = deadline.is_some_and(|d| Instant::now() >= d);
                 let may_post = |s: u64| match target {
                     Some(n) => s < n,
-                    None => !(time_up && s % cq_mod == 0),
+                    None => !(time_up && s.is_multiple_of(cq_mod)),
                 };
                 let mut all_posted = true;
                 for i in 0..q {
@@ -373,7 +373,7 @@ pub fn run_bw(t: Test, ca: &Arc<dyn Context>, cb: &Arc<dyn Context>, cfg: &PerfC
                         let wr = &mut batches[i][n];
                         wr.wr_id = ((i as u64) << 48) | sq;
                         wr.flags = templates[i].flags;
-                        if (sq + 1) % cq_mod == 0 || last {
+                        if (sq + 1).is_multiple_of(cq_mod) || last {
                             wr.flags = wr.flags | SendFlags::SIGNALED;
                         }
                         n += 1;
@@ -399,10 +399,10 @@ pub fn run_bw(t: Test, ca: &Arc<dyn Context>, cb: &Arc<dyn Context>, cfg: &PerfC
                 let wcs = &wc_buf[..got];
                 if wcs.is_empty() {
                     idle_polls += 1;
-                    if idle_polls % spin_yield() == 0 {
+                    if idle_polls.is_multiple_of(spin_yield()) {
                         std::thread::yield_now();
                     }
-                    if idle_polls % 1024 == 0 && last_progress.elapsed() > STALL {
+                    if idle_polls.is_multiple_of(1024) && last_progress.elapsed() > STALL {
                         return Err(format!("no completion for {STALL:?}: posted {posted:?}, completed {done:?}"));
                     }
                     continue;
@@ -544,7 +544,7 @@ fn lat_spin_yield() -> u32 {
 /// Whether a latency loop yields after its `spins`-th empty poll.
 fn lat_yields(spins: u32) -> bool {
     let every = lat_spin_yield();
-    every != 0 && spins % every == 0
+    every != 0 && spins.is_multiple_of(every)
 }
 
 /// Spins until byte `off` of `mr` is `want`.
@@ -561,7 +561,7 @@ fn wait_byte(mr: &Arc<dyn Mr>, off: usize, want: u8, stop: &AtomicBool) -> Res<(
         if lat_yields(spins) {
             std::thread::yield_now();
         }
-        if spins % 4096 == 0 && (t.elapsed() > STALL || stop.load(Ordering::Acquire)) {
+        if spins.is_multiple_of(4096) && (t.elapsed() > STALL || stop.load(Ordering::Acquire)) {
             return Err(format!("no message within {STALL:?}"));
         }
     }
@@ -584,7 +584,7 @@ fn next_wc(cq: &Arc<dyn Cq>, timeout: Duration) -> Option<WorkCompletion> {
         if lat_yields(spins) {
             std::thread::yield_now();
         }
-        if spins % 1024 == 0 && t.elapsed() > timeout {
+        if spins.is_multiple_of(1024) && t.elapsed() > timeout {
             return None;
         }
     }

@@ -74,7 +74,7 @@ impl Shared {
             match self.drain(rx, Duration::ZERO, false) {
                 Ok(0) => {
                     idle += 1;
-                    if idle % 64 == 0 {
+                    if idle.is_multiple_of(64) {
                         if std::time::Instant::now() >= until {
                             return;
                         }
@@ -162,7 +162,7 @@ impl PollWatch {
     /// `now` is read only while an application polls: the receive thread's
     /// linger asks between every two polls of its link.
     fn observe(&mut self, polls: u64, now: impl FnOnce() -> std::time::Instant) -> Option<Duration> {
-        let Some(grace) = self.grace else { return None };
+        let grace = self.grace?;
         if polls == 0 {
             // Not polling (never, or it said so by blocking).
             self.seen = 0;

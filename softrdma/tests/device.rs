@@ -85,7 +85,7 @@ fn posting_in_the_wrong_state_and_overrunning_queues_fail_cleanly() {
         })
         .unwrap();
     let wr = SendWr::new(1, SendOp::Send, vec![]);
-    let (i, e) = qp.post_send(&[wr.clone()], None).unwrap_err();
+    let (i, e) = qp.post_send(std::slice::from_ref(&wr), None).unwrap_err();
     assert_eq!(i, 0);
     assert!(matches!(e, VerbsError::InvalidArgument(ref m) if m.contains("Reset")), "{e}");
     assert_eq!(e.errno(), 22);

@@ -236,7 +236,7 @@ impl Memory for RegionTable {
     }
 
     fn atomic(&mut self, pd: u32, rkey: u32, va: u64, op: AtomicOp) -> Result<u64, MemError> {
-        if va % 8 != 0 {
+        if !va.is_multiple_of(8) {
             return Err(MemError::Misaligned);
         }
         let (r, off) = self.lookup(pd, Key::Remote(rkey), va, 8, AccessFlags::REMOTE_ATOMIC)?;

@@ -216,9 +216,12 @@ fn rnr_retry_and_rnr_exhaustion() {
     assert_eq!(&got, b"ready?");
 }
 
+/// A remote access case: its name, the operation it posts, and the status it ends with.
+type AccessCase = (&'static str, Box<dyn Fn(&Rig) -> SendOp>, WcStatus);
+
 #[test]
 fn remote_access_violations_complete_with_the_right_status_on_both_sides() {
-    let cases: Vec<(&str, Box<dyn Fn(&Rig) -> SendOp>, WcStatus)> = vec![
+    let cases: Vec<AccessCase> = vec![
         (
             "bad rkey",
             Box::new(|r| SendOp::RdmaWrite { remote_addr: 0x40_0000, rkey: r.rkey ^ 0x100 }),

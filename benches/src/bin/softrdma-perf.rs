@@ -586,8 +586,8 @@ fn icrc_lines(r: &mut Report) -> Vec<(&'static str, String)> {
         // Each trial hashed 32 × 1 100 bytes.
         let per_kib = |d: Duration| d.as_nanos() as f64 * 1024.0 / (32.0 * 1100.0);
         let (simd, table) = (per_kib(simd), per_kib(table));
-        r.fact("icrc_ns_per_kib_simd", &format!("{simd:.0}"));
-        r.fact("icrc_ns_per_kib_table", &format!("{table:.0}"));
+        r.fact("icrc_ns_per_kib_simd", format!("{simd:.0}"));
+        r.fact("icrc_ns_per_kib_table", format!("{table:.0}"));
         lines.push(("ICRC timing", format!("simd {simd:.0} ns/KiB, table {table:.0} ns/KiB")));
     }
     lines

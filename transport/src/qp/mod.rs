@@ -544,10 +544,9 @@ impl Qp {
     }
 
     pub(crate) fn check_drained(&mut self) {
-        if self.attr.qp_state == QpState::Sqd && self.req.sq.iter().all(|w| !w.started) {
-            if self.attr.en_sqd_async_notify {
-                self.events.push_back(QpEvent::SqDrained);
-            }
+        if self.attr.qp_state == QpState::Sqd && self.req.sq.iter().all(|w| !w.started) && self.attr.en_sqd_async_notify
+        {
+            self.events.push_back(QpEvent::SqDrained);
         }
     }
 

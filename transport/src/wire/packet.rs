@@ -59,7 +59,7 @@ impl<T: AsRef<[u8]>> IbPacket<T> {
         let payload_and_pad = b.len() - need;
         // IBTA §9.2: payload plus pad is a whole number of 4-byte words, and the
         // pad (0..=3) is taken from the end of it.
-        if payload_and_pad % 4 != 0 || (bth.pad as usize) > payload_and_pad {
+        if !payload_and_pad.is_multiple_of(4) || (bth.pad as usize) > payload_and_pad {
             return Err(Error::BadPad { pad: bth.pad, payload_and_pad });
         }
         if !info.payload && payload_and_pad != 0 {
@@ -73,7 +73,7 @@ impl<T: AsRef<[u8]>> IbPacket<T> {
     }
 
     pub fn info(&self) -> &OpcodeInfo {
-        &self.info
+        self.info
     }
 
     fn bytes(&self) -> &[u8] {
