@@ -525,7 +525,12 @@ fn take_wcs(cq: &Arc<dyn Cq>, buf: &mut [WorkCompletion], block: bool) -> usize 
 /// threads carry the stream, and a yield lets one that shares the CPU run.
 fn spin_yield() -> u32 {
     static V: std::sync::OnceLock<u32> = std::sync::OnceLock::new();
-    *V.get_or_init(|| std::env::var("SOFTRDMA_PERF_SPIN_YIELD").ok().and_then(|v| v.parse().ok()).unwrap_or(8).max(1))
+    *V.get_or_init(|| env_count("SOFTRDMA_PERF_SPIN_YIELD", 8).max(1))
+}
+
+/// A count from the environment, or `default` when unset or unreadable.
+fn env_count(var: &str, default: u32) -> u32 {
+    std::env::var(var).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
 }
 
 /// Empty polls between yields of a latency test's spinning thread
@@ -538,7 +543,7 @@ fn spin_yield() -> u32 {
 /// without (docs/benchmarks.md, stop 22).
 fn lat_spin_yield() -> u32 {
     static V: std::sync::OnceLock<u32> = std::sync::OnceLock::new();
-    *V.get_or_init(|| std::env::var("SOFTRDMA_PERF_LAT_SPIN_YIELD").ok().and_then(|v| v.parse().ok()).unwrap_or(0))
+    *V.get_or_init(|| env_count("SOFTRDMA_PERF_LAT_SPIN_YIELD", 0))
 }
 
 /// Whether a latency loop yields after its `spins`-th empty poll.
