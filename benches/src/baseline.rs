@@ -282,10 +282,11 @@ pub fn raw_lat(kind: FabricKind, len: usize, iters: u64, turn: Turn) -> Result<L
     // On CPUs of their own, as `write_lat`'s threads (crate::pin).
     let cpus = crate::pin::pair();
     let _client_cpu = cpus.map(|(c, _)| crate::pin::Pinned::to(c));
-    let r = std::thread::scope(|s| -> Result<Vec<Duration>, String> {
+    let r = std::thread::scope(|s| -> Result<(Vec<Duration>, Option<u64>), String> {
         let stop = &stop;
-        s.spawn(move || {
+        let echo = s.spawn(move || {
             let _echo_cpu = cpus.map(|(_, c)| crate::pin::Pinned::to(c));
+            let before = crate::pin::preemptions();
             let mut buf = vec![0u8; link_mtu + 64];
             let mut ack = frame(64, 1, 0);
             let (mut seq, mut got) = ([0u8; 8], 0);
@@ -319,7 +320,9 @@ pub fn raw_lat(kind: FabricKind, len: usize, iters: u64, turn: Turn) -> Result<L
                     }
                 }
             }
+            crate::pin::preempted_since(before)
         });
+        let before = crate::pin::preemptions();
         let res = (|| {
             let mut f = frame(len, 0, 1);
             let mut ack = frame(64, 0, 1);
@@ -372,12 +375,14 @@ pub fn raw_lat(kind: FabricKind, len: usize, iters: u64, turn: Turn) -> Result<L
             }
             Ok(samples)
         })();
+        let client = crate::pin::preempted_since(before);
         stop.store(true, Ordering::Release);
-        res
+        let echo = echo.join().map_err(|_| "echo thread panicked".to_string())?;
+        res.map(|samples| (samples, client.zip(echo).map(|(c, e)| c + e)))
     });
     drop(net);
-    let mut samples = r?;
-    Ok(LatRow::from_samples(len as u64, &mut samples, 2.0))
+    let (mut samples, preempted) = r?;
+    Ok(LatRow { preempted, ..LatRow::from_samples(len as u64, &mut samples, 2.0) })
 }
 
 /// The "ACK" that leaves with `answer` (`Turn::AnswerAndAckAtOnce`): the

@@ -665,61 +665,66 @@ pub fn run_lat(t: Test, ca: &Arc<dyn Context>, cb: &Arc<dyn Context>, cfg: &Perf
 
     let cpus = crate::pin::pair();
     let _client_cpu = cpus.map(|(c, _)| crate::pin::Pinned::to(c));
-    let r = std::thread::scope(|s| -> Res<()> {
+    let r = std::thread::scope(|s| -> Res<Option<u64>> {
         // The server: answers each message with one of its own.
         let server = (t != Test::ReadLat).then(|| {
             let (a, b, stop) = (&a, &b, &stop);
-            s.spawn(move || -> Res<()> {
+            s.spawn(move || -> Res<Option<u64>> {
                 let _server_cpu = cpus.map(|(_, c)| crate::pin::Pinned::to(c));
-                let mut wr = send_wr(t, b, a.area(0, true), a.mr.rkey(), 0, size, inline);
-                let mut rwr = recv_wr(b, 0, size, 0);
-                for it in 0.. {
-                    if stop.load(Ordering::Acquire) {
-                        return Ok(());
-                    }
-                    let marker = (it % 255 + 1) as u8;
-                    match t {
-                        Test::WriteLat => {
-                            if let Err(er) = wait_byte(&b.mr, b.offset(0, true) + last, marker, stop) {
-                                return if stop.load(Ordering::Acquire) { Ok(()) } else { Err(er) };
+                let before = crate::pin::preemptions();
+                let served = (|| -> Res<()> {
+                    let mut wr = send_wr(t, b, a.area(0, true), a.mr.rkey(), 0, size, inline);
+                    let mut rwr = recv_wr(b, 0, size, 0);
+                    for it in 0.. {
+                        if stop.load(Ordering::Acquire) {
+                            return Ok(());
+                        }
+                        let marker = (it % 255 + 1) as u8;
+                        match t {
+                            Test::WriteLat => {
+                                if let Err(er) = wait_byte(&b.mr, b.offset(0, true) + last, marker, stop) {
+                                    return if stop.load(Ordering::Acquire) { Ok(()) } else { Err(er) };
+                                }
+                            }
+                            _ => {
+                                let Some(wc) = wc_unless_stopped(&b.rcq, stop) else { return Ok(()) };
+                                check(&wc, "server recv")?;
+                                rwr.wr_id = it;
+                                b.qps[0]
+                                    .post_recv(std::slice::from_ref(&rwr))
+                                    .map_err(|(_, er)| format!("post_recv: {er}"))?;
                             }
                         }
-                        _ => {
-                            let Some(wc) = wc_unless_stopped(&b.rcq, stop) else { return Ok(()) };
-                            check(&wc, "server recv")?;
-                            rwr.wr_id = it;
-                            b.qps[0]
-                                .post_recv(std::slice::from_ref(&rwr))
-                                .map_err(|(_, er)| format!("post_recv: {er}"))?;
+                        if t == Test::WriteLat {
+                            match &mut wr.inline_data {
+                                Some(d) => d[last] = marker,
+                                None => b.mr.write(b.offset(0, false) + last, &[marker]).map_err(e("mr write"))?,
+                            }
+                        }
+                        wr.wr_id = it;
+                        wr.flags = wr.flags | SendFlags::SIGNALED;
+                        b.qps[0]
+                            .post_send(std::slice::from_ref(&wr), b.ah.as_ref())
+                            .map_err(|(_, er)| format!("post_send: {er}"))?;
+                        if t == Test::WriteLat {
+                            // As perftest's write_lat: the send completes (RC:
+                            // the peer's ACK is in) before the next wait.
+                            let Some(wc) = wc_unless_stopped(&b.cq, stop) else { return Ok(()) };
+                            check(&wc, "server send")?;
+                        } else {
+                            let mut wcs = [WorkCompletion::default(); 16];
+                            let got = b.cq.poll_into(&mut wcs);
+                            for wc in &wcs[..got] {
+                                check(wc, "server send")?;
+                            }
                         }
                     }
-                    if t == Test::WriteLat {
-                        match &mut wr.inline_data {
-                            Some(d) => d[last] = marker,
-                            None => b.mr.write(b.offset(0, false) + last, &[marker]).map_err(e("mr write"))?,
-                        }
-                    }
-                    wr.wr_id = it;
-                    wr.flags = wr.flags | SendFlags::SIGNALED;
-                    b.qps[0]
-                        .post_send(std::slice::from_ref(&wr), b.ah.as_ref())
-                        .map_err(|(_, er)| format!("post_send: {er}"))?;
-                    if t == Test::WriteLat {
-                        // As perftest's write_lat: the send completes (RC:
-                        // the peer's ACK is in) before the next wait.
-                        let Some(wc) = wc_unless_stopped(&b.cq, stop) else { return Ok(()) };
-                        check(&wc, "server send")?;
-                    } else {
-                        let mut wcs = [WorkCompletion::default(); 16];
-                        let got = b.cq.poll_into(&mut wcs);
-                        for wc in &wcs[..got] {
-                            check(wc, "server send")?;
-                        }
-                    }
-                }
-                Ok(())
+                    Ok(())
+                })();
+                served.map(|()| crate::pin::preempted_since(before))
             })
         });
+        let before = crate::pin::preemptions();
         let r = (|| -> Res<()> {
             let remote = if t == Test::ReadLat { b.area(0, false) } else { b.area(0, true) };
             let mut wr = send_wr(t, &a, remote, b.mr.rkey(), 0, size, inline);
@@ -776,13 +781,15 @@ pub fn run_lat(t: Test, ca: &Arc<dyn Context>, cb: &Arc<dyn Context>, cfg: &Perf
             }
             Ok(())
         })();
+        let client = crate::pin::preempted_since(before);
         stop.store(true, Ordering::Release);
-        if let Some(h) = server {
-            h.join().map_err(|_| "server thread panicked".to_string())??;
-        }
-        r
+        let server = match server {
+            Some(h) => h.join().map_err(|_| "server thread panicked".to_string())??,
+            None => Some(0),
+        };
+        r.map(|()| client.zip(server).map(|(c, s)| c + s))
     });
-    r?;
+    let preempted = r?;
     if t == Test::ReadLat {
         let mut got = vec![0u8; size];
         a.mr.read(a.offset(0, true), &mut got).map_err(e("mr read"))?;
@@ -794,5 +801,5 @@ pub fn run_lat(t: Test, ca: &Arc<dyn Context>, cb: &Arc<dyn Context>, cfg: &Perf
         let _ = s.qps[0].destroy();
     }
     let div = if t == Test::ReadLat { 1.0 } else { 2.0 };
-    Ok(LatRow::from_samples(size as u64, &mut samples, div))
+    Ok(LatRow { preempted, ..LatRow::from_samples(size as u64, &mut samples, div) })
 }

@@ -36,6 +36,24 @@ pub fn two_cpus() -> Option<(usize, usize)> {
     Some((cpus.next()?, cpus.next()?))
 }
 
+/// How often the calling thread has been switched out while it could still
+/// run (`nonvoluntary_ctxt_switches` in `/proc/thread-self/status`): for a
+/// thread that spins and never sleeps, every time the scheduler gave its
+/// CPU to another thread. A latency test's 99th percentile is made of such
+/// turns (docs/benchmarks.md, stop 22). `None` where the kernel does not say.
+pub fn preemptions() -> Option<u64> {
+    involuntary_switches(&std::fs::read_to_string("/proc/thread-self/status").ok()?)
+}
+
+fn involuntary_switches(status: &str) -> Option<u64> {
+    status.lines().find_map(|l| l.strip_prefix("nonvoluntary_ctxt_switches:")).and_then(|v| v.trim().parse().ok())
+}
+
+/// What a thread's preemption count grew by since `before` was read.
+pub fn preempted_since(before: Option<u64>) -> Option<u64> {
+    Some(preemptions()?.saturating_sub(before?))
+}
+
 /// The calling thread pinned to one CPU until the guard drops, when its
 /// former mask is restored.
 pub struct Pinned {
@@ -66,6 +84,41 @@ impl Drop for Pinned {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_involuntary_switch_count_is_read_from_the_status_file() {
+        let status = "Name:\tx\nvoluntary_ctxt_switches:\t7\nnonvoluntary_ctxt_switches:\t42\n";
+        assert_eq!(involuntary_switches(status), Some(42));
+        assert_eq!(involuntary_switches("Name:\tx\n"), None);
+        assert_eq!(involuntary_switches("nonvoluntary_ctxt_switches:\tmany\n"), None);
+    }
+
+    /// Two threads on one CPU that yield to each other are switched out at
+    /// every yield while still runnable: the count must see it.
+    #[test]
+    fn threads_sharing_a_cpu_count_their_preemptions() {
+        let Some((cpu, _)) = two_cpus() else {
+            println!("skipped: this thread may run on one CPU only");
+            return;
+        };
+        if preemptions().is_none() {
+            println!("skipped: the kernel does not report involuntary switches");
+            return;
+        }
+        let counts: Vec<u64> = std::thread::scope(|s| {
+            let spin = || {
+                let _p = Pinned::to(cpu);
+                let before = preemptions();
+                for _ in 0..2000 {
+                    std::thread::yield_now();
+                }
+                preempted_since(before).expect("count")
+            };
+            let (a, b) = (s.spawn(spin), s.spawn(spin));
+            vec![a.join().unwrap(), b.join().unwrap()]
+        });
+        assert!(counts.iter().sum::<u64>() >= 100, "two threads yielding on one CPU were preempted {counts:?} times");
+    }
 
     #[test]
     fn a_pin_holds_and_is_undone() {

@@ -35,6 +35,9 @@ pub struct LatRow {
     pub stdev: f64,
     pub p99: f64,
     pub p999: f64,
+    /// How often the test's spinning threads lost their CPU while they
+    /// could run (`pin::preemptions`), if known.
+    pub preempted: Option<u64>,
 }
 
 impl LatRow {
@@ -62,6 +65,7 @@ impl LatRow {
             stdev: var.sqrt(),
             p99: pct(0.99),
             p999: pct(0.999),
+            preempted: None,
         }
     }
 }
@@ -97,6 +101,13 @@ pub fn lat_line(r: &LatRow) -> String {
         " {:<7} {:<10}     {:<7.2}        {:<7.2}      {:<7.2}          {:<7.2}        {:<7.2}         {:<7.2}                {:<7.2}",
         r.bytes, r.iterations, r.min, r.max, r.typical, r.avg, r.stdev, r.p99, r.p999
     )
+}
+
+/// The line under a latency table: how often the spinning threads were
+/// preempted, per row (perftest prints no such thing; its table stays as is).
+pub fn preempted_line(rows: &[LatRow]) -> Option<String> {
+    let counts: Vec<String> = rows.iter().filter_map(|r| Some(format!("{} B: {}", r.bytes, r.preempted?))).collect();
+    (!counts.is_empty()).then(|| format!(" Spinning threads preempted (involuntary switches): {}", counts.join(", ")))
 }
 
 /// What a run reports: its parameters and its rows.
@@ -174,7 +185,7 @@ impl Report {
             .iter()
             .map(|r| {
                 format!(
-                    "{{\"bytes\": {}, \"iterations\": {}, \"t_min_us\": {}, \"t_max_us\": {}, \"t_typical_us\": {}, \"t_avg_us\": {}, \"t_stdev_us\": {}, \"p99_us\": {}, \"p999_us\": {}}}",
+                    "{{\"bytes\": {}, \"iterations\": {}, \"t_min_us\": {}, \"t_max_us\": {}, \"t_typical_us\": {}, \"t_avg_us\": {}, \"t_stdev_us\": {}, \"p99_us\": {}, \"p999_us\": {}, \"preempted\": {}}}",
                     r.bytes,
                     r.iterations,
                     num(r.min),
@@ -183,7 +194,8 @@ impl Report {
                     num(r.avg),
                     num(r.stdev),
                     num(r.p99),
-                    num(r.p999)
+                    num(r.p999),
+                    r.preempted.map_or("null".into(), |n| n.to_string())
                 )
             })
             .collect();

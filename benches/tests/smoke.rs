@@ -99,13 +99,21 @@ fn latency_without_pinning() {
         let at = text.find("\"latency_threads_pinned\": ")?;
         text[at..].split(',').next().map(String::from)
     };
+    // Linux says how often a thread was preempted; the row carries the count.
+    let preempted = |file: &str| {
+        let text = std::fs::read_to_string(file).expect("JSON written");
+        let at = text.find("\"preempted\": ")? + "\"preempted\": ".len();
+        text[at..].split(['}', ',']).next()?.trim().parse::<u64>().ok()
+    };
     let (unpinned, raw, bw) = (json("lat.json"), json("raw.json"), json("bw.json"));
     let out = perf(&["write_lat", "-s", "2", "-n", "50", "--no-pin", "--out_json", &unpinned]);
     assert!(has_row(&out, "2"), "{out}");
     assert_eq!(fact(&unpinned).as_deref(), Some("\"latency_threads_pinned\": \"no\""), "{out}");
+    assert!(preempted(&unpinned).is_some() && out.contains("Spinning threads preempted"), "{out}");
     let out = perf(&["raw_lat", "-n", "50", "--no-pin", "--out_json", &raw]);
     assert!(has_row(&out, "64"), "{out}");
     assert_eq!(fact(&raw).as_deref(), Some("\"latency_threads_pinned\": \"no\""), "{out}");
+    assert!(preempted(&raw).is_some() && out.contains("Spinning threads preempted"), "{out}");
     let out = perf(&["write_bw", "-s", "64", "-n", "20", "--out_json", &bw]);
     assert!(has_row(&out, "64"), "{out}");
     assert_eq!(fact(&bw), None, "a bandwidth test pins nothing");

@@ -15,7 +15,7 @@ use benches::baseline;
 use benches::fabric::{self, Devices, FabricKind};
 use benches::loaded;
 use benches::perf::{run_bw, run_lat, runnable, PerfConfig, Test};
-use benches::report::{bw_header, bw_line, lat_header, lat_line, Report, LINE};
+use benches::report::{bw_header, bw_line, lat_header, lat_line, preempted_line, Report, LINE};
 use benches::scale;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use verbs_api::{Mtu, QpType};
@@ -513,9 +513,17 @@ fn verbs_test(t: Test, name: &str, c: &Common) -> Result<(), String> {
         }
     }
     println!("{LINE}");
+    print_preempted(&r);
     device_facts(&mut r, &devs);
     drop(devs);
     finish(&mut r, c)
+}
+
+/// Under a latency table: how often its spinning threads lost their CPU.
+fn print_preempted(r: &Report) {
+    if let Some(line) = preempted_line(&r.lat) {
+        println!("{line}");
+    }
 }
 
 /// What the devices and the fabric counted, as JSON facts.
@@ -719,6 +727,7 @@ fn run(cli: Cli) -> Result<(), String> {
             println!("{}", lat_line(&row));
             r.lat.push(row);
             println!("{LINE}");
+            print_preempted(&r);
             finish(&mut r, &c)
         }
         Cmd::MemcpyBw(c) => memcpy_test("memcpy_bw", "memcpy BW (no RDMA)", &c, |size| {
