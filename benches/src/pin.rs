@@ -105,9 +105,13 @@ mod tests {
             println!("skipped: the kernel does not report involuntary switches");
             return;
         }
+        // Both pinned before either yields, so that each yield has the
+        // other thread to switch to.
+        let both = std::sync::Barrier::new(2);
         let counts: Vec<u64> = std::thread::scope(|s| {
             let spin = || {
                 let _p = Pinned::to(cpu);
+                both.wait();
                 let before = preemptions();
                 for _ in 0..2000 {
                     std::thread::yield_now();
