@@ -286,44 +286,44 @@ pub fn raw_lat(kind: FabricKind, len: usize, iters: u64, turn: Turn) -> Result<L
         let stop = &stop;
         let echo = s.spawn(move || {
             let _echo_cpu = cpus.map(|(_, c)| crate::pin::Pinned::to(c));
-            let before = crate::pin::preemptions();
-            let mut buf = vec![0u8; link_mtu + 64];
-            let mut ack = frame(64, 1, 0);
-            let (mut seq, mut got) = ([0u8; 8], 0);
-            while !stop.load(Ordering::Acquire) {
-                if let Ok(Some(n)) = recv_within(&mut rx_b, &mut buf, Duration::from_millis(20)) {
-                    if !is_raw(&buf[..n]) {
-                        continue;
-                    }
-                    let this = &buf[seq_at()..seq_at() + 8];
-                    if this != seq {
-                        seq.copy_from_slice(this);
-                        got = 0;
-                    }
-                    got += 1;
-                    // A resent turn is answered again.
-                    if got % per_turn != 0 {
-                        continue;
-                    }
-                    let mut f = buf[..n].to_vec();
-                    f[0..6].copy_from_slice(&fabric::mac(0));
-                    f[6..12].copy_from_slice(&fabric::mac(1));
-                    if turn == Turn::AnswerAndAckAtOnce {
-                        let next = ack_after(&f);
-                        let _ = tx_b.send_bufs(&mut [f, next]);
-                        continue;
-                    }
-                    let _ = tx_b.send(&f);
-                    if acks {
-                        ack[seq_at()..seq_at() + 8].copy_from_slice(&seq);
-                        let _ = tx_b.send(&ack);
+            crate::pin::preempted_during(|| {
+                let mut buf = vec![0u8; link_mtu + 64];
+                let mut ack = frame(64, 1, 0);
+                let (mut seq, mut got) = ([0u8; 8], 0);
+                while !stop.load(Ordering::Acquire) {
+                    if let Ok(Some(n)) = recv_within(&mut rx_b, &mut buf, Duration::from_millis(20)) {
+                        if !is_raw(&buf[..n]) {
+                            continue;
+                        }
+                        let this = &buf[seq_at()..seq_at() + 8];
+                        if this != seq {
+                            seq.copy_from_slice(this);
+                            got = 0;
+                        }
+                        got += 1;
+                        // A resent turn is answered again.
+                        if got % per_turn != 0 {
+                            continue;
+                        }
+                        let mut f = buf[..n].to_vec();
+                        f[0..6].copy_from_slice(&fabric::mac(0));
+                        f[6..12].copy_from_slice(&fabric::mac(1));
+                        if turn == Turn::AnswerAndAckAtOnce {
+                            let next = ack_after(&f);
+                            let _ = tx_b.send_bufs(&mut [f, next]);
+                            continue;
+                        }
+                        let _ = tx_b.send(&f);
+                        if acks {
+                            ack[seq_at()..seq_at() + 8].copy_from_slice(&seq);
+                            let _ = tx_b.send(&ack);
+                        }
                     }
                 }
-            }
-            crate::pin::preempted_since(before)
+            })
+            .1
         });
-        let before = crate::pin::preemptions();
-        let res = (|| {
+        let (res, client) = crate::pin::preempted_during(|| {
             let mut f = frame(len, 0, 1);
             let mut ack = frame(64, 0, 1);
             let mut buf = vec![0u8; link_mtu + 64];
@@ -374,8 +374,7 @@ pub fn raw_lat(kind: FabricKind, len: usize, iters: u64, turn: Turn) -> Result<L
                 eprintln!("raw_lat: {lost} exchanges lost and repeated (not counted)");
             }
             Ok(samples)
-        })();
-        let client = crate::pin::preempted_since(before);
+        });
         stop.store(true, Ordering::Release);
         let echo = echo.join().map_err(|_| "echo thread panicked".to_string())?;
         res.map(|samples| (samples, client.zip(echo).map(|(c, e)| c + e)))

@@ -671,8 +671,7 @@ pub fn run_lat(t: Test, ca: &Arc<dyn Context>, cb: &Arc<dyn Context>, cfg: &Perf
             let (a, b, stop) = (&a, &b, &stop);
             s.spawn(move || -> Res<Option<u64>> {
                 let _server_cpu = cpus.map(|(_, c)| crate::pin::Pinned::to(c));
-                let before = crate::pin::preemptions();
-                let served = (|| -> Res<()> {
+                let (served, preempted) = crate::pin::preempted_during(|| -> Res<()> {
                     let mut wr = send_wr(t, b, a.area(0, true), a.mr.rkey(), 0, size, inline);
                     let mut rwr = recv_wr(b, 0, size, 0);
                     for it in 0.. {
@@ -720,12 +719,11 @@ pub fn run_lat(t: Test, ca: &Arc<dyn Context>, cb: &Arc<dyn Context>, cfg: &Perf
                         }
                     }
                     Ok(())
-                })();
-                served.map(|()| crate::pin::preempted_since(before))
+                });
+                served.map(|()| preempted)
             })
         });
-        let before = crate::pin::preemptions();
-        let r = (|| -> Res<()> {
+        let (r, client) = crate::pin::preempted_during(|| -> Res<()> {
             let remote = if t == Test::ReadLat { b.area(0, false) } else { b.area(0, true) };
             let mut wr = send_wr(t, &a, remote, b.mr.rkey(), 0, size, inline);
             wr.flags = wr.flags | SendFlags::SIGNALED;
@@ -780,8 +778,7 @@ pub fn run_lat(t: Test, ca: &Arc<dyn Context>, cb: &Arc<dyn Context>, cfg: &Perf
                 }
             }
             Ok(())
-        })();
-        let client = crate::pin::preempted_since(before);
+        });
         stop.store(true, Ordering::Release);
         let server = match server {
             Some(h) => h.join().map_err(|_| "server thread panicked".to_string())??,

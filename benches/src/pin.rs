@@ -49,9 +49,13 @@ fn involuntary_switches(status: &str) -> Option<u64> {
     status.lines().find_map(|l| l.strip_prefix("nonvoluntary_ctxt_switches:")).and_then(|v| v.trim().parse().ok())
 }
 
-/// What a thread's preemption count grew by since `before` was read.
-pub fn preempted_since(before: Option<u64>) -> Option<u64> {
-    Some(preemptions()?.saturating_sub(before?))
+/// Runs `f` on the calling thread; returns what it returned and how often
+/// the thread was preempted meanwhile (`preemptions`).
+pub fn preempted_during<R>(f: impl FnOnce() -> R) -> (R, Option<u64>) {
+    let before = preemptions();
+    let r = f();
+    let grew = preemptions().zip(before).map(|(after, before)| after.saturating_sub(before));
+    (r, grew)
 }
 
 /// The calling thread pinned to one CPU until the guard drops, when its
@@ -112,11 +116,12 @@ mod tests {
             let spin = || {
                 let _p = Pinned::to(cpu);
                 both.wait();
-                let before = preemptions();
-                for _ in 0..2000 {
-                    std::thread::yield_now();
-                }
-                preempted_since(before).expect("count")
+                let ((), n) = preempted_during(|| {
+                    for _ in 0..2000 {
+                        std::thread::yield_now();
+                    }
+                });
+                n.expect("count")
             };
             let (a, b) = (s.spawn(spin), s.spawn(spin));
             vec![a.join().unwrap(), b.join().unwrap()]
