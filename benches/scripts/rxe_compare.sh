@@ -22,6 +22,10 @@
 # write_bw by up to ±20 % on some hosts (docs/benchmarks.md, "What stop 17
 # changed"), so the median over link orders is the placement-proof figure.
 # Needs lld, Rust's default linker on x86_64 Linux.
+#
+# BINARIES="PATH ..." runs these prebuilt softrdma-perf binaries too, in
+# every round after the tree's (named softrdma-perf.b1, .b2, ...): two builds
+# compared in one guest session.
 set -euo pipefail
 size=${1:-65536} iters=${2:-2000} rounds=${3:-5} boots=${4:-1}
 repo=$(cd "$(dirname "$0")/../.." && pwd)
@@ -39,6 +43,10 @@ orders=${LINK_ORDERS:-0} variants=softrdma-perf
 for seed in $(seq "$orders"); do
   (cd "$repo" && cargo rustc --release -q -p benches --bin softrdma-perf -- -C "link-arg=-Wl,--shuffle-sections=.text.*=$seed")
   cp "$bin" "$share/softrdma-perf.s$seed"; variants="$variants softrdma-perf.s$seed"
+done
+i=0
+for b in ${BINARIES:-}; do
+  i=$((i + 1)); cp "$b" "$share/softrdma-perf.b$i"; variants="$variants softrdma-perf.b$i"
 done
 # Leave the tree's binary as the normal build.
 [ "$orders" -gt 0 ] && (cd "$repo" && cargo build --release -q -p benches --bin softrdma-perf)
