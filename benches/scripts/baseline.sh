@@ -43,7 +43,8 @@ lat() {
     echo "    softrdma-perf $*$([ "$fails" = 0 ] || echo "   ($fails of $REPS runs FAILED)")"
 }
 
-echo "# $(date -u +%FT%TZ) $(nproc) CPUs: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2-) REPS=$REPS"
+. "$(dirname "$0")/host.sh"
+echo "# $(date -u +%FT%TZ) $(host_line) REPS=$REPS"
 echo "# load before: $(cat /proc/loadavg)"
 
 bw  "memcpy 64 KiB"                        memcpy_bw -s 65536

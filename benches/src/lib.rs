@@ -10,9 +10,11 @@
 //!   through the same links, memcpy, and the sans-IO transport alone.
 //! - [`scale`]: many QPs on one device, many namespaces with a device each.
 //! - [`report`]: perftest-style tables and the JSON file.
+//! - [`host`]: which CPU a result was measured on (the JSON file's facts).
 
 pub mod baseline;
 pub mod fabric;
+pub mod host;
 pub mod loaded;
 pub mod oob;
 pub mod perf;

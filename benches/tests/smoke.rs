@@ -175,6 +175,10 @@ fn all_sizes_and_json() {
     }
     let j = std::fs::read_to_string(&json).unwrap();
     assert!(j.starts_with("{\"test\": \"write_bw\"") && j.contains("\"bytes\": 8388608"), "{j}");
+    // The host's CPU, beyond a guest's bare model name (benches::host).
+    let cpu = benches::host::CpuFacts::this_machine();
+    assert!(j.contains(&format!("\"cpu_id\": \"{}\"", cpu.id())), "{j}");
+    assert!(j.contains("\"cpu_crc_flags\": \""), "{j}");
     let _ = std::fs::remove_dir_all(&dir);
 }
 

@@ -367,15 +367,10 @@ fn banner(title: &str, c: &Common, extra: &[(&str, String)]) {
 }
 
 fn machine_facts(r: &mut Report) {
-    let cpu = std::fs::read_to_string("/proc/cpuinfo")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("model name"))
-                .map(|l| l.split(':').nth(1).unwrap_or("").trim().to_string())
-        })
-        .unwrap_or_default();
-    r.fact("cpu", cpu);
+    let cpu = benches::host::CpuFacts::this_machine();
+    r.fact("cpu", &cpu.model_name);
+    r.fact("cpu_id", cpu.id());
+    r.fact("cpu_crc_flags", cpu.crc_flags.join(" "));
     r.fact("nproc", std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0));
     // Only the latency tests (and raw_lat) pin their threads.
     if r.test.ends_with("_lat") {
