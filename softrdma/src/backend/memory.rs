@@ -101,7 +101,7 @@ struct Inner {
     senders: Mutex<Vec<Arc<Mutex<TxState>>>>,
     /// Frame buffers handed back by receivers, reused by senders: frames
     /// move between threads without an allocation or a copy each.
-    pool: Mutex<VecDeque<Vec<u8>>>,
+    pool: Mutex<Vec<Vec<u8>>>,
 }
 
 /// The switch's learned MACs. `generation` moves with every change, so a
@@ -157,23 +157,6 @@ const POOL_MAX: usize = 4096;
 const FRAME_CAP: usize = 4096 + 256;
 /// Buffers a sender takes from the pool per lock.
 const STASH: usize = 32;
-/// Buffers the pool keeps resting before a sender may take one back:
-/// about 2.2 MiB, more than a core's L2 on the hosts measured (1–2 MiB).
-/// A buffer the receiving CPU read a moment ago is still in that CPU's
-/// cache, and the sender's copy into it must take every line back from
-/// there first; one that rested behind 512 others has left it. Taken back
-/// at once (last in, first out), the sender's copy ran at about 12 GB/s and
-/// 64 KiB `write_bw` at 5.3–5.5 GB/s; rested, 8.2–8.5 GB/s
-/// (docs/benchmarks.md, "What stop 25 changed").
-const COOL: usize = 512;
-
-/// Up to `n` buffers from the front of the pool (the ones handed back
-/// longest ago), leaving `COOL` resting; fresh ones make up the rest.
-fn take_cool(pool: &mut VecDeque<Vec<u8>>, n: usize, into: &mut Vec<Vec<u8>>) {
-    let k = n.min(pool.len().saturating_sub(COOL));
-    into.extend(pool.drain(..k));
-    into.extend((k..n).map(|_| Vec::with_capacity(FRAME_CAP)));
-}
 
 impl Default for Fabric {
     fn default() -> Self {
@@ -210,7 +193,7 @@ impl Fabric {
                 faults_on: AtomicBool::new(faults.any()),
                 faulty: Mutex::new(Faulty { faults, rng: Rng::new(seed), held: Vec::new() }),
                 stats: Stats::default(),
-                pool: Mutex::new(VecDeque::new()),
+                pool: Mutex::new(Vec::new()),
                 senders: Mutex::new(Vec::new()),
             }),
         }
@@ -281,7 +264,8 @@ impl Inner {
     fn stashed_buffer(&self, stash: &mut Vec<Vec<u8>>) -> Vec<u8> {
         if stash.is_empty() {
             if let Ok(mut p) = self.pool.lock() {
-                take_cool(&mut p, STASH, stash);
+                let at = p.len().saturating_sub(STASH);
+                stash.extend(p.drain(at..));
             }
         }
         stash.pop().unwrap_or_else(|| Vec::with_capacity(FRAME_CAP))
@@ -302,11 +286,8 @@ impl Inner {
     /// a stream have one length, resizing it costs no zeroing (the emitter
     /// writes every byte: `every_opcode_round_trips` in transport's tests).
     fn buffer(&self) -> Vec<u8> {
-        let mut b = Vec::new();
-        if let Ok(mut p) = self.pool.lock() {
-            take_cool(&mut p, 1, &mut b);
-        }
-        b.pop().unwrap_or_else(|| Vec::with_capacity(FRAME_CAP))
+        let b = self.pool.lock().ok().and_then(|mut p| p.pop());
+        b.unwrap_or_else(|| Vec::with_capacity(FRAME_CAP))
     }
 
     /// A pooled buffer, emptied, to copy a frame into.
@@ -322,7 +303,7 @@ impl Inner {
         }
         if let Ok(mut p) = self.pool.lock() {
             if p.len() < POOL_MAX {
-                p.push_back(buf);
+                p.push(buf);
             }
         }
     }
@@ -414,7 +395,8 @@ impl Inner {
         // lock is never taken under a port's.
         if stash.len() < bufs.len() {
             if let Ok(mut p) = self.pool.lock() {
-                take_cool(&mut p, (bufs.len() - stash.len()).max(STASH), stash);
+                let at = p.len().saturating_sub((bufs.len() - stash.len()).max(STASH));
+                stash.extend(p.drain(at..));
             }
             while stash.len() < bufs.len() {
                 stash.push(Vec::with_capacity(FRAME_CAP));
@@ -703,28 +685,6 @@ mod tests {
     fn ports<const N: usize>(fab: &Fabric) -> ([[u8; 6]; N], [Link; N]) {
         let macs: [[u8; 6]; N] = std::array::from_fn(|i| [2, 0, 0, 0, 0, i as u8 + 1]);
         (macs, macs.map(|m| fab.attach(m, 1500)))
-    }
-
-    /// A sender gets the buffers that rested longest, never one of the
-    /// last `COOL` handed back (still in the receiving CPU's cache).
-    #[test]
-    fn a_sender_reuses_only_rested_buffers() {
-        let tagged = |t: u16| {
-            let mut b = Vec::with_capacity(FRAME_CAP);
-            b.extend_from_slice(&t.to_le_bytes());
-            b
-        };
-        let mut pool: VecDeque<Vec<u8>> = (0..COOL as u16 + 3).map(tagged).collect();
-        let mut got = Vec::new();
-        take_cool(&mut pool, 5, &mut got);
-        let tags: Vec<Option<u16>> = got.iter().map(|b| b.get(..2).map(|t| u16::from_le_bytes([t[0], t[1]]))).collect();
-        assert_eq!(tags, [Some(0), Some(1), Some(2), None, None], "the three oldest, then two fresh");
-        assert!(got.iter().all(|b| b.capacity() >= FRAME_CAP));
-        assert_eq!(pool.len(), COOL);
-        assert_eq!(pool.front().map(|b| b[0]), Some(3));
-        let mut more = Vec::new();
-        take_cool(&mut pool, 2, &mut more);
-        assert!(more.iter().all(|b| b.is_empty()) && pool.len() == COOL, "nothing rested long enough");
     }
 
     #[test]
