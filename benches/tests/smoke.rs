@@ -299,3 +299,59 @@ fn perftest_mode_between_two_processes_on_taps() {
     }
     ns.delete().unwrap();
 }
+
+/// The namespaces whose names carry process `pid`'s number
+/// (`netns::unique_name`: PREFIX, pid, `x`, counter).
+fn namespaces_of(pid: u32) -> Vec<String> {
+    let out = Command::new("ip").args(["netns", "list"]).output().expect("ip netns list");
+    let tag = format!("{pid}x");
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| l.split_whitespace().next())
+        .filter(|n| n.contains(&tag))
+        .map(String::from)
+        .collect()
+}
+
+/// Ctrl-C (SIGINT) or `kill` (SIGTERM) in the middle of a TAP run deletes
+/// the hub and link namespaces the run created, and the tool exits with
+/// 128 + the signal's number, as a shell reports the death by that signal.
+#[test]
+fn an_interrupted_tap_run_deletes_its_namespaces() {
+    softrdma::require_root!();
+    for (sig, code) in [("-INT", 130), ("-TERM", 143)] {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_softrdma-perf"))
+            .args(["write_lat", "-s", "2", "-n", "1000000000", "--fabric", "tap"])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("run softrdma-perf");
+        let pid = child.id();
+        // Should the tool fail to, the test still deletes what it made.
+        struct Sweep(u32);
+        impl Drop for Sweep {
+            fn drop(&mut self) {
+                for n in namespaces_of(self.0) {
+                    let _ = Command::new("ip").args(["netns", "delete", &n]).status();
+                }
+            }
+        }
+        let _sweep = Sweep(pid);
+        let t = std::time::Instant::now();
+        // A hub and two link namespaces; the run is under way once the
+        // last is made (and then runs for hours unless interrupted).
+        while namespaces_of(pid).len() < 3 {
+            assert!(t.elapsed() < std::time::Duration::from_secs(30), "no namespaces after 30 s");
+            assert!(child.try_wait().expect("try_wait").is_none(), "softrdma-perf ended early");
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        std::thread::sleep(std::time::Duration::from_millis(300));
+        let killed = Command::new("kill").args([sig, &pid.to_string()]).status().expect("kill");
+        assert!(killed.success());
+        let out = child.wait_with_output().expect("wait");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(code), "{sig}: {stderr}");
+        assert!(stderr.contains("deleted 3 network namespace"), "{sig}: {stderr}");
+        assert_eq!(namespaces_of(pid), Vec::<String>::new(), "{sig} left namespaces behind");
+    }
+}

@@ -789,6 +789,10 @@ fn run(cli: Cli) -> Result<(), String> {
 }
 
 fn main() -> ExitCode {
+    // Ctrl-C in a TAP run must not leave its namespaces behind.
+    if let Err(e) = softrdma::backend::netns_reaper::delete_on_signals() {
+        eprintln!("softrdma-perf: {e}; an interrupted TAP run may leave network namespaces behind");
+    }
     match run(Cli::parse()) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

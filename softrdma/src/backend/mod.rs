@@ -3,5 +3,6 @@
 pub mod host;
 pub mod memory;
 pub mod netns;
+pub mod netns_reaper;
 pub mod tap;
 pub mod vnet;

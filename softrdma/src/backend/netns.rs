@@ -67,10 +67,12 @@ impl NetNs {
     pub fn create(name: &str) -> io::Result<NetNs> {
         check_name(name)?;
         ip(None, &["netns", "add", name])?;
+        super::netns_reaper::track(name);
         match Self::open_path(name) {
             Ok(fd) => Ok(NetNs { name: name.to_owned(), fd, owned: true }),
             Err(e) => {
                 let _ = ip(None, &["netns", "delete", name]);
+                super::netns_reaper::untrack(name);
                 Err(e)
             }
         }
@@ -133,7 +135,9 @@ impl NetNs {
     pub fn delete(mut self) -> io::Result<()> {
         let owned = std::mem::replace(&mut self.owned, false);
         if owned {
-            ip(None, &["netns", "delete", &self.name])
+            let r = ip(None, &["netns", "delete", &self.name]);
+            super::netns_reaper::untrack(&self.name);
+            r
         } else {
             Ok(())
         }
@@ -152,6 +156,7 @@ impl Drop for NetNs {
             if let Err(e) = ip(None, &["netns", "delete", &self.name]) {
                 eprintln!("softrdma: could not delete network namespace {}: {e}", self.name);
             }
+            super::netns_reaper::untrack(&self.name);
         }
     }
 }

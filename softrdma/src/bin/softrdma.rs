@@ -58,6 +58,10 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    // Ctrl-C in a demo or pingpong on TAPs must not leave its namespaces behind.
+    if let Err(e) = softrdma::backend::netns_reaper::delete_on_signals() {
+        eprintln!("softrdma: {e}; an interrupted run may leave network namespaces behind");
+    }
     match cli.command {
         Command::Decode { files } => decode(&files),
         Command::Demo { fabric, pcap } => demo(fabric.as_deref(), pcap),
