@@ -6,7 +6,9 @@
 #      blasted (1a) and self-clocked with a credit frame every 16 (1b)
 #   2. memory-fabric write_bw 64 KiB  vs  memcpy 64 KiB (2a), and vs the
 #      fabric's physical limit: two copies and a cross-thread hand-off per
-#      4096-byte chunk (memcpy_xcore_bw, 2b)
+#      4096-byte chunk (memcpy_xcore_bw, 2b), or one copy by the receiving
+#      thread out of the source (--pull, 2c: a fabric that leaves payloads
+#      in the MR, as a NIC's DMA does)
 #   3. tap write_lat 2 B (half RTT)   vs  tap raw ping-pong 64 B (half RTT)
 # Raw frames are EtherType 0x88b5 (1a, 1b, 3) and, as RoCEv2's own frames are,
 # IPv4/UDP to port 4791 (1c, 3b: `--udp`), which the bridges' netfilter hooks
@@ -36,7 +38,7 @@ med() { sort -g | awk '{a[NR]=$1} END {if (NR==0) {print "-"; exit} m=(NR%2)?a[(
 
 echo "# $(date -u +%FT%TZ) load $(cut -d' ' -f1-3 /proc/loadavg) PAIRS=$PAIRS"
 . "$(dirname "$0")/host.sh" && echo "# host: $(host_line)"
-r1=() r1b=() r1c=() r1d=() r1e=() r2=() r2b=() r3=() r3b=() r3c=() r3d=() r3e=() r3f=()
+r1=() r1b=() r1c=() r1d=() r1e=() r2=() r2b=() r2c=() r3=() r3b=() r3c=() r3d=() r3e=() r3f=()
 for i in $(seq "$PAIRS"); do
     raw=$(row raw_bw -s 4096 -D 2 --fabric tap | awk '{print $4}')
     rdma=$(row write_bw -s 65536 -m 4096 -D 2 --fabric tap | awk '{print $4}')
@@ -54,6 +56,8 @@ for i in $(seq "$PAIRS"); do
     r2+=("$(awk -v a="$mem" -v b="$mc" 'BEGIN {print a/b}')")
     xc=$(row memcpy_xcore_bw -s 65536 -m 4096 -n 50000 | awk '{print $4}')
     r2b+=("$(awk -v a="$mem" -v b="$xc" 'BEGIN {print a/b}')")
+    xp=$(row memcpy_xcore_bw -s 65536 -m 4096 -n 50000 --pull | awk '{print $4}')
+    r2c+=("$(awk -v a="$mem" -v b="$xp" 'BEGIN {print a/b}')")
     rl=$(row raw_lat -n 5000 --fabric tap | awk '{print $5}')
     wl=$(row write_lat -s 2 -n 5000 --fabric tap | awk '{print $5}')
     r3+=("$(awk -v a="$wl" -v b="$rl" 'BEGIN {print a/b}')")
@@ -67,7 +71,7 @@ for i in $(seq "$PAIRS"); do
     r3f+=("$(awk -v a="$wl" -v b="$rlo" 'BEGIN {print a/b}')")
     wlu=$(row write_lat -c UC -s 2 -n 5000 --fabric tap | awk '{print $5}')
     r3e+=("$(awk -v a="$wlu" -v b="$rlu" 'BEGIN {print a/b}')")
-    echo "pair $i: tap write_bw $rdma / raw $raw / raw-credit $rawc / raw-udp $rawu / raw-udp sleeping $rawus / raw-udp 1 per write $rawu1 MB/s | mem write_bw $mem / memcpy $mc / xcore $xc MB/s | tap write_lat $wl / raw half-RTT $rl / raw-udp $rlu / raw-udp sleeping $rlus / raw-udp+acks $rla / raw-udp+acks at once $rlo / UC write_lat $wlu us | load $(cut -d' ' -f1 /proc/loadavg)"
+    echo "pair $i: tap write_bw $rdma / raw $raw / raw-credit $rawc / raw-udp $rawu / raw-udp sleeping $rawus / raw-udp 1 per write $rawu1 MB/s | mem write_bw $mem / memcpy $mc / xcore $xc / xcore pull $xp MB/s | tap write_lat $wl / raw half-RTT $rl / raw-udp $rlu / raw-udp sleeping $rlus / raw-udp+acks $rla / raw-udp+acks at once $rlo / UC write_lat $wlu us | load $(cut -d' ' -f1 /proc/loadavg)"
 done
 echo "1a. tap write_bw 64K / raw TAP frames, blasted      (target >= 0.80): $(printf '%s\n' "${r1[@]}" | med)"
 echo "1b. tap write_bw 64K / raw TAP frames, self-clocked (target >= 0.80): $(printf '%s\n' "${r1b[@]}" | med)"
@@ -76,6 +80,7 @@ echo "1d. tap write_bw 64K / raw TAP IPv4/UDP frames, receiver sleeping (earlier
 echo "1e. tap write_bw 64K / raw TAP IPv4/UDP frames, one per write(2) (stops up to 18): $(printf '%s\n' "${r1e[@]}" | med)"
 echo "2a. mem write_bw 64K / memcpy 64K    (target >= 0.50): $(printf '%s\n' "${r2[@]}" | med)"
 echo "2b. mem write_bw 64K / memcpy_xcore_bw 64K (two copies + hand-off): $(printf '%s\n' "${r2b[@]}" | med)"
+echo "2c. mem write_bw 64K / memcpy_xcore_bw --pull 64K (one copy: a fabric that leaves payloads in the MR): $(printf '%s\n' "${r2c[@]}" | med)"
 echo "3. tap write_lat 2B / raw half RTT   (target <= 1.50): $(printf '%s\n' "${r3[@]}" | med)"
 echo "3b. tap write_lat 2B / raw IPv4/UDP half RTT (target <= 1.50): $(printf '%s\n' "${r3b[@]}" | med)"
 echo "3c. tap write_lat 2B / raw IPv4/UDP half RTT, echo sleeping (earlier stops' baseline): $(printf '%s\n' "${r3c[@]}" | med)"
