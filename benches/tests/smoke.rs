@@ -348,6 +348,14 @@ fn an_interrupted_tap_run_deletes_its_namespaces() {
         std::thread::sleep(std::time::Duration::from_millis(300));
         let killed = Command::new("kill").args([sig, &pid.to_string()]).status().expect("kill");
         assert!(killed.success());
+        let t = std::time::Instant::now();
+        while child.try_wait().expect("try_wait").is_none() {
+            if t.elapsed() > std::time::Duration::from_secs(30) {
+                let _ = child.kill();
+                panic!("{sig}: softrdma-perf still running 30 s after the signal");
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
         let out = child.wait_with_output().expect("wait");
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert_eq!(out.status.code(), Some(code), "{sig}: {stderr}");
