@@ -25,7 +25,7 @@ TESTS=(
 out=$(mktemp)
 trap 'rm -f "$out"' EXIT
 echo "# $(date -u +%FT%TZ) load $(cut -d' ' -f1-3 /proc/loadavg) A=$A B=$B PAIRS=$PAIRS"
-. "$(dirname "$0")/host.sh" && echo "# host: $(host_line)"
+echo "# host: $("$B" host)"
 for i in $(seq "$PAIRS"); do
     for t in "${TESTS[@]}"; do
         label=${t%%|*}

@@ -43,8 +43,7 @@ lat() {
     echo "    softrdma-perf $*$([ "$fails" = 0 ] || echo "   ($fails of $REPS runs FAILED)")"
 }
 
-. "$(dirname "$0")/host.sh"
-echo "# $(date -u +%FT%TZ) $(host_line) REPS=$REPS"
+echo "# $(date -u +%FT%TZ) $("$PERF" host) REPS=$REPS"
 echo "# load before: $(cat /proc/loadavg)"
 
 bw  "memcpy 64 KiB"                        memcpy_bw -s 65536

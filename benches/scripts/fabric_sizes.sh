@@ -20,7 +20,7 @@ PERF=${PERF:-${CARGO_TARGET_DIR:-target}/release/softrdma-perf}
 row() { "$PERF" "$@" 2>/dev/null | grep -E '^ [0-9]+ ' | tail -1; }
 med() { sort -g | awk '{a[NR]=$1} END {if (NR==0) {print "-"; exit} m=(NR%2)?a[(NR+1)/2]:(a[NR/2]+a[NR/2+1])/2; printf "%.3f [%.3f..%.3f]", m, a[1], a[NR]}'; }
 
-echo "# $(date -u +%FT%TZ) load $(cut -d' ' -f1-3 /proc/loadavg) PAIRS=$PAIRS; $(. "$(dirname "$0")/host.sh" && host_line); L2 $(lscpu | awk '/^L2 cache/ {print $3, $4}'), L3 $(lscpu | awk '/^L3 cache/ {print $3, $4}')"
+echo "# $(date -u +%FT%TZ) load $(cut -d' ' -f1-3 /proc/loadavg) PAIRS=$PAIRS; $("$PERF" host); L2 $(lscpu | awk '/^L2 cache/ {print $3, $4}'), L3 $(lscpu | awk '/^L3 cache/ {print $3, $4}')"
 for s in "${SIZES[@]}"; do
     rm_=() rx=() mems=()
     # About 3 GB per memcpy_xcore_bw run, whatever the size.

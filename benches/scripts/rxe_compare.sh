@@ -68,7 +68,7 @@ echo "== softrdma, ICRC by SIMD folding (SOFTRDMA_ICRC=simd)"
 SOFTRDMA_ICRC=simd /host/softrdma-perf write_bw -s $size -m 1024 -n $iters 2>&1 | tail -2 | head -1
 JOB
 chmod +x "$out/job.sh"
-. "$repo/benches/scripts/host.sh" && echo "# host: $(host_line)"
+echo "# host: $("$bin" host)"
 for b in $(seq "$boots"); do
   mkdir -p "$out/boot$b"
   RXE_VM_SHARE=$share RXE_VM_TIMEOUT=${RXE_VM_TIMEOUT:-900} "$RXE_VM/run-pair.sh" "$out/boot$b" "$out/job.sh" none 1500 >"$out/boot$b/run-pair.log" 2>&1 || true

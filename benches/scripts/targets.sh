@@ -37,7 +37,7 @@ row() { "$PERF" "$@" 2>/dev/null | grep -E '^ [0-9]+ ' | tail -1; }
 med() { sort -g | awk '{a[NR]=$1} END {if (NR==0) {print "-"; exit} m=(NR%2)?a[(NR+1)/2]:(a[NR/2]+a[NR/2+1])/2; printf "%.3f [%.3f..%.3f]", m, a[1], a[NR]}'; }
 
 echo "# $(date -u +%FT%TZ) load $(cut -d' ' -f1-3 /proc/loadavg) PAIRS=$PAIRS"
-. "$(dirname "$0")/host.sh" && echo "# host: $(host_line)"
+echo "# host: $("$PERF" host)"
 r1=() r1b=() r1c=() r1d=() r1e=() r2=() r2b=() r2c=() r3=() r3b=() r3c=() r3d=() r3e=() r3f=()
 for i in $(seq "$PAIRS"); do
     raw=$(row raw_bw -s 4096 -D 2 --fabric tap | awk '{print $4}')

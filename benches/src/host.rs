@@ -62,6 +62,13 @@ impl CpuFacts {
         parts.retain(|p| !p.is_empty());
         parts.join(" ")
     }
+
+    /// The one line `softrdma-perf host` prints and the bench scripts put
+    /// in their headers: "AMD EPYC (AuthenticAMD family 25 model 17;
+    /// pclmulqdq avx2 vpclmulqdq avx512f), 2 CPUs".
+    pub fn line(&self, cpus: usize) -> String {
+        format!("{} ({}; {}), {cpus} CPUs", self.model_name, self.id(), self.crc_flags.join(" "))
+    }
 }
 
 #[cfg(test)]
@@ -81,6 +88,7 @@ model\t\t: 85\nmodel name\t: Intel(R) Xeon(R) Processor\nflags\t\t: fpu pclmulqd
         assert_eq!(f.model_name, "AMD EPYC");
         assert_eq!(f.id(), "AuthenticAMD family 25 model 17");
         assert_eq!(f.crc_flags, ["pclmulqdq", "avx2", "vpclmulqdq", "avx512f"]);
+        assert_eq!(f.line(2), "AMD EPYC (AuthenticAMD family 25 model 17; pclmulqdq avx2 vpclmulqdq avx512f), 2 CPUs");
     }
 
     #[test]

@@ -182,6 +182,15 @@ fn all_sizes_and_json() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// `softrdma-perf host`: the line the bench scripts put in their headers.
+#[test]
+fn host_names_the_cpu() {
+    let out = perf(&["host"]);
+    let cpu = benches::host::CpuFacts::this_machine();
+    assert!(out.trim_end().ends_with(" CPUs") && out.contains(&cpu.id()), "{out}");
+    assert_eq!(out.lines().count(), 1, "{out}");
+}
+
 #[test]
 fn baselines_and_scale_without_root() {
     let out = perf(&["raw_bw", "-s", "1024", "-n", "2000"]);

@@ -246,6 +246,11 @@ enum Cmd {
     /// -n devices (namespaces with --fabric tap), pairs doing write_bw.
     #[command(name = "scale_ns")]
     ScaleNs(Common),
+    /// Which machine this is: CPU model, vendor, family and model, the
+    /// flags that pick the ICRC's path, and the CPU count (one line, as the
+    /// bench scripts' headers and the JSON facts give it).
+    #[command(name = "host")]
+    Host,
 }
 
 impl Cmd {
@@ -256,6 +261,7 @@ impl Cmd {
             | RawLat(c) | MemcpyBw(c) | MemcpyXcoreBw(c) | SimBw(c) | PostLoaded(c) | ScaleQps(c) | ScaleNs(c) => {
                 Some(c)
             }
+            Host => None,
         }
     }
 }
@@ -650,6 +656,11 @@ fn run(cli: Cli) -> Result<(), String> {
         benches::pin::set_enabled(!c.no_pin && !busy_poll_off && softrdma::busy_poll::multi_cpu());
     }
     match cli.cmd {
+        Cmd::Host => {
+            let cpus = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0);
+            println!("{}", benches::host::CpuFacts::this_machine().line(cpus));
+            Ok(())
+        }
         Cmd::WriteBw(c) => verbs_test(Test::WriteBw, "write_bw", &c),
         Cmd::ReadBw(c) => verbs_test(Test::ReadBw, "read_bw", &c),
         Cmd::SendBw(c) => verbs_test(Test::SendBw, "send_bw", &c),
