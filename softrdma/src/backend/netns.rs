@@ -57,6 +57,14 @@ fn check_name(name: &str) -> io::Result<()> {
     }
 }
 
+/// Deletes a namespace this process created (`ip netns delete`), and
+/// with it the reaper's record of it.
+fn remove(name: &str) -> io::Result<()> {
+    let r = ip(None, &["netns", "delete", name]);
+    super::netns_reaper::untrack(name);
+    r
+}
+
 fn ns_path(name: &str) -> PathBuf {
     PathBuf::from(NETNS_RUN_DIR).join(name)
 }
@@ -71,8 +79,7 @@ impl NetNs {
         match Self::open_path(name) {
             Ok(fd) => Ok(NetNs { name: name.to_owned(), fd, owned: true }),
             Err(e) => {
-                let _ = ip(None, &["netns", "delete", name]);
-                super::netns_reaper::untrack(name);
+                let _ = remove(name);
                 Err(e)
             }
         }
@@ -135,9 +142,7 @@ impl NetNs {
     pub fn delete(mut self) -> io::Result<()> {
         let owned = std::mem::replace(&mut self.owned, false);
         if owned {
-            let r = ip(None, &["netns", "delete", &self.name]);
-            super::netns_reaper::untrack(&self.name);
-            r
+            remove(&self.name)
         } else {
             Ok(())
         }
@@ -153,10 +158,9 @@ impl AsFd for NetNs {
 impl Drop for NetNs {
     fn drop(&mut self) {
         if self.owned {
-            if let Err(e) = ip(None, &["netns", "delete", &self.name]) {
+            if let Err(e) = remove(&self.name) {
                 eprintln!("softrdma: could not delete network namespace {}: {e}", self.name);
             }
-            super::netns_reaper::untrack(&self.name);
         }
     }
 }

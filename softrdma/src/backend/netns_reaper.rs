@@ -28,11 +28,6 @@ pub(crate) fn untrack(name: &str) {
     OWNED.lock().unwrap_or_else(|e| e.into_inner()).remove(name);
 }
 
-/// The namespaces this process still owns, by name.
-pub fn owned() -> Vec<String> {
-    OWNED.lock().unwrap_or_else(|e| e.into_inner()).iter().cloned().collect()
-}
-
 /// Deletes every namespace this process still owns, in one `ip -batch`;
 /// returns how many it asked to delete.
 pub fn delete_owned() -> usize {
@@ -89,6 +84,10 @@ fn install() -> Result<(), String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn owned() -> Vec<String> {
+        OWNED.lock().unwrap_or_else(|e| e.into_inner()).iter().cloned().collect()
+    }
 
     #[test]
     fn tracks_what_it_is_told() {
