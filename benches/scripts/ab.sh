@@ -4,6 +4,7 @@
 # median [min..max] of each side and the ratio B/A. TAP rows need root.
 #
 #   bash benches/scripts/ab.sh OLD_BINARY NEW_BINARY [PAIRS]
+#   ONLY='^mem' bash benches/scripts/ab.sh ...   # only the rows matching
 #
 # e.g. build the old commit in a worktree, copy its target/release/softrdma-perf
 # aside, and compare it with this tree's.
@@ -15,6 +16,8 @@ TESTS=(
     "mem write_lat|write_lat -n 30000"
     "mem write_lat UC|write_lat -c UC -n 30000"
     "mem write_bw 64|write_bw -s 64 -D 1"
+    "mem write_bw 1K|write_bw -s 1024 -m 4096 -D 1"
+    "mem write_bw 4K|write_bw -s 4096 -m 4096 -D 1"
     "mem write_bw 64K|write_bw -s 65536 -m 4096 -D 1"
     "mem send_bw 64|send_bw -s 64 -D 1"
     "mem send_bw 64K|send_bw -s 65536 -m 4096 -D 1"
@@ -29,6 +32,7 @@ echo "# host: $("$B" host)"
 for i in $(seq "$PAIRS"); do
     for t in "${TESTS[@]}"; do
         label=${t%%|*}
+        [[ $label =~ ${ONLY:-.} ]] || continue
         read -r -a args <<< "${t#*|}"
         if (( i % 2 )); then order="A B B A"; else order="B A A B"; fi
         for side in $order; do

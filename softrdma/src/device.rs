@@ -133,6 +133,9 @@ impl Device {
         };
         let mut mem = DevMemory::default();
         mem.skip_rkey_bounds = cfg.broken.skip_rkey_bounds;
+        if link.tx.lends() {
+            mem.lend_from = Some(crate::lent::LEND_FROM);
+        }
         let mut ep = Endpoint::new(mem);
         ep.set_skip_pkey_check(cfg.broken.skip_pkey_check);
         ep.set_local_gids(gids.all());
@@ -161,6 +164,7 @@ impl Device {
             txq: Vec::new(),
             txbatch: Vec::new(),
             txfree: Vec::new(),
+            txlent: Vec::new(),
             tx_next: 0,
         };
         let shared = Shared::new(

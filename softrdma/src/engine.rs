@@ -91,6 +91,9 @@ pub struct DeviceCounters {
     /// Held ACKs that left right behind a frame of their QP, in one write
     /// with it (a TAP's UDP GSO run).
     pub tx_acks_joined: u64,
+    /// Frames that left with their payloads still in the sender's MR, for
+    /// the link to copy in on delivery (the in-memory fabric: `crate::lent`).
+    pub tx_payloads_lent: u64,
 }
 
 /// Everything behind the core lock.
@@ -131,6 +134,9 @@ pub struct Core {
     /// `batches_sends`), and the buffers such batches came back with.
     pub txbatch: Vec<Vec<u8>>,
     pub txfree: Vec<Vec<u8>>,
+    /// Payloads of `txbatch` frames still in their MRs, by index
+    /// (`crate::lent`).
+    pub txlent: Vec<(usize, crate::lent::Lent)>,
 }
 
 /// The receiving half of the link and the buffers frames land in.
@@ -288,11 +294,19 @@ impl Shared {
     /// Like `put_buf`, but a link that `batches_sends` gets the frame with
     /// the next ones (`send_batch` sends what is held).
     fn put_batched(&self, core: &mut Core, buf: &mut Vec<u8>) {
+        let lent = core.ep.mem.has_lent();
+        if lent && !self.passes_lent(core, buf) {
+            core.ep.mem.fill_lent(buf);
+        }
         if self.tx_batch == 1 {
             return self.put_buf(core, buf);
         }
         if self.put_local(core, buf) {
+            core.ep.mem.fill_lent(buf); // (dropped as oversize: lets go of the regions)
             return;
+        }
+        if lent && core.ep.mem.take_lent(buf, core.txbatch.len(), &mut core.txlent) {
+            core.counters.tx_payloads_lent += 1;
         }
         let next = core.txfree.pop().unwrap_or_else(|| Vec::with_capacity(self.mtu + 64));
         core.txbatch.push(std::mem::replace(buf, next));
@@ -301,14 +315,22 @@ impl Shared {
         }
     }
 
+    /// Whether a frame may leave with its payloads still in their MRs:
+    /// the link delivers them (`LinkTx::lends`), in a batch, and nothing
+    /// reads the frame on its way out (a capture, or this device itself).
+    fn passes_lent(&self, core: &Core, frame: &[u8]) -> bool {
+        self.tx_batch > 1 && self.tx.lends() && core.pcap.is_none() && frame.get(..6) != Some(&self.mac[..])
+    }
+
     /// Sends the frames `put_batched` holds.
     fn send_batch(&self, core: &mut Core) {
         if core.txbatch.is_empty() {
             return;
         }
-        let failed = match &mut core.txbatch[..] {
-            [one] => self.tx.send_buf(one).is_err() as u64,
-            all => self.tx.send_bufs(all) as u64,
+        let failed = match (&mut core.txbatch[..], core.txlent.is_empty()) {
+            ([one], true) => self.tx.send_buf(one).is_err() as u64,
+            (all, true) => self.tx.send_bufs(all) as u64,
+            (all, false) => self.tx.send_bufs_lent(all, &mut core.txlent) as u64,
         };
         let n = core.txbatch.len() as u64;
         core.counters.tx_errors += failed;

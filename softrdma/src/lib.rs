@@ -20,6 +20,7 @@ pub mod device;
 pub mod engine;
 pub mod gid;
 pub mod icrc_engine;
+pub mod lent;
 pub mod link;
 pub mod mr;
 pub mod namespace;

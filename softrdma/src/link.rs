@@ -10,6 +10,8 @@ use std::io;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::lent::Lent;
+
 /// The sending half of a link.
 pub trait LinkTx: Send + Sync {
     /// Puts one Ethernet frame (no FCS) on the wire.
@@ -30,6 +32,21 @@ pub trait LinkTx: Send + Sync {
     /// instead of once per frame.
     fn send_bufs(&self, bufs: &mut [Vec<u8>]) -> usize {
         bufs.iter_mut().map(|b| self.send_buf(b)).filter(Result::is_err).count()
+    }
+
+    /// Whether the link takes frames whose payloads are still in their
+    /// MRs (`send_bufs_lent`), copying each in only on delivery.
+    fn lends(&self) -> bool {
+        false
+    }
+
+    /// `send_bufs` for frames of which some have payloads still in their
+    /// MRs: `lent` holds `(index into bufs, payload)`, and is left empty.
+    /// A link that does not `lends` copies them in first.
+    fn send_bufs_lent(&self, bufs: &mut [Vec<u8>], lent: &mut Vec<(usize, Lent)>) -> usize {
+        let mut spent = Vec::new();
+        crate::lent::fill(lent, bufs, &mut spent);
+        self.send_bufs(bufs)
     }
 
     /// Whether `send_bufs` is worth a batch: frames held back for it wait

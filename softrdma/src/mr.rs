@@ -5,6 +5,7 @@
 //! (through `Mr::read`/`Mr::write`) and the device threads never race.
 
 use rustc_hash::FxHashMap;
+use std::cell::RefCell;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock};
 
@@ -13,6 +14,8 @@ use transport::mem::{
 };
 use transport::wire::icrc::Running;
 use verbs_api::AccessFlags;
+
+use crate::lent::Lent;
 
 #[derive(Debug)]
 pub struct Region {
@@ -62,6 +65,12 @@ pub struct DevMemory {
     /// `DeviceConfig::broken` so the conformance suite can prove its
     /// bounds cases fail on a non-conforming device; never set it otherwise.
     pub skip_rkey_bounds: bool,
+    /// Payloads from this length on are lent (`read_lent`) rather than
+    /// copied; `None`: never (a link that carries no lent payloads).
+    pub lend_from: Option<usize>,
+    /// What `read_lent` lent for the frame being emitted, until the
+    /// device takes it (`take_lent`) or fills it in (`fill_lent`).
+    lent: RefCell<Vec<Lent>>,
 }
 
 /// Regions live at device-chosen virtual addresses, 4 GiB apart.
@@ -105,6 +114,25 @@ impl DevMemory {
 
     pub fn bytes(&self) -> u64 {
         self.regions.values().map(|r| r.len() as u64).sum()
+    }
+
+    /// Whether the frame just emitted has lent payloads.
+    pub fn has_lent(&self) -> bool {
+        !self.lent.borrow().is_empty()
+    }
+
+    /// Copies the frame's lent payloads into it (`frame` is the buffer it
+    /// was emitted into).
+    pub fn fill_lent(&self, frame: &mut [u8]) {
+        crate::lent::fill_one(&mut self.lent.borrow_mut(), frame);
+    }
+
+    /// Hands the frame's lent payloads over, as `(index, payload)` with
+    /// offsets into `frame`, to whoever delivers it; whether there were any.
+    pub fn take_lent(&self, frame: &[u8], index: usize, to: &mut Vec<(usize, Lent)>) -> bool {
+        let n = to.len();
+        to.extend(self.lent.borrow_mut().drain(..).filter_map(|l| l.placed(frame)).map(|l| (index, l)));
+        to.len() > n
     }
 
     fn lookup(
@@ -166,6 +194,29 @@ impl Memory for DevMemory {
         out[n..].fill(0);
         crc.update(&out[n..]);
         Ok(())
+    }
+
+    /// Hashes the payload where it lies and records where it goes
+    /// (`crate::lent`); a short one is copied, as the lock and the
+    /// region's count cost more than its lines.
+    fn read_lent(&self, pd: u32, key: Key, va: u64, out: &mut [u8], crc: &mut Running) -> Result<(), MemError> {
+        if self.lend_from.is_none_or(|min| out.len() < min) {
+            return self.read_hashed(pd, key, va, out, crc);
+        }
+        let (r, off) = self.lookup(pd, key, va, out.len() as u64, read_right(key))?;
+        let d = r.data.read().map_err(|_| MemError::InvalidKey)?;
+        let Some(src) = d.get(off..off + out.len()) else {
+            drop(d);
+            return self.read_hashed(pd, key, va, out, crc); // past the end (skip_rkey_bounds only)
+        };
+        crc.update(src);
+        drop(d);
+        self.lent.borrow_mut().push(Lent { region: r.clone(), off, len: out.len(), at: out.as_ptr() as usize });
+        Ok(())
+    }
+
+    fn unlend(&self) {
+        self.lent.borrow_mut().clear();
     }
 
     fn write(&mut self, pd: u32, key: Key, va: u64, data: &[u8]) -> Result<(), MemError> {
@@ -239,5 +290,42 @@ mod tests {
         assert!(same(&m, Key::Local(r.lkey ^ 0x100), r.va, 8).is_err(), "unknown key");
         m.skip_rkey_bounds = true;
         assert!(same(&m, Key::Remote(r.rkey), r.va + 4000, 200).is_ok(), "zeros past the end");
+    }
+
+    /// `read_lent` hashes what `read_hashed` hashes and leaves the frame
+    /// as it was; filled in, the frame holds what `read_hashed` copied.
+    /// Short payloads, and any while lending is off, are copied at once.
+    #[test]
+    fn read_lent_hashes_now_and_fills_later_what_read_hashed_copies() {
+        let mut m = DevMemory::default();
+        let r = m.register(1, 8192, AccessFlags::LOCAL_WRITE);
+        for (i, b) in r.data.write().unwrap().iter_mut().enumerate() {
+            *b = (i * 31 + 5) as u8;
+        }
+        let key = Key::Local(r.lkey);
+        for (lend_from, off, len, lends) in
+            [(Some(1024), 100, 4096, true), (Some(1024), 0, 1023, false), (None, 0, 4096, false)]
+        {
+            m.lend_from = lend_from;
+            let (mut want, mut frame) = (vec![0x11; len + 60], vec![0x22; len + 60]);
+            let (mut cw, mut cf) = (running(), running());
+            m.read_hashed(1, key, r.va + off, &mut want[40..40 + len], &mut cw).unwrap();
+            m.read_lent(1, key, r.va + off, &mut frame[40..40 + len], &mut cf).unwrap();
+            assert_eq!(cw.finish(), cf.finish(), "{off} {len}");
+            assert_eq!(m.has_lent(), lends, "{off} {len}");
+            if lends {
+                assert!(frame[40..40 + len].iter().all(|&b| b == 0x22), "lent, yet copied");
+            }
+            m.fill_lent(&mut frame[..]);
+            assert!(!m.has_lent());
+            assert_eq!(&frame[40..40 + len], &want[40..40 + len], "{off} {len}");
+        }
+        m.lend_from = Some(1024);
+        let mut frame = vec![0u8; 2048];
+        m.read_lent(1, key, r.va, &mut frame[..], &mut running()).unwrap();
+        m.unlend();
+        assert!(!m.has_lent(), "unlend forgets what was lent");
+        assert!(m.read_lent(1, Key::Local(r.lkey ^ 0x100), r.va, &mut frame[..], &mut running()).is_err());
+        assert!(!m.has_lent(), "a refused access lends nothing");
     }
 }

@@ -60,6 +60,26 @@ pub trait Memory {
         crc.update(out);
         Ok(())
     }
+    /// `read_hashed` for a payload the device may leave where it lies and
+    /// copy into `out` later, by the time the frame reaches its peer, as a
+    /// NIC's DMA reads a payload at transmit time. The transport asks only
+    /// where that is safe: the work request completes when the peer
+    /// acknowledges it (RC), and sealing the frame reads nothing of the
+    /// payload (`FrameRepr::seals_without_payload`). The hash must be of
+    /// the bytes that will be delivered.
+    fn read_lent(
+        &self,
+        pd: u32,
+        key: Key,
+        va: u64,
+        out: &mut [u8],
+        crc: &mut crate::wire::icrc::Running,
+    ) -> Result<(), MemError> {
+        self.read_hashed(pd, key, va, out, crc)
+    }
+    /// Forgets what `read_lent` lent for a frame that is not emitted after
+    /// all (a later gather entry failed).
+    fn unlend(&self) {}
     /// Copies into memory (local scatter with LOCAL_WRITE, or remote WRITE with REMOTE_WRITE).
     fn write(&mut self, pd: u32, key: Key, va: u64, data: &[u8]) -> Result<(), MemError>;
     /// Executes an 8-byte atomic (REMOTE_ATOMIC, aligned); returns the original value.

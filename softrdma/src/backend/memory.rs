@@ -13,7 +13,9 @@ use std::time::Duration;
 
 use transport::sim::Rng;
 
+use crate::lent::Lent;
 use crate::link::{Link, LinkRx, LinkTx, LinkWait};
+use crate::mr::Region;
 
 /// Per-frame fault probabilities (0.0..=1.0).
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
@@ -78,6 +80,29 @@ struct PortState {
     closed: bool,
     /// `LinkWait::wake` was called: the next (or current) wait ends.
     woken: bool,
+    /// Payloads still in their senders' MRs, in the order of their frames,
+    /// each with the address of its frame's buffer (unique while queued).
+    /// A queue of their own: the frames' queue stays one word per frame,
+    /// and a stream without lent payloads writes nothing here.
+    lent: VecDeque<(usize, Lent)>,
+}
+
+impl PortState {
+    fn push(&mut self, frame: Vec<u8>) {
+        self.frames.push_back(frame);
+    }
+
+    /// The next frame, and where its payloads are still to be copied in
+    /// from (into `jobs`, as `(slot, payload)`).
+    fn pop(&mut self, slot: usize, jobs: &mut Vec<(usize, Lent)>) -> Option<Vec<u8>> {
+        let f = self.frames.pop_front()?;
+        while self.lent.front().is_some_and(|(at, _)| *at == f.as_ptr() as usize) {
+            if let Some((_, l)) = self.lent.pop_front() {
+                jobs.push((slot, l));
+            }
+        }
+        Some(f)
+    }
 }
 
 /// The fault injector's state; only touched while faults are switched on.
@@ -235,7 +260,13 @@ impl Fabric {
             ports.len() - 1
         };
         self.inner.learn(mac, port);
-        let rx = FabricRx { queue, fabric: Arc::downgrade(&self.inner), spent: Vec::new() };
+        let rx = FabricRx {
+            queue,
+            fabric: Arc::downgrade(&self.inner),
+            spent: Vec::new(),
+            jobs: Vec::new(),
+            regions: Vec::new(),
+        };
         let state = Arc::new(Mutex::new(TxState::default()));
         if let Ok(mut s) = self.inner.senders.lock() {
             s.push(state.clone());
@@ -316,7 +347,7 @@ impl Inner {
             self.recycle(frame);
             return;
         }
-        st.frames.push_back(frame);
+        st.push(frame);
         to.busy.store(true, Ordering::Release);
         if st.parked {
             st.parked = false;
@@ -384,8 +415,10 @@ impl Inner {
 
     /// A sender's batch while its route holds for every frame and no
     /// faults are on: the destination's queue is locked once for all of
-    /// them. `false`: nothing was sent, take the per-frame path.
-    fn forward_fast_all(&self, tx: &mut TxState, bufs: &mut [Vec<u8>]) -> bool {
+    /// them. The payloads in `lent` (by index into `bufs`) travel with
+    /// their frames, for the receiver to copy in. `false`: nothing was
+    /// sent, take the per-frame path.
+    fn forward_fast_all(&self, tx: &mut TxState, bufs: &mut [Vec<u8>], lent: &mut Vec<(usize, Lent)>) -> bool {
         let TxState { route, stash, forwarded } = tx;
         let Some(r) = route else { return false };
         if !self.route_holds(r, bufs) {
@@ -404,16 +437,21 @@ impl Inner {
         }
         let Ok(mut st) = r.queue.q.lock() else { return true };
         let mut full = 0;
-        for buf in bufs.iter_mut() {
+        let mut lent = lent.drain(..).peekable();
+        for (i, buf) in bufs.iter_mut().enumerate() {
             if st.frames.len() >= PORT_QUEUE {
                 // Dropped as `enqueue` would; the sender keeps the buffer.
                 full += 1;
                 continue;
             }
             let Some(spare) = stash.pop() else { break };
-            st.frames.push_back(std::mem::replace(buf, spare));
+            while let Some((_, l)) = lent.next_if(|(at, _)| *at <= i) {
+                st.lent.push_back((buf.as_ptr() as usize, l));
+            }
+            st.push(std::mem::replace(buf, spare));
             *forwarded += 1;
         }
+        drop(lent);
         r.queue.settle(&st);
         if st.parked {
             st.parked = false;
@@ -507,9 +545,20 @@ impl LinkTx for FabricTx {
     }
 
     fn send_bufs(&self, bufs: &mut [Vec<u8>]) -> usize {
+        self.send_bufs_lent(bufs, &mut Vec::new())
+    }
+
+    fn lends(&self) -> bool {
+        true
+    }
+
+    /// Lent payloads take the fast path only: a flood or a fault (which
+    /// copies, corrupts or holds a frame back) gets them copied in first.
+    fn send_bufs_lent(&self, bufs: &mut [Vec<u8>], lent: &mut Vec<(usize, Lent)>) -> usize {
         let mut tx = self.state.lock().unwrap_or_else(|e| e.into_inner());
         let inner = &self.fabric.inner;
-        if !inner.forward_fast_all(&mut tx, bufs) {
+        if !inner.forward_fast_all(&mut tx, bufs, lent) {
+            crate::lent::fill(lent, bufs, &mut Vec::new());
             for buf in bufs {
                 inner.forward(self.port, &mut tx, buf);
             }
@@ -528,14 +577,24 @@ struct FabricRx {
     fabric: std::sync::Weak<Inner>,
     /// The buffers a batch replaced, on their way back to the pool.
     spent: Vec<Vec<u8>>,
+    /// Payloads to copy into the frames just taken (`crate::lent`).
+    jobs: Vec<(usize, Lent)>,
+    /// Senders' regions whose payloads were copied, let go of in bulk.
+    regions: Vec<Arc<Region>>,
 }
 
 impl FabricRx {
     fn next(&mut self, timeout: Duration) -> io::Result<Option<Vec<u8>>> {
         let Some(mut st) = Self::ready(&self.queue, timeout)? else { return Ok(None) };
-        let f = st.frames.pop_front();
+        let f = st.pop(0, &mut self.jobs);
         self.queue.settle(&st);
-        Ok(f)
+        drop(st);
+        Ok(f.map(|f| {
+            let mut one = [f];
+            crate::lent::fill(&mut self.jobs, &mut one, &mut self.regions);
+            let [f] = one;
+            f
+        }))
     }
 
     /// The port's state, locked, once it holds a frame; `None` when
@@ -653,14 +712,17 @@ impl LinkRx for FabricRx {
         }
         let Some(mut st) = Self::ready(&self.queue, first)? else { return Ok(0) };
         let n = want.min(st.frames.len());
-        for (buf, len) in bufs.iter_mut().zip(lens.iter_mut()).take(n) {
-            let Some(mut f) = st.frames.pop_front() else { break };
+        for (i, (buf, len)) in bufs.iter_mut().zip(lens.iter_mut()).take(n).enumerate() {
+            let Some(mut f) = st.pop(i, &mut self.jobs) else { break };
             f.truncate(max);
             *len = f.len();
             self.spent.push(std::mem::replace(buf, f));
         }
         self.queue.settle(&st);
         drop(st);
+        if !self.jobs.is_empty() {
+            crate::lent::fill(&mut self.jobs, &mut bufs[..n], &mut self.regions);
+        }
         match self.fabric.upgrade() {
             Some(inner) => inner.recycle_all(&mut self.spent),
             None => self.spent.clear(),

@@ -83,7 +83,8 @@ pub(crate) fn position(index: u32, npkts: u32) -> Position {
 const HASH_WHERE_IT_LIES: usize = 256;
 
 /// Copies `out.len()` bytes starting `offset` bytes into a WQE's gather
-/// list, hashing them into the packet's ICRC if `crc` is given.
+/// list, hashing them into the packet's ICRC if `crc` is given; `lend`:
+/// memory may leave them where they lie for now (`Memory::read_lent`).
 fn gather(
     mem: &dyn Memory,
     pd: u32,
@@ -91,6 +92,7 @@ fn gather(
     offset: u64,
     out: &mut [u8],
     mut crc: Option<&mut icrc::Running>,
+    lend: bool,
 ) -> Result<(), MemError> {
     if let Some(d) = &w.inline {
         let src = &d[offset as usize..offset as usize + out.len()];
@@ -114,6 +116,7 @@ fn gather(
         let n = ((len - skip) as usize).min(out.len() - filled);
         let (va, part) = (sge.addr + skip, &mut out[filled..filled + n]);
         match crc.as_deref_mut() {
+            Some(c) if lend => mem.read_lent(pd, Key::Local(sge.lkey), va, part, c)?,
             Some(c) => mem.read_hashed(pd, Key::Local(sge.lkey), va, part, c)?,
             None => mem.read(pd, Key::Local(sge.lkey), va, part)?,
         }
@@ -215,8 +218,13 @@ impl Qp {
         let hashed = payload_len >= HASH_WHERE_IT_LIES;
         let mut sealing = if hashed { Some(frame.emit_around_payload(buf).ok()?) } else { None };
         let crc = sealing.as_mut().map(|(crc, _)| crc);
-        let gathered = gather(mem, pd, &self.req.sq[i], offset, &mut buf[frame.payload_range()], crc);
+        // RC completes a request only once the peer acknowledges it, so the
+        // payload may stay in the MR until the frame is delivered; UC and
+        // UD complete below, as the frame leaves.
+        let lend = t == QpType::Rc && frame.seals_without_payload();
+        let gathered = gather(mem, pd, &self.req.sq[i], offset, &mut buf[frame.payload_range()], crc, lend);
         if gathered.is_err() {
+            mem.unlend();
             // IBTA Vol 1 ch. 10 local protection error: the WQE completes in
             // error; an RC QP goes to ERR, a UC/UD QP only to SQE.
             self.req.sq[i].status = WcStatus::LocProtErr;
@@ -227,10 +235,14 @@ impl Qp {
             }
             return None;
         }
-        match sealing {
-            Some((crc, s)) => frame.seal(s, buf, crc).ok()?,
-            None => frame.emit_with(Payload::InPlace, buf).ok()?,
+        let sealed = match sealing {
+            Some((crc, s)) => frame.seal(s, buf, crc),
+            None => frame.emit_with(Payload::InPlace, buf),
         };
+        if sealed.is_err() {
+            mem.unlend();
+            return None;
+        }
         let w = &mut self.req.sq[i];
         w.next_psn = if w.op.is_read_or_atomic() { w.first_psn.add(w.npkts) } else { psn.next() };
         let end = w.first_psn.add(w.npkts);

@@ -178,6 +178,17 @@ impl FrameRepr {
         at + r.start..at + r.end
     }
 
+    /// Whether sealing reads nothing of the payload: no UDP checksum is
+    /// computed over it (RoCEv2 over IPv4 sends none, as rxe does; a
+    /// partial one is finished by the link). Only then may the payload
+    /// reach `payload_range()` after [`Self::seal`] (`Memory::read_lent`).
+    pub fn seals_without_payload(&self) -> bool {
+        match &self.net {
+            NetRepr::V4 { udp, .. } | NetRepr::V6 { udp, .. } => udp.checksum != UdpChecksum::Computed,
+            NetRepr::V1 { .. } => true,
+        }
+    }
+
     /// `emit`, with the payload copied in or already at `payload_range()`.
     pub fn emit_with(&self, payload: Payload<'_>, buf: &mut [u8]) -> Result<usize, Error> {
         let at = self.emit_headers(payload, buf)?;

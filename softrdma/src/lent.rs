@@ -1,0 +1,95 @@
+//! Payloads lent from a region: on the in-memory fabric an RC request's
+//! payload stays in the sender's MR until its frame is delivered, and the
+//! receiving thread copies it into the frame there, as a NIC's DMA reads a
+//! payload at transmit time (`transport::mem::Memory::read_lent`).
+//!
+//! Why: copied at send time, a payload is written into a frame buffer whose
+//! lines the receiving CPU read last, and read back by that CPU: each line
+//! crosses between the CPUs twice. The MR a sender keeps sending from is
+//! read by both CPUs and written by neither, so its lines stay in both
+//! caches (docs/benchmarks.md, "What stop 26 changed").
+
+use std::ops::Range;
+use std::sync::Arc;
+
+use crate::mr::Region;
+
+/// Payloads shorter than this are copied at send time: their lines are
+/// few, and a lent one costs a region reference and a lock on each side.
+pub const LEND_FROM: usize = 1024;
+
+/// `len` bytes at `off` in `region`, to be copied to `at` in a frame.
+#[derive(Debug)]
+pub struct Lent {
+    pub(crate) region: Arc<Region>,
+    pub(crate) off: usize,
+    pub(crate) len: usize,
+    /// Where they go: an address while the transport emits the frame,
+    /// an offset into the frame once the device has placed it (`placed`).
+    pub(crate) at: usize,
+}
+
+impl Lent {
+    /// The same payload with `at` made an offset into `frame`, the buffer
+    /// the transport emitted it into; `None` if `at` does not point into it.
+    pub(crate) fn placed(self, frame: &[u8]) -> Option<Lent> {
+        let at = self.at.checked_sub(frame.as_ptr() as usize)?;
+        (at.checked_add(self.len)? <= frame.len()).then_some(Lent { at, ..self })
+    }
+
+    fn range(&self, frame_len: usize) -> Option<Range<usize>> {
+        let end = self.at.checked_add(self.len)?;
+        (end <= frame_len).then_some(self.at..end)
+    }
+}
+
+/// Copies each placed payload `(i, lent)` into `frames[i]`, taking a
+/// region's read lock once per run of payloads from it (per payload, the
+/// lock's line would cross between the CPUs each time). A payload that no
+/// longer fits its frame (a truncated frame) is left out: the frame then
+/// fails its ICRC check and is counted as a drop there. The regions go to
+/// `spent`, to be let go of in bulk (`release`).
+pub(crate) fn fill(jobs: &mut Vec<(usize, Lent)>, frames: &mut [Vec<u8>], spent: &mut Vec<Arc<Region>>) {
+    let mut s = 0;
+    while s < jobs.len() {
+        let region = &jobs[s].1.region;
+        let e = s + jobs[s..].iter().take_while(|(_, l)| Arc::ptr_eq(&l.region, region)).count();
+        if let Ok(data) = region.data.read() {
+            for (i, l) in &jobs[s..e] {
+                let (Some(frame), Some(src)) = (frames.get_mut(*i), data.get(l.off..l.off.saturating_add(l.len)))
+                else {
+                    continue;
+                };
+                if let Some(r) = l.range(frame.len()) {
+                    frame[r].copy_from_slice(src);
+                }
+            }
+        }
+        s = e;
+    }
+    spent.extend(jobs.drain(..).map(|(_, l)| l.region));
+    release(spent, RELEASE_AT);
+}
+
+/// Regions a receiver holds before letting go of them together: the
+/// count in each region's `Arc` is a line its sender writes per frame.
+const RELEASE_AT: usize = 64;
+
+/// Drops the region references in `spent` once there are `at` or more.
+pub(crate) fn release(spent: &mut Vec<Arc<Region>>, at: usize) {
+    if spent.len() >= at {
+        spent.clear();
+    }
+}
+
+/// `fill` for one frame (the paths that fill as a frame leaves: a
+/// capture, a frame to this device, a link that takes no lent payloads).
+pub(crate) fn fill_one(lent: &mut Vec<Lent>, frame: &mut [u8]) {
+    for l in lent.drain(..) {
+        let Some(l) = l.placed(frame) else { continue };
+        let Ok(data) = l.region.data.read() else { continue };
+        if let (Some(src), Some(r)) = (data.get(l.off..l.off.saturating_add(l.len)), l.range(frame.len())) {
+            frame[r].copy_from_slice(src);
+        }
+    }
+}

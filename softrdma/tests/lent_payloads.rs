@@ -1,0 +1,146 @@
+//! RC payloads on the in-memory fabric stay in the sender's MR until the
+//! receiving thread copies them into their frames (`softrdma::lent`). What
+//! arrives must be what a copy at send time would have delivered, on every
+//! path a frame can take: the fast path, a capture, a lossy fabric; and
+//! UC, which completes as its frames leave, must never lend.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use softrdma::backend::memory::Faults;
+use softrdma::testbed::{Testbed, TestbedOptions};
+use verbs_api::helpers::{connect, ConnectOptions, Endpoint};
+use verbs_api::{Context, QpCap, QpType, RecvWr, SendOp, SendWr, WcStatus};
+
+const MR: usize = 1 << 20;
+
+fn pair(c: &[Arc<dyn Context>], t: QpType) -> (Endpoint, Endpoint) {
+    let mk = |ctx| Endpoint::new(ctx, t, MR, 256, QpCap::default()).unwrap();
+    let (a, b) = (mk(&c[0]), mk(&c[1]));
+    connect(&a, &b, &ConnectOptions::default()).unwrap();
+    (a, b)
+}
+
+fn pattern(seed: u8) -> Vec<u8> {
+    (0..MR).map(|i| (i as u32).wrapping_mul(2654435761).rotate_left(seed as u32) as u8 ^ seed).collect()
+}
+
+fn wait(cq: &Arc<dyn verbs_api::Cq>, n: usize) {
+    let t = Instant::now();
+    let mut got = 0;
+    while got < n {
+        for wc in cq.poll(16) {
+            assert_eq!(wc.status, WcStatus::Success, "{wc:?}");
+            got += 1;
+        }
+        assert!(t.elapsed() < Duration::from_secs(20), "{got} of {n} completions");
+    }
+}
+
+/// WRITEs of 64 KiB (64 frames of 1 KiB each), a SEND of 8 KiB and a
+/// WRITE of 100 bytes from `a` to `b`; checks `b`'s bytes. Returns how many
+/// frames `a` sent with lent payloads.
+fn traffic(bed: &Testbed, a: &Endpoint, b: &Endpoint, seed: u8) -> u64 {
+    let lent0 = bed.devices[0].counters().0.tx_payloads_lent;
+    let src = pattern(seed);
+    a.mr.write(0, &src).unwrap();
+    b.mr.write(0, &vec![0; MR]).unwrap();
+    let rwr = RecvWr { wr_id: 7, sg_list: vec![b.sge(512 * 1024, 8192)] };
+    b.qp.post_recv(&[rwr]).unwrap();
+    let mut wrs = Vec::new();
+    for k in 0..6u64 {
+        let at = k * 65536;
+        let op = SendOp::RdmaWrite { remote_addr: b.mr.addr() + at, rkey: b.mr.rkey() };
+        wrs.push(SendWr::new(k, op, vec![a.sge(at, 65536)]));
+    }
+    // Two gather entries, the second starting mid-region: one frame, two
+    // payload pieces from two places of the MR.
+    wrs.push(SendWr::new(6, SendOp::Send, vec![a.sge(512 * 1024, 5000), a.sge(600 * 1024, 3192)]));
+    let op = SendOp::RdmaWrite { remote_addr: b.mr.addr() + 700 * 1024, rkey: b.mr.rkey() };
+    wrs.push(SendWr::new(7, op, vec![a.sge(700 * 1024, 100)]));
+    let n = wrs.len();
+    a.qp.post_send(&wrs, None).unwrap();
+    wait(&a.cq, n);
+    if a.qp.qp_type() == QpType::Rc {
+        wait(&b.cq, 1);
+    } else {
+        // UC completes as its frames leave: wait for the bytes instead.
+        let t = Instant::now();
+        let mut last = [0u8; 1];
+        while {
+            b.mr.read(700 * 1024 + 99, &mut last).unwrap();
+            last[0] != src[700 * 1024 + 99]
+        } {
+            assert!(t.elapsed() < Duration::from_secs(20), "UC data never arrived");
+        }
+        wait(&b.cq, 1);
+    }
+    let mut got = vec![0u8; MR];
+    b.mr.read(0, &mut got).unwrap();
+    assert!(got[..6 * 65536] == src[..6 * 65536], "WRITEs arrived changed");
+    assert!(got[512 * 1024..512 * 1024 + 5000] == src[512 * 1024..512 * 1024 + 5000], "SEND, first piece");
+    assert!(got[512 * 1024 + 5000..512 * 1024 + 8192] == src[600 * 1024..600 * 1024 + 3192], "SEND, second piece");
+    assert!(got[700 * 1024..700 * 1024 + 100] == src[700 * 1024..700 * 1024 + 100], "short WRITE");
+    bed.devices[0].counters().0.tx_payloads_lent - lent0
+}
+
+#[test]
+fn rc_payloads_are_lent_and_arrive_whole() {
+    let bed = Testbed::memory(2, Faults::default(), &TestbedOptions::default()).unwrap();
+    let (a, b) = pair(&bed.contexts(), QpType::Rc);
+    let mut lent = 0;
+    for seed in 1..=3 {
+        lent += traffic(&bed, &a, &b, seed);
+    }
+    // 384 WRITE frames and 8 SEND frames of 1 KiB per round; the 100-byte
+    // WRITE is copied. The first frames of a stream take the switch's slow
+    // path (learning), which copies.
+    assert!(lent >= 3 * 380, "only {lent} frames left with lent payloads");
+    assert!(lent <= 3 * 392, "{lent} frames lent: more than had payloads of 1 KiB");
+}
+
+#[test]
+fn uc_never_lends() {
+    let bed = Testbed::memory(2, Faults::default(), &TestbedOptions::default()).unwrap();
+    let (a, b) = pair(&bed.contexts(), QpType::Uc);
+    assert_eq!(traffic(&bed, &a, &b, 4), 0);
+}
+
+#[test]
+fn a_lossy_fabric_gets_lent_payloads_copied_in_first() {
+    let faults = Faults { drop: 0.01, dup: 0.01, reorder: 0.01, corrupt: 0.01 };
+    let bed = Testbed::memory(2, faults, &TestbedOptions::default()).unwrap();
+    let (a, b) = pair(&bed.contexts(), QpType::Rc);
+    traffic(&bed, &a, &b, 5);
+    let f = bed.fabric.as_ref().unwrap().stats();
+    assert!(f.corrupted > 0 && f.duplicated > 0, "the faults did not happen: {f:?}");
+}
+
+#[test]
+fn a_captured_frame_holds_its_payload() {
+    use softrdma::capture::read_frames;
+    use transport::wire::{classify, Frame, FrameKind};
+
+    let dir = std::env::temp_dir().join(format!("srd-lent-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let o = TestbedOptions { pcap_prefix: Some(dir.join("dev")), ..Default::default() };
+    let bed = Testbed::memory(2, Faults::default(), &o).unwrap();
+    let (a, b) = pair(&bed.contexts(), QpType::Rc);
+    assert_eq!(traffic(&bed, &a, &b, 6), 0, "a device that captures lends nothing");
+    drop((a, b));
+    drop(bed);
+    let frames = read_frames(&dir.join("dev-0.pcap")).unwrap();
+    let src = pattern(6);
+    let mut checked = 0;
+    for f in frames.iter().filter(|f| classify(&f.data) == FrameKind::RoceV2) {
+        let frame = Frame::verify(&f.data).expect("every captured frame passes its ICRC");
+        let payload = frame.packet.payload();
+        if let (Some(reth), 1024) = (frame.repr.ib.ext.reth, payload.len()) {
+            let at = (reth.va & 0xffff_ffff) as usize;
+            assert!(src[at..at + 1024] == *payload, "frame {} carries other bytes", f.number);
+            checked += 1;
+        }
+    }
+    assert_eq!(checked, 6, "the first frame of each 64 KiB WRITE");
+    let _ = std::fs::remove_dir_all(&dir);
+}
