@@ -133,7 +133,7 @@ impl Device {
         };
         let mut mem = DevMemory::default();
         mem.skip_rkey_bounds = cfg.broken.skip_rkey_bounds;
-        if link.tx.lends() {
+        if link.tx.lends() && crate::lent::worth_it() {
             mem.lend_from = Some(crate::lent::LEND_FROM);
         }
         let mut ep = Endpoint::new(mem);

@@ -18,6 +18,15 @@ use crate::mr::Region;
 /// few, and a lent one costs a region reference and a lock on each side.
 pub const LEND_FROM: usize = 1024;
 
+/// Whether lending pays on this machine: only with more than one CPU.
+/// What it saves is lines crossing between the sender's CPU and the
+/// receiver's; on one CPU there are none, and its references and locks
+/// are all cost. (The guest of `rxe_compare.sh`, one emulated CPU, ran
+/// 5–7 % slower with every payload lent: docs/benchmarks.md.)
+pub fn worth_it() -> bool {
+    crate::busy_poll::multi_cpu()
+}
+
 /// `len` bytes at `off` in `region`, to be copied to `at` in a frame.
 #[derive(Debug)]
 pub struct Lent {

@@ -549,6 +549,7 @@ fn device_facts(r: &mut Report, devs: &Devices) {
     }
     if let Some(f) = &devs.fabric {
         r.fact("fabric_overflowed", f.stats().overflowed);
+        r.fact("fabric_lent", f.stats().lent);
     }
 }
 

@@ -43,6 +43,10 @@ pub struct FabricStats {
     pub corrupted: u64,
     /// Frames lost because a port's queue was full (a congested switch port).
     pub overflowed: u64,
+    /// Frames whose payloads their receivers copied in from the senders'
+    /// MRs (`crate::lent`); the rest of the frames sent with payloads lent
+    /// (a device's `tx_payloads_lent`) had them copied in by their senders.
+    pub lent: u64,
 }
 
 #[derive(Default)]
@@ -166,7 +170,21 @@ struct TxState {
     /// the lock it holds anyway: a counter of the switch's would be a
     /// cache line that every sender of every device writes per frame.
     forwarded: u64,
+    /// The destination's queue as this sender's last batch left it: long
+    /// when its receiver is the slower side (`lends_now`).
+    depth: usize,
+    /// Regions of payloads this sender copied in itself, let go of in bulk.
+    spent: Vec<Arc<Region>>,
+    /// Frames this sender passed on with payloads lent (`FabricStats::lent`).
+    lent: u64,
 }
+
+/// Past this many frames waiting at the destination, a sender copies lent
+/// payloads in itself: its receiver is the slower side, and the copy would
+/// only add to that side's work. Under QEMU's emulation, where no cache
+/// line crosses anything, lending everything made the guest comparison 7 %
+/// slower on every link order (docs/benchmarks.md, "What stop 26 changed").
+const LEND_DEPTH: usize = 64;
 
 /// A switch; cloning gives another handle to the same one.
 #[derive(Clone)]
@@ -231,23 +249,24 @@ impl Fabric {
         }
     }
 
-    /// Frames the senders forwarded on the fast path (`TxState::forwarded`).
-    fn fast_forwarded(&self) -> u64 {
+    /// Sums a count the senders keep (`TxState::forwarded`, `TxState::lent`).
+    fn senders_sum(&self, count: fn(&TxState) -> u64) -> u64 {
         let senders = self.inner.senders.lock().unwrap_or_else(|e| e.into_inner());
-        senders.iter().map(|t| t.lock().map_or(0, |t| t.forwarded)).sum()
+        senders.iter().map(|t| t.lock().map_or(0, |t| count(&t))).sum()
     }
 
     pub fn stats(&self) -> FabricStats {
         let s = &self.inner.stats;
         let g = |c: &AtomicU64| c.load(Ordering::Relaxed);
         FabricStats {
-            forwarded: g(&s.forwarded) + self.fast_forwarded(),
+            forwarded: g(&s.forwarded) + self.senders_sum(|t| t.forwarded),
             flooded: g(&s.flooded),
             dropped: g(&s.dropped),
             duplicated: g(&s.duplicated),
             reordered: g(&s.reordered),
             corrupted: g(&s.corrupted),
             overflowed: g(&s.overflowed),
+            lent: self.senders_sum(|t| t.lent),
         }
     }
 
@@ -396,7 +415,7 @@ impl Inner {
     /// A sender's frame while its route holds and no faults are on: one
     /// lock (the destination's queue) besides the sender's own.
     fn forward_fast(&self, tx: &mut TxState, buf: &mut Vec<u8>) -> bool {
-        let TxState { route, stash, forwarded } = tx;
+        let TxState { route, stash, forwarded, .. } = tx;
         let Some(r) = route else { return false };
         if !self.route_holds(r, std::slice::from_ref(buf)) {
             return false;
@@ -419,7 +438,7 @@ impl Inner {
     /// their frames, for the receiver to copy in. `false`: nothing was
     /// sent, take the per-frame path.
     fn forward_fast_all(&self, tx: &mut TxState, bufs: &mut [Vec<u8>], lent: &mut Vec<(usize, Lent)>) -> bool {
-        let TxState { route, stash, forwarded } = tx;
+        let TxState { route, stash, forwarded, depth, lent: lent_count, .. } = tx;
         let Some(r) = route else { return false };
         if !self.route_holds(r, bufs) {
             return false;
@@ -445,14 +464,18 @@ impl Inner {
                 continue;
             }
             let Some(spare) = stash.pop() else { break };
+            let mut any = false;
             while let Some((_, l)) = lent.next_if(|(at, _)| *at <= i) {
                 st.lent.push_back((buf.as_ptr() as usize, l));
+                any = true;
             }
+            *lent_count += any as u64;
             st.push(std::mem::replace(buf, spare));
             *forwarded += 1;
         }
         drop(lent);
         r.queue.settle(&st);
+        *depth = st.frames.len();
         if st.parked {
             st.parked = false;
             r.queue.ready.notify_one();
@@ -556,11 +579,15 @@ impl LinkTx for FabricTx {
     /// copies, corrupts or holds a frame back) gets them copied in first.
     fn send_bufs_lent(&self, bufs: &mut [Vec<u8>], lent: &mut Vec<(usize, Lent)>) -> usize {
         let mut tx = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        let tx = &mut *tx;
         let inner = &self.fabric.inner;
-        if !inner.forward_fast_all(&mut tx, bufs, lent) {
-            crate::lent::fill(lent, bufs, &mut Vec::new());
+        if !lent.is_empty() && tx.depth > LEND_DEPTH {
+            crate::lent::fill(lent, bufs, &mut tx.spent);
+        }
+        if !inner.forward_fast_all(tx, bufs, lent) {
+            crate::lent::fill(lent, bufs, &mut tx.spent);
             for buf in bufs {
-                inner.forward(self.port, &mut tx, buf);
+                inner.forward(self.port, tx, buf);
             }
         }
         0
@@ -906,5 +933,53 @@ mod tests {
         }
         assert!((400..600).contains(&n), "{n}");
         assert_eq!(fab.stats().dropped, 1000 - n);
+    }
+
+    /// Lent payloads reach their frames whichever side copies them in: the
+    /// receiver while its queue is short, the sender once the receiver has
+    /// fallen `LEND_DEPTH` frames behind.
+    #[test]
+    fn lent_payloads_are_copied_in_by_the_receiver_until_it_falls_behind() {
+        use crate::mr::DevMemory;
+        let fab = Fabric::new();
+        let ([a, b], [la, mut lb]) = ports(&fab);
+        // Two frames teach the switch both MACs, so that the route holds.
+        let mut buf = [0u8; 1600];
+        for i in 0..2 {
+            la.tx.send(&frame(b, a, i)).unwrap();
+            assert!(lb.rx.recv(&mut buf, Duration::from_millis(10)).unwrap().is_some());
+        }
+        let mut mem = DevMemory::default();
+        let region = mem.register(1, 1 << 20, verbs_api::AccessFlags::LOCAL_WRITE);
+        for (i, x) in region.data.write().unwrap().iter_mut().enumerate() {
+            *x = (i * 7 + i / 251) as u8;
+        }
+        let total = 8 * (LEND_DEPTH / 8 + 4);
+        for batch in 0..total / 8 {
+            let mut bufs: Vec<Vec<u8>> = (0..8).map(|_| frame(b, a, 0)).collect();
+            let mut lent = Vec::new();
+            for (i, f) in bufs.iter_mut().enumerate() {
+                f.resize(1100, 0xee);
+                let k = batch * 8 + i;
+                f[20] = k as u8;
+                lent.push((i, Lent { region: region.clone(), off: k * 1024, len: 1024, at: 40 }));
+            }
+            assert_eq!(la.tx.send_bufs_lent(&mut bufs, &mut lent), 0);
+            assert!(lent.is_empty());
+        }
+        let passed = fab.stats().lent;
+        assert!(passed > 0 && (passed as usize) < total, "{passed} of {total} frames passed with their payloads lent");
+        let data = region.data.read().unwrap().to_vec();
+        let (mut bufs, mut lens) = (vec![Vec::new(); 8], [0usize; 8]);
+        let mut k = 0;
+        while k < total {
+            let n = lb.rx.recv_batch(&mut bufs, &mut lens, 1500, Duration::from_millis(10)).unwrap();
+            assert!(n > 0, "{k} of {total} frames arrived");
+            for f in &bufs[..n] {
+                assert_eq!((f.len(), f[20]), (1100, k as u8));
+                assert!(f[40..1064] == data[k * 1024..k * 1024 + 1024], "frame {k}'s payload");
+                k += 1;
+            }
+        }
     }
 }
