@@ -307,6 +307,9 @@ pub struct Qp {
     pub(crate) counters: Counters,
     pub(crate) ip_ident: u16,
     pub(crate) scratch: Vec<u8>,
+    /// The payload of the READ response `next_response` just described,
+    /// when it is to be gathered from memory rather than from `scratch`.
+    pub(crate) read_payload: Option<responder::ReadPayload>,
     /// rxe treats retry_cnt = 7 as "retry forever", like rnr_retry; IBTA
     /// means seven retries. Off by default (docs/design.md, "Deviations").
     pub(crate) rxe_retry_quirk: bool,
@@ -341,6 +344,7 @@ impl Qp {
             counters: Counters::default(),
             ip_ident: 0,
             scratch: Vec::new(),
+            read_payload: None,
             rxe_retry_quirk: false,
             jkey: None,
             udp_checksum_offload: false,
@@ -709,7 +713,10 @@ impl Qp {
             let Some(path) = self.path else { return false };
             let frame = self.frame_repr(path, ib);
             buf.resize(frame.buffer_len(), 0);
-            emit(&frame, Payload::Copy(&self.scratch), buf)
+            match self.read_payload.take() {
+                Some(p) => self.emit_read_response(&frame, p, mem, buf),
+                None => emit(&frame, Payload::Copy(&self.scratch), buf),
+            }
         } else {
             self.next_request(now, mem, buf)
         };

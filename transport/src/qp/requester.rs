@@ -80,7 +80,7 @@ pub(crate) fn position(index: u32, npkts: u32) -> Position {
 /// Payloads from this length on are hashed into the ICRC as they are
 /// gathered. Below it, the extra CRC update costs more than the copy's
 /// lines (stop 16: 64-byte WRITEs 3 % slower hashed where they lie).
-const HASH_WHERE_IT_LIES: usize = 256;
+pub(crate) const HASH_WHERE_IT_LIES: usize = 256;
 
 /// Copies `out.len()` bytes starting `offset` bytes into a WQE's gather
 /// list, hashing them into the packet's ICRC if `crc` is given; `lend`:

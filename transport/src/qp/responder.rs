@@ -523,6 +523,7 @@ impl Qp {
         }
         let mtu = self.mtu() as u64;
         let pd = self.init.pd;
+        self.read_payload = None;
         let front = self.resp.out.front_mut()?;
         let mut ext = ExtHeaders::default();
         let (opcode, psn) = match front {
@@ -557,8 +558,19 @@ impl Qp {
                 if pos != Position::Middle {
                     ext.aeth = Some(AethRepr { syndrome: ACK, msn: m });
                 }
-                self.scratch.resize(n, 0);
-                if n > 0 && mem.read(pd, Key::Remote(rk), at, &mut self.scratch).is_err() {
+                // A payload of several lines goes from memory straight into
+                // the frame (`Qp::poll_transmit`), hashed where it lies; a
+                // short one through `scratch`, hashed with the packet.
+                let direct = n >= super::requester::HASH_WHERE_IT_LIES;
+                self.scratch.resize(if direct { 0 } else { n }, 0);
+                let fetched = if direct {
+                    mem.check(pd, Key::Remote(rk), at, n as u64, crate::mem::read_right(Key::Remote(rk)))
+                } else if n > 0 {
+                    mem.read(pd, Key::Remote(rk), at, &mut self.scratch)
+                } else {
+                    Ok(())
+                };
+                if fetched.is_err() {
                     // The region went away between request and response.
                     self.resp.out.retain(|o| !matches!(o, RespOut::Read { psn: q, .. } if q.forward_from(p) < npkts));
                     ext = ExtHeaders::default();
@@ -566,6 +578,9 @@ impl Qp {
                     self.scratch.clear();
                     self.counters.nak_remote_access_sent += 1;
                     return Some(self.ib(self.bth(Opcode::RcAcknowledge, p), ext, 0));
+                }
+                if direct {
+                    self.read_payload = Some(ReadPayload { rkey: rk, va: at, len: n });
                 }
                 let op = match pos {
                     Position::First => Opcode::RcReadResponseFirst,
@@ -577,6 +592,43 @@ impl Qp {
             }
         };
         let bth = self.bth(opcode, psn);
-        Some(self.ib(bth, ext, self.scratch.len()))
+        let len = self.read_payload.map_or(self.scratch.len(), |p| p.len);
+        Some(self.ib(bth, ext, len))
     }
+
+    /// Emits a READ response whose payload `next_response` left in memory
+    /// (`read_payload`): gathered into the frame and hashed where it lies,
+    /// or lent (`Memory::read_lent`): a READ completes at the requester
+    /// only when this frame has arrived. Returns the payload length.
+    pub(crate) fn emit_read_response(
+        &self,
+        frame: &crate::wire::FrameRepr,
+        p: ReadPayload,
+        mem: &dyn Memory,
+        buf: &mut [u8],
+    ) -> Option<usize> {
+        let (mut crc, sealing) = frame.emit_around_payload(buf).ok()?;
+        let out = &mut buf[frame.payload_range()];
+        let key = Key::Remote(p.rkey);
+        let pd = self.init.pd;
+        let got = if frame.seals_without_payload() {
+            mem.read_lent(pd, key, p.va, out, &mut crc)
+        } else {
+            mem.read_hashed(pd, key, p.va, out, &mut crc)
+        };
+        // (`next_response` checked the access under the same lock.)
+        if got.is_err() || frame.seal(sealing, buf, crc).is_err() {
+            mem.unlend();
+            return None;
+        }
+        Some(p.len)
+    }
+}
+
+/// A READ response's payload, still in memory (`Qp::read_payload`).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct ReadPayload {
+    pub(crate) rkey: u32,
+    pub(crate) va: u64,
+    pub(crate) len: usize,
 }
