@@ -50,6 +50,13 @@ impl Lent {
         let end = self.at.checked_add(self.len)?;
         (end <= frame_len).then_some(self.at..end)
     }
+
+    /// Copies the payload from `data`, its region's bytes, into `frame`.
+    fn copy_into(&self, data: &[u8], frame: &mut [u8]) {
+        if let (Some(src), Some(r)) = (data.get(self.off..self.off.saturating_add(self.len)), self.range(frame.len())) {
+            frame[r].copy_from_slice(src);
+        }
+    }
 }
 
 /// Copies each placed payload `(i, lent)` into `frames[i]`, taking a
@@ -57,7 +64,7 @@ impl Lent {
 /// lock's line would cross between the CPUs each time). A payload that no
 /// longer fits its frame (a truncated frame) is left out: the frame then
 /// fails its ICRC check and is counted as a drop there. The regions go to
-/// `spent`, to be let go of in bulk (`release`).
+/// `spent`, let go of once it holds `RELEASE_AT`.
 pub(crate) fn fill(jobs: &mut Vec<(usize, Lent)>, frames: &mut [Vec<u8>], spent: &mut Vec<Arc<Region>>) {
     let mut s = 0;
     while s < jobs.len() {
@@ -65,31 +72,22 @@ pub(crate) fn fill(jobs: &mut Vec<(usize, Lent)>, frames: &mut [Vec<u8>], spent:
         let e = s + jobs[s..].iter().take_while(|(_, l)| Arc::ptr_eq(&l.region, region)).count();
         if let Ok(data) = region.data.read() {
             for (i, l) in &jobs[s..e] {
-                let (Some(frame), Some(src)) = (frames.get_mut(*i), data.get(l.off..l.off.saturating_add(l.len)))
-                else {
-                    continue;
-                };
-                if let Some(r) = l.range(frame.len()) {
-                    frame[r].copy_from_slice(src);
+                if let Some(frame) = frames.get_mut(*i) {
+                    l.copy_into(&data, frame);
                 }
             }
         }
         s = e;
     }
     spent.extend(jobs.drain(..).map(|(_, l)| l.region));
-    release(spent, RELEASE_AT);
+    if spent.len() >= RELEASE_AT {
+        spent.clear();
+    }
 }
 
 /// Regions a receiver holds before letting go of them together: the
 /// count in each region's `Arc` is a line its sender writes per frame.
 const RELEASE_AT: usize = 64;
-
-/// Drops the region references in `spent` once there are `at` or more.
-pub(crate) fn release(spent: &mut Vec<Arc<Region>>, at: usize) {
-    if spent.len() >= at {
-        spent.clear();
-    }
-}
 
 /// `fill` for one frame (the paths that fill as a frame leaves: a
 /// capture, a frame to this device, a link that takes no lent payloads).
@@ -97,8 +95,6 @@ pub(crate) fn fill_one(lent: &mut Vec<Lent>, frame: &mut [u8]) {
     for l in lent.drain(..) {
         let Some(l) = l.placed(frame) else { continue };
         let Ok(data) = l.region.data.read() else { continue };
-        if let (Some(src), Some(r)) = (data.get(l.off..l.off.saturating_add(l.len)), l.range(frame.len())) {
-            frame[r].copy_from_slice(src);
-        }
+        l.copy_into(&data, frame);
     }
 }

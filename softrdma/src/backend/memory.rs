@@ -174,7 +174,7 @@ struct TxState {
     /// cache line that every sender of every device writes per frame.
     forwarded: u64,
     /// The destination's queue as this sender's last batch left it: long
-    /// when its receiver is the slower side (`lends_now`).
+    /// when its receiver is the slower side (`LEND_DEPTH`).
     depth: usize,
     /// Regions of payloads this sender copied in itself, let go of in bulk.
     spent: Vec<Arc<Region>>,
