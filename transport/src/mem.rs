@@ -63,10 +63,11 @@ pub trait Memory {
     /// `read_hashed` for a payload the device may leave where it lies and
     /// copy into `out` later, by the time the frame reaches its peer, as a
     /// NIC's DMA reads a payload at transmit time. The transport asks only
-    /// where that is safe: the work request completes when the peer
-    /// acknowledges it (RC), and sealing the frame reads nothing of the
-    /// payload (`FrameRepr::seals_without_payload`). The hash must be of
-    /// the bytes that will be delivered.
+    /// where that is safe: nothing completes before the peer has the frame
+    /// (an RC request completes when acknowledged; a READ response
+    /// completes the peer's READ), and sealing the frame reads nothing of
+    /// the payload (`FrameRepr::seals_without_payload`). The hash must be
+    /// of the bytes that will be delivered.
     fn read_lent(
         &self,
         pd: u32,
