@@ -215,3 +215,36 @@ fn a_captured_frame_holds_its_payload() {
     assert_eq!(checked, 6, "the first frame of each 64 KiB WRITE");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// Two MRs that WRITE to each other at once, each a lent source on one
+/// side and a destination on the other: a receiver that held the source's
+/// lock while it wrote the destination would deadlock here.
+#[test]
+fn two_mrs_writing_to_each_other_at_once_both_finish() {
+    let bed = Testbed::memory(2, Faults::default(), &TestbedOptions::default()).unwrap();
+    let (a, b) = pair(&bed.contexts(), QpType::Rc);
+    a.mr.write(0, &pattern(9)).unwrap();
+    b.mr.write(0, &pattern(10)).unwrap();
+    let blast = |from: &Endpoint, to: &Endpoint| {
+        for round in 0..20u64 {
+            let wrs: Vec<SendWr> = (0..8u64)
+                .map(|k| {
+                    // Source and destination ranges of both directions overlap.
+                    let at = (k * 65536 + round * 4096) % (MR as u64 - 65536);
+                    let op = SendOp::RdmaWrite { remote_addr: to.mr.addr() + at, rkey: to.mr.rkey() };
+                    SendWr::new(round * 8 + k, op, vec![from.sge(at, 65536)])
+                })
+                .collect();
+            from.qp.post_send(&wrs, None).unwrap();
+            wait(&from.cq, wrs.len());
+        }
+    };
+    std::thread::scope(|s| {
+        s.spawn(|| blast(&a, &b));
+        s.spawn(|| blast(&b, &a));
+    });
+    if softrdma::lent::worth_it() {
+        let (la, lb) = (bed.devices[0].counters().0.tx_payloads_lent, bed.devices[1].counters().0.tx_payloads_lent);
+        assert!(la > 0 && lb > 0, "both directions lent: {la}, {lb}");
+    }
+}
