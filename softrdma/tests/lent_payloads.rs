@@ -8,7 +8,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use softrdma::backend::memory::Faults;
+use softrdma::capture::{read_frames, CapturedFrame};
 use softrdma::testbed::{Testbed, TestbedOptions};
+use transport::wire::{classify, Frame, FrameKind};
 use verbs_api::helpers::{connect, ConnectOptions, Endpoint};
 use verbs_api::{Context, QpCap, QpType, RecvWr, SendOp, SendWr, WcStatus};
 
@@ -130,23 +132,15 @@ fn read_responses_on_a_lossy_fabric_and_in_a_capture_arrive_whole() {
     let bed = Testbed::memory(2, faults, &TestbedOptions::default()).unwrap();
     let (a, b) = pair(&bed.contexts(), QpType::Rc);
     reads(&bed, &a, &b, 7);
-    let dir = std::env::temp_dir().join(format!("srd-lent-read-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let o = TestbedOptions { pcap_prefix: Some(dir.join("dev")), ..Default::default() };
-    let bed = Testbed::memory(2, Faults::default(), &o).unwrap();
-    let (a, b) = pair(&bed.contexts(), QpType::Rc);
-    assert_eq!(reads(&bed, &a, &b, 8), 0, "a device that captures lends nothing");
-    drop((a, b));
-    drop(bed);
-    let frames = softrdma::capture::read_frames(&dir.join("dev-1.pcap")).unwrap();
+    let frames = captured("read", 1, |bed, a, b| {
+        assert_eq!(reads(bed, a, b, 8), 0, "a device that captures lends nothing");
+    });
     let responses = frames
         .iter()
-        .filter(|f| transport::wire::classify(&f.data) == transport::wire::FrameKind::RoceV2)
-        .map(|f| transport::wire::Frame::verify(&f.data).expect("every captured frame passes its ICRC"))
+        .map(|f| Frame::parse(&f.data).unwrap())
         .filter(|f| f.packet.bth().opcode.info().operation == transport::wire::opcode::Operation::ReadResponse)
         .count();
     assert_eq!(responses, 64 + 5 + 1 + 1);
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[test]
@@ -187,24 +181,35 @@ fn a_lossy_fabric_gets_lent_payloads_copied_in_first() {
     assert!(f.corrupted > 0 && f.duplicated > 0, "the faults did not happen: {f:?}");
 }
 
-#[test]
-fn a_captured_frame_holds_its_payload() {
-    use softrdma::capture::read_frames;
-    use transport::wire::{classify, Frame, FrameKind};
-
-    let dir = std::env::temp_dir().join(format!("srd-lent-{}", std::process::id()));
+/// Runs `run` on two devices that capture, and returns device `dev`'s
+/// RoCEv2 frames, each checked to pass its ICRC.
+fn captured(tag: &str, dev: usize, run: impl FnOnce(&Testbed, &Endpoint, &Endpoint)) -> Vec<CapturedFrame> {
+    let dir = std::env::temp_dir().join(format!("srd-lent-{tag}-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let o = TestbedOptions { pcap_prefix: Some(dir.join("dev")), ..Default::default() };
     let bed = Testbed::memory(2, Faults::default(), &o).unwrap();
     let (a, b) = pair(&bed.contexts(), QpType::Rc);
-    assert_eq!(traffic(&bed, &a, &b, 6), 0, "a device that captures lends nothing");
+    run(&bed, &a, &b);
     drop((a, b));
     drop(bed);
-    let frames = read_frames(&dir.join("dev-0.pcap")).unwrap();
+    let frames = read_frames(&dir.join(format!("dev-{dev}.pcap"))).unwrap();
+    let _ = std::fs::remove_dir_all(&dir);
+    let roce: Vec<CapturedFrame> = frames.into_iter().filter(|f| classify(&f.data) == FrameKind::RoceV2).collect();
+    for f in &roce {
+        assert!(Frame::verify(&f.data).is_ok(), "captured frame {} fails its ICRC", f.number);
+    }
+    roce
+}
+
+#[test]
+fn a_captured_frame_holds_its_payload() {
+    let frames = captured("write", 0, |bed, a, b| {
+        assert_eq!(traffic(bed, a, b, 6), 0, "a device that captures lends nothing");
+    });
     let src = pattern(6);
     let mut checked = 0;
-    for f in frames.iter().filter(|f| classify(&f.data) == FrameKind::RoceV2) {
-        let frame = Frame::verify(&f.data).expect("every captured frame passes its ICRC");
+    for f in &frames {
+        let frame = Frame::parse(&f.data).unwrap();
         let payload = frame.packet.payload();
         if let (Some(reth), 1024) = (frame.repr.ib.ext.reth, payload.len()) {
             let at = (reth.va & 0xffff_ffff) as usize;
@@ -213,7 +218,6 @@ fn a_captured_frame_holds_its_payload() {
         }
     }
     assert_eq!(checked, 6, "the first frame of each 64 KiB WRITE");
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 /// Two MRs that WRITE to each other at once, each a lent source on one
