@@ -63,6 +63,8 @@ pub struct PerfConfig {
     pub timeout: u8,
     /// The GID index both ends use (perftest's -x): 1 IPv4, 2 IPv6.
     pub gid_index: u8,
+    /// Bandwidth tests: both ends stream towards each other (perftest's -b).
+    pub bidirectional: bool,
 }
 
 impl Default for PerfConfig {
@@ -79,6 +81,7 @@ impl Default for PerfConfig {
             cq_mod: 100,
             timeout: 14,
             gid_index: 1,
+            bidirectional: false,
         }
     }
 }
@@ -212,7 +215,8 @@ pub(crate) fn send_wr(
     };
     let sge = match t {
         Test::ReadBw | Test::ReadLat => Sge { addr: a.area(i, true), ..local },
-        Test::AtomicBw => Sge { addr: a.area(i, true), length: 8, lkey: a.mr.lkey() },
+        // Beside the word the peer's fetch-adds hit under -b (at offset 0).
+        Test::AtomicBw => Sge { addr: a.area(i, true) + 8, length: 8, lkey: a.mr.lkey() },
         _ => local,
     };
     let mut wr = SendWr::new(0, op, vec![sge]);
@@ -273,191 +277,276 @@ pub fn run_bw(t: Test, ca: &Arc<dyn Context>, cb: &Arc<dyn Context>, cfg: &PerfC
         a.mr.write(a.offset(i, false), &src).map_err(e("mr write"))?;
         b.mr.write(b.offset(i, false), &src).map_err(e("mr write"))?;
     }
-    let inline = (size as u32 <= cfg.inline && matches!(t, Test::WriteBw | Test::SendBw)).then_some(&src);
+    // perftest's -b: both ends stream at once, each towards the other, and
+    // the row is the sum of the two directions (as perftest's client adds
+    // the server's report to its own).
+    let dirs: Vec<(&Side, &Side)> = if cfg.bidirectional { vec![(&a, &b), (&b, &a)] } else { vec![(&a, &b)] };
+    if t == Test::SendBw {
+        // Receives are posted before the first send can leave (UC/UD drop
+        // what finds none).
+        for (_, to) in &dirs {
+            for i in 0..q {
+                let wrs: Vec<RecvWr> = (0..cfg.rx_depth as u64).map(|n| recv_wr(to, i, size, n)).collect();
+                to.qps[i].post_recv(&wrs).map_err(|(_, er)| format!("post_recv: {er}"))?;
+            }
+        }
+    }
+    let failed = AtomicBool::new(false);
+    let sent: Vec<AtomicU64> = dirs.iter().map(|_| AtomicU64::new(u64::MAX)).collect();
+    // Streams direction `d`, then tells its receiver how many to expect,
+    // or everyone that it failed.
+    let stream_and_tell = |d: usize| {
+        let (from, to) = dirs[d];
+        let r = stream(t, from, to, cfg, size, &src, &failed);
+        match &r {
+            Ok((_, n)) => sent[d].store(*n, Ordering::Release),
+            Err(_) => failed.store(true, Ordering::Release),
+        }
+        r
+    };
+    let rows = std::thread::scope(|s| -> Res<Vec<BwRow>> {
+        let failed = &failed;
+        let mut receivers = Vec::new();
+        if t == Test::SendBw {
+            for (&(_, to), total) in dirs.iter().zip(&sent) {
+                receivers.push(s.spawn(move || receive_sends(to, cfg, size, total, failed)));
+            }
+        }
+        let stream_and_tell = &stream_and_tell;
+        let back = (dirs.len() > 1).then(|| s.spawn(move || stream_and_tell(1)));
+        let first = stream_and_tell(0);
+        let back = back.map(|h| h.join().map_err(|_| "reverse stream thread panicked".to_string()).and_then(|x| x));
+        let got: Vec<Res<u64>> = receivers
+            .into_iter()
+            .map(|h| h.join().map_err(|_| "server thread panicked".to_string()).and_then(|x| x))
+            .collect();
+        let mut rows = vec![first?.0];
+        if let Some(b) = back {
+            rows.push(b?.0);
+        }
+        for (row, g) in rows.iter_mut().zip(got) {
+            row.notes.push(("received".into(), g?.to_string()));
+        }
+        Ok(rows)
+    })?;
+
+    // Verify what is cheap to verify, in each direction.
+    let mut verified = true;
+    for (&(from, to), row) in dirs.iter().zip(&rows) {
+        verified &= verify_bw(t, from, to, cfg, &src, row.iterations)?;
+    }
+    let mut row = sum_rows(rows);
+    row.notes.push(("verified".into(), verified.to_string()));
+    for s in [&a, &b] {
+        for qp in &s.qps {
+            let _ = qp.destroy();
+        }
+    }
+    Ok(row)
+}
+
+/// perftest's server side of `send_bw`: takes the messages arriving at
+/// `b`, reposting a receive for each, until the sender's count (`total`,
+/// `u64::MAX` while it runs) is reached. Returns how many arrived.
+fn receive_sends(b: &Side, cfg: &PerfConfig, size: usize, total: &AtomicU64, failed: &AtomicBool) -> Res<u64> {
+    let q = cfg.qps;
+    let unreliable = cfg.conn != QpType::Rc;
+    // One prepared receive per QP, as perftest reposts its own.
+    let mut rwrs: Vec<RecvWr> = (0..q).map(|i| recv_wr(b, i, size, 0)).collect();
+    let mut got = 0u64;
+    let mut idle = Instant::now();
+    // perftest's server spins on its receive CQ (which drives the
+    // device: busy polling); on one CPU it would only take turns
+    // from the client, so it waits there.
+    let spin = softrdma::busy_poll::multi_cpu();
+    let mut wc_buf = [WorkCompletion::default(); 64];
+    let mut idle_polls = 0u32;
+    while got < total.load(Ordering::Acquire) && !failed.load(Ordering::Acquire) {
+        let n = take_wcs(&b.rcq, &mut wc_buf, !spin);
+        let wcs = &wc_buf[..n];
+        if wcs.is_empty() {
+            if spin {
+                idle_polls += 1;
+                if idle_polls.is_multiple_of(spin_yield()) {
+                    std::thread::yield_now();
+                }
+                if !idle_polls.is_multiple_of(1024) {
+                    continue;
+                }
+            }
+            // UC and UD drop what finds no receive WQE: once the
+            // client is done, a quiet spell ends the count.
+            let client_done = total.load(Ordering::Acquire) != u64::MAX;
+            if unreliable && client_done && idle.elapsed() > Duration::from_millis(500) {
+                break;
+            }
+            if idle.elapsed() > STALL {
+                return Err(format!("send_bw server: no message for {STALL:?} ({got} received)"));
+            }
+            continue;
+        }
+        idle = Instant::now();
+        for wc in wcs {
+            check(wc, "recv")?;
+            got += 1;
+            let i = (wc.wr_id >> 48) as usize;
+            let rwr = &mut rwrs[i];
+            rwr.wr_id = ((i as u64) << 48) | got;
+            b.qps[i].post_recv(std::slice::from_ref(rwr)).map_err(|(_, er)| format!("post_recv: {er}"))?;
+        }
+    }
+    Ok(got)
+}
+
+/// perftest's client loop: test `t`'s work requests from `a` towards `b`
+/// on every QP, posted in lists and completed every `cq_mod`, for `-n`
+/// messages per QP or `-D` seconds. Returns the row and how many messages
+/// completed; stops early, with an error, once `failed` is set (the other
+/// direction of `-b` failed).
+fn stream(
+    t: Test,
+    a: &Side,
+    b: &Side,
+    cfg: &PerfConfig,
+    size: usize,
+    src: &Vec<u8>,
+    failed: &AtomicBool,
+) -> Res<(BwRow, u64)> {
+    let q = cfg.qps;
+    let inline = (size as u32 <= cfg.inline && matches!(t, Test::WriteBw | Test::SendBw)).then_some(src);
     let tx_depth = cfg.tx_depth.max(1) as u64;
     let cq_mod = (cfg.cq_mod as u64).clamp(1, tx_depth);
     let target = if cfg.duration.is_some() { None } else { Some(cfg.iters.max(1)) };
     // The remote address of each QP's message: the peer's receive area, or
     // for READ its send area (the pattern).
     let remote = |i: usize| if t == Test::ReadBw { b.area(i, false) } else { b.area(i, true) };
-    let mut templates: Vec<SendWr> = (0..q).map(|i| send_wr(t, &a, remote(i), b.mr.rkey(), i, size, inline)).collect();
-
-    if t == Test::SendBw {
-        // Receives are posted before the first send can leave (UC/UD drop
-        // what finds none).
+    let templates: Vec<SendWr> = (0..q).map(|i| send_wr(t, a, remote(i), b.mr.rkey(), i, size, inline)).collect();
+    let mut posted = vec![0u64; q];
+    let mut done = vec![0u64; q];
+    let start = Instant::now();
+    let deadline = cfg.duration.map(|d| start + d);
+    let mut stamps: Vec<(Instant, u64)> = vec![(start, 0)];
+    let mut total_done = 0u64;
+    let mut last_progress = Instant::now();
+    // perftest's WR arrays: built once per QP, only wr_id and the
+    // signaled flag change per post (a clone would allocate its SGE list).
+    let mut batches: Vec<Vec<SendWr>> = templates.iter().map(|t| vec![t.clone(); POST_LIST]).collect();
+    let mut idle_polls = 0u32;
+    // perftest's `struct ibv_wc wc[64]`, reused by every poll.
+    let mut wc_buf = [WorkCompletion::default(); 64];
+    loop {
+        let time_up = deadline.is_some_and(|d| Instant::now() >= d);
+        let may_post = |s: u64| match target {
+            Some(n) => s < n,
+            None => !(time_up && s.is_multiple_of(cq_mod)),
+        };
+        let mut all_posted = true;
         for i in 0..q {
-            let wrs: Vec<RecvWr> = (0..cfg.rx_depth as u64).map(|n| recv_wr(&b, i, size, n)).collect();
-            b.qps[i].post_recv(&wrs).map_err(|(_, er)| format!("post_recv: {er}"))?;
+            let mut n = 0;
+            while posted[i] - done[i] < tx_depth && may_post(posted[i]) && n < POST_LIST {
+                let sq = posted[i];
+                let last = target.is_some_and(|n| sq + 1 == n);
+                let wr = &mut batches[i][n];
+                wr.wr_id = ((i as u64) << 48) | sq;
+                wr.flags = templates[i].flags;
+                if (sq + 1).is_multiple_of(cq_mod) || last {
+                    wr.flags = wr.flags | SendFlags::SIGNALED;
+                }
+                n += 1;
+                posted[i] += 1;
+            }
+            if n > 0 {
+                let batch = &batches[i][..n];
+                a.qps[i].post_send(batch, a.ah.as_ref()).map_err(|(k, er)| format!("post_send[{k}]: {er}"))?;
+            }
+            if may_post(posted[i]) {
+                all_posted = false;
+            }
+        }
+        if all_posted && posted == done {
+            break;
+        }
+        // Spin on the CQ as perftest does (polling drives the device:
+        // busy polling), yielding now and then. On a single CPU, a
+        // full send queue is waited out instead: the peer's receive
+        // thread needs the CPU to make room.
+        let blocked = (0..q).all(|i| posted[i] - done[i] >= tx_depth || !may_post(posted[i]));
+        let got = take_wcs(&a.cq, &mut wc_buf, blocked && !softrdma::busy_poll::multi_cpu());
+        let wcs = &wc_buf[..got];
+        if wcs.is_empty() {
+            idle_polls += 1;
+            if idle_polls.is_multiple_of(spin_yield()) {
+                std::thread::yield_now();
+            }
+            if idle_polls.is_multiple_of(1024) {
+                if failed.load(Ordering::Acquire) {
+                    return Err("stopped: the other direction failed".into());
+                }
+                if last_progress.elapsed() > STALL {
+                    return Err(format!("no completion for {STALL:?}: posted {posted:?}, completed {done:?}"));
+                }
+            }
+            continue;
+        }
+        last_progress = Instant::now();
+        for wc in wcs {
+            check(wc, "send")?;
+            let i = (wc.wr_id >> 48) as usize;
+            let n = (wc.wr_id & SEQ_MASK) + 1;
+            total_done += n - done[i];
+            done[i] = n;
+        }
+        stamps.push((last_progress, total_done));
+    }
+    let elapsed = stamps.last().map(|s| s.0.duration_since(start)).unwrap_or_default().as_secs_f64();
+    let msgs = total_done as f64;
+    let window = (total_done / 20).max(cq_mod * q as u64);
+    let pk = peak(&stamps, window).max(msgs / elapsed.max(1e-9));
+    let iterations = posted.iter().copied().max().unwrap_or(0);
+    let mut row = BwRow {
+        bytes: size as u64,
+        iterations,
+        peak_bps: pk * size as f64,
+        avg_bps: msgs * size as f64 / elapsed.max(1e-9),
+        msg_rate: msgs / elapsed.max(1e-9),
+        notes: Vec::new(),
+    };
+    row.notes.push(("messages".into(), total_done.to_string()));
+    Ok((row, total_done))
+}
+
+/// The rows of both directions of `-b` as one, the sums of their rates
+/// and counts (a single row is returned as it is).
+fn sum_rows(mut rows: Vec<BwRow>) -> BwRow {
+    let mut row = rows.remove(0);
+    for r in rows {
+        row.iterations = row.iterations.max(r.iterations);
+        row.peak_bps += r.peak_bps;
+        row.avg_bps += r.avg_bps;
+        row.msg_rate += r.msg_rate;
+        for (k, v) in r.notes {
+            let mine = row.notes.iter_mut().find(|(m, _)| *m == k);
+            match (mine, v.parse::<u64>()) {
+                (Some((_, w)), Ok(n)) => *w = (w.parse::<u64>().unwrap_or(0) + n).to_string(),
+                _ => row.notes.push((k, v)),
+            }
         }
     }
-    let total_sent = AtomicU64::new(u64::MAX);
-    let failed = AtomicBool::new(false);
-    let result = std::thread::scope(|s| -> Res<BwRow> {
-        let server = (t == Test::SendBw).then(|| {
-            let (b, total_sent, failed) = (&b, &total_sent, &failed);
-            s.spawn(move || -> Res<u64> {
-                let unreliable = cfg.conn != QpType::Rc;
-                // One prepared receive per QP, as perftest reposts its own.
-                let mut rwrs: Vec<RecvWr> = (0..q).map(|i| recv_wr(b, i, size, 0)).collect();
-                let mut got = 0u64;
-                let mut idle = Instant::now();
-                // perftest's server spins on its receive CQ (which drives the
-                // device: busy polling); on one CPU it would only take turns
-                // from the client, so it waits there.
-                let spin = softrdma::busy_poll::multi_cpu();
-                let mut wc_buf = [WorkCompletion::default(); 64];
-                let mut idle_polls = 0u32;
-                while got < total_sent.load(Ordering::Acquire) && !failed.load(Ordering::Acquire) {
-                    let n = take_wcs(&b.rcq, &mut wc_buf, !spin);
-                    let wcs = &wc_buf[..n];
-                    if wcs.is_empty() {
-                        if spin {
-                            idle_polls += 1;
-                            if idle_polls.is_multiple_of(spin_yield()) {
-                                std::thread::yield_now();
-                            }
-                            if !idle_polls.is_multiple_of(1024) {
-                                continue;
-                            }
-                        }
-                        // UC and UD drop what finds no receive WQE: once the
-                        // client is done, a quiet spell ends the count.
-                        let client_done = total_sent.load(Ordering::Acquire) != u64::MAX;
-                        if unreliable && client_done && idle.elapsed() > Duration::from_millis(500) {
-                            break;
-                        }
-                        if idle.elapsed() > STALL {
-                            return Err(format!("send_bw server: no message for {STALL:?} ({got} received)"));
-                        }
-                        continue;
-                    }
-                    idle = Instant::now();
-                    for wc in wcs {
-                        check(wc, "recv")?;
-                        got += 1;
-                        let i = (wc.wr_id >> 48) as usize;
-                        let rwr = &mut rwrs[i];
-                        rwr.wr_id = ((i as u64) << 48) | got;
-                        b.qps[i].post_recv(std::slice::from_ref(rwr)).map_err(|(_, er)| format!("post_recv: {er}"))?;
-                    }
-                }
-                Ok(got)
-            })
-        });
-        let r = (|| -> Res<BwRow> {
-            let mut posted = vec![0u64; q];
-            let mut done = vec![0u64; q];
-            let start = Instant::now();
-            let deadline = cfg.duration.map(|d| start + d);
-            let mut stamps: Vec<(Instant, u64)> = vec![(start, 0)];
-            let mut total_done = 0u64;
-            let mut last_progress = Instant::now();
-            // perftest's WR arrays: built once per QP, only wr_id and the
-            // signaled flag change per post (a clone would allocate its SGE list).
-            let mut batches: Vec<Vec<SendWr>> = templates.iter().map(|t| vec![t.clone(); POST_LIST]).collect();
-            let mut idle_polls = 0u32;
-            // perftest's `struct ibv_wc wc[64]`, reused by every poll.
-            let mut wc_buf = [WorkCompletion::default(); 64];
-            loop {
-                let time_up = deadline.is_some_and(|d| Instant::now() >= d);
-                let may_post = |s: u64| match target {
-                    Some(n) => s < n,
-                    None => !(time_up && s.is_multiple_of(cq_mod)),
-                };
-                let mut all_posted = true;
-                for i in 0..q {
-                    let mut n = 0;
-                    while posted[i] - done[i] < tx_depth && may_post(posted[i]) && n < POST_LIST {
-                        let sq = posted[i];
-                        let last = target.is_some_and(|n| sq + 1 == n);
-                        let wr = &mut batches[i][n];
-                        wr.wr_id = ((i as u64) << 48) | sq;
-                        wr.flags = templates[i].flags;
-                        if (sq + 1).is_multiple_of(cq_mod) || last {
-                            wr.flags = wr.flags | SendFlags::SIGNALED;
-                        }
-                        n += 1;
-                        posted[i] += 1;
-                    }
-                    if n > 0 {
-                        let batch = &batches[i][..n];
-                        a.qps[i].post_send(batch, a.ah.as_ref()).map_err(|(k, er)| format!("post_send[{k}]: {er}"))?;
-                    }
-                    if may_post(posted[i]) {
-                        all_posted = false;
-                    }
-                }
-                if all_posted && posted == done {
-                    break;
-                }
-                // Spin on the CQ as perftest does (polling drives the device:
-                // busy polling), yielding now and then. On a single CPU, a
-                // full send queue is waited out instead: the peer's receive
-                // thread needs the CPU to make room.
-                let blocked = (0..q).all(|i| posted[i] - done[i] >= tx_depth || !may_post(posted[i]));
-                let got = take_wcs(&a.cq, &mut wc_buf, blocked && !softrdma::busy_poll::multi_cpu());
-                let wcs = &wc_buf[..got];
-                if wcs.is_empty() {
-                    idle_polls += 1;
-                    if idle_polls.is_multiple_of(spin_yield()) {
-                        std::thread::yield_now();
-                    }
-                    if idle_polls.is_multiple_of(1024) && last_progress.elapsed() > STALL {
-                        return Err(format!("no completion for {STALL:?}: posted {posted:?}, completed {done:?}"));
-                    }
-                    continue;
-                }
-                last_progress = Instant::now();
-                for wc in wcs {
-                    check(wc, "send")?;
-                    let i = (wc.wr_id >> 48) as usize;
-                    let n = (wc.wr_id & SEQ_MASK) + 1;
-                    total_done += n - done[i];
-                    done[i] = n;
-                }
-                stamps.push((last_progress, total_done));
-            }
-            let elapsed = stamps.last().map(|s| s.0.duration_since(start)).unwrap_or_default().as_secs_f64();
-            let msgs = total_done as f64;
-            let window = (total_done / 20).max(cq_mod * q as u64);
-            let pk = peak(&stamps, window).max(msgs / elapsed.max(1e-9));
-            let iterations = posted.iter().copied().max().unwrap_or(0);
-            let mut row = BwRow {
-                bytes: size as u64,
-                iterations,
-                peak_bps: pk * size as f64,
-                avg_bps: msgs * size as f64 / elapsed.max(1e-9),
-                msg_rate: msgs / elapsed.max(1e-9),
-                notes: Vec::new(),
-            };
-            row.notes.push(("messages".into(), total_done.to_string()));
-            Ok(row)
-        })();
-        if r.is_err() {
-            failed.store(true, Ordering::Release);
-        }
-        if let Ok(row) = &r {
-            total_sent.store(row.notes[0].1.parse().unwrap_or(0), Ordering::Release);
-        }
-        let got = server.map(|h| h.join().map_err(|_| "server thread panicked".to_string()).and_then(|x| x));
-        let mut row = r?;
-        if let Some(got) = got {
-            let got = got?;
-            row.notes.push(("received".into(), got.to_string()));
-        }
-        Ok(row)
-    })?;
-    templates.clear();
+    row
+}
 
-    // Verify what is cheap to verify.
-    let mut row = result;
-    let verified = match t {
+/// Checks what one direction of a bandwidth test left in memory: the last
+/// message in `to`'s receive area (WRITE, SEND), the remote bytes in
+/// `from`'s (READ), the count of fetch-adds at `to` (atomics).
+fn verify_bw(t: Test, from: &Side, to: &Side, cfg: &PerfConfig, src: &[u8], iterations: u64) -> Res<bool> {
+    let (q, size) = (cfg.qps, src.len());
+    let ok = match t {
         Test::WriteBw | Test::SendBw => {
             let off = if cfg.conn == QpType::Ud { GRH } else { 0 };
             let holds = || {
                 (0..q).all(|i| {
                     let mut got = vec![0u8; size];
-                    b.mr.read(b.offset(i, true) + off, &mut got).is_ok() && got == src
+                    to.mr.read(to.offset(i, true) + off, &mut got).is_ok() && got == src
                 })
             };
             // UC and UD complete at the sender when the last packet leaves:
@@ -477,7 +566,7 @@ pub fn run_bw(t: Test, ca: &Arc<dyn Context>, cb: &Arc<dyn Context>, cfg: &PerfC
         Test::ReadBw => {
             let ok = (0..q).all(|i| {
                 let mut got = vec![0u8; size];
-                a.mr.read(a.offset(i, true), &mut got).is_ok() && got == src
+                from.mr.read(from.offset(i, true), &mut got).is_ok() && got == src
             });
             if !ok {
                 return Err("read_bw: the local buffer does not hold the remote bytes".into());
@@ -485,28 +574,20 @@ pub fn run_bw(t: Test, ca: &Arc<dyn Context>, cb: &Arc<dyn Context>, cfg: &PerfC
             ok
         }
         Test::AtomicBw => {
-            let mut ok = true;
             for i in 0..q {
                 let mut w = [0u8; 8];
-                b.mr.read(b.offset(i, true), &mut w).map_err(e("mr read"))?;
+                to.mr.read(to.offset(i, true), &mut w).map_err(e("mr read"))?;
                 let v = u64::from_ne_bytes(w);
                 // Every QP did `iterations` fetch-adds of 1 on its own word.
-                ok &= cfg.duration.is_some() || v == row.iterations;
-                if !ok {
-                    return Err(format!("atomic_bw: remote counter of QP {i} is {v}, want {}", row.iterations));
+                if cfg.duration.is_none() && v != iterations {
+                    return Err(format!("atomic_bw: remote counter of QP {i} is {v}, want {iterations}"));
                 }
             }
-            ok
+            true
         }
         _ => true,
     };
-    row.notes.push(("verified".into(), verified.to_string()));
-    for s in [&a, &b] {
-        for qp in &s.qps {
-            let _ = qp.destroy();
-        }
-    }
-    Ok(row)
+    Ok(ok)
 }
 
 /// Completions from `cq` into `buf`: a non-blocking poll, or with `block` a

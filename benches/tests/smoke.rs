@@ -53,6 +53,39 @@ fn bandwidth_tests_on_the_memory_fabric() {
     assert!(has_row(&out, "64"), "{out}");
 }
 
+/// perftest's -b: both ends stream at once and the row counts both
+/// directions. Every test's JSON must count twice the messages of one
+/// direction, and each direction's target must hold what its peer sent
+/// (`verified`): for atomics, each end's counter must hold exactly its
+/// peer's fetch-adds, which fails if either end's results land on it.
+#[test]
+fn bidirectional_runs_both_ways() {
+    let dir = std::env::temp_dir().join(format!("softrdma-perf-bidir-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let json = dir.join("b.json");
+    let j = json.to_str().unwrap();
+    for (args, received) in [
+        (&["write_bw", "-s", "4096", "-n", "40", "-q", "2"][..], false),
+        (&["read_bw", "-s", "4096", "-n", "40", "-q", "2"], false),
+        (&["send_bw", "-s", "4096", "-n", "40", "-q", "2"], true),
+        (&["atomic_bw", "-n", "40", "-q", "2"], false),
+        (&["write_bw", "-c", "UC", "-s", "3000", "-n", "40", "-q", "2"], false),
+    ] {
+        let mut a = args.to_vec();
+        a.extend(["-b", "-t", "16", "-Q", "8", "--out_json", j]);
+        let out = perf(&a);
+        assert!(out.contains("Bidirectional   : ON"), "{out}");
+        let got = std::fs::read_to_string(&json).unwrap();
+        assert!(got.contains("\"bidirectional\": \"true\""), "{args:?}: {got}");
+        assert!(got.contains("\"messages\": \"160\""), "{args:?}: both directions, 2 QPs, 40 each: {got}");
+        assert!(got.contains("\"verified\": \"true\""), "{args:?}: {got}");
+        if received {
+            assert!(got.contains("\"received\": \"160\""), "{args:?}: {got}");
+        }
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 /// What perftest refuses, the tool refuses before it runs anything, with
 /// the reason and a failing exit status; a run that would measure nothing
 /// (a UD message larger than the MTU) is one of them.
@@ -78,6 +111,9 @@ fn bad_arguments_are_refused_with_a_reason() {
         (&["raw_bw", "-s", "100000"], "a RoCE packet carries at most 4096 bytes"),
         (&["raw_lat", "-n", "0"], "-n must be at least 1"),
         (&["scale_qps", "-n", "0"], "-n must be at least 1"),
+        (&["write_lat", "-b"], "-b: only write_bw, read_bw, send_bw and atomic_bw run both ways"),
+        (&["raw_bw", "-b"], "-b: only write_bw"),
+        (&["write_bw", "-b", "server"], "-b runs with both ends in this process only"),
     ] {
         let out = Command::new(env!("CARGO_BIN_EXE_softrdma-perf")).args(args).output().expect("run softrdma-perf");
         let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));

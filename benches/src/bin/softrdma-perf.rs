@@ -108,6 +108,11 @@ struct Common {
     /// Largest message sent inline.
     #[arg(short = 'I', long = "inline_size", default_value_t = 0)]
     inline: u32,
+    /// Bandwidth tests: both ends stream towards each other at once; the
+    /// row is the sum of both directions (perftest's -b). Both ends in this
+    /// process only.
+    #[arg(short = 'b', long = "bidirectional")]
+    bidirectional: bool,
     /// Bandwidth in Gb/sec instead of MB/sec.
     #[arg(long = "report_gbits")]
     report_gbits: bool,
@@ -264,6 +269,11 @@ impl Cmd {
             Host => None,
         }
     }
+
+    /// Whether the test runs both ways with `-b`.
+    fn runs_both_ways(&self) -> bool {
+        matches!(self, Cmd::WriteBw(_) | Cmd::ReadBw(_) | Cmd::SendBw(_) | Cmd::AtomicBw(_))
+    }
 }
 
 #[derive(Debug, Parser)]
@@ -352,6 +362,7 @@ fn perf_config(c: &Common, default_iters: u64) -> Result<PerfConfig, String> {
         cq_mod: c.cq_mod.max(1),
         timeout: c.qp_timeout.min(31),
         gid_index,
+        bidirectional: c.bidirectional,
     })
 }
 
@@ -366,6 +377,9 @@ fn banner(title: &str, c: &Common, extra: &[(&str, String)]) {
     println!(" Mtu             : {}[B]\t\tLink MTU        : {}[B]", c.mtu, fabric::link_mtu_for(c.mtu));
     println!(" TX depth        : {}\t\tCQ Moderation   : {}", c.tx_depth, c.cq_mod.min(c.tx_depth));
     println!(" Max inline data : {}[B]", c.inline);
+    if c.bidirectional {
+        println!(" Bidirectional   : ON (rates are the sums of both directions)");
+    }
     for (k, v) in extra {
         println!(" {k:<16}: {v}");
     }
@@ -396,6 +410,7 @@ fn common_params(r: &mut Report, c: &Common) {
     r.param("tx_depth", c.tx_depth);
     r.param("cq_mod", c.cq_mod);
     r.param("inline", c.inline);
+    r.param("bidirectional", c.bidirectional);
     if let Some(d) = c.duration {
         r.param("duration_s", d);
     }
@@ -480,6 +495,9 @@ fn oob_test(t: Test, c: &Common) -> Result<(), String> {
 }
 
 fn verbs_test(t: Test, name: &str, c: &Common) -> Result<(), String> {
+    if c.bidirectional && c.role.is_some() {
+        return Err("-b runs with both ends in this process only, not in perftest TCP mode (server/client)".into());
+    }
     if c.role.is_some() {
         return oob_test(t, c);
     }
@@ -652,6 +670,9 @@ fn run(cli: Cli) -> Result<(), String> {
     baseline::set_spin(!busy_poll_off && softrdma::busy_poll::multi_cpu());
     if let Some(c) = cli.cmd.common() {
         check_common(c)?;
+        if c.bidirectional && !cli.cmd.runs_both_ways() {
+            return Err("-b: only write_bw, read_bw, send_bw and atomic_bw run both ways".into());
+        }
         // Only spinning threads are pinned: a pinned thread that sleeps is
         // woken on its own CPU, out of idle (≈ 30 µs a wake-up in this
         // VM), where an unpinned one is woken on the waker's.
