@@ -84,6 +84,31 @@ fn icrc_only(c: &mut Criterion) {
     g.finish();
 }
 
+/// A lent payload's way into its frame at the receiver: copied and then
+/// hashed (until stop 27), against hashed as it is copied
+/// (`icrc::Running::update_copy`). Both hot in cache here; the fabric's
+/// source lines come from the other CPU (docs/benchmarks.md).
+fn icrc_copy(c: &mut Criterion) {
+    let mut g = c.benchmark_group("icrc_copy");
+    for n in [1024usize, 4096] {
+        let src: Vec<u8> = (0..n).map(|i| (i * 31) as u8).collect();
+        let mut dst = vec![0u8; n];
+        g.throughput(Throughput::Bytes(n as u64));
+        g.bench_function(format!("copy_then_hash/{n}"), |b| {
+            b.iter(|| {
+                dst.copy_from_slice(black_box(&src));
+                let mut h = crc32fast::Hasher::new();
+                h.update(&dst);
+                h.finalize()
+            })
+        });
+        g.bench_function(format!("hash_while_copying/{n}"), |b| {
+            b.iter(|| transport::wire::icrc_copy::copy_and_hash(0, black_box(&src), &mut dst))
+        });
+    }
+    g.finish();
+}
+
 fn psn(c: &mut Criterion) {
     let mut g = c.benchmark_group("psn");
     let ps: Vec<Psn> = (0..1024u32).map(|i| Psn::new(i.wrapping_mul(2_654_435_761))).collect();
@@ -118,5 +143,5 @@ fn ack_ident(c: &mut Criterion) {
     });
 }
 
-criterion_group!(benches, parse, emit, icrc_only, psn, ack_ident);
+criterion_group!(benches, parse, emit, icrc_only, icrc_copy, psn, ack_ident);
 criterion_main!(benches);

@@ -94,6 +94,9 @@ pub struct DeviceCounters {
     /// Frames that left with their payloads still in the sender's MR, for
     /// the link to copy in on delivery (the in-memory fabric: `crate::lent`).
     pub tx_payloads_lent: u64,
+    /// Frames whose ICRC the link checked as it copied their lent payloads
+    /// in, in the same pass (`crate::lent::fill_checked`); not computed again.
+    pub rx_icrc_checked_by_link: u64,
 }
 
 /// Everything behind the core lock.
@@ -606,15 +609,18 @@ impl Shared {
         }
     }
 
-    /// Handles a batch of received frames under one lock and one flush.
-    fn receive<'f>(&self, frames: impl ExactSizeIterator<Item = &'f [u8]>, polling: bool) {
+    /// Handles a batch of received frames under one lock and one flush;
+    /// bit `i` of `icrc_checked` says the link checked frame `i`'s ICRC
+    /// (`LinkRx::take_icrc_checked`).
+    fn receive<'f>(&self, frames: impl ExactSizeIterator<Item = &'f [u8]>, icrc_checked: u64, polling: bool) {
         let now = self.now();
         let mut core = self.lock();
         if polling {
             core.counters.rx_polled += frames.len() as u64;
         }
-        for frame in frames {
-            self.receive_one(&mut core, now, frame);
+        for (i, frame) in frames.enumerate() {
+            let checked = i < 64 && icrc_checked >> i & 1 == 1;
+            self.receive_one(&mut core, now, frame, checked);
         }
         self.flush_as(&mut core, polling);
     }
@@ -627,26 +633,30 @@ impl Shared {
         let RxState { link, bufs, lens, .. } = rx;
         let n = if polling { self.polled_batch } else { RX_BATCH };
         let mut k = link.recv_batch(&mut bufs[..n], &mut lens[..n], max, first)?;
+        let mut checked = link.take_icrc_checked();
         while k > 0 && k < RX_BATCH && link.queued() > 0 {
             match link.recv_batch(&mut bufs[k..k + 1], &mut lens[k..k + 1], max, Duration::ZERO) {
-                Ok(1) => k += 1,
+                Ok(1) => {
+                    checked |= link.take_icrc_checked() << k;
+                    k += 1
+                }
                 _ => break,
             }
         }
         if k > 0 {
-            self.receive(bufs[..k].iter().zip(&lens[..k]).map(|(b, &n)| &b[..n]), polling);
+            self.receive(bufs[..k].iter().zip(&lens[..k]).map(|(b, &n)| &b[..n]), checked, polling);
         }
         Ok(k)
     }
 
-    fn receive_one(&self, core: &mut Core, now: Instant, frame: &[u8]) {
+    fn receive_one(&self, core: &mut Core, now: Instant, frame: &[u8], icrc_checked: bool) {
         core.counters.rx_frames += 1;
         if let Some(p) = &mut core.pcap {
             let _ = p.write(self.elapsed(), frame);
         }
         match classify(frame) {
-            FrameKind::RoceV2 => self.admit(core, now, frame),
-            FrameKind::RoceV1 if core.rocev1 => self.admit(core, now, frame),
+            FrameKind::RoceV2 => self.admit(core, now, frame, icrc_checked),
+            FrameKind::RoceV1 if core.rocev1 => self.admit(core, now, frame, icrc_checked),
             FrameKind::RoceV1 => {
                 core.counters.rx_rocev1_dropped += 1;
                 let detail = format!("RoCEv1 frame from {:02x?} refused", &frame[6..12]);
@@ -662,8 +672,15 @@ impl Shared {
         }
     }
 
-    fn admit(&self, core: &mut Core, now: Instant, frame: &[u8]) {
-        if let Err(RxDrop::Refused { qpn, peer, violation }) = core.ep.handle_frame(now, frame) {
+    fn admit(&self, core: &mut Core, now: Instant, frame: &[u8], icrc_checked: bool) {
+        let handled = match icrc_checked {
+            true => {
+                core.counters.rx_icrc_checked_by_link += 1;
+                core.ep.handle_frame_icrc_checked(now, frame)
+            }
+            false => core.ep.handle_frame(now, frame),
+        };
+        if let Err(RxDrop::Refused { qpn, peer, violation }) = handled {
             self.audit(core, violation.kind(), Some(qpn), Some(peer), format!("{violation:?}"));
         }
     }

@@ -85,6 +85,49 @@ pub(crate) fn fill(jobs: &mut Vec<(usize, Lent)>, frames: &mut [Vec<u8>], spent:
     }
 }
 
+/// `fill` for the receiving end, which also checks each frame's ICRC as
+/// it copies the payload in, in one pass (`transport::wire::frame::fill_checked`):
+/// returns the frames whose ICRC held, bit `i` for `frames[i]`, so that
+/// their receiver need not compute it again. A frame with more than one
+/// payload lent (several gather entries) is only copied, and checked by
+/// its receiver: its ICRC holds only once every part is in.
+pub(crate) fn fill_checked(jobs: &mut Vec<(usize, Lent)>, frames: &mut [Vec<u8>], spent: &mut Vec<Arc<Region>>) -> u64 {
+    let mut checked = 0u64;
+    let mut s = 0;
+    while s < jobs.len() {
+        let region = &jobs[s].1.region;
+        let e = s + jobs[s..].iter().take_while(|(_, l)| Arc::ptr_eq(&l.region, region)).count();
+        if let Ok(data) = region.data.read() {
+            for j in s..e {
+                let (i, l) = &jobs[j];
+                let alone = |k: Option<&(usize, Lent)>| k.is_none_or(|(o, _)| o != i);
+                let Some(frame) = frames.get_mut(*i) else { continue };
+                let src = data.get(l.off..l.off.saturating_add(l.len));
+                let verdict = match src {
+                    Some(src)
+                        if *i < 64 && alone(jobs.get(j + 1)) && alone(j.checked_sub(1).and_then(|p| jobs.get(p))) =>
+                    {
+                        transport::wire::frame::fill_checked(frame, l.at, src).ok()
+                    }
+                    _ => None,
+                };
+                match verdict {
+                    Some(true) => checked |= 1 << i,
+                    // Copied, and its ICRC fails: its receiver counts the drop.
+                    Some(false) => {}
+                    None => l.copy_into(&data, frame),
+                }
+            }
+        }
+        s = e;
+    }
+    spent.extend(jobs.drain(..).map(|(_, l)| l.region));
+    if spent.len() >= RELEASE_AT {
+        spent.clear();
+    }
+    checked
+}
+
 /// Regions a receiver holds before letting go of them together: the
 /// count in each region's `Arc` is a line its sender writes per frame.
 const RELEASE_AT: usize = 64;

@@ -148,6 +148,14 @@ pub trait LinkRx: Send {
         false
     }
 
+    /// The frames of the last `recv_batch` (bit `i` for `bufs[i]`) whose
+    /// ICRC the link checked over their bytes as it copied them in (the
+    /// in-memory fabric's lent payloads, `crate::lent::fill_checked`); the
+    /// device does not compute those again. Taking it clears it.
+    fn take_icrc_checked(&mut self) -> u64 {
+        0
+    }
+
     /// Frames the link already holds, handed out without a system call
     /// (the rest of a UDP GSO frame a TAP read whole): a poll takes them
     /// with the frame it read.

@@ -162,6 +162,11 @@ fn rc_payloads_are_lent_and_arrive_whole() {
     assert!(lent <= 3 * 392, "{lent} frames lent: more than had payloads of 1 KiB");
     let copied_by_receiver = bed.fabric.as_ref().unwrap().stats().lent;
     assert!(copied_by_receiver > 0 && copied_by_receiver <= lent, "{copied_by_receiver} of {lent}");
+    // Each of those had its ICRC checked as its payload was copied in
+    // (`lent::fill_checked`), and not computed again by the device.
+    let checked = bed.devices[1].counters().0.rx_icrc_checked_by_link;
+    assert_eq!(checked, copied_by_receiver, "frames checked by the link");
+    assert_eq!(bed.devices[1].counters().1.rx_icrc_err, 0);
 }
 
 #[test]
@@ -169,6 +174,7 @@ fn uc_never_lends() {
     let bed = Testbed::memory(2, Faults::default(), &TestbedOptions::default()).unwrap();
     let (a, b) = pair(&bed.contexts(), QpType::Uc);
     assert_eq!(traffic(&bed, &a, &b, 4), 0);
+    assert_eq!(bed.devices[1].counters().0.rx_icrc_checked_by_link, 0, "nothing lent, nothing checked by the link");
 }
 
 #[test]

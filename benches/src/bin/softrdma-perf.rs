@@ -555,6 +555,7 @@ fn device_facts(r: &mut Report, devs: &Devices) {
         r.fact(&format!("dev{i}_tx_acks_deferred"), dc.tx_acks_deferred);
         r.fact(&format!("dev{i}_tx_acks_joined"), dc.tx_acks_joined);
         r.fact(&format!("dev{i}_tx_payloads_lent"), dc.tx_payloads_lent);
+        r.fact(&format!("dev{i}_rx_icrc_checked_by_link"), dc.rx_icrc_checked_by_link);
         r.fact(
             &format!("dev{i}_rx_dropped"),
             ec.rx_icrc_err + ec.rx_malformed + ec.rx_unknown_qp + ec.rx_wrong_transport + ec.rx_bad_pkey,

@@ -288,6 +288,7 @@ impl Fabric {
             spent: Vec::new(),
             jobs: Vec::new(),
             regions: Vec::new(),
+            icrc_checked: 0,
         };
         let state = Arc::new(Mutex::new(TxState::default()));
         if let Ok(mut s) = self.inner.senders.lock() {
@@ -611,6 +612,9 @@ struct FabricRx {
     jobs: Vec<(usize, Lent)>,
     /// Senders' regions whose payloads were copied, let go of in bulk.
     regions: Vec<Arc<Region>>,
+    /// The frames of the last batch whose ICRC was checked as their
+    /// payloads were copied in (`LinkRx::take_icrc_checked`).
+    icrc_checked: u64,
 }
 
 impl FabricRx {
@@ -701,6 +705,10 @@ impl LinkRx for FabricRx {
         Some(self.queue.clone())
     }
 
+    fn take_icrc_checked(&mut self) -> u64 {
+        std::mem::take(&mut self.icrc_checked)
+    }
+
     fn linger(&self) -> Duration {
         Duration::from_micros(50)
     }
@@ -750,8 +758,9 @@ impl LinkRx for FabricRx {
         }
         self.queue.settle(&st);
         drop(st);
+        self.icrc_checked = 0;
         if !self.jobs.is_empty() {
-            crate::lent::fill(&mut self.jobs, &mut bufs[..n], &mut self.regions);
+            self.icrc_checked = crate::lent::fill_checked(&mut self.jobs, &mut bufs[..n], &mut self.regions);
         }
         match self.fabric.upgrade() {
             Some(inner) => inner.recycle_all(&mut self.spent),
@@ -984,5 +993,86 @@ mod tests {
                 k += 1;
             }
         }
+    }
+
+    /// An RC SEND ONLY from `src` to `dst` carrying `payload`, and where
+    /// the payload lies in it.
+    fn roce(dst: [u8; 6], src: [u8; 6], payload: &[u8]) -> (Vec<u8>, std::ops::Range<usize>) {
+        use transport::wire::*;
+        let ip = Ipv4Repr {
+            src: [10, 0, 0, 1].into(),
+            dst: [10, 0, 0, 2].into(),
+            dscp: 0,
+            ecn: 0,
+            ident: 1,
+            dont_frag: true,
+            ttl: 64,
+            protocol: 17,
+        };
+        let udp = UdpRepr { src_port: 0xc000, dst_port: 4791, checksum: UdpChecksum::None };
+        let eth = EthernetRepr {
+            dst: smoltcp::wire::EthernetAddress(dst),
+            src: smoltcp::wire::EthernetAddress(src),
+            vlan: None,
+            ethertype: 0,
+        };
+        let ib = IbRepr {
+            bth: BthRepr::new(Opcode::RcSendOnly, 0xffff, 0x12, 7),
+            ext: ExtHeaders::default(),
+            payload_len: payload.len(),
+        };
+        let f = FrameRepr { eth, net: NetRepr::V4 { ip, udp }, ib };
+        let mut out = vec![0u8; f.buffer_len()];
+        f.emit(payload, &mut out).unwrap();
+        (out, f.payload_range())
+    }
+
+    /// The receiver checks each lent payload's frame ICRC as it copies the
+    /// payload in (`lent::fill_checked`). A frame whose payload is still
+    /// what its sender hashed arrives whole and marked as checked. One whose
+    /// payload changed in the MR after it was hashed (an application that
+    /// wrote to a buffer it had posted) arrives with the new bytes, not
+    /// marked, and fails the receiver's own check, which counts the drop.
+    #[test]
+    fn lent_payloads_are_checked_as_they_are_copied_in() {
+        use crate::mr::DevMemory;
+        let fab = Fabric::new();
+        let ([a, b], [la, mut lb]) = ports(&fab);
+        let mut buf = [0u8; 1600];
+        for i in 0..2 {
+            la.tx.send(&frame(b, a, i)).unwrap();
+            assert!(lb.rx.recv(&mut buf, Duration::from_millis(10)).unwrap().is_some());
+        }
+        let mut mem = DevMemory::default();
+        let region = mem.register(1, 1 << 16, verbs_api::AccessFlags::LOCAL_WRITE);
+        for (i, x) in region.data.write().unwrap().iter_mut().enumerate() {
+            *x = (i * 13 + i / 509) as u8;
+        }
+        let data = region.data.read().unwrap().to_vec();
+        let len = 2048;
+        let want: Vec<_> = (0..4).map(|k| roce(b, a, &data[k * len..(k + 1) * len])).collect();
+        let mut bufs: Vec<Vec<u8>> = want
+            .iter()
+            .map(|(f, at)| {
+                let mut f = f.clone();
+                f[at.clone()].fill(0);
+                f
+            })
+            .collect();
+        let mut lent: Vec<_> =
+            (0..4).map(|k| (k, Lent { region: region.clone(), off: k * len, len, at: want[k].1.start })).collect();
+        assert_eq!(la.tx.send_bufs_lent(&mut bufs, &mut lent), 0);
+        region.data.write().unwrap()[2 * len + 5] ^= 0x10;
+        let (mut got, mut lens) = (vec![Vec::new(); 8], [0usize; 8]);
+        assert_eq!(lb.rx.recv_batch(&mut got, &mut lens, 4200, Duration::from_millis(10)).unwrap(), 4);
+        assert_eq!(lb.rx.take_icrc_checked(), 0b1011);
+        assert_eq!(lb.rx.take_icrc_checked(), 0, "taking it clears it");
+        for k in [0, 1, 3] {
+            assert_eq!(&got[k][..lens[k]], &want[k].0[..], "frame {k}");
+            assert!(transport::wire::Frame::verify(&got[k][..lens[k]]).is_ok());
+        }
+        let changed = &got[2][..lens[2]];
+        assert_eq!(changed[want[2].1.clone()], region.data.read().unwrap()[2 * len..3 * len]);
+        assert!(matches!(transport::wire::Frame::verify(changed), Err(transport::wire::Error::IcrcMismatch { .. })));
     }
 }

@@ -77,6 +77,17 @@ impl<'a> Frame<'a> {
     /// Parses every layer; the ICRC is computed but not enforced, so a tool can
     /// still show a packet whose ICRC is wrong. Receivers use [`Frame::verify`].
     pub fn parse(bytes: &'a [u8]) -> Result<Self, Error> {
+        Self::parse_as(bytes, true)
+    }
+
+    /// Parses every layer of a frame whose ICRC its receiver has just
+    /// checked over these very bytes, as it copied their payload in
+    /// ([`fill_checked`]): the ICRC is taken as found, not computed again.
+    pub fn parse_icrc_checked(bytes: &'a [u8]) -> Result<Self, Error> {
+        Self::parse_as(bytes, false)
+    }
+
+    fn parse_as(bytes: &'a [u8], compute_icrc: bool) -> Result<Self, Error> {
         let (eth, off) = EthernetRepr::parse(bytes)?;
         let l3 = &bytes[off..];
         let (net, udp_hdr, ib_bytes) = match eth.ethertype {
@@ -108,7 +119,10 @@ impl<'a> Frame<'a> {
             }
         }
         let packet = IbPacket::new_checked(ib_bytes)?;
-        let icrc_computed = icrc::compute(&l3[..net.l3_len()], udp_hdr, packet.without_icrc());
+        let icrc_computed = match compute_icrc {
+            true => icrc::compute(&l3[..net.l3_len()], udp_hdr, packet.without_icrc()),
+            false => packet.icrc(),
+        };
         let repr = FrameRepr { eth, net, ib: IbRepr::parse(&packet) };
         Ok(Frame { repr, packet, icrc_computed })
     }
@@ -137,15 +151,7 @@ impl<'a> Frame<'a> {
 /// follow. In place, nothing else moves; a frame whose ICRC does not check
 /// is left as it is (a fresh ICRC would pass it off as sound).
 pub fn set_ipv4_ident(bytes: &mut [u8], ident: u16) -> Result<(), Error> {
-    let at = super::peek::bth_offset(bytes).ok_or(Error::NotRoce)?;
-    let ip = if bytes[12..14] == [0x81, 0x00] { 18 } else { 14 };
-    if bytes[ip - 2..ip] != [0x08, 0x00] || bytes[ip] != 0x45 || at != ip + IPV4_HEADER_LEN + udp::HEADER_LEN {
-        return Err(Error::NotRoce);
-    }
-    let end = ip + u16::from_be_bytes([bytes[ip + 2], bytes[ip + 3]]) as usize;
-    if end > bytes.len() || end < at + super::bth::LEN + icrc::LEN {
-        return Err(Error::BadLength { what: "IPv4 total", declared: end - ip, actual: bytes.len() - ip });
-    }
+    let (ip, at, end) = ipv4_layout(bytes)?;
     let trailer = end - icrc::LEN;
     let crc =
         |b: &[u8]| icrc::compute(&b[ip..ip + IPV4_HEADER_LEN], Some(&b[ip + IPV4_HEADER_LEN..at]), &b[at..trailer]);
@@ -159,6 +165,51 @@ pub fn set_ipv4_ident(bytes: &mut [u8], ident: u16) -> Result<(), Error> {
     let fresh = crc(bytes);
     bytes[trailer..end].copy_from_slice(&icrc::write(fresh));
     Ok(())
+}
+
+/// Where an emitted RoCEv2 frame over IPv4 (no IP options) has its IP
+/// header, its BTH and its end (after the ICRC), as its own headers say.
+fn ipv4_layout(bytes: &[u8]) -> Result<(usize, usize, usize), Error> {
+    let at = super::peek::bth_offset(bytes).ok_or(Error::NotRoce)?;
+    let ip = if bytes[12..14] == [0x81, 0x00] { 18 } else { 14 };
+    if bytes[ip - 2..ip] != [0x08, 0x00] || bytes[ip] != 0x45 || at != ip + IPV4_HEADER_LEN + udp::HEADER_LEN {
+        return Err(Error::NotRoce);
+    }
+    let end = ip + u16::from_be_bytes([bytes[ip + 2], bytes[ip + 3]]) as usize;
+    if end > bytes.len() || end < at + super::bth::LEN + icrc::LEN {
+        return Err(Error::BadLength { what: "IPv4 total", declared: end - ip, actual: bytes.len() - ip });
+    }
+    Ok((ip, at, end))
+}
+
+/// Copies `payload` into an emitted RoCEv2 frame over IPv4 at `at` (a
+/// payload lent until delivery, `Memory::read_lent`) and checks the
+/// frame's ICRC over the bytes as they are copied, in one pass
+/// (`icrc::Running::update_copy`): `Ok(true)` if it holds. The receiver
+/// then need not compute it again ([`Frame::parse_icrc_checked`]). An
+/// `Err` copies nothing: the frame is not one this reads (IPv6, RoCEv1, a
+/// payload outside the packet), and the caller copies and the receiver
+/// checks as usual.
+pub fn fill_checked(bytes: &mut [u8], at: usize, payload: &[u8]) -> Result<bool, Error> {
+    let (ip, bth, end) = ipv4_layout(bytes)?;
+    let trailer = end - icrc::LEN;
+    // Never over the headers: from the end of those the opcode names on.
+    let headers = super::Opcode::try_from(bytes[bth]).map_or(super::bth::LEN, |o| o.info().header_len());
+    let stop = at.checked_add(payload.len()).filter(|&s| at >= bth + headers && s <= trailer);
+    let Some(stop) = stop else {
+        return Err(Error::BadLength {
+            what: "lent payload",
+            declared: payload.len(),
+            actual: trailer.saturating_sub(at),
+        });
+    };
+    let (head, rest) = bytes.split_at_mut(at);
+    let mut crc = icrc::start(&head[ip..ip + IPV4_HEADER_LEN], Some(&head[ip + IPV4_HEADER_LEN..bth]), &head[bth..]);
+    let (dst, tail) = rest.split_at_mut(stop - at);
+    crc.update_copy(payload, dst);
+    let trailer = trailer - stop;
+    crc.update(&tail[..trailer]);
+    Ok(crc.finish() == icrc::read(tail[trailer..trailer + icrc::LEN].try_into().expect("4 bytes")))
 }
 
 impl FrameRepr {
@@ -315,6 +366,27 @@ mod tests {
     use crate::wire::{AethRepr, BthRepr, ExtHeaders, Opcode, Syndrome, VlanTag};
 
     fn ack(ident: u16, vlan: Option<VlanTag>, v6: bool) -> Vec<u8> {
+        let aeth = AethRepr { syndrome: Syndrome::Ack { credits: 31 }, msn: 5 };
+        let ext = ExtHeaders { aeth: Some(aeth), ..Default::default() };
+        let ib = IbRepr { bth: BthRepr::new(Opcode::RcAcknowledge, 0xffff, 0x11, 42), ext, payload_len: 0 };
+        emitted(ib, &[], ident, vlan, v6).0
+    }
+
+    /// An RDMA WRITE ONLY carrying `payload`, and where the payload lies.
+    fn write_only(payload: &[u8], vlan: Option<VlanTag>, v6: bool) -> (Vec<u8>, core::ops::Range<usize>) {
+        let reth = crate::wire::RethRepr { va: 0x1000, rkey: 0x77, dma_len: payload.len() as u32 };
+        let ext = ExtHeaders { reth: Some(reth), ..Default::default() };
+        let ib = IbRepr { bth: BthRepr::new(Opcode::RcWriteOnly, 0xffff, 0x11, 42), ext, payload_len: payload.len() };
+        emitted(ib, payload, 7, vlan, v6)
+    }
+
+    fn emitted(
+        ib: IbRepr,
+        payload: &[u8],
+        ident: u16,
+        vlan: Option<VlanTag>,
+        v6: bool,
+    ) -> (Vec<u8>, core::ops::Range<usize>) {
         let udp = UdpRepr { src_port: 0xc011, dst_port: ROCEV2_UDP_PORT, checksum: UdpChecksum::None };
         let net = if v6 {
             let ip = Ipv6Repr {
@@ -345,13 +417,10 @@ mod tests {
             vlan,
             ethertype: if v6 { ETHERTYPE_IPV6 } else { ETHERTYPE_IPV4 },
         };
-        let aeth = AethRepr { syndrome: Syndrome::Ack { credits: 31 }, msn: 5 };
-        let ext = ExtHeaders { aeth: Some(aeth), ..Default::default() };
-        let ib = IbRepr { bth: BthRepr::new(Opcode::RcAcknowledge, 0xffff, 0x11, 42), ext, payload_len: 0 };
         let repr = FrameRepr { eth, net, ib };
         let mut buf = vec![0; repr.buffer_len()];
-        repr.emit(&[], &mut buf).unwrap();
-        buf
+        repr.emit(payload, &mut buf).unwrap();
+        (buf, repr.payload_range())
     }
 
     #[test]
@@ -383,6 +452,75 @@ mod tests {
         for n in 0..f.len() {
             let mut cut = f[..n].to_vec();
             assert!(set_ipv4_ident(&mut cut, 9).is_err(), "cut at {n}");
+        }
+    }
+
+    /// A lent payload copied in with its frame's ICRC checked in the same
+    /// pass: the frame is the one emitted with it, and the check is the
+    /// receiver's (`Frame::verify`) whatever the payload's length, tag or
+    /// bytes; nothing is copied into a frame this cannot read.
+    #[test]
+    fn a_lent_payload_is_copied_in_and_checked() {
+        for len in [0usize, 1, 255, 256, 511, 512, 1024, 1500, 4096] {
+            let payload: Vec<u8> = (0..len).map(|i| (i * 7 + len) as u8).collect();
+            for vlan in [None, Some(VlanTag { pcp: 1, dei: false, vid: 9 })] {
+                let (want, at) = write_only(&payload, vlan, false);
+                let mut f = want.clone();
+                f[at.clone()].fill(0xee);
+                assert_eq!(fill_checked(&mut f, at.start, &payload), Ok(true), "len {len}");
+                assert_eq!(f, want, "len {len}");
+                if len == 0 {
+                    continue;
+                }
+                // Other bytes than the sender hashed: copied, and refused as
+                // the receiver would refuse them.
+                let mut other = payload.clone();
+                other[len / 2] ^= 0x40;
+                let mut f = want.clone();
+                assert_eq!(fill_checked(&mut f, at.start, &other), Ok(false), "len {len}");
+                assert_eq!(&f[at.clone()], &other[..]);
+                assert!(matches!(Frame::verify(&f), Err(Error::IcrcMismatch { .. })));
+                // Only the part of the payload at a given offset.
+                let mut f = want.clone();
+                let half = at.start + len / 2;
+                f[half..at.end].fill(0);
+                assert_eq!(fill_checked(&mut f, half, &payload[len / 2..]), Ok(true), "len {len}");
+                assert_eq!(f, want);
+            }
+        }
+        let payload = vec![3u8; 2048];
+        let (want, at) = write_only(&payload, None, false);
+        for (start, n) in [(at.start - 1, 2048), (at.start, 2049), (at.start + 1, 2048), (usize::MAX - 4, 8), (2, 8)] {
+            let mut f = want.clone();
+            let bytes = vec![3u8; n];
+            assert!(matches!(fill_checked(&mut f, start, &bytes), Err(Error::BadLength { .. })), "{start} {n}");
+            assert_eq!(f, want, "{start} {n}: nothing copied");
+        }
+        let (v6, at6) = write_only(&payload, None, true);
+        let mut f = v6.clone();
+        assert_eq!(fill_checked(&mut f, at6.start, &payload), Err(Error::NotRoce));
+        assert_eq!(f, v6);
+        for n in 0..want.len() {
+            let mut cut = want[..n].to_vec();
+            let _ = fill_checked(&mut cut, at.start, &payload);
+        }
+    }
+
+    /// A frame its link checked is taken at its word: only the ICRC is
+    /// not computed again; every other check stands.
+    #[test]
+    fn a_frame_checked_by_its_link_skips_only_the_icrc() {
+        let (mut f, at) = write_only(&[9u8; 300], None, false);
+        f[at.start] ^= 1;
+        assert!(Frame::verify(&f).is_err());
+        let p = Frame::parse_icrc_checked(&f).unwrap();
+        assert!(p.icrc_ok());
+        assert_eq!(p.payload().len(), 300);
+        let mut port = f.clone();
+        port[14 + 20 + 2..14 + 20 + 4].copy_from_slice(&4790u16.to_be_bytes());
+        assert_eq!(Frame::parse_icrc_checked(&port).err(), Some(Error::NotRoce));
+        for n in 0..f.len() {
+            assert!(Frame::parse_icrc_checked(&f[..n]).is_err(), "cut at {n}");
         }
     }
 }

@@ -75,6 +75,24 @@ impl Running {
         }
     }
 
+    /// `update` with `src`, copied into `dst` (as long) in the same pass
+    /// where the CPU can ([`super::icrc_copy`]); hashing the copy after
+    /// copying would read every byte twice.
+    pub fn update_copy(&mut self, src: &[u8], dst: &mut [u8]) {
+        let n = src.len().min(dst.len());
+        let (src, dst) = (&src[..n], &mut dst[..n]);
+        match &mut self.0 {
+            State::Simd(h) => {
+                let crc = super::icrc_copy::copy_and_hash(h.clone().finalize(), src, dst);
+                *h = Hasher::new_with_initial(crc);
+            }
+            State::Table(c) => {
+                dst.copy_from_slice(src);
+                *c = super::crc32::update(*c, dst);
+            }
+        }
+    }
+
     #[inline]
     pub fn finish(self) -> u32 {
         match self.0 {

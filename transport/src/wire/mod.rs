@@ -22,6 +22,7 @@ pub mod ethernet;
 pub mod frame;
 pub mod grh;
 pub mod icrc;
+pub mod icrc_copy;
 pub mod ieth;
 pub mod immdt;
 pub mod ip;
