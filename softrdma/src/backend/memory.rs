@@ -947,25 +947,30 @@ mod tests {
         assert_eq!(fab.stats().dropped, 1000 - n);
     }
 
-    /// Lent payloads reach their frames whichever side copies them in: the
-    /// receiver while its queue is short, the sender once the receiver has
-    /// fallen `LEND_DEPTH` frames behind.
-    #[test]
-    fn lent_payloads_are_copied_in_by_the_receiver_until_it_falls_behind() {
-        use crate::mr::DevMemory;
-        let fab = Fabric::new();
-        let ([a, b], [la, mut lb]) = ports(&fab);
-        // Two frames teach the switch both MACs, so that the route holds.
+    /// Two ports whose MACs the switch has learnt (so that the fast path,
+    /// which carries lent payloads, holds), and a region of `len` bytes
+    /// of a pattern to lend from.
+    fn lending_pair(fab: &Fabric, len: usize) -> ([[u8; 6]; 2], [Link; 2], Arc<Region>) {
+        let ([a, b], [la, mut lb]) = ports(fab);
         let mut buf = [0u8; 1600];
         for i in 0..2 {
             la.tx.send(&frame(b, a, i)).unwrap();
             assert!(lb.rx.recv(&mut buf, Duration::from_millis(10)).unwrap().is_some());
         }
-        let mut mem = DevMemory::default();
-        let region = mem.register(1, 1 << 20, verbs_api::AccessFlags::LOCAL_WRITE);
+        let region = crate::mr::DevMemory::default().register(1, len, verbs_api::AccessFlags::LOCAL_WRITE);
         for (i, x) in region.data.write().unwrap().iter_mut().enumerate() {
             *x = (i * 7 + i / 251) as u8;
         }
+        ([a, b], [la, lb], region)
+    }
+
+    /// Lent payloads reach their frames whichever side copies them in: the
+    /// receiver while its queue is short, the sender once the receiver has
+    /// fallen `LEND_DEPTH` frames behind.
+    #[test]
+    fn lent_payloads_are_copied_in_by_the_receiver_until_it_falls_behind() {
+        let fab = Fabric::new();
+        let ([a, b], [la, mut lb], region) = lending_pair(&fab, 1 << 20);
         let total = 8 * (LEND_DEPTH / 8 + 4);
         for batch in 0..total / 8 {
             let mut bufs: Vec<Vec<u8>> = (0..8).map(|_| frame(b, a, 0)).collect();
@@ -1035,19 +1040,8 @@ mod tests {
     /// marked, and fails the receiver's own check, which counts the drop.
     #[test]
     fn lent_payloads_are_checked_as_they_are_copied_in() {
-        use crate::mr::DevMemory;
         let fab = Fabric::new();
-        let ([a, b], [la, mut lb]) = ports(&fab);
-        let mut buf = [0u8; 1600];
-        for i in 0..2 {
-            la.tx.send(&frame(b, a, i)).unwrap();
-            assert!(lb.rx.recv(&mut buf, Duration::from_millis(10)).unwrap().is_some());
-        }
-        let mut mem = DevMemory::default();
-        let region = mem.register(1, 1 << 16, verbs_api::AccessFlags::LOCAL_WRITE);
-        for (i, x) in region.data.write().unwrap().iter_mut().enumerate() {
-            *x = (i * 13 + i / 509) as u8;
-        }
+        let ([a, b], [la, mut lb], region) = lending_pair(&fab, 1 << 16);
         let data = region.data.read().unwrap().to_vec();
         let len = 2048;
         let want: Vec<_> = (0..4).map(|k| roce(b, a, &data[k * len..(k + 1) * len])).collect();
