@@ -59,30 +59,16 @@ impl Lent {
     }
 }
 
-/// Copies each placed payload `(i, lent)` into `frames[i]`, taking a
-/// region's read lock once per run of payloads from it (per payload, the
-/// lock's line would cross between the CPUs each time). A payload that no
-/// longer fits its frame (a truncated frame) is left out: the frame then
-/// fails its ICRC check and is counted as a drop there. The regions go to
-/// `spent`, let go of once it holds `RELEASE_AT`.
+/// Copies each placed payload `(i, lent)` into `frames[i]`. A payload that
+/// no longer fits its frame (a truncated frame) is left out: the frame then
+/// fails its ICRC check and is counted as a drop there.
 pub(crate) fn fill(jobs: &mut Vec<(usize, Lent)>, frames: &mut [Vec<u8>], spent: &mut Vec<Arc<Region>>) {
-    let mut s = 0;
-    while s < jobs.len() {
-        let region = &jobs[s].1.region;
-        let e = s + jobs[s..].iter().take_while(|(_, l)| Arc::ptr_eq(&l.region, region)).count();
-        if let Ok(data) = region.data.read() {
-            for (i, l) in &jobs[s..e] {
-                if let Some(frame) = frames.get_mut(*i) {
-                    l.copy_into(&data, frame);
-                }
-            }
+    in_runs(jobs, spent, |jobs, j, data| {
+        let (i, l) = &jobs[j];
+        if let Some(frame) = frames.get_mut(*i) {
+            l.copy_into(data, frame);
         }
-        s = e;
-    }
-    spent.extend(jobs.drain(..).map(|(_, l)| l.region));
-    if spent.len() >= RELEASE_AT {
-        spent.clear();
-    }
+    });
 }
 
 /// `fill` for the receiving end, which also checks each frame's ICRC as
@@ -93,30 +79,43 @@ pub(crate) fn fill(jobs: &mut Vec<(usize, Lent)>, frames: &mut [Vec<u8>], spent:
 /// its receiver: its ICRC holds only once every part is in.
 pub(crate) fn fill_checked(jobs: &mut Vec<(usize, Lent)>, frames: &mut [Vec<u8>], spent: &mut Vec<Arc<Region>>) -> u64 {
     let mut checked = 0u64;
+    in_runs(jobs, spent, |jobs, j, data| {
+        let (i, l) = &jobs[j];
+        let alone = |k: Option<&(usize, Lent)>| k.is_none_or(|(o, _)| o != i);
+        let Some(frame) = frames.get_mut(*i) else { return };
+        let src = data.get(l.off..l.off.saturating_add(l.len));
+        let verdict = match src {
+            Some(src) if *i < 64 && alone(jobs.get(j + 1)) && alone(j.checked_sub(1).and_then(|p| jobs.get(p))) => {
+                transport::wire::frame::fill_checked(frame, l.at, src).ok()
+            }
+            _ => None,
+        };
+        match verdict {
+            Some(true) => checked |= 1 << i,
+            // Copied, and its ICRC fails: its receiver counts the drop.
+            Some(false) => {}
+            None => l.copy_into(data, frame),
+        }
+    });
+    checked
+}
+
+/// Calls `each(jobs, j, region's bytes)` for every job, taking a region's
+/// read lock once per run of payloads from it (per payload, the lock's
+/// line would cross between the CPUs each time); then moves the regions
+/// to `spent`, let go of once it holds `RELEASE_AT`.
+fn in_runs(
+    jobs: &mut Vec<(usize, Lent)>,
+    spent: &mut Vec<Arc<Region>>,
+    mut each: impl FnMut(&[(usize, Lent)], usize, &[u8]),
+) {
     let mut s = 0;
     while s < jobs.len() {
         let region = &jobs[s].1.region;
         let e = s + jobs[s..].iter().take_while(|(_, l)| Arc::ptr_eq(&l.region, region)).count();
         if let Ok(data) = region.data.read() {
             for j in s..e {
-                let (i, l) = &jobs[j];
-                let alone = |k: Option<&(usize, Lent)>| k.is_none_or(|(o, _)| o != i);
-                let Some(frame) = frames.get_mut(*i) else { continue };
-                let src = data.get(l.off..l.off.saturating_add(l.len));
-                let verdict = match src {
-                    Some(src)
-                        if *i < 64 && alone(jobs.get(j + 1)) && alone(j.checked_sub(1).and_then(|p| jobs.get(p))) =>
-                    {
-                        transport::wire::frame::fill_checked(frame, l.at, src).ok()
-                    }
-                    _ => None,
-                };
-                match verdict {
-                    Some(true) => checked |= 1 << i,
-                    // Copied, and its ICRC fails: its receiver counts the drop.
-                    Some(false) => {}
-                    None => l.copy_into(&data, frame),
-                }
+                each(jobs, j, &data);
             }
         }
         s = e;
@@ -125,7 +124,6 @@ pub(crate) fn fill_checked(jobs: &mut Vec<(usize, Lent)>, frames: &mut [Vec<u8>]
     if spent.len() >= RELEASE_AT {
         spent.clear();
     }
-    checked
 }
 
 /// Regions a receiver holds before letting go of them together: the
