@@ -8,12 +8,15 @@
 //! alone (docs/benchmarks.md, "What stop 27 changed").
 //!
 //! The folding is the one of Intel's "Fast CRC Computation for Generic
-//! Polynomials Using PCLMULQDQ Instruction" (2009), eight 128-bit lanes
-//! wide on 256-bit VPCLMULQDQ, as crc32fast folds. Its constants are
+//! Polynomials Using PCLMULQDQ Instruction" (2009): eight 128-bit lanes
+//! wide on 256-bit VPCLMULQDQ, as crc32fast folds, or sixteen on 512-bit
+//! VPCLMULQDQ where the CPU has AVX-512 (there crc32fast's own fold is as
+//! wide, and a 256-bit fused pass was slower than copying and then
+//! hashing: docs/benchmarks.md, "What stop 28 changed"). Its constants are
 //! derived here from the polynomial rather than written down. The last
-//! 128 bytes of folded state are congruent, modulo the polynomial, to all
-//! the bytes folded into them, so crc32fast finishes the CRC over them and
-//! the tail: no reduction code of our own.
+//! block of folded state is congruent, modulo the polynomial, to all the
+//! bytes folded into it, so crc32fast finishes the CRC over it and the
+//! tail: no reduction code of our own.
 
 use crc32fast::Hasher;
 
@@ -24,8 +27,10 @@ pub fn copy_and_hash(crc: u32, src: &[u8], dst: &mut [u8]) -> u32 {
     let n = src.len().min(dst.len());
     let (src, dst) = (&src[..n], &mut dst[..n]);
     #[cfg(target_arch = "x86_64")]
-    if n >= FOLD_FROM && fold::available() {
-        return fold::copy_and_hash(crc, src, dst);
+    if n >= FOLD_FROM {
+        if let Some(width) = fold::widest() {
+            return fold::copy_and_hash(width, crc, src, dst);
+        }
     }
     dst.copy_from_slice(src);
     // The copy's lines are this CPU's now; `src`'s may not be.
@@ -35,7 +40,7 @@ pub fn copy_and_hash(crc: u32, src: &[u8], dst: &mut [u8]) -> u32 {
 }
 
 /// Below this the copy and crc32fast's own folding are as fast: the fold
-/// needs two 128-byte blocks to pay for its final 128-byte hash.
+/// needs two blocks to pay for its final hash of one.
 const FOLD_FROM: usize = 512;
 
 /// `x^n mod P(x)` for the CRC-32 polynomial, bit-reflected and shifted
@@ -59,6 +64,9 @@ const fn fold_constant(n: u32) -> u64 {
 /// `x^(1024-32)`.
 const K_LOW: u64 = fold_constant(1024 + 32);
 const K_HIGH: u64 = fold_constant(1024 - 32);
+/// The same for sixteen lanes (one 256-byte block, 2048 bits).
+const K512_LOW: u64 = fold_constant(2048 + 32);
+const K512_HIGH: u64 = fold_constant(2048 - 32);
 
 #[cfg(target_arch = "x86_64")]
 #[allow(unsafe_code)] // SIMD intrinsics, behind a run-time check of the CPU's features
@@ -66,18 +74,39 @@ mod fold {
     use core::arch::x86_64::*;
     use crc32fast::Hasher;
 
-    pub(super) fn available() -> bool {
-        std::is_x86_feature_detected!("avx2")
-            && std::is_x86_feature_detected!("vpclmulqdq")
-            && std::is_x86_feature_detected!("pclmulqdq")
+    /// How wide a fold the CPU can run.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    pub(super) enum Width {
+        /// 256-bit VPCLMULQDQ, 128-byte blocks.
+        Avx2,
+        /// 512-bit VPCLMULQDQ, 256-byte blocks.
+        Avx512,
     }
 
-    /// `super::copy_and_hash` for `src.len() == dst.len() >= 256`.
-    pub(super) fn copy_and_hash(crc: u32, src: &[u8], dst: &mut [u8]) -> u32 {
-        assert!(src.len() == dst.len() && src.len() >= 256);
-        // SAFETY: the caller checked `available()`, the features `fold`
-        // is compiled for; the lengths are as `fold` needs them.
-        unsafe { fold(crc, src, dst) }
+    pub(super) fn available(width: Width) -> bool {
+        let base = std::is_x86_feature_detected!("vpclmulqdq") && std::is_x86_feature_detected!("pclmulqdq");
+        base && match width {
+            Width::Avx2 => std::is_x86_feature_detected!("avx2"),
+            Width::Avx512 => std::is_x86_feature_detected!("avx512f"),
+        }
+    }
+
+    pub(super) fn widest() -> Option<Width> {
+        [Width::Avx512, Width::Avx2].into_iter().find(|&w| available(w))
+    }
+
+    /// `super::copy_and_hash` for `src.len() == dst.len() >= 256`, with
+    /// `width` `available`.
+    pub(super) fn copy_and_hash(width: Width, crc: u32, src: &[u8], dst: &mut [u8]) -> u32 {
+        assert!(src.len() == dst.len() && src.len() >= 256 && available(width));
+        // SAFETY: the features each fold is compiled for were checked just
+        // above; the lengths are as the folds need them.
+        unsafe {
+            match width {
+                Width::Avx2 => fold256(crc, src, dst),
+                Width::Avx512 => fold512(crc, src, dst),
+            }
+        }
     }
 
     /// Loads 32 bytes at `src[at..]`, stores them at `dst[at..]` and returns them.
@@ -102,9 +131,9 @@ mod fold {
     }
 
     /// SAFETY: the CPU has AVX2, VPCLMULQDQ and PCLMULQDQ;
-    /// `src.len() == dst.len() >= 256`.
+    /// `src.len() == dst.len() >= 128`.
     #[target_feature(enable = "avx2", enable = "vpclmulqdq", enable = "pclmulqdq")]
-    unsafe fn fold(crc: u32, src: &[u8], dst: &mut [u8]) -> u32 {
+    unsafe fn fold256(crc: u32, src: &[u8], dst: &mut [u8]) -> u32 {
         let blocks = src.len() / 128;
         let mut x0 = carry(src, dst, 0);
         let mut x1 = carry(src, dst, 32);
@@ -125,12 +154,73 @@ mod fold {
         for (i, x) in [x0, x1, x2, x3].into_iter().enumerate() {
             _mm256_storeu_si256(state.as_mut_ptr().add(32 * i).cast(), x);
         }
-        let done = blocks * 128;
+        finish(&state, src, dst, blocks * 128)
+    }
+
+    /// `carry` for 64 bytes.
+    ///
+    /// SAFETY: `at + 64` is within both slices, and the CPU has AVX-512F.
+    #[inline]
+    #[target_feature(enable = "avx512f")]
+    unsafe fn carry512(src: &[u8], dst: &mut [u8], at: usize) -> __m512i {
+        debug_assert!(at + 64 <= src.len() && at + 64 <= dst.len());
+        let v = _mm512_loadu_si512(src.as_ptr().add(at).cast());
+        _mm512_storeu_si512(dst.as_mut_ptr().add(at).cast(), v);
+        v
+    }
+
+    /// `fold_into` for four lanes; one three-way XOR adds the halves and `next`.
+    #[inline]
+    #[target_feature(enable = "avx512f", enable = "vpclmulqdq")]
+    unsafe fn fold_into512(x: __m512i, k: __m512i, next: __m512i) -> __m512i {
+        let lo = _mm512_clmulepi64_epi128(x, k, 0x00);
+        let hi = _mm512_clmulepi64_epi128(x, k, 0x11);
+        _mm512_ternarylogic_epi64(lo, hi, next, 0x96)
+    }
+
+    /// `fold256` on 512-bit registers: four of them, 256-byte blocks.
+    ///
+    /// SAFETY: the CPU has AVX-512F, VPCLMULQDQ and PCLMULQDQ;
+    /// `src.len() == dst.len() >= 256`.
+    #[target_feature(enable = "avx512f", enable = "vpclmulqdq", enable = "pclmulqdq")]
+    unsafe fn fold512(crc: u32, src: &[u8], dst: &mut [u8]) -> u32 {
+        let blocks = src.len() / 256;
+        let mut x0 = carry512(src, dst, 0);
+        let mut x1 = carry512(src, dst, 64);
+        let mut x2 = carry512(src, dst, 128);
+        let mut x3 = carry512(src, dst, 192);
+        x0 = _mm512_xor_si512(x0, _mm512_castsi128_si512(_mm_cvtsi32_si128(!crc as i32)));
+        let k = _mm512_set_epi64(
+            super::K512_HIGH as i64,
+            super::K512_LOW as i64,
+            super::K512_HIGH as i64,
+            super::K512_LOW as i64,
+            super::K512_HIGH as i64,
+            super::K512_LOW as i64,
+            super::K512_HIGH as i64,
+            super::K512_LOW as i64,
+        );
+        for b in 1..blocks {
+            let at = b * 256;
+            x0 = fold_into512(x0, k, carry512(src, dst, at));
+            x1 = fold_into512(x1, k, carry512(src, dst, at + 64));
+            x2 = fold_into512(x2, k, carry512(src, dst, at + 128));
+            x3 = fold_into512(x3, k, carry512(src, dst, at + 192));
+        }
+        let mut state = [0u8; 256];
+        for (i, x) in [x0, x1, x2, x3].into_iter().enumerate() {
+            _mm512_storeu_si512(state.as_mut_ptr().add(64 * i).cast(), x);
+        }
+        finish(&state, src, dst, blocks * 256)
+    }
+
+    /// Copies the tail from `done` on and hashes the folded state and the
+    /// tail from a zero register (the value !0), as the CRC so far is
+    /// already in the state.
+    fn finish(state: &[u8], src: &[u8], dst: &mut [u8], done: usize) -> u32 {
         dst[done..].copy_from_slice(&src[done..]);
-        // From a zero register (the value !0), as the register is already
-        // in the state.
         let mut h = Hasher::new_with_initial(!0);
-        h.update(&state);
+        h.update(state);
         h.update(&dst[done..]);
         h.finalize()
     }
@@ -176,6 +266,33 @@ mod tests {
                 assert_eq!(dst, &src[..n], "len {n}");
             }
         }
+    }
+
+    /// Each fold this CPU can run, not only the widest that
+    /// `copy_and_hash` picks, from its smallest length on. A CPU with
+    /// neither prints so: CI's hosts have had both.
+    #[cfg(target_arch = "x86_64")]
+    #[test]
+    fn every_fold_width_the_cpu_has() {
+        use super::fold::{available, copy_and_hash, Width};
+        let src = bytes(5000, 11);
+        let mut ran = 0;
+        for width in [Width::Avx2, Width::Avx512] {
+            if !available(width) {
+                eprintln!("this CPU has no {width:?} fold; not tested here");
+                continue;
+            }
+            ran += 1;
+            for n in (256..=1300).chain([2047, 2048, 2049, 4096, 4097, 5000]) {
+                for init in [0u32, 0xdead_beef] {
+                    let mut dst = vec![0u8; n];
+                    let got = copy_and_hash(width, init, &src[..n], &mut dst);
+                    assert_eq!(got, crc_of(init, &src[..n]), "{width:?} len {n} init {init:#x}");
+                    assert_eq!(dst, &src[..n], "{width:?} len {n}");
+                }
+            }
+        }
+        eprintln!("{ran} fold width(s) tested");
     }
 
     /// Unaligned source and destination, and a destination of another
