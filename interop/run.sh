@@ -20,14 +20,17 @@
 # (atomic_fa, atomic_cs; 8 B), ib_write_bw -c UC (write_uc, PERFTEST_SIZES) and
 # ib_send_bw -c UD (send_ud, PERFTEST_UD_SIZES, default "1001 mtu"); the RC ones
 # (write_bw, read_bw, send_bw, atomic_fa, atomic_cs) over the IPv6 GID too. Latency tools
-# at link MTU 1500, IPv4: ib_{read,send,write}_lat (PERFTEST_SIZES). PERFTEST_ITERS
-# iterations (default 1000).
+# at link MTU 1500, IPv4: ib_{read,send,write}_lat (PERFTEST_SIZES). Bidirectional (-b)
+# at both link MTUs, IPv4, RC: ib_{write,read,send}_bw (write_bi, read_bi, send_bi;
+# PERFTEST_SIZES) and ib_atomic_bw FETCH_AND_ADD (atomic_bi); each end sends and checks
+# what the other did to its memory. PERFTEST_ITERS iterations (default 1000).
 #
-# The full run: 104 ping-pong + 92 perftest cases = 196, two guest boots.
+# The full run: 104 ping-pong + 120 perftest cases = 224, two guest boots.
 # --quick: RC (20003 B) both directions and UD (1001 B) both directions over IPv4, RC
 #   over IPv6 once, perftest write_bw, read_bw, send_bw (20000 B) and atomic_bw
-#   FETCH_AND_ADD both directions and write_lat (1001 B, softrdma serving), at MTU 1024
-#   (one guest boot, 14 cases).
+#   FETCH_AND_ADD both directions, write_lat (1001 B, softrdma serving), and -b:
+#   write_bw both directions, send_bw (softrdma serving), read_bw and atomic_bw (softrdma
+#   as client), at MTU 1024 (one guest boot, 19 cases).
 # --filter REGEX: only the cases whose label matches (e.g. 'srq|ud').
 # --out DIR: keep logs, captures and the table there (default: a fresh /tmp/interop.*).
 #
@@ -74,9 +77,9 @@ sizes_srq=${SRQ_SIZES:-"1 1001 20003"} sizes_ud=${UD_SIZES:-"1 1001 mtu"}
 # UC write_bw, UD send_bw) at both link MTUs over the IPv4 GID, the RC ones over IPv6 as
 # well; the latency tools at link MTU 1500, IPv4; atomics are 8 bytes.
 sizes_pt=${PERFTEST_SIZES:-"1001 20000"} pt_n=${PERFTEST_ITERS:-1000}
-is_pt() { case $1 in write_bw|read_bw|send_bw|atomic_fa|atomic_cs|write_uc|send_ud|read_lat|send_lat|write_lat) return 0 ;; esac; return 1; }
+is_pt() { case $1 in write_bw|read_bw|send_bw|atomic_fa|atomic_cs|write_uc|send_ud|read_lat|send_lat|write_lat|*_bi|*_q2) return 0 ;; esac; return 1; }
 # perftest's binary and softrdma-perf's verb of a perftest case
-pt_verb() { case $1 in atomic_fa|atomic_cs) echo atomic_bw ;; write_uc) echo write_bw ;; send_ud) echo send_bw ;; *) echo "$1" ;; esac; }
+pt_verb() { case $1 in atomic_fa|atomic_cs|atomic_bi|atomic_q2) echo atomic_bw ;; write_uc) echo write_bw ;; send_ud) echo send_bw ;; *_bi) echo "${1%_bi}_bw" ;; *_q2) echo "${1%_q2}_bw" ;; *) echo "$1" ;; esac; }
 sizes_pt_ud=${PERFTEST_UD_SIZES:-"1001 mtu"}
 t_start=$(date +%s)
 
@@ -121,11 +124,17 @@ cases_for() { # link_mtu
     echo "atomic_fa server 1 $pmtu 8 $pt_n"
     echo "atomic_fa client 1 $pmtu 8 $pt_n"
     echo "write_lat server 1 $pmtu 1001 $pt_n"
+    echo "write_bi server 1 $pmtu 20000 $pt_n"
+    echo "write_bi client 1 $pmtu 20000 $pt_n"
+    echo "send_bi server 1 $pmtu 20000 $pt_n"
+    echo "read_bi client 1 $pmtu 20000 $pt_n"
+    echo "atomic_bi client 1 $pmtu 8 $pt_n"
     return
   fi
   # perftest: every tool over the IPv4 GID (index 1), the latency tools at path MTU 1024
   # only; then the RC tools over the IPv6 GID (index 2).
-  local pt_v4="write_bw read_bw send_bw atomic_fa atomic_cs write_uc send_ud"
+  local pt_v4="write_bw read_bw send_bw atomic_fa atomic_cs write_uc send_ud write_bi read_bi send_bi atomic_bi"
+  pt_v4="$pt_v4 write_q2 read_q2 send_q2 atomic_q2"
   [ "$lmtu" = 1500 ] && pt_v4="$pt_v4 read_lat send_lat write_lat"
   for gid in 1 2; do
     for tool in $([ $gid = 1 ] && echo "$pt_v4" || echo "write_bw read_bw send_bw atomic_fa atomic_cs"); do
@@ -159,6 +168,10 @@ tool_args() { # tool gid pmtu size iters port
   if is_pt "$1"; then
     case $1 in
       atomic_fa) echo "-x $2 -F -n $5 -p $6 -m $3 -A FETCH_AND_ADD" ;;
+      atomic_bi) echo "-x $2 -F -n $5 -p $6 -m $3 -A FETCH_AND_ADD -b" ;;
+      atomic_q2) echo "-x $2 -F -n $5 -p $6 -m $3 -A FETCH_AND_ADD -q 2" ;;
+      *_q2) echo "-x $2 -F -s $4 -n $5 -p $6 -m $3 -q 2" ;;
+      *_bi) echo "-x $2 -F -s $4 -n $5 -p $6 -m $3 -b" ;;
       atomic_cs) echo "-x $2 -F -n $5 -p $6 -m $3 -A CMP_AND_SWAP" ;;
       write_uc) echo "-x $2 -F -c UC -s $4 -n $5 -p $6 -m $3" ;;
       send_ud) echo "-x $2 -F -c UD -s $4 -n $5 -p $6 -m $3" ;;

@@ -75,6 +75,7 @@ fn bidirectional_runs_both_ways() {
         a.extend(["-b", "-t", "16", "-Q", "8", "--out_json", j]);
         let out = perf(&a);
         assert!(out.contains("Bidirectional   : ON"), "{out}");
+        assert!(out.contains("Bidirectional BW Test"), "{out}");
         let got = std::fs::read_to_string(&json).unwrap();
         assert!(got.contains("\"bidirectional\": \"true\""), "{args:?}: {got}");
         assert!(got.contains("\"messages\": \"160\""), "{args:?}: both directions, 2 QPs, 40 each: {got}");
@@ -113,7 +114,7 @@ fn bad_arguments_are_refused_with_a_reason() {
         (&["scale_qps", "-n", "0"], "-n must be at least 1"),
         (&["write_lat", "-b"], "-b: only write_bw, read_bw, send_bw and atomic_bw run both ways"),
         (&["raw_bw", "-b"], "-b: only write_bw"),
-        (&["write_bw", "-b", "server"], "-b runs with both ends in this process only"),
+        (&["send_bw", "-b", "-c", "UD", "server"], "-b in perftest TCP mode: send_bw over Ud is not supported"),
     ] {
         let out = Command::new(env!("CARGO_BIN_EXE_softrdma-perf")).args(args).output().expect("run softrdma-perf");
         let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
@@ -295,7 +296,9 @@ fn tap_fabric() {
 /// perftest's TCP mode between two softrdma-perf processes, each with its
 /// own device on its own TAP in one namespace's bridge (root): the server's
 /// TAP without offload, the client's with it; both check their memory, and
-/// each says how its TAP took the frames.
+/// each says how its TAP took the frames. Under `-b` both send, and both
+/// print the same row: the sum of the two reports they exchanged. With `-q`
+/// each QP has its own message in the exchange.
 #[test]
 fn perftest_mode_between_two_processes_on_taps() {
     softrdma::require_root!();
@@ -311,7 +314,14 @@ fn perftest_mode_between_two_processes_on_taps() {
     let port = (20000 + std::process::id() % 20000).to_string();
     let bin = env!("CARGO_BIN_EXE_softrdma-perf");
     let common = ["-p", &port, "--netns", ns.name(), "--bridge", "br0", "-s", "65536", "-n", "200", "--wait", "20"];
-    for (test, v6) in [("write_bw", false), ("read_bw", true), ("send_bw", false)] {
+    for (test, v6, more) in [
+        ("write_bw", false, &[][..]),
+        ("read_bw", true, &[]),
+        ("send_bw", false, &[]),
+        ("send_bw", false, &["-b"]),
+        ("atomic_bw", true, &["-b", "-q", "2"]),
+        ("write_bw", false, &["-q", "3"]),
+    ] {
         // read_bw over IPv6 (GID 2, each device's second address): the
         // client's checksums are left to the kernel, the server's are not.
         let (gid, sa, ca) = if v6 {
@@ -324,6 +334,7 @@ fn perftest_mode_between_two_processes_on_taps() {
             .args([test, "server", "--tap", "srpfs", "--tap-offload", "off", "-x", gid])
             .args(addrs(sa))
             .args(common)
+            .args(more)
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
@@ -332,6 +343,7 @@ fn perftest_mode_between_two_processes_on_taps() {
             .args([test, "client", "10.88.0.1", "--tap", "srpfc", "-x", gid])
             .args(addrs(ca))
             .args(common)
+            .args(more)
             .output()
             .unwrap();
         let server = server.wait_with_output().unwrap();
@@ -341,6 +353,14 @@ fn perftest_mode_between_two_processes_on_taps() {
         assert!(client.status.success() && co.contains(": PASS"), "{test} client:\n{co}{ce}");
         assert!(so.contains("TAP offload: off"), "{so}");
         assert!(co.contains("TAP offload: uso"), "{co}");
+        let qps = more.iter().position(|&a| a == "-q").map_or(1, |k| more[k + 1].parse::<usize>().unwrap());
+        assert_eq!(so.matches("remote address").count(), qps, "{so}");
+        if more.contains(&"-b") {
+            let row = |o: &str| o.lines().skip_while(|l| !l.contains("#bytes")).nth(1).map(str::to_owned);
+            let (sr, cr) = (row(&so), row(&co));
+            assert!(sr.is_some() && sr == cr, "{test} -b: the summed rows differ:\n{so}\n{co}");
+            assert!(so.contains("remote report") && co.contains("remote report"), "{so}\n{co}");
+        }
     }
     ns.delete().unwrap();
 }

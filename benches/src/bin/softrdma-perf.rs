@@ -368,7 +368,12 @@ fn perf_config(c: &Common, default_iters: u64) -> Result<PerfConfig, String> {
 
 fn banner(title: &str, c: &Common, extra: &[(&str, String)]) {
     println!("{LINE}");
-    println!("                    {title}");
+    if c.bidirectional {
+        // As perftest names its duplex runs.
+        println!("                    {}", title.replace(" BW Test", " Bidirectional BW Test"));
+    } else {
+        println!("                    {title}");
+    }
     match &c.role {
         Some(_) => println!(" Device         : softrdma (TAP {}, perftest TCP mode)", c.tap),
         None => println!(" Device         : softrdma ({} fabric)", c.fabric.name()),
@@ -449,7 +454,10 @@ fn oob_test(t: Test, c: &Common) -> Result<(), String> {
         timeout: cfg.timeout,
         cmp_swap: c.atomic_type == "CMP_AND_SWAP",
         stall: Duration::from_secs(60),
+        duplex: c.bidirectional,
+        qps: c.qps as u32,
     };
+    benches::oob::validate(&oc)?;
     let place = DevPlace {
         netns: c.netns.clone(),
         tap: c.tap.clone(),
@@ -465,18 +473,42 @@ fn oob_test(t: Test, c: &Common) -> Result<(), String> {
     match r {
         Ok(r) => {
             println!(" peer version {}, MTU {}", r.peer_version, r.mtu);
-            println!(
-                " local  address: QPN {:#08x} PSN {:#08x} OUT {:#04x} RKey {:#010x} VAddr {:#018x} GID {}",
-                r.local.qpn, r.local.psn, r.local.out_reads, r.local.rkey, r.local.vaddr, r.local.gid
-            );
-            println!(
-                " remote address: QPN {:#08x} PSN {:#08x} OUT {:#04x} RKey {:#010x} VAddr {:#018x} GID {}",
-                r.remote.qpn, r.remote.psn, r.remote.out_reads, r.remote.rkey, r.remote.vaddr, r.remote.gid
-            );
-            println!(
-                " client report: {} bytes x {} iterations, BW peak {:.2} MB/s, BW average {:.2} MB/s, {:.6} Mpps",
-                r.report.size, r.report.iters, r.report.bw_peak, r.report.bw_avg, r.report.msg_rate
-            );
+            for (who, dests) in [("local ", &r.local), ("remote", &r.remote)] {
+                for d in dests {
+                    println!(
+                        " {who} address: QPN {:#08x} PSN {:#08x} OUT {:#04x} RKey {:#010x} VAddr {:#018x} GID {}",
+                        d.qpn, d.psn, d.out_reads, d.rkey, d.vaddr, d.gid
+                    );
+                }
+            }
+            let line = |who: &str, b: &benches::oob::BwReport| {
+                println!(
+                    " {who} report: {} bytes x {} iterations, BW peak {:.2} MB/s, BW average {:.2} MB/s, {:.6} Mpps",
+                    b.size, b.iters, b.bw_peak, b.bw_avg, b.msg_rate
+                )
+            };
+            match (c.bidirectional, &r.mine) {
+                (true, Some(mine)) => {
+                    line("local ", mine);
+                    line("remote", &r.report);
+                    // perftest's print_full_bw_report under -b: this end's size and
+                    // iterations, the rates of both ends added.
+                    let mbs = (1u64 << 20) as f64;
+                    let sum = benches::report::BwRow {
+                        bytes: mine.size,
+                        iterations: mine.iters,
+                        peak_bps: (mine.bw_peak + r.report.bw_peak) * mbs,
+                        avg_bps: (mine.bw_avg + r.report.bw_avg) * mbs,
+                        msg_rate: (mine.msg_rate + r.report.msg_rate) * 1e6,
+                        notes: Vec::new(),
+                    };
+                    println!("{LINE}");
+                    println!("{}", bw_header(c.report_gbits));
+                    println!("{}", bw_line(&sum, c.report_gbits));
+                    println!("{LINE}");
+                }
+                _ => line("client", &r.report),
+            }
             println!(" completions here: {}; check: {}; TAP offload: {}", r.completions, r.check, r.offload);
             println!("{LINE}");
             let verdict = if r.check_ok { "PASS" } else { "FAIL" };
@@ -495,9 +527,6 @@ fn oob_test(t: Test, c: &Common) -> Result<(), String> {
 }
 
 fn verbs_test(t: Test, name: &str, c: &Common) -> Result<(), String> {
-    if c.bidirectional && c.role.is_some() {
-        return Err("-b runs with both ends in this process only, not in perftest TCP mode (server/client)".into());
-    }
     if c.role.is_some() {
         return oob_test(t, c);
     }

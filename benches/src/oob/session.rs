@@ -1,0 +1,729 @@
+//! One perftest-mode test over an open socket: the QPs and memory of this
+//! end, the exchange around the test (the module above), and the traffic.
+
+use std::net::TcpStream;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use verbs_api::helpers::{to_init, ConnectOptions};
+use verbs_api::transitions::required;
+use verbs_api::{
+    AccessFlags, Ah, AhAttr, Context, Cq, Gid, Mr, Qp, QpAttr, QpCap, QpInitAttr, QpPath, QpState, QpType, RecvWr,
+    SendFlags, SendOp, SendWr, Sge, WcOpcode, WcStatus,
+};
+
+use super::{validate, BwReport, Dest, Oob, OobConfig, OobResult, Res, CYCLE_BUFFER};
+use crate::perf::Test;
+
+fn ck<E: std::fmt::Display>(what: &'static str) -> impl Fn(E) -> String {
+    move |e| format!("{what}: {e}")
+}
+
+/// perftest's fixed `DEF_QKEY`, on both ends.
+const QKEY: u32 = 0x1111_1111;
+
+/// This end's side of the test: its QPs (one per `-q`), their CQ, one MR
+/// laid out as perftest lays out its buffer, and both ends' messages.
+struct Ends {
+    qps: Vec<Arc<dyn Qp>>,
+    cq: Arc<dyn Cq>,
+    mr: Arc<dyn Mr>,
+    my: Vec<Dest>,
+    rem: Vec<Dest>,
+    ud_ah: Option<Arc<dyn Ah>>,
+    /// perftest's BUFF_SIZE: the larger of the message and the cycle
+    /// buffer, so a peer cycling through its own layout stays in one slot.
+    slot: usize,
+    /// Where QP i's peer writes, reads, adds or sends: `rx_base + i * slot`.
+    /// QP i sends from `i * slot`.
+    rx_base: usize,
+    buf_len: usize,
+    pattern: Vec<u8>,
+    size: usize,
+    /// UD receive buffers start with the 40-byte GRH area (perftest's UD_ADDITION).
+    grh: usize,
+}
+
+impl Ends {
+    fn tx_off(&self, i: usize) -> usize {
+        i * self.slot
+    }
+
+    fn rx_off(&self, i: usize) -> usize {
+        self.rx_base + i * self.slot
+    }
+
+    fn recv_wr(&self, i: usize, id: u64) -> RecvWr {
+        let sge = Sge {
+            addr: self.mr.addr() + self.rx_off(i) as u64,
+            length: (self.size + self.grh) as u32,
+            lkey: self.mr.lkey(),
+        };
+        RecvWr { wr_id: id, sg_list: vec![sge] }
+    }
+
+    fn post_recvs(&self, i: usize, from: u64, n: u64) -> Res<()> {
+        let wrs: Vec<RecvWr> = (from..from + n).map(|id| self.recv_wr(i, id)).collect();
+        self.qps[i].post_recv(&wrs).map_err(|(_, e)| format!("post_recv: {e}"))
+    }
+
+    /// Which of this end's QPs `qpn` is.
+    fn index_of(&self, qpn: u32) -> Res<usize> {
+        self.qps.iter().position(|q| q.qp_num() == qpn).ok_or_else(|| format!("a completion for QP {qpn:#x}"))
+    }
+
+    fn read(&self, off: usize, len: usize) -> Res<Vec<u8>> {
+        let mut b = vec![0u8; len];
+        self.mr.read(off, &mut b).map_err(ck("mr read"))?;
+        Ok(b)
+    }
+}
+
+fn non_zero(b: &[u8]) -> usize {
+    b.iter().filter(|&&x| x != 0).count()
+}
+
+/// The sum of `b`'s 8-byte words: on a zeroed buffer, what fetch-adds of
+/// 1 added to it, wherever they landed.
+fn counter_sum(b: &[u8]) -> u64 {
+    b.chunks(8).map(|c| u64::from_le_bytes(c.try_into().unwrap_or([0; 8]))).fold(0, u64::wrapping_add)
+}
+
+fn random_psn() -> u32 {
+    use std::io::Read;
+    let mut b = [0u8; 4];
+    if std::fs::File::open("/dev/urandom").and_then(|mut f| f.read_exact(&mut b)).is_err() {
+        b = (std::process::id() ^ 0x5a5a5a).to_le_bytes();
+    }
+    u32::from_le_bytes(b) & 0xff_ffff
+}
+
+/// Runs one perftest-mode test over the accepted (server) or connected
+/// (client) socket `s`, on device context `ctx`.
+pub fn run(ctx: &Arc<dyn Context>, cfg: &OobConfig, s: TcpStream, client: bool) -> Res<OobResult> {
+    validate(cfg)?;
+    let t = cfg.test;
+    let mut oob = Oob::new(s, client, cfg.stall)?;
+    // perftest sleeps a second after connecting; nothing depends on it here.
+    let (peer_version, mtu) = oob.preamble(cfg.mtu)?;
+    let e = set_up(ctx, cfg, &mut oob, client, mtu)?;
+    let my = e.my[0];
+
+    if (t == Test::SendBw && (!client || cfg.duplex)) || t == Test::SendLat {
+        let n = cfg.rx_depth.min(cfg.iters.max(1) as u32) as u64;
+        for i in 0..e.qps.len() {
+            e.post_recvs(i, 0, n)?;
+        }
+    }
+    // What perftest 6.06 sends once its QPs are connected, as seen on the
+    // wire with `-q 2`: every QP's message again (the server answers each
+    // with the same QP's), then a barrier; send_bw and the latency tests
+    // send a barrier before them too. Barriers carry the first QP's message.
+    let one_sided = matches!(t, Test::WriteBw | Test::ReadBw | Test::AtomicBw);
+    if !one_sided {
+        oob.hand_shake(&my, "sync after connect")?;
+    }
+    for (i, d) in e.my.iter().enumerate() {
+        let r = oob.hand_shake(d, "dest exchange after connect")?;
+        if r.qpn != e.rem[i].qpn {
+            return Err(format!("the peer's QP {i} is {:#x} now, {:#x} before", r.qpn, e.rem[i].qpn));
+        }
+    }
+    if client || cfg.duplex {
+        // perftest's `-b`: write/read/atomic's barrier after the test moves before it.
+        let moved = usize::from(cfg.duplex && one_sided);
+        for _ in 0..1 + moved {
+            oob.hand_shake(&my, "sync before the test")?;
+        }
+    }
+    let mut res =
+        OobResult { peer_version, mtu: mtu.bytes(), local: e.my.clone(), remote: e.rem.clone(), ..Default::default() };
+    let start = Instant::now();
+    match t {
+        Test::SendLat => send_lat(&e, cfg, &mut oob, client, &mut res)?,
+        Test::WriteLat => write_lat(&e, cfg, &mut oob, client, &mut res)?,
+        _ if client || cfg.duplex => active(&e, cfg, &mut oob, &mut res)?,
+        Test::SendBw => passive_send(&e, cfg, &mut oob, &mut res)?,
+        Test::ReadLat => {
+            // read_lat: the client's pre-test barriers, then its closing one once it has
+            // read (ctx_close_connection: a barrier, then "done\0" and the socket closes).
+            let _ = oob.answer_hand_shakes(&my, true, "close");
+            let b = e.read(0, e.buf_len)?;
+            res.check_ok = b == e.pattern;
+            res.check = format!("source buffer unchanged: {}", res.check_ok);
+        }
+        _ => passive_one_sided(&e, cfg, &mut oob, &mut res)?,
+    }
+    if res.elapsed.is_zero() {
+        res.elapsed = start.elapsed();
+    }
+    for qp in &e.qps {
+        let _ = qp.destroy();
+    }
+    Ok(res)
+}
+
+/// The QPs, CQ and MR; the messages exchanged (one per QP); each QP
+/// connected to its peer's (ctx_connect: RTR then RTS).
+fn set_up(ctx: &Arc<dyn Context>, cfg: &OobConfig, oob: &mut Oob, client: bool, mtu: verbs_api::Mtu) -> Res<Ends> {
+    let t = cfg.test;
+    let conn = cfg.conn;
+    let nq = cfg.qps.max(1) as usize;
+    let size = if t == Test::AtomicBw { 8 } else { cfg.size.max(1) };
+    let dev = ctx.query_device();
+    let out_reads = dev.max_qp_rd_atom.clamp(1, 16);
+    let pd = ctx.alloc_pd().map_err(ck("alloc_pd"))?;
+    let per_qp = cfg.tx_depth + cfg.rx_depth;
+    let cq = ctx.create_cq(per_qp * nq as u32 + 16).map_err(ck("create_cq"))?;
+    let slot = size.max(CYCLE_BUFFER as usize).div_ceil(64) * 64;
+    // A send slot and a receive slot per QP, as perftest's buffer.
+    let buf_len = 2 * nq * slot + 4096;
+    let mr = pd.reg_mr(buf_len, AccessFlags::all()).map_err(ck("reg_mr"))?;
+    // write_lat and `-b`: as perftest, each QP sends from its slot in the first half
+    // and advertises (and polls) its slot in the second half; the other tests
+    // advertise the slot they send from.
+    let rx_base = if t == Test::WriteLat || cfg.duplex { nq * slot } else { 0 };
+    mr.write(0, &vec![0u8; buf_len]).map_err(ck("mr write"))?;
+    // Under `-b` the two ends' patterns differ, so that a read that landed
+    // where its own end's source lies would show.
+    let pattern = crate::perf::pattern(buf_len, if cfg.duplex && client { 0xc3 } else { 0x3c });
+    if (!client || cfg.duplex) && matches!(t, Test::ReadBw | Test::ReadLat) {
+        // What the peer reads: a known pattern.
+        mr.write(rx_base, &pattern[rx_base..]).map_err(ck("mr write"))?;
+    }
+    let co = ConnectOptions { sgid_index: cfg.gid_idx as u8, mtu, timeout: cfg.timeout, ..Default::default() };
+    let gid = ctx.query_gid(1, cfg.gid_idx).map_err(ck("query_gid"))?;
+    let (mut qps, mut my) = (Vec::new(), Vec::new());
+    for i in 0..nq {
+        let qp = pd
+            .create_qp(&QpInitAttr {
+                qp_type: conn,
+                send_cq: cq.clone(),
+                recv_cq: cq.clone(),
+                srq: None,
+                cap: QpCap {
+                    max_send_wr: cfg.tx_depth,
+                    max_recv_wr: cfg.rx_depth,
+                    max_send_sge: 1,
+                    max_recv_sge: 1,
+                    max_inline_data: 0,
+                },
+                sq_sig_all: false,
+            })
+            .map_err(ck("create_qp"))?;
+        to_init(&qp, &co).map_err(ck("RESET->INIT"))?;
+        my.push(Dest {
+            lid: 0,
+            out_reads,
+            qpn: qp.qp_num(),
+            psn: random_psn(),
+            rkey: mr.rkey(),
+            vaddr: mr.addr() + (rx_base + i * slot) as u64,
+            gid,
+            srqn: 0,
+        });
+        qps.push(qp);
+    }
+    let rem = my.iter().map(|d| oob.hand_shake(d, "dest exchange")).collect::<Res<Vec<Dest>>>()?;
+    let v4 = |g: &Gid| g.0[..10].iter().all(|&b| b == 0) && g.0[10] == 0xff && g.0[11] == 0xff;
+    if v4(&my[0].gid) != v4(&rem[0].gid) {
+        return Err("Found Incompatibility issue with GID types (IPv4 vs IPv6 GID)".into());
+    }
+    let mut ah = AhAttr::new(rem[0].gid, cfg.gid_idx as u8);
+    ah.hop_limit = 0xff;
+    let rd = matches!(t, Test::ReadBw | Test::AtomicBw | Test::ReadLat);
+    for ((qp, m), r) in qps.iter().zip(&my).zip(&rem) {
+        let rtr = QpAttr {
+            qp_state: QpState::Rtr,
+            path_mtu: mtu,
+            dest_qp_num: r.qpn,
+            rq_psn: r.psn,
+            max_dest_rd_atomic: if rd { out_reads as u8 } else { 1 },
+            min_rnr_timer: 12,
+            ..QpAttr::default()
+        };
+        // UC/RC carry the path; UD only changes state (the AH goes with each send).
+        let path = if conn == QpType::Ud { QpPath::default() } else { QpPath { ah: Some(ah) } };
+        qp.modify(&rtr, required(conn, QpState::Init, QpState::Rtr), path).map_err(ck("INIT->RTR"))?;
+        let rts = QpAttr {
+            qp_state: QpState::Rts,
+            sq_psn: m.psn,
+            timeout: cfg.timeout,
+            retry_cnt: 7,
+            rnr_retry: 7,
+            max_rd_atomic: if rd { r.out_reads.clamp(1, out_reads) as u8 } else { 1 },
+            ..rtr
+        };
+        qp.modify(&rts, required(conn, QpState::Rtr, QpState::Rts), QpPath::default()).map_err(ck("RTR->RTS"))?;
+    }
+    let ud_ah = if conn == QpType::Ud { Some(pd.create_ah(&ah).map_err(ck("create_ah"))?) } else { None };
+    let grh = if conn == QpType::Ud { 40 } else { 0 };
+    Ok(Ends { qps, cq, mr, my, rem, ud_ah, slot, rx_base, buf_len, pattern, size, grh })
+}
+
+/// Ping-pong: the client sends and waits for the answer; the server answers
+/// each message it receives. Receives are reposted one per completion.
+fn send_lat(e: &Ends, cfg: &OobConfig, oob: &mut Oob, client: bool, res: &mut OobResult) -> Res<()> {
+    let (qp, my, size, mr) = (&e.qps[0], e.my[0], e.size, &e.mr);
+    let n = cfg.iters.max(1);
+    let mut posted = cfg.rx_depth.min(n as u32) as u64;
+    let (mut sent, mut got) = (0u64, 0u64);
+    let mut last = Instant::now();
+    // The send source lies past the receive slot.
+    let src = 8192;
+    let send = |id: u64| {
+        let mut wr = SendWr::new(
+            id,
+            SendOp::Send,
+            vec![Sge { addr: mr.addr() + src as u64, length: size as u32, lkey: mr.lkey() }],
+        );
+        wr.flags = SendFlags::SIGNALED;
+        qp.post_send(&[wr], None).map_err(|(k, e)| format!("post_send[{k}]: {e}"))
+    };
+    mr.write(src, &e.pattern[..size]).map_err(ck("mr write"))?;
+    if !client {
+        // The client's last barrier before it starts.
+        oob.hand_shake(&my, "sync before the test")?;
+    }
+    if client {
+        send(0)?;
+        sent = 1;
+    }
+    while got < n || sent < n {
+        let wcs = e.cq.wait(16, Duration::from_millis(50));
+        if wcs.is_empty() && last.elapsed() > cfg.stall {
+            return Err(format!("no completion for {:?}: {sent} sent, {got} received", cfg.stall));
+        }
+        for wc in &wcs {
+            if wc.status != WcStatus::Success {
+                return Err(format!("completion {} ({:?})", wc.status.as_str(), wc.status));
+            }
+            last = Instant::now();
+            if wc.opcode == WcOpcode::Recv {
+                if wc.byte_len as usize != size {
+                    return Err(format!("received {} bytes, want {size}", wc.byte_len));
+                }
+                got += 1;
+                if posted < n {
+                    e.post_recvs(0, posted, 1)?;
+                    posted += 1;
+                }
+                if sent < n {
+                    send(sent)?;
+                    sent += 1;
+                }
+            }
+        }
+    }
+    res.completions = got;
+    res.elapsed = last.elapsed();
+    let nz = non_zero(&e.read(0, size)?);
+    res.check_ok = got == n && nz > 0;
+    res.check = format!("{got} of {n} messages of {size} bytes received, {sent} sent; last: {nz}/{size} non-zero");
+    if client {
+        let _ = oob.hand_shake(&my, "close");
+    } else {
+        let _ = oob.answer_hand_shakes(&my, true, "close");
+    }
+    Ok(())
+}
+
+/// perftest's run_iter_lat_write: each side RDMA WRITEs `size` bytes from the start
+/// of its buffer to the peer's advertised address, the last byte set to its send
+/// count (as a char), and spins on the last byte of its own receive area until it
+/// holds its receive count. The server sends first (its first poll is skipped), the
+/// client waits first; each side waits for the completion of its write before
+/// polling again. perftest zeroes its buffer for write_lat (the others get rand()),
+/// so what it sends is size - 1 zero bytes and the count; softrdma sends its pattern.
+fn write_lat(e: &Ends, cfg: &OobConfig, oob: &mut Oob, client: bool, res: &mut OobResult) -> Res<()> {
+    let (qp, my, rem, size, mr) = (&e.qps[0], e.my[0], e.rem[0], e.size, &e.mr);
+    let rx_off = e.rx_off(0);
+    let n = cfg.iters.max(1);
+    let last = size - 1;
+    if !client {
+        // The client's last barrier before it starts.
+        oob.hand_shake(&my, "sync before the test")?;
+    }
+    mr.write(0, &e.pattern[..size]).map_err(ck("mr write"))?;
+    let (mut sent, mut got, mut done) = (0u64, 0u64, 0u64);
+    while sent < n || got < n || done < n {
+        // The server skips its first poll: it writes first.
+        if got < n && (client || sent > 0) {
+            got += 1;
+            wait_byte(&**mr, rx_off + last, got as u8, cfg.stall)
+                .map_err(|e| format!("{e}: waiting for write {got} of {n} ({sent} sent)"))?;
+        }
+        if sent < n {
+            sent += 1;
+            mr.write(last, &[sent as u8]).map_err(ck("mr write"))?;
+            let mut wr = SendWr::new(
+                sent,
+                SendOp::RdmaWrite { remote_addr: rem.vaddr, rkey: rem.rkey },
+                vec![Sge { addr: mr.addr(), length: size as u32, lkey: mr.lkey() }],
+            );
+            wr.flags = SendFlags::SIGNALED;
+            qp.post_send(&[wr], None).map_err(|(k, e)| format!("post_send[{k}]: {e}"))?;
+        }
+        if done < n {
+            let t0 = Instant::now();
+            let wc = loop {
+                if let Some(wc) = e.cq.wait(1, Duration::from_millis(50)).into_iter().next() {
+                    break wc;
+                }
+                if t0.elapsed() > cfg.stall {
+                    return Err(format!("no completion for {:?}: {sent} sent, {done} completed", cfg.stall));
+                }
+            };
+            if wc.status != WcStatus::Success {
+                return Err(format!("completion {} ({:?}) for write {}", wc.status.as_str(), wc.status, wc.wr_id));
+            }
+            done += 1;
+        }
+    }
+    res.completions = done;
+    // The whole buffer: the source as written (the pattern, its last byte the final
+    // count); the receive area holding exactly the peer's last message — the final
+    // count after either perftest's size - 1 zero bytes or softrdma's pattern, nothing
+    // else; zero everywhere else (the peer wrote `size` bytes at the advertised
+    // address and nothing around it).
+    let b = e.read(0, e.buf_len)?;
+    let mut want_src = e.pattern[..size].to_vec();
+    want_src[last] = n as u8;
+    let src_ok = b[..size] == want_src[..];
+    let rx = &b[rx_off..rx_off + size];
+    let body = if rx[..last].iter().all(|&x| x == 0) {
+        Some("perftest's zeroed buffer")
+    } else if rx[..last] == e.pattern[..last] {
+        Some("softrdma's pattern")
+    } else {
+        None
+    };
+    let rx_ok = rx[last] == n as u8 && body.is_some();
+    let rest_zero = b[size..rx_off].iter().chain(&b[rx_off + size..]).all(|&x| x == 0);
+    res.check_ok = got == n && done == n && src_ok && rx_ok && rest_zero;
+    res.check = format!(
+        "{got} of {n} writes received (last byte = count each time), {done} sent and completed; \
+         source intact: {src_ok}; receive area: last byte {:#04x} (want {:#04x}) after {}; \
+         nothing written outside it: {rest_zero}",
+        rx[last],
+        n as u8,
+        body.unwrap_or("bytes that are neither perftest's zeros nor softrdma's pattern"),
+    );
+    if client {
+        let _ = oob.hand_shake(&my, "close");
+    } else {
+        let _ = oob.answer_hand_shakes(&my, true, "close");
+    }
+    Ok(())
+}
+
+/// The requesting side (a client; under `-b`, both ends): per QP `iters`
+/// operations, at most tx_depth of them outstanding, each signalled; under
+/// `-b` send_bw also receives `iters` per QP. read_lat's client too, one at
+/// a time.
+fn active(e: &Ends, cfg: &OobConfig, oob: &mut Oob, res: &mut OobResult) -> Res<()> {
+    let (t, size, mr, nq) = (cfg.test, e.size, &e.mr, e.qps.len());
+    let lat = t == Test::ReadLat;
+    let op = |q: usize, i: u64| {
+        let (remote_addr, rkey) = (e.rem[q].vaddr, e.rem[q].rkey);
+        match t {
+            Test::WriteBw => SendOp::RdmaWrite { remote_addr, rkey },
+            Test::ReadBw | Test::ReadLat => SendOp::RdmaRead { remote_addr, rkey },
+            Test::AtomicBw if cfg.cmp_swap => SendOp::AtomicCmpSwp { remote_addr, rkey, compare: i, swap: i + 1 },
+            Test::AtomicBw => SendOp::AtomicFetchAdd { remote_addr, rkey, add: 1 },
+            _ => SendOp::Send,
+        }
+    };
+    let n = cfg.iters.max(1);
+    let total = n * nq as u64;
+    let depth = if lat { 1 } else { cfg.tx_depth.max(1) as u64 };
+    let (mut posted, mut done) = (vec![0u64; nq], vec![0u64; nq]);
+    let receives = cfg.duplex && t == Test::SendBw;
+    let mut got = 0u64;
+    let first = if receives { cfg.rx_depth.min(n as u32) as u64 } else { 0 };
+    let mut recv_posted = vec![first; nq];
+    let mut last = Instant::now();
+    let start = last;
+    if t == Test::WriteBw || t == Test::SendBw {
+        for q in 0..nq {
+            mr.write(e.tx_off(q), &e.pattern[..size]).map_err(ck("mr write"))?;
+        }
+    }
+    // A work request's id: its QP in the high bits, its number on that QP below.
+    const QP_SHIFT: u32 = 40;
+    let sum = |v: &[u64]| v.iter().sum::<u64>();
+    while sum(&done) < total || (receives && got < total) {
+        for q in 0..nq {
+            let mut batch = Vec::new();
+            while posted[q] < n && posted[q] - done[q] < depth && batch.len() < 32 {
+                let sge = Sge { addr: mr.addr() + e.tx_off(q) as u64, length: size as u32, lkey: mr.lkey() };
+                let mut wr = SendWr::new(((q as u64) << QP_SHIFT) | posted[q], op(q, posted[q]), vec![sge]);
+                wr.flags = SendFlags::SIGNALED;
+                if cfg.conn == QpType::Ud {
+                    wr.remote_qpn = e.rem[q].qpn;
+                    wr.remote_qkey = QKEY;
+                }
+                batch.push(wr);
+                posted[q] += 1;
+            }
+            if !batch.is_empty() {
+                e.qps[q].post_send(&batch, e.ud_ah.as_ref()).map_err(|(k, e)| format!("post_send[{k}]: {e}"))?;
+            }
+        }
+        let wcs = e.cq.wait(64, Duration::from_millis(50));
+        if wcs.is_empty() && last.elapsed() > cfg.stall {
+            return Err(format!(
+                "no completion for {:?}: {} posted, {} completed, {got} received",
+                cfg.stall,
+                sum(&posted),
+                sum(&done)
+            ));
+        }
+        for wc in &wcs {
+            if wc.status != WcStatus::Success {
+                return Err(format!(
+                    "completion {} ({:?}) for operation {} of QP {}",
+                    wc.status.as_str(),
+                    wc.status,
+                    wc.wr_id & ((1 << QP_SHIFT) - 1),
+                    wc.wr_id >> QP_SHIFT
+                ));
+            }
+            last = Instant::now();
+            if wc.opcode != WcOpcode::Recv {
+                done[(wc.wr_id >> QP_SHIFT) as usize % nq] += 1;
+                continue;
+            }
+            if wc.byte_len as usize != size {
+                return Err(format!("received {} bytes, want {size}", wc.byte_len));
+            }
+            got += 1;
+            let q = e.index_of(wc.qp_num)?;
+            if recv_posted[q] < n {
+                e.post_recvs(q, recv_posted[q], 1)?;
+                recv_posted[q] += 1;
+            }
+        }
+    }
+    let done = sum(&done);
+    res.completions = done;
+    res.elapsed = start.elapsed();
+    let secs = res.elapsed.as_secs_f64().max(1e-9);
+    let mbs = (done * size as u64) as f64 / secs / (1 << 20) as f64;
+    // As perftest reports: the iterations of all QPs, and their rates.
+    let rep =
+        BwReport { size: size as u64, iters: total, bw_peak: mbs, bw_avg: mbs, msg_rate: done as f64 / secs / 1e6 };
+    res.report = rep;
+    res.mine = Some(rep);
+    let my = e.my[0];
+    if cfg.duplex {
+        // No barrier after the test under `-b`: the reports, then the close.
+        res.report = oob.bw_reports(&rep)?;
+        let _ = oob.hand_shake(&my, "close");
+        let (ok, check, added) = duplex_check(e, cfg, got, res.report.iters)?;
+        res.check_ok = ok;
+        res.added = added;
+        res.check = format!("{done} requests completed; {check}");
+        return Ok(());
+    }
+    // Check what is ours to check.
+    match t {
+        Test::ReadBw | Test::ReadLat => {
+            let nz: Vec<usize> =
+                (0..nq).map(|q| e.read(e.tx_off(q), size).map(|b| non_zero(&b))).collect::<Res<_>>()?;
+            res.check_ok = nz.iter().all(|&k| k > 0);
+            res.check = format!("read into, per QP: {nz:?} of {size} bytes non-zero (perftest fills with rand())");
+        }
+        Test::AtomicBw => {
+            let w = e.read(0, 8)?;
+            res.check_ok = true;
+            res.check = format!("last fetched value {:#x}", u64::from_ne_bytes(w.try_into().unwrap_or([0; 8])));
+        }
+        _ => {
+            res.check_ok = true;
+            res.check = format!("{done} completions, all successful");
+        }
+    }
+    if t != Test::SendBw && !lat {
+        // send_bw has neither this barrier nor a report: the server counts.
+        oob.hand_shake(&my, "sync after the test")?;
+        oob.bw_reports(&rep)?;
+    }
+    let _ = oob.hand_shake(&my, "close");
+    Ok(())
+}
+
+/// The passive side of send_bw: receives `iters` messages per QP.
+fn passive_send(e: &Ends, cfg: &OobConfig, oob: &mut Oob, res: &mut OobResult) -> Res<()> {
+    let (size, nq, my) = (e.size, e.qps.len(), e.my[0]);
+    let n = cfg.iters.max(1);
+    let total = n * nq as u64;
+    let mut got = 0u64;
+    let mut posted = vec![cfg.rx_depth.min(n as u32) as u64; nq];
+    let mut last = Instant::now();
+    let start = last;
+    let mut last_q = 0;
+    // Barriers answered here: the client's last before it sends, then (UC/UD) its
+    // closing one once it has sent everything; what was lost stays lost, so after
+    // that the receive side only drains what is still on its way.
+    let (mut barriers, mut closed) = (0usize, None::<Instant>);
+    while got < total {
+        let wcs = e.cq.wait(64, Duration::from_millis(50));
+        if wcs.is_empty() {
+            if let Some(at) = closed {
+                if at.elapsed() > Duration::from_millis(500) {
+                    break;
+                }
+                continue;
+            }
+            // A client may hold a barrier before it sends.
+            barriers += oob.answer_hand_shakes(&my, false, "sync during the test")?;
+            if barriers >= 2 && cfg.conn != QpType::Rc {
+                closed = Some(Instant::now());
+                continue;
+            }
+        }
+        if wcs.is_empty() && last.elapsed() > cfg.stall {
+            return Err(format!("no message for {:?}: {got} of {total} received", cfg.stall));
+        }
+        for wc in &wcs {
+            if wc.status != WcStatus::Success {
+                return Err(format!("receive completion {} ({:?})", wc.status.as_str(), wc.status));
+            }
+            if wc.byte_len as usize != size + e.grh {
+                return Err(format!("received {} bytes, want {size}", wc.byte_len));
+            }
+            got += 1;
+            last = Instant::now();
+            if closed.is_some() {
+                closed = Some(last);
+            }
+            let q = e.index_of(wc.qp_num)?;
+            last_q = q;
+            if posted[q] < n {
+                e.post_recvs(q, posted[q], 1)?;
+                posted[q] += 1;
+            }
+        }
+    }
+    res.completions = got;
+    res.elapsed = start.elapsed();
+    let nz = non_zero(&e.read(e.rx_off(last_q) + e.grh, size)?);
+    res.check_ok = nz > 0 && got > 0;
+    res.check = format!("{got} of {total} messages of {size} bytes received; last: {nz}/{size} bytes non-zero");
+    if closed.is_none() {
+        let _ = oob.answer_hand_shakes(&my, true, "close");
+    }
+    Ok(())
+}
+
+/// The passive side of write/read/atomic: answers the client's barriers
+/// until its report comes, then checks what the client did to its memory.
+fn passive_one_sided(e: &Ends, cfg: &OobConfig, oob: &mut Oob, res: &mut OobResult) -> Res<()> {
+    let (size, nq, my) = (e.size, e.qps.len(), e.my[0]);
+    let start = Instant::now();
+    let n = oob.answer_hand_shakes(&my, true, "sync after the test")?;
+    if n == 0 {
+        return Err("the client sent its report without a barrier".into());
+    }
+    res.elapsed = start.elapsed();
+    res.report = oob.bw_reports(&BwReport::default())?;
+    let _ = oob.answer_hand_shakes(&my, true, "close");
+    match cfg.test {
+        Test::WriteBw => {
+            let nz: Vec<usize> =
+                (0..nq).map(|q| e.read(e.rx_off(q), size).map(|b| non_zero(&b))).collect::<Res<_>>()?;
+            res.check_ok = nz.iter().all(|&k| k > 0);
+            res.check = format!(
+                "first message slot per QP: {nz:?} of {size} bytes non-zero (was zeroed; perftest sends rand())"
+            );
+        }
+        Test::ReadBw => {
+            res.check_ok = e.read(0, e.buf_len)? == e.pattern;
+            res.check = format!("source buffer unchanged: {}", res.check_ok);
+        }
+        _ => {
+            // Fetch-and-add of 1 per operation (warm-up included) on
+            // words of a zeroed buffer: the words sum to the count.
+            let b = e.read(0, e.buf_len)?;
+            let sum = counter_sum(&b);
+            let words = b.chunks(8).filter(|c| c.iter().any(|&x| x != 0)).count();
+            if cfg.cmp_swap {
+                res.check_ok = true;
+                res.check =
+                    format!("{words} non-zero words after CMP_AND_SWAP (not checked: the swap values are the peer's)");
+            } else {
+                // perftest reports the iterations of all its QPs.
+                let want = res.report.iters;
+                res.check_ok = sum >= want && want > 0;
+                res.check = format!("sum of counters {sum} >= the client's {want} iterations: {}", res.check_ok);
+            }
+        }
+    }
+    Ok(())
+}
+
+/// What one end of a `-b` run checks of what its peer did to its memory:
+/// the writes landed, the reads left the source as it was, the fetch-adds
+/// sum to at least the peer's count, every message came (its requests'
+/// completions were checked as they came).
+fn duplex_check(e: &Ends, cfg: &OobConfig, got: u64, peer_iters: u64) -> Res<(bool, String, Option<u64>)> {
+    let (size, nq) = (e.size, e.qps.len());
+    let area = e.read(e.rx_base, e.buf_len - e.rx_base)?;
+    let per_qp = |base: usize| -> Res<Vec<usize>> {
+        (0..nq).map(|q| e.read(base + q * e.slot, size).map(|b| non_zero(&b))).collect()
+    };
+    let total = cfg.iters.max(1) * nq as u64;
+    Ok(match cfg.test {
+        Test::WriteBw => {
+            let nz = per_qp(e.rx_base)?;
+            let ok = nz.iter().all(|&k| k > 0);
+            (ok, format!("the peer's first write per QP: {nz:?} of {size} bytes non-zero (zeroed before)"), None)
+        }
+        Test::ReadBw => {
+            let nz = per_qp(0)?;
+            let same = area == e.pattern[e.rx_base..];
+            let check =
+                format!("read into, per QP: {nz:?} of {size} bytes non-zero; what the peer read unchanged: {same}");
+            (nz.iter().all(|&k| k > 0) && same, check, None)
+        }
+        Test::AtomicBw if cfg.cmp_swap => {
+            (true, "CMP_AND_SWAP: the peer's swap values are its own, not checked".to_string(), None)
+        }
+        Test::AtomicBw => {
+            let sum = counter_sum(&area);
+            let ok = sum >= peer_iters && peer_iters > 0;
+            // At least: perftest's warm-up adds before the counted run.
+            (ok, format!("sum of counters {sum} >= the peer's {peer_iters} fetch-adds: {ok}"), Some(sum))
+        }
+        _ => {
+            let nz = per_qp(e.rx_base)?;
+            let ok = got == total && nz.iter().all(|&k| k > 0);
+            (ok, format!("{got} of {total} messages received; last per QP: {nz:?} of {size} bytes non-zero"), None)
+        }
+    })
+}
+
+/// Spins until byte `off` of `mr` holds `want` (perftest's poll on the last byte of the
+/// receive buffer), yielding the CPU between reads and sleeping briefly once it has
+/// waited a while, so the device's threads on the same cores keep running.
+fn wait_byte(mr: &dyn Mr, off: usize, want: u8, stall: Duration) -> Res<()> {
+    let t = Instant::now();
+    let mut b = [0u8; 1];
+    let mut spins = 0u32;
+    loop {
+        mr.read(off, &mut b).map_err(ck("mr read"))?;
+        if b[0] == want {
+            return Ok(());
+        }
+        spins = spins.wrapping_add(1);
+        if spins < 2000 {
+            std::thread::yield_now();
+        } else {
+            std::thread::sleep(Duration::from_micros(20));
+            if spins.is_multiple_of(1024) && t.elapsed() > stall {
+                return Err(format!("byte {off:#x} is {:#04x}, not {want:#04x}, after {stall:?}", b[0]));
+            }
+        }
+    }
+}
