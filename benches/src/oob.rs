@@ -51,6 +51,15 @@
 //! With `-q N` (bandwidth tests) every QP runs `iters` operations on its own
 //! slot of the buffer, and a report counts the iterations of all of them,
 //! as perftest's does (`-q 2 -n 1000` reports 2000).
+//!
+//! `-a` (write_bw, read_bw) runs every size from 2 bytes to 8 MiB with
+//! nothing exchanged between sizes, as perftest's RUN_ALL does without
+//! `-b`; the client prints a row per size and sends the last size's report.
+//! `-D` (write/read/atomic) lets the client post for that long, then
+//! collect what is outstanding; its report counts what completed. Neither
+//! changes what a passive server does. send_bw and `-b` run both with
+//! barriers per size and a timed receiver, which softrdma does not do:
+//! they are refused.
 
 use std::io::{self, Read, Write};
 use std::net::TcpStream;
@@ -286,6 +295,11 @@ pub struct OobConfig {
     pub duplex: bool,
     /// perftest's `-q`: QPs, each with `iters` operations (bandwidth tests only).
     pub qps: u32,
+    /// perftest's `-a`: every size from 2 bytes to 8 MiB (write_bw, read_bw).
+    pub all: bool,
+    /// perftest's `-D`: the requester runs this long instead of `iters`
+    /// (write_bw, read_bw, atomic_bw).
+    pub duration: Option<Duration>,
 }
 
 /// What a run did.
@@ -303,6 +317,8 @@ pub struct OobResult {
     pub report: BwReport,
     /// This end's own report, where it sent (a client, or either end under `-b`).
     pub mine: Option<BwReport>,
+    /// Where it sent, a report per size (one, or with `-a` each size's).
+    pub rows: Vec<BwReport>,
     /// atomic_bw fetch-and-add under `-b`: what the peer's adds summed to here.
     pub added: Option<u64>,
     /// What was checked in softrdma's memory, and whether it held.
@@ -330,6 +346,15 @@ pub fn validate(cfg: &OobConfig) -> Res<()> {
     }
     if cfg.qps == 0 || (cfg.qps > 1 && !t.is_bw()) {
         return Err("-q: 1 QP for the latency tests, 1 or more for the bandwidth tests".into());
+    }
+    // perftest's send_bw runs -a and -D with barriers per size and a timed
+    // receiver, and -b with them, none of which softrdma has.
+    let one_sided = matches!(t, Test::WriteBw | Test::ReadBw | Test::AtomicBw);
+    if cfg.all && (!matches!(t, Test::WriteBw | Test::ReadBw) || cfg.duplex || cfg.duration.is_some()) {
+        return Err("-a in perftest TCP mode: write_bw and read_bw only, without -b or -D".into());
+    }
+    if cfg.duration.is_some() && (!one_sided || cfg.duplex) {
+        return Err("-D in perftest TCP mode: write_bw, read_bw and atomic_bw only, without -b".into());
     }
     // A lost UC/UD message would leave its receiver waiting for a count
     // that never comes, with no barrier to end it as the one-way server has.
@@ -433,16 +458,90 @@ mod tests {
         assert_eq!(Dest::parse(&m).unwrap(), d);
     }
 
-    #[test]
-    fn two_softrdma_ends_over_loopback() {
-        use softrdma::backend::memory::{Fabric, Faults};
-        let _ = Faults::default();
-        let f = Fabric::new();
+    /// Two devices on one memory fabric.
+    fn devices() -> (std::sync::Arc<Device>, std::sync::Arc<Device>) {
+        let f = softrdma::backend::memory::Fabric::new();
         let mk = |i: usize| {
             let cfg = crate::fabric::device_config(&format!("oob{i}"), vec![(crate::fabric::addr(i), 16)]);
             Device::start(cfg, f.attach(crate::fabric::mac(i), 1500)).unwrap()
         };
-        let (da, db) = (mk(0), mk(1));
+        (mk(0), mk(1))
+    }
+
+    /// A server on `da` and a client on `db`, over a loopback socket.
+    fn pair(da: &Device, db: &Device, cfg: &OobConfig) -> (Res<OobResult>, Res<OobResult>) {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = l.local_addr().unwrap().port();
+        let (ca, cb) = (da.context(), db.context());
+        std::thread::scope(|sc| {
+            let h = sc.spawn(|| {
+                let (s, _) = l.accept().unwrap();
+                run(&ca, cfg, s, false)
+            });
+            let c = run(&cb, cfg, TcpStream::connect(("127.0.0.1", port)).unwrap(), true);
+            (h.join().unwrap(), c)
+        })
+    }
+
+    fn config(test: Test, size: usize, iters: u64) -> OobConfig {
+        OobConfig {
+            test,
+            conn: QpType::Rc,
+            size,
+            iters,
+            mtu: Mtu::M1024,
+            gid_idx: 1,
+            tx_depth: 32,
+            rx_depth: 64,
+            timeout: 14,
+            cmp_swap: false,
+            stall: Duration::from_secs(10),
+            duplex: false,
+            qps: 1,
+            all: false,
+            duration: None,
+        }
+    }
+
+    /// perftest's `-a` (a row per size, 2 B to 8 MiB; the server gets the
+    /// last size's report) and `-D` (as many as fit the time).
+    #[test]
+    fn all_sizes_and_a_duration() {
+        let (da, db) = devices();
+        for t in [Test::WriteBw, Test::ReadBw] {
+            let cfg = OobConfig { all: true, qps: 2, ..config(t, 1, 3) };
+            let (s, c) = pair(&da, &db, &cfg);
+            let (s, c) = (s.unwrap(), c.unwrap());
+            assert!(s.check_ok && c.check_ok, "{t:?} -a: {} / {}", s.check, c.check);
+            let sizes: Vec<u64> = c.rows.iter().map(|r| r.size).collect();
+            assert_eq!(sizes, (1..24).map(|i| 1u64 << i).collect::<Vec<_>>(), "{t:?} -a");
+            assert!(c.rows.iter().all(|r| r.iters == 6 && r.bw_avg > 0.0), "{t:?} -a: {:?}", c.rows);
+            assert_eq!((s.report.size, s.report.iters), (1 << 23, 6), "{t:?} -a: the last size's report");
+            assert_eq!(c.completions, 23 * 6);
+        }
+        for t in [Test::WriteBw, Test::ReadBw, Test::AtomicBw] {
+            let cfg = OobConfig { duration: Some(Duration::from_millis(300)), ..config(t, 4096, 1) };
+            let (s, c) = pair(&da, &db, &cfg);
+            let (s, c) = (s.unwrap(), c.unwrap());
+            assert!(s.check_ok && c.check_ok, "{t:?} -D: {} / {}", s.check, c.check);
+            // -n 1, so anything beyond one operation came from the duration.
+            assert!(c.completions > 10 && s.report.iters == c.completions, "{t:?} -D: {}", c.completions);
+            assert!(c.elapsed >= Duration::from_millis(300), "{t:?} -D: {:?}", c.elapsed);
+        }
+        for (bad, why) in [
+            (OobConfig { all: true, ..config(Test::SendBw, 1, 3) }, "-a in perftest TCP mode"),
+            (OobConfig { duration: Some(Duration::from_secs(1)), ..config(Test::SendBw, 1, 3) }, "-D in perftest"),
+            (OobConfig { all: true, duplex: true, ..config(Test::WriteBw, 1, 3) }, "-a in perftest TCP mode"),
+        ] {
+            assert!(validate(&bad).unwrap_err().contains(why), "{why}");
+        }
+        da.shutdown();
+        db.shutdown();
+    }
+
+    #[test]
+    fn two_softrdma_ends_over_loopback() {
+        let (da, db) = devices();
         for (t, cas, conn, size) in [
             (Test::WriteBw, false, QpType::Rc, 20000),
             (Test::ReadBw, false, QpType::Rc, 20000),
@@ -461,33 +560,8 @@ mod tests {
                 if (duplex || qps > 1) && !t.is_bw() || duplex && t == Test::SendBw && conn != QpType::Rc {
                     continue;
                 }
-                let cfg = OobConfig {
-                    test: t,
-                    conn,
-                    size,
-                    iters: 200,
-                    mtu: Mtu::M1024,
-                    gid_idx: 1,
-                    tx_depth: 32,
-                    rx_depth: 64,
-                    timeout: 14,
-                    cmp_swap: cas,
-                    stall: Duration::from_secs(10),
-                    duplex,
-                    qps,
-                };
-                let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-                let port = l.local_addr().unwrap().port();
-                let (ca, cb) = (da.context(), db.context());
-                let (s, c) = std::thread::scope(|sc| {
-                    let h = sc.spawn(|| {
-                        let (s, _) = l.accept().unwrap();
-                        run(&ca, &cfg, s, false)
-                    });
-                    let c = run(&cb, &cfg, TcpStream::connect(("127.0.0.1", port)).unwrap(), true);
-                    (h.join().unwrap(), c)
-                });
-                let (s, c) = match (s, c) {
+                let cfg = OobConfig { conn, cmp_swap: cas, duplex, qps, ..config(t, size, 200) };
+                let (s, c) = match pair(&da, &db, &cfg) {
                     (Ok(s), Ok(c)) => (s, c),
                     (s, c) => panic!("{t:?} {conn:?} -q {qps}: server {:?} client {:?}", s.err(), c.err()),
                 };

@@ -115,6 +115,8 @@ fn bad_arguments_are_refused_with_a_reason() {
         (&["write_lat", "-b"], "-b: only write_bw, read_bw, send_bw and atomic_bw run both ways"),
         (&["raw_bw", "-b"], "-b: only write_bw"),
         (&["send_bw", "-b", "-c", "UD", "server"], "-b in perftest TCP mode: send_bw over Ud is not supported"),
+        (&["send_bw", "-a", "server"], "-a in perftest TCP mode: write_bw and read_bw only"),
+        (&["send_bw", "-D", "1", "client", "10.0.0.1"], "-D in perftest TCP mode"),
     ] {
         let out = Command::new(env!("CARGO_BIN_EXE_softrdma-perf")).args(args).output().expect("run softrdma-perf");
         let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));

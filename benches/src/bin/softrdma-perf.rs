@@ -433,9 +433,6 @@ fn finish(r: &mut Report, c: &Common) -> Result<(), String> {
 fn oob_test(t: Test, c: &Common) -> Result<(), String> {
     use benches::oob::{run_cli, DevPlace, OobConfig};
     let cfg = perf_config(c, 5000)?;
-    if c.all {
-        return Err("-a is not supported against a perftest peer (one size per run)".into());
-    }
     let size = verbs_sizes(t, c, &cfg)?[0];
     let role = c.role.as_deref().unwrap_or("server");
     let host = match role {
@@ -456,6 +453,8 @@ fn oob_test(t: Test, c: &Common) -> Result<(), String> {
         stall: Duration::from_secs(60),
         duplex: c.bidirectional,
         qps: c.qps as u32,
+        all: c.all,
+        duration: c.duration.map(Duration::from_secs_f64),
     };
     benches::oob::validate(&oc)?;
     let place = DevPlace {
@@ -487,26 +486,39 @@ fn oob_test(t: Test, c: &Common) -> Result<(), String> {
                     b.size, b.iters, b.bw_peak, b.bw_avg, b.msg_rate
                 )
             };
+            let mbs = (1u64 << 20) as f64;
+            let row = |b: &benches::oob::BwReport| benches::report::BwRow {
+                bytes: b.size,
+                iterations: b.iters,
+                peak_bps: b.bw_peak * mbs,
+                avg_bps: b.bw_avg * mbs,
+                msg_rate: b.msg_rate * 1e6,
+                notes: Vec::new(),
+            };
+            let table = |rows: &[benches::oob::BwReport]| {
+                println!("{LINE}");
+                println!("{}", bw_header(c.report_gbits));
+                for b in rows {
+                    println!("{}", bw_line(&row(b), c.report_gbits));
+                }
+                println!("{LINE}");
+            };
             match (c.bidirectional, &r.mine) {
                 (true, Some(mine)) => {
                     line("local ", mine);
                     line("remote", &r.report);
                     // perftest's print_full_bw_report under -b: this end's size and
                     // iterations, the rates of both ends added.
-                    let mbs = (1u64 << 20) as f64;
-                    let sum = benches::report::BwRow {
-                        bytes: mine.size,
-                        iterations: mine.iters,
-                        peak_bps: (mine.bw_peak + r.report.bw_peak) * mbs,
-                        avg_bps: (mine.bw_avg + r.report.bw_avg) * mbs,
-                        msg_rate: (mine.msg_rate + r.report.msg_rate) * 1e6,
-                        notes: Vec::new(),
+                    let sum = benches::oob::BwReport {
+                        bw_peak: mine.bw_peak + r.report.bw_peak,
+                        bw_avg: mine.bw_avg + r.report.bw_avg,
+                        msg_rate: mine.msg_rate + r.report.msg_rate,
+                        ..*mine
                     };
-                    println!("{LINE}");
-                    println!("{}", bw_header(c.report_gbits));
-                    println!("{}", bw_line(&sum, c.report_gbits));
-                    println!("{LINE}");
+                    table(&[sum]);
                 }
+                // This end sent: its rows (with -a, one per size), as perftest's client prints them.
+                (false, Some(_)) if t.is_bw() => table(&r.rows),
                 _ => line("client", &r.report),
             }
             println!(" completions here: {}; check: {}; TAP offload: {}", r.completions, r.check, r.offload);

@@ -39,6 +39,7 @@ struct Ends {
     rx_base: usize,
     buf_len: usize,
     pattern: Vec<u8>,
+    /// The largest message of the run (`-a`: 8 MiB).
     size: usize,
     /// UD receive buffers start with the 40-byte GRH area (perftest's UD_ADDITION).
     grh: usize,
@@ -169,7 +170,7 @@ fn set_up(ctx: &Arc<dyn Context>, cfg: &OobConfig, oob: &mut Oob, client: bool, 
     let t = cfg.test;
     let conn = cfg.conn;
     let nq = cfg.qps.max(1) as usize;
-    let size = if t == Test::AtomicBw { 8 } else { cfg.size.max(1) };
+    let size = largest(cfg);
     let dev = ctx.query_device();
     let out_reads = dev.max_qp_rd_atom.clamp(1, 16);
     let pd = ctx.alloc_pd().map_err(ck("alloc_pd"))?;
@@ -418,12 +419,99 @@ fn write_lat(e: &Ends, cfg: &OobConfig, oob: &mut Oob, client: bool, res: &mut O
 }
 
 /// The requesting side (a client; under `-b`, both ends): per QP `iters`
-/// operations, at most tx_depth of them outstanding, each signalled; under
-/// `-b` send_bw also receives `iters` per QP. read_lat's client too, one at
-/// a time.
+/// operations (or, with `-D`, as many as the duration holds), at most
+/// tx_depth of them outstanding, each signalled; under `-b` send_bw also
+/// receives `iters` per QP. read_lat's client too, one at a time. With `-a`
+/// every size from 2 bytes to 8 MiB in turn, a row each, as perftest's
+/// RUN_ALL; the report that goes to the server is the last size's.
 fn active(e: &Ends, cfg: &OobConfig, oob: &mut Oob, res: &mut OobResult) -> Res<()> {
-    let (t, size, mr, nq) = (cfg.test, e.size, &e.mr, e.qps.len());
+    let (t, mr, nq) = (cfg.test, &e.mr, e.qps.len());
     let lat = t == Test::ReadLat;
+    if t == Test::WriteBw || t == Test::SendBw {
+        for q in 0..nq {
+            mr.write(e.tx_off(q), &e.pattern[..e.size]).map_err(ck("mr write"))?;
+        }
+    }
+    let sizes: Vec<usize> = if cfg.all { ALL_SIZES.map(|i| 1 << i).collect() } else { vec![e.size] };
+    let (mut done, mut got, mut rep) = (0, 0, BwReport::default());
+    for &size in &sizes {
+        let run = stream(e, cfg, size)?;
+        done += run.done;
+        got += run.got;
+        res.elapsed += run.elapsed;
+        let secs = run.elapsed.as_secs_f64().max(1e-9);
+        let mbs = (run.done * size as u64) as f64 / secs / (1 << 20) as f64;
+        // As perftest reports: the iterations of all QPs, and their rates.
+        let msg_rate = run.done as f64 / secs / 1e6;
+        rep = BwReport { size: size as u64, iters: run.done, bw_peak: mbs, bw_avg: mbs, msg_rate };
+        res.rows.push(rep);
+    }
+    res.completions = done;
+    res.report = rep;
+    res.mine = Some(rep);
+    let my = e.my[0];
+    if cfg.duplex {
+        // No barrier after the test under `-b`: the reports, then the close.
+        res.report = oob.bw_reports(&rep)?;
+        let _ = oob.hand_shake(&my, "close");
+        let (ok, check, added) = duplex_check(e, cfg, got, res.report.iters)?;
+        res.check_ok = ok;
+        res.added = added;
+        res.check = format!("{done} requests completed; {check}");
+        return Ok(());
+    }
+    // Check what is ours to check.
+    let last = rep.size as usize;
+    match t {
+        Test::ReadBw | Test::ReadLat => {
+            let nz: Vec<usize> =
+                (0..nq).map(|q| e.read(e.tx_off(q), last).map(|b| non_zero(&b))).collect::<Res<_>>()?;
+            res.check_ok = nz.iter().all(|&k| k > 0);
+            res.check = format!("read into, per QP: {nz:?} of {last} bytes non-zero (perftest fills with rand())");
+        }
+        Test::AtomicBw => {
+            let w = e.read(0, 8)?;
+            res.check_ok = true;
+            res.check = format!("last fetched value {:#x}", u64::from_ne_bytes(w.try_into().unwrap_or([0; 8])));
+        }
+        _ => {
+            res.check_ok = true;
+            res.check = format!("{done} completions, all successful");
+        }
+    }
+    if t != Test::SendBw && !lat {
+        // send_bw has neither this barrier nor a report: the server counts.
+        oob.hand_shake(&my, "sync after the test")?;
+        oob.bw_reports(&rep)?;
+    }
+    let _ = oob.hand_shake(&my, "close");
+    Ok(())
+}
+
+/// perftest's `-a`: 2^1 to 2^23 bytes.
+const ALL_SIZES: std::ops::Range<u32> = 1..24;
+
+/// The largest message a run of `cfg` sends.
+fn largest(cfg: &OobConfig) -> usize {
+    match cfg.test {
+        Test::AtomicBw => 8,
+        _ if cfg.all => 1 << (ALL_SIZES.end - 1),
+        _ => cfg.size.max(1),
+    }
+}
+
+/// What one size's run did.
+struct Streamed {
+    /// Requests completed, on all QPs.
+    done: u64,
+    /// Messages received (send_bw under `-b`).
+    got: u64,
+    elapsed: Duration,
+}
+
+/// One size: the requests of every QP, and under `-b` send_bw's receives.
+fn stream(e: &Ends, cfg: &OobConfig, size: usize) -> Res<Streamed> {
+    let (t, mr, nq) = (cfg.test, &e.mr, e.qps.len());
     let op = |q: usize, i: u64| {
         let (remote_addr, rkey) = (e.rem[q].vaddr, e.rem[q].rkey);
         match t {
@@ -436,7 +524,7 @@ fn active(e: &Ends, cfg: &OobConfig, oob: &mut Oob, res: &mut OobResult) -> Res<
     };
     let n = cfg.iters.max(1);
     let total = n * nq as u64;
-    let depth = if lat { 1 } else { cfg.tx_depth.max(1) as u64 };
+    let depth = if t == Test::ReadLat { 1 } else { cfg.tx_depth.max(1) as u64 };
     let (mut posted, mut done) = (vec![0u64; nq], vec![0u64; nq]);
     let receives = cfg.duplex && t == Test::SendBw;
     let mut got = 0u64;
@@ -444,18 +532,23 @@ fn active(e: &Ends, cfg: &OobConfig, oob: &mut Oob, res: &mut OobResult) -> Res<
     let mut recv_posted = vec![first; nq];
     let mut last = Instant::now();
     let start = last;
-    if t == Test::WriteBw || t == Test::SendBw {
-        for q in 0..nq {
-            mr.write(e.tx_off(q), &e.pattern[..size]).map_err(ck("mr write"))?;
-        }
-    }
+    // `-D`: post until the time is up, then collect what is outstanding.
+    let time_up = || cfg.duration.is_some_and(|d| start.elapsed() >= d);
+    let more = |posted: u64| if cfg.duration.is_some() { !time_up() } else { posted < n };
     // A work request's id: its QP in the high bits, its number on that QP below.
     const QP_SHIFT: u32 = 40;
     let sum = |v: &[u64]| v.iter().sum::<u64>();
-    while sum(&done) < total || (receives && got < total) {
+    loop {
+        let finished = match cfg.duration {
+            Some(_) => time_up() && sum(&done) == sum(&posted),
+            None => sum(&done) >= total && (!receives || got >= total),
+        };
+        if finished {
+            break;
+        }
         for q in 0..nq {
             let mut batch = Vec::new();
-            while posted[q] < n && posted[q] - done[q] < depth && batch.len() < 32 {
+            while more(posted[q]) && posted[q] - done[q] < depth && batch.len() < 32 {
                 let sge = Sge { addr: mr.addr() + e.tx_off(q) as u64, length: size as u32, lkey: mr.lkey() };
                 let mut wr = SendWr::new(((q as u64) << QP_SHIFT) | posted[q], op(q, posted[q]), vec![sge]);
                 wr.flags = SendFlags::SIGNALED;
@@ -470,7 +563,7 @@ fn active(e: &Ends, cfg: &OobConfig, oob: &mut Oob, res: &mut OobResult) -> Res<
                 e.qps[q].post_send(&batch, e.ud_ah.as_ref()).map_err(|(k, e)| format!("post_send[{k}]: {e}"))?;
             }
         }
-        let wcs = e.cq.wait(64, Duration::from_millis(50));
+        let wcs = e.cq.wait(64, Duration::from_millis(if cfg.duration.is_some() { 5 } else { 50 }));
         if wcs.is_empty() && last.elapsed() > cfg.stall {
             return Err(format!(
                 "no completion for {:?}: {} posted, {} completed, {got} received",
@@ -505,52 +598,7 @@ fn active(e: &Ends, cfg: &OobConfig, oob: &mut Oob, res: &mut OobResult) -> Res<
             }
         }
     }
-    let done = sum(&done);
-    res.completions = done;
-    res.elapsed = start.elapsed();
-    let secs = res.elapsed.as_secs_f64().max(1e-9);
-    let mbs = (done * size as u64) as f64 / secs / (1 << 20) as f64;
-    // As perftest reports: the iterations of all QPs, and their rates.
-    let rep =
-        BwReport { size: size as u64, iters: total, bw_peak: mbs, bw_avg: mbs, msg_rate: done as f64 / secs / 1e6 };
-    res.report = rep;
-    res.mine = Some(rep);
-    let my = e.my[0];
-    if cfg.duplex {
-        // No barrier after the test under `-b`: the reports, then the close.
-        res.report = oob.bw_reports(&rep)?;
-        let _ = oob.hand_shake(&my, "close");
-        let (ok, check, added) = duplex_check(e, cfg, got, res.report.iters)?;
-        res.check_ok = ok;
-        res.added = added;
-        res.check = format!("{done} requests completed; {check}");
-        return Ok(());
-    }
-    // Check what is ours to check.
-    match t {
-        Test::ReadBw | Test::ReadLat => {
-            let nz: Vec<usize> =
-                (0..nq).map(|q| e.read(e.tx_off(q), size).map(|b| non_zero(&b))).collect::<Res<_>>()?;
-            res.check_ok = nz.iter().all(|&k| k > 0);
-            res.check = format!("read into, per QP: {nz:?} of {size} bytes non-zero (perftest fills with rand())");
-        }
-        Test::AtomicBw => {
-            let w = e.read(0, 8)?;
-            res.check_ok = true;
-            res.check = format!("last fetched value {:#x}", u64::from_ne_bytes(w.try_into().unwrap_or([0; 8])));
-        }
-        _ => {
-            res.check_ok = true;
-            res.check = format!("{done} completions, all successful");
-        }
-    }
-    if t != Test::SendBw && !lat {
-        // send_bw has neither this barrier nor a report: the server counts.
-        oob.hand_shake(&my, "sync after the test")?;
-        oob.bw_reports(&rep)?;
-    }
-    let _ = oob.hand_shake(&my, "close");
-    Ok(())
+    Ok(Streamed { done: sum(&done), got, elapsed: start.elapsed() })
 }
 
 /// The passive side of send_bw: receives `iters` messages per QP.
