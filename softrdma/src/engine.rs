@@ -686,6 +686,11 @@ impl Shared {
     }
 
     pub fn shutdown(&self) {
+        // An ACK held back to ride with an answer acknowledges what the
+        // application has already seen complete; a NIC would have sent it
+        // at once. Dropped here, the peer would retransmit to nobody (and
+        // kernel rxe, whose retry_cnt 7 never runs out, would hang).
+        self.flush_deferred(Duration::ZERO);
         self.stop.store(true, Ordering::Release);
         if let Some(t) = self.rx_thread.get() {
             t.unpark();

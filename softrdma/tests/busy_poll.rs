@@ -140,6 +140,37 @@ fn an_ack_held_back_by_a_poll_still_leaves_when_polling_stops() {
     assert_eq!(qa.retransmitted_pkts, 0);
 }
 
+/// The application saw its data arrive, and its device shuts down before
+/// the held ACK's hold or poll interval is over: the ACK still leaves, so
+/// the peer's WRITE completes without a retransmission. (Seen against
+/// kernel rxe: a softrdma pingpong client that exited right after its last
+/// receive left the guest's last SEND unacknowledged for good.)
+#[test]
+fn an_ack_held_back_by_a_poll_leaves_when_its_device_shuts_down() {
+    let o = TestbedOptions {
+        ack_hold: Some(Duration::from_secs(10)),
+        busy_poll_interval: Some(Duration::from_secs(5)),
+        ..Default::default()
+    };
+    let bed = Testbed::memory(2, Faults::default(), &o).expect("memory testbed");
+    let (a, b) = pair(&bed.contexts());
+    a.mr.write(0, &[9; 64]).unwrap();
+    for _ in 0..100 {
+        assert!(b.cq.poll(1).is_empty());
+    }
+    a.qp.post_send(&[write(&a, &b, 1, 0, 64)], None).unwrap();
+    spin_byte(&b, 63, 9);
+    let (db, _, _) = bed.devices[1].counters();
+    assert!(db.tx_acks_deferred >= 1, "b's poll held the ACK: {db:?}");
+    let t = Instant::now();
+    bed.devices[1].shutdown();
+    let wc = a.cq.wait(1, Duration::from_secs(2)).pop().expect("completion");
+    assert_eq!(wc.status, WcStatus::Success);
+    assert!(t.elapsed() < Duration::from_millis(50), "ACK took {:?}", t.elapsed());
+    let (_, _, qa) = bed.devices[0].counters();
+    assert_eq!(qa.retransmitted_pkts, 0);
+}
+
 #[test]
 fn after_a_long_run_of_polls_the_receive_thread_still_takes_over() {
     // After a long run of polls, taken over within 2 × 8 intervals (32 ms).
