@@ -113,31 +113,43 @@ fn without_busy_polling_the_receive_thread_takes_every_frame() {
     }
 }
 
-#[test]
-fn an_ack_held_back_by_a_poll_still_leaves_when_polling_stops() {
-    // Taken over within about two intervals: far inside the 50 ms below.
-    let bed = bed_polling_every(Duration::from_millis(5));
+/// b is busy-polling when a's WRITE comes (its receive thread stands
+/// aside) and polls until the data is there, so that its flush holds the
+/// ACK back; then it never touches its device again. Returns both ends and
+/// the instant `then` ran, once the hold is seen in b's counters.
+fn hold_an_ack(bed: &Testbed, then: impl FnOnce()) -> (Endpoint, Endpoint, Instant) {
     let (a, b) = pair(&bed.contexts());
     a.mr.write(0, &[7; 64]).unwrap();
-    // b is busy-polling when the WRITE comes (its receive thread stands
-    // aside), polls until the data is there (its flush holds the ACK
-    // back), then never touches its device again.
     for _ in 0..100 {
         assert!(b.cq.poll(1).is_empty());
     }
     a.qp.post_send(&[write(&a, &b, 1, 0, 64)], None).unwrap();
     spin_byte(&b, 63, 7);
-    // a blocks: its receive thread, not a poll, must take the ACK, which
-    // b's receive thread sends once b has not polled for the interval —
-    // long before the 67 ms ACK timeout (no retransmission).
+    let (db, _, _) = bed.devices[1].counters();
+    assert!(db.tx_acks_deferred >= 1, "b's poll held the ACK: {db:?}");
     let t = Instant::now();
+    then();
+    (a, b, t)
+}
+
+/// a's WRITE completes within 50 ms of `since`, far inside the 67 ms ACK
+/// timeout: nothing was retransmitted.
+fn acknowledged_at_once(bed: &Testbed, a: &Endpoint, since: Instant) {
     let wc = a.cq.wait(1, Duration::from_secs(2)).pop().expect("completion");
     assert_eq!(wc.status, WcStatus::Success);
-    assert!(t.elapsed() < Duration::from_millis(50), "ACK took {:?}", t.elapsed());
-    let (db, _, _) = bed.devices[1].counters();
+    assert!(since.elapsed() < Duration::from_millis(50), "ACK took {:?}", since.elapsed());
     let (_, _, qa) = bed.devices[0].counters();
-    assert!(db.tx_acks_deferred >= 1, "{db:?}");
     assert_eq!(qa.retransmitted_pkts, 0);
+}
+
+#[test]
+fn an_ack_held_back_by_a_poll_still_leaves_when_polling_stops() {
+    // Taken over within about two intervals: far inside the 50 ms below.
+    let bed = bed_polling_every(Duration::from_millis(5));
+    // a blocks: its receive thread, not a poll, must take the ACK, which
+    // b's receive thread sends once b has not polled for the interval.
+    let (a, _b, t) = hold_an_ack(&bed, || {});
+    acknowledged_at_once(&bed, &a, t);
 }
 
 /// The application saw its data arrive, and its device shuts down before
@@ -153,22 +165,8 @@ fn an_ack_held_back_by_a_poll_leaves_when_its_device_shuts_down() {
         ..Default::default()
     };
     let bed = Testbed::memory(2, Faults::default(), &o).expect("memory testbed");
-    let (a, b) = pair(&bed.contexts());
-    a.mr.write(0, &[9; 64]).unwrap();
-    for _ in 0..100 {
-        assert!(b.cq.poll(1).is_empty());
-    }
-    a.qp.post_send(&[write(&a, &b, 1, 0, 64)], None).unwrap();
-    spin_byte(&b, 63, 9);
-    let (db, _, _) = bed.devices[1].counters();
-    assert!(db.tx_acks_deferred >= 1, "b's poll held the ACK: {db:?}");
-    let t = Instant::now();
-    bed.devices[1].shutdown();
-    let wc = a.cq.wait(1, Duration::from_secs(2)).pop().expect("completion");
-    assert_eq!(wc.status, WcStatus::Success);
-    assert!(t.elapsed() < Duration::from_millis(50), "ACK took {:?}", t.elapsed());
-    let (_, _, qa) = bed.devices[0].counters();
-    assert_eq!(qa.retransmitted_pkts, 0);
+    let (a, _b, t) = hold_an_ack(&bed, || bed.devices[1].shutdown());
+    acknowledged_at_once(&bed, &a, t);
 }
 
 #[test]
