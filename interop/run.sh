@@ -21,13 +21,13 @@
 # ib_send_bw -c UD (send_ud, PERFTEST_UD_SIZES, default "1001 mtu"); the RC ones
 # (write_bw, read_bw, send_bw, atomic_fa, atomic_cs) over the IPv6 GID too. Latency tools
 # at link MTU 1500, IPv4: ib_{read,send,write}_lat (PERFTEST_SIZES). Bidirectional (-b)
-# at both link MTUs, IPv4, RC: ib_{write,read,send}_bw (write_bi, read_bi, send_bi;
+# at both link MTUs, IPv4 and IPv6, RC: ib_{write,read,send}_bw (write_bi, read_bi, send_bi;
 # PERFTEST_SIZES) and ib_atomic_bw FETCH_AND_ADD (atomic_bi); each end sends and checks
 # what the other did to its memory. Two QPs (-q 2; *_q2) likewise. All sizes (-a -n 5:
-# write_all, read_all) and a duration (-D 2: write_dur 65536 B, atomic_dur).
+# write_all, read_all) and a duration (-D 2: write_dur 65536 B, atomic_dur), IPv4.
 # PERFTEST_ITERS iterations (default 1000).
 #
-# The full run: 104 ping-pong + 164 perftest cases = 268, two guest boots.
+# The full run: 104 ping-pong + 220 perftest cases = 324, two guest boots.
 # --quick: RC (20003 B) both directions and UD (1001 B) both directions over IPv4, RC
 #   over IPv6 once, perftest write_bw, read_bw, send_bw (20000 B) and atomic_bw
 #   FETCH_AND_ADD both directions, write_lat (1001 B, softrdma serving), and -b:
@@ -139,7 +139,8 @@ cases_for() { # link_mtu
   pt_v4="$pt_v4 write_q2 read_q2 send_q2 atomic_q2 write_all read_all write_dur atomic_dur"
   [ "$lmtu" = 1500 ] && pt_v4="$pt_v4 read_lat send_lat write_lat"
   for gid in 1 2; do
-    for tool in $([ $gid = 1 ] && echo "$pt_v4" || echo "write_bw read_bw send_bw atomic_fa atomic_cs"); do
+    for tool in $([ $gid = 1 ] && echo "$pt_v4" ||
+      echo "write_bw read_bw send_bw atomic_fa atomic_cs write_bi read_bi send_bi atomic_bi write_q2 read_q2 send_q2 atomic_q2"); do
       for role in server client; do
         case $tool in
           atomic_dur) echo "$tool $role $gid $pmtu 8 2s"; continue ;;
