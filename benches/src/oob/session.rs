@@ -9,7 +9,7 @@ use verbs_api::helpers::{to_init, ConnectOptions};
 use verbs_api::transitions::required;
 use verbs_api::{
     AccessFlags, Ah, AhAttr, Context, Cq, Gid, Mr, Qp, QpAttr, QpCap, QpInitAttr, QpPath, QpState, QpType, RecvWr,
-    SendFlags, SendOp, SendWr, Sge, WcOpcode, WcStatus,
+    SendFlags, SendOp, SendWr, Sge, WcOpcode, WcStatus, WorkCompletion,
 };
 
 use super::{validate, BwReport, Dest, Oob, OobConfig, OobResult, Res, CYCLE_BUFFER};
@@ -73,10 +73,32 @@ impl Ends {
         self.qps.iter().position(|q| q.qp_num() == qpn).ok_or_else(|| format!("a completion for QP {qpn:#x}"))
     }
 
+    /// A receive completed: checks that it holds a whole `size`-byte
+    /// message (after the GRH area), and posts its QP's next receive while
+    /// that QP has had fewer than `n`. Returns which QP it was.
+    fn received(&self, wc: &WorkCompletion, size: usize, posted: &mut [u64], n: u64) -> Res<usize> {
+        if wc.byte_len as usize != size + self.grh {
+            return Err(format!("received {} bytes, want {size}", wc.byte_len));
+        }
+        let q = self.index_of(wc.qp_num)?;
+        if posted[q] < n {
+            self.post_recvs(q, posted[q], 1)?;
+            posted[q] += 1;
+        }
+        Ok(q)
+    }
+
     fn read(&self, off: usize, len: usize) -> Res<Vec<u8>> {
         let mut b = vec![0u8; len];
         self.mr.read(off, &mut b).map_err(ck("mr read"))?;
         Ok(b)
+    }
+
+    /// How many of the first `len` bytes of each QP's slot are non-zero:
+    /// the slots it sends from (`base` 0) or those its peer targets
+    /// (`rx_base`).
+    fn filled(&self, base: usize, len: usize) -> Res<Vec<usize>> {
+        (0..self.qps.len()).map(|q| self.read(base + q * self.slot, len).map(|b| non_zero(&b))).collect()
     }
 }
 
@@ -267,7 +289,7 @@ fn set_up(ctx: &Arc<dyn Context>, cfg: &OobConfig, oob: &mut Oob, client: bool, 
 fn send_lat(e: &Ends, cfg: &OobConfig, oob: &mut Oob, client: bool, res: &mut OobResult) -> Res<()> {
     let (qp, my, size, mr) = (&e.qps[0], e.my[0], e.size, &e.mr);
     let n = cfg.iters.max(1);
-    let mut posted = cfg.rx_depth.min(n as u32) as u64;
+    let mut posted = [cfg.rx_depth.min(n as u32) as u64];
     let (mut sent, mut got) = (0u64, 0u64);
     let mut last = Instant::now();
     // The send source lies past the receive slot.
@@ -301,14 +323,8 @@ fn send_lat(e: &Ends, cfg: &OobConfig, oob: &mut Oob, client: bool, res: &mut Oo
             }
             last = Instant::now();
             if wc.opcode == WcOpcode::Recv {
-                if wc.byte_len as usize != size {
-                    return Err(format!("received {} bytes, want {size}", wc.byte_len));
-                }
+                e.received(wc, size, &mut posted, n)?;
                 got += 1;
-                if posted < n {
-                    e.post_recvs(0, posted, 1)?;
-                    posted += 1;
-                }
                 if sent < n {
                     send(sent)?;
                     sent += 1;
@@ -464,8 +480,7 @@ fn active(e: &Ends, cfg: &OobConfig, oob: &mut Oob, res: &mut OobResult) -> Res<
     let last = rep.size as usize;
     match t {
         Test::ReadBw | Test::ReadLat => {
-            let nz: Vec<usize> =
-                (0..nq).map(|q| e.read(e.tx_off(q), last).map(|b| non_zero(&b))).collect::<Res<_>>()?;
+            let nz = e.filled(0, last)?;
             res.check_ok = nz.iter().all(|&k| k > 0);
             res.check = format!("read into, per QP: {nz:?} of {last} bytes non-zero (perftest fills with rand())");
         }
@@ -587,15 +602,8 @@ fn stream(e: &Ends, cfg: &OobConfig, size: usize) -> Res<Streamed> {
                 done[(wc.wr_id >> QP_SHIFT) as usize % nq] += 1;
                 continue;
             }
-            if wc.byte_len as usize != size {
-                return Err(format!("received {} bytes, want {size}", wc.byte_len));
-            }
+            e.received(wc, size, &mut recv_posted, n)?;
             got += 1;
-            let q = e.index_of(wc.qp_num)?;
-            if recv_posted[q] < n {
-                e.post_recvs(q, recv_posted[q], 1)?;
-                recv_posted[q] += 1;
-            }
         }
     }
     Ok(Streamed { done: sum(&done), got, elapsed: start.elapsed() })
@@ -638,19 +646,11 @@ fn passive_send(e: &Ends, cfg: &OobConfig, oob: &mut Oob, res: &mut OobResult) -
             if wc.status != WcStatus::Success {
                 return Err(format!("receive completion {} ({:?})", wc.status.as_str(), wc.status));
             }
-            if wc.byte_len as usize != size + e.grh {
-                return Err(format!("received {} bytes, want {size}", wc.byte_len));
-            }
+            last_q = e.received(wc, size, &mut posted, n)?;
             got += 1;
             last = Instant::now();
             if closed.is_some() {
                 closed = Some(last);
-            }
-            let q = e.index_of(wc.qp_num)?;
-            last_q = q;
-            if posted[q] < n {
-                e.post_recvs(q, posted[q], 1)?;
-                posted[q] += 1;
             }
         }
     }
@@ -668,7 +668,7 @@ fn passive_send(e: &Ends, cfg: &OobConfig, oob: &mut Oob, res: &mut OobResult) -
 /// The passive side of write/read/atomic: answers the client's barriers
 /// until its report comes, then checks what the client did to its memory.
 fn passive_one_sided(e: &Ends, cfg: &OobConfig, oob: &mut Oob, res: &mut OobResult) -> Res<()> {
-    let (size, nq, my) = (e.size, e.qps.len(), e.my[0]);
+    let (size, my) = (e.size, e.my[0]);
     let start = Instant::now();
     let n = oob.answer_hand_shakes(&my, true, "sync after the test")?;
     if n == 0 {
@@ -679,8 +679,7 @@ fn passive_one_sided(e: &Ends, cfg: &OobConfig, oob: &mut Oob, res: &mut OobResu
     let _ = oob.answer_hand_shakes(&my, true, "close");
     match cfg.test {
         Test::WriteBw => {
-            let nz: Vec<usize> =
-                (0..nq).map(|q| e.read(e.rx_off(q), size).map(|b| non_zero(&b))).collect::<Res<_>>()?;
+            let nz = e.filled(e.rx_base, size)?;
             res.check_ok = nz.iter().all(|&k| k > 0);
             res.check = format!(
                 "first message slot per QP: {nz:?} of {size} bytes non-zero (was zeroed; perftest sends rand())"
@@ -718,18 +717,15 @@ fn passive_one_sided(e: &Ends, cfg: &OobConfig, oob: &mut Oob, res: &mut OobResu
 fn duplex_check(e: &Ends, cfg: &OobConfig, got: u64, peer_iters: u64) -> Res<(bool, String, Option<u64>)> {
     let (size, nq) = (e.size, e.qps.len());
     let area = e.read(e.rx_base, e.buf_len - e.rx_base)?;
-    let per_qp = |base: usize| -> Res<Vec<usize>> {
-        (0..nq).map(|q| e.read(base + q * e.slot, size).map(|b| non_zero(&b))).collect()
-    };
     let total = cfg.iters.max(1) * nq as u64;
     Ok(match cfg.test {
         Test::WriteBw => {
-            let nz = per_qp(e.rx_base)?;
+            let nz = e.filled(e.rx_base, size)?;
             let ok = nz.iter().all(|&k| k > 0);
             (ok, format!("the peer's first write per QP: {nz:?} of {size} bytes non-zero (zeroed before)"), None)
         }
         Test::ReadBw => {
-            let nz = per_qp(0)?;
+            let nz = e.filled(0, size)?;
             let same = area == e.pattern[e.rx_base..];
             let check =
                 format!("read into, per QP: {nz:?} of {size} bytes non-zero; what the peer read unchanged: {same}");
@@ -745,7 +741,7 @@ fn duplex_check(e: &Ends, cfg: &OobConfig, got: u64, peer_iters: u64) -> Res<(bo
             (ok, format!("sum of counters {sum} >= the peer's {peer_iters} fetch-adds: {ok}"), Some(sum))
         }
         _ => {
-            let nz = per_qp(e.rx_base)?;
+            let nz = e.filled(e.rx_base, size)?;
             let ok = got == total && nz.iter().all(|&k| k > 0);
             (ok, format!("{got} of {total} messages received; last per QP: {nz:?} of {size} bytes non-zero"), None)
         }
