@@ -634,3 +634,65 @@ fn an_ack_is_numbered_to_follow_its_qps_next_frame() {
         from1.iter().map(|f| peek::opcode(f)).collect::<Vec<_>>()
     );
 }
+
+/// Kernel rxe's responder finishes the READ response it is sending before it
+/// looks at the next request (rxe_resp.c `get_req`: while a response is in
+/// progress it stays in READ_REPLY), so a re-request for a lost packet waits
+/// behind the rest of the first attempt. Seen against rxe in a guest whose
+/// fq_codel dropped a packet of a 4 MiB response: the rest of it took longer
+/// than the ACK timeout, and each timeout spent a retry while responses kept
+/// coming. Those responses show the responder alive: they restart the ACK
+/// timer (not the retry budget), and the READ completes once the re-request
+/// is served.
+#[test]
+fn a_read_outlives_the_rest_of_an_attempt_that_lost_a_packet() {
+    // retry_cnt 2 and ~65 µs timeouts; the responses come 20 µs apart, so
+    // the 53 after the gap take 16 timeouts' worth.
+    let p = ConnectParams { timeout: 4, retry_cnt: 2, ..Default::default() };
+    let mut r = rig(NetConfig::default(), p);
+    let len = 64 * 1024;
+    let data: Vec<u8> = (0..len).map(|i| (i * 13 % 251) as u8).collect();
+    let rbuf = r.rbuf;
+    r.sim.nodes[1].mem.write(1, Key::Local(rbuf), 0x40_0000, &data).unwrap();
+    r.post(SendWr::new(
+        5,
+        SendOp::RdmaRead { remote_addr: 0x40_0000, rkey: r.rkey },
+        vec![Sge { addr: 0x20_0000, length: len, lkey: r.dst }],
+    ));
+    let mut buf = Vec::new();
+    let mut sent = |sim: &mut Sim, node: usize| {
+        let mut out = Vec::new();
+        while sim.nodes[node].poll_transmit(sim.now, &mut buf) {
+            out.push(buf.clone());
+        }
+        out
+    };
+    let request = sent(&mut r.sim, 0);
+    assert_eq!(request.len(), 1, "one READ request");
+    r.sim.nodes[1].handle_frame(r.sim.now, &request[0]).unwrap();
+    let responses = sent(&mut r.sim, 1);
+    assert_eq!(responses.len(), 64, "64 response packets at MTU 1024");
+    // The first attempt, packet 10 lost; the requester's re-requests are held,
+    // as rxe holds them, until the attempt has been sent whole.
+    let mut held = Vec::new();
+    for (k, f) in responses.iter().enumerate() {
+        r.sim.now = r.sim.now + Duration::from_micros(20);
+        r.sim.nodes[0].handle_timeout(r.sim.now);
+        if k != 10 {
+            let _ = r.sim.nodes[0].handle_frame(r.sim.now, f);
+        }
+        held.extend(sent(&mut r.sim, 0));
+    }
+    let early: Vec<WcStatus> = completions(&mut r.sim, 0).iter().map(|c| c.wc.status).collect();
+    assert!(early.is_empty(), "completed before the re-request was served: {early:?}");
+    assert_eq!(held.len(), 1, "one re-request, for packet 10 on, and no retry spent by timeouts");
+    for f in &held {
+        r.sim.nodes[1].handle_frame(r.sim.now, f).unwrap();
+    }
+    r.run();
+    let c = completions(&mut r.sim, 0);
+    assert_eq!(c.iter().map(|c| (c.wc.wr_id, c.wc.status)).collect::<Vec<_>>(), vec![(5, WcStatus::Success)]);
+    let mut back = vec![0u8; len as usize];
+    r.sim.nodes[0].mem.read(1, Key::Local(r.dst), 0x20_0000, &mut back).unwrap();
+    assert!(back == data, "the READ's bytes");
+}

@@ -214,14 +214,21 @@ impl Qp {
         let w = &self.req.sq[i];
         let expected = first.add(w.read_pkts);
         let d = psn.distance(expected);
+        // A response that is not the next one still shows the responder at
+        // work: it may be sending the rest of an attempt before it serves the
+        // re-request (kernel rxe finishes a READ response before it looks at
+        // the next request). It restarts the ACK timer, not the retry budget,
+        // so that timeouts do not spend retries while responses come.
         if d < 0 {
             self.counters.ignored_responses += 1;
+            self.rearm(now);
             return;
         }
         if d > 0 {
             // A response packet went missing: ask again for the rest.
             self.counters.ignored_responses += 1;
             self.retry(now, expected);
+            self.rearm(now);
             return;
         }
         let k = w.read_pkts;
@@ -231,6 +238,7 @@ impl Qp {
         if pos != super::requester::position(k - w.read_base, w.npkts - w.read_base) {
             // A straggler from an earlier attempt of this READ.
             self.counters.ignored_responses += 1;
+            self.rearm(now);
             return;
         }
         if pkt.payload.len() != want {
