@@ -235,8 +235,13 @@ impl Qp {
         let pos = pkt.ib.bth.opcode.info().position;
         let offset = k as u64 * mtu;
         let want = (w.length - offset.min(w.length)).min(mtu) as usize;
-        if pos != super::requester::position(k - w.read_base, w.npkts - w.read_base) {
-            // A straggler from an earlier attempt of this READ.
+        // After a re-request IBTA's responder starts again with FIRST; rxe
+        // replays the rest of the first response (MIDDLE..LAST, as
+        // `rdatm_res_state_replay` sends them). Either carries the bytes of
+        // this PSN, and the length is checked below.
+        let fresh = super::requester::position(k - w.read_base, w.npkts - w.read_base);
+        if pos != fresh && pos != super::requester::position(k, w.npkts) {
+            // Neither: a straggler from an earlier attempt of this READ.
             self.counters.ignored_responses += 1;
             self.rearm(now);
             return;
