@@ -24,15 +24,19 @@
 # at both link MTUs, IPv4 and IPv6, RC: ib_{write,read,send}_bw (write_bi, read_bi, send_bi;
 # PERFTEST_SIZES) and ib_atomic_bw FETCH_AND_ADD (atomic_bi); each end sends and checks
 # what the other did to its memory. Two QPs (-q 2; *_q2) likewise. All sizes (-a -n 5:
-# write_all, read_all) and a duration (-D 2: write_dur 65536 B, atomic_dur), IPv4.
+# write_all, read_all) and a duration (-D 2: write_dur 65536 B, atomic_dur), IPv4; the
+# latency tools with all sizes (-a -n 5: read_lat_a, send_lat_a, write_lat_a) at link MTU
+# 1500, IPv4, each end that prints a latency table printing a row per size; and
+# ib_write_lat -c UC, ib_send_lat -c UC and -c UD (write_lat_uc, send_lat_uc: PERFTEST_SIZES;
+# send_lat_ud: PERFTEST_UD_SIZES) at link MTU 1500, IPv4.
 # PERFTEST_ITERS iterations (default 1000).
 #
-# The full run: 104 ping-pong + 220 perftest cases = 324, two guest boots.
+# The full run: 104 ping-pong + 238 perftest cases = 342, two guest boots.
 # --quick: RC (20003 B) both directions and UD (1001 B) both directions over IPv4, RC
 #   over IPv6 once, perftest write_bw, read_bw, send_bw (20000 B) and atomic_bw
 #   FETCH_AND_ADD both directions, write_lat (1001 B, softrdma serving), and -b:
 #   write_bw both directions, send_bw (softrdma serving), read_bw and atomic_bw (softrdma
-#   as client), at MTU 1024 (one guest boot, 19 cases).
+#   as client), send_lat -a (softrdma as client), at MTU 1024 (one guest boot, 20 cases).
 # --filter REGEX: only the cases whose label matches (e.g. 'srq|ud').
 # --out DIR: keep logs, captures and the table there (default: a fresh /tmp/interop.*).
 #
@@ -55,7 +59,7 @@ while [ $# -gt 0 ]; do
     --quick) quick=1 ;;
     --filter) filter=$2; shift ;;
     --out) out=$2; shift ;;
-    -h|--help) sed -n '2,48p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,52p' "$0"; exit 0 ;;
     *) echo "unknown argument $1" >&2; exit 2 ;;
   esac
   shift
@@ -79,9 +83,9 @@ sizes_srq=${SRQ_SIZES:-"1 1001 20003"} sizes_ud=${UD_SIZES:-"1 1001 mtu"}
 # UC write_bw, UD send_bw) at both link MTUs over the IPv4 GID, the RC ones over IPv6 as
 # well; the latency tools at link MTU 1500, IPv4; atomics are 8 bytes.
 sizes_pt=${PERFTEST_SIZES:-"1001 20000"} pt_n=${PERFTEST_ITERS:-1000}
-is_pt() { case $1 in write_bw|read_bw|send_bw|atomic_fa|atomic_cs|write_uc|send_ud|read_lat|send_lat|write_lat|*_bi|*_q2|*_all|*_dur) return 0 ;; esac; return 1; }
+is_pt() { case $1 in write_bw|read_bw|send_bw|atomic_fa|atomic_cs|write_uc|send_ud|read_lat|send_lat|write_lat|*_bi|*_q2|*_all|*_dur|*_lat_a|*_lat_uc|*_lat_ud) return 0 ;; esac; return 1; }
 # perftest's binary and softrdma-perf's verb of a perftest case
-pt_verb() { case $1 in atomic_fa|atomic_cs|atomic_bi|atomic_q2) echo atomic_bw ;; write_uc) echo write_bw ;; send_ud) echo send_bw ;; *_bi) echo "${1%_bi}_bw" ;; *_q2) echo "${1%_q2}_bw" ;; atomic_dur) echo atomic_bw ;; *_all|*_dur) echo "${1%_*}_bw" ;; *) echo "$1" ;; esac; }
+pt_verb() { case $1 in atomic_fa|atomic_cs|atomic_bi|atomic_q2) echo atomic_bw ;; write_uc) echo write_bw ;; send_ud) echo send_bw ;; *_bi) echo "${1%_bi}_bw" ;; *_q2) echo "${1%_q2}_bw" ;; atomic_dur) echo atomic_bw ;; *_lat_a) echo "${1%_a}" ;; *_lat_uc|*_lat_ud) echo "${1%_u?}" ;; *_all|*_dur) echo "${1%_*}_bw" ;; *) echo "$1" ;; esac; }
 sizes_pt_ud=${PERFTEST_UD_SIZES:-"1001 mtu"}
 t_start=$(date +%s)
 
@@ -131,24 +135,26 @@ cases_for() { # link_mtu
     echo "send_bi server 1 $pmtu 20000 $pt_n"
     echo "read_bi client 1 $pmtu 20000 $pt_n"
     echo "atomic_bi client 1 $pmtu 8 $pt_n"
+    echo "send_lat_a client 1 $pmtu all 5"
     return
   fi
   # perftest: every tool over the IPv4 GID (index 1), the latency tools at path MTU 1024
   # only; then the RC tools over the IPv6 GID (index 2).
   local pt_v4="write_bw read_bw send_bw atomic_fa atomic_cs write_uc send_ud write_bi read_bi send_bi atomic_bi"
   pt_v4="$pt_v4 write_q2 read_q2 send_q2 atomic_q2 write_all read_all write_dur atomic_dur"
-  [ "$lmtu" = 1500 ] && pt_v4="$pt_v4 read_lat send_lat write_lat"
+  [ "$lmtu" = 1500 ] && pt_v4="$pt_v4 read_lat send_lat write_lat read_lat_a send_lat_a write_lat_a"
+  [ "$lmtu" = 1500 ] && pt_v4="$pt_v4 write_lat_uc send_lat_uc send_lat_ud"
   for gid in 1 2; do
     for tool in $([ $gid = 1 ] && echo "$pt_v4" ||
       echo "write_bw read_bw send_bw atomic_fa atomic_cs write_bi read_bi send_bi atomic_bi write_q2 read_q2 send_q2 atomic_q2"); do
       for role in server client; do
         case $tool in
           atomic_dur) echo "$tool $role $gid $pmtu 8 2s"; continue ;;
-          *_all) echo "$tool $role $gid $pmtu all 5"; continue ;;
+          *_all|*_lat_a) echo "$tool $role $gid $pmtu all 5"; continue ;;
           *_dur) echo "$tool $role $gid $pmtu 65536 2s"; continue ;;
         esac
         if [ "${tool#atomic}" != "$tool" ]; then echo "$tool $role $gid $pmtu 8 $pt_n"; continue; fi
-        v=sizes_pt; [ "$tool" = send_ud ] && v=sizes_pt_ud
+        v=sizes_pt; case $tool in send_ud|*_lat_ud) v=sizes_pt_ud ;; esac
         for size in ${!v}; do
           [ "$size" = mtu ] && size=$pmtu
           echo "$tool $role $gid $pmtu $size $pt_n"
@@ -179,13 +185,14 @@ tool_args() { # tool gid pmtu size iters port
       atomic_bi) echo "-x $2 -F -n $5 -p $6 -m $3 -A FETCH_AND_ADD -b" ;;
       atomic_q2) echo "-x $2 -F -n $5 -p $6 -m $3 -A FETCH_AND_ADD -q 2" ;;
       atomic_dur) echo "-x $2 -F -D 2 -p $6 -m $3 -A FETCH_AND_ADD" ;;
-      *_all) echo "-x $2 -F -a -n $5 -p $6 -m $3" ;;
+      *_all|*_lat_a) echo "-x $2 -F -a -n $5 -p $6 -m $3" ;;
       *_dur) echo "-x $2 -F -s $4 -D 2 -p $6 -m $3" ;;
       *_q2) echo "-x $2 -F -s $4 -n $5 -p $6 -m $3 -q 2" ;;
       *_bi) echo "-x $2 -F -s $4 -n $5 -p $6 -m $3 -b" ;;
       atomic_cs) echo "-x $2 -F -n $5 -p $6 -m $3 -A CMP_AND_SWAP" ;;
       write_uc) echo "-x $2 -F -c UC -s $4 -n $5 -p $6 -m $3" ;;
-      send_ud) echo "-x $2 -F -c UD -s $4 -n $5 -p $6 -m $3" ;;
+      send_ud|*_lat_ud) echo "-x $2 -F -c UD -s $4 -n $5 -p $6 -m $3" ;;
+      *_lat_uc) echo "-x $2 -F -c UC -s $4 -n $5 -p $6 -m $3" ;;
       *) echo "-x $2 -F -s $4 -n $5 -p $6 -m $3" ;;
     esac
     return

@@ -278,7 +278,7 @@ fn mtu_from_code(c: u8) -> Mtu {
 #[derive(Debug, Clone)]
 pub struct OobConfig {
     pub test: Test,
-    /// RC, UC (write_bw, send_bw) or UD (send_bw).
+    /// RC, UC (write_bw, send_bw, write_lat, send_lat) or UD (send_bw, send_lat).
     pub conn: QpType,
     pub size: usize,
     pub iters: u64,
@@ -319,6 +319,10 @@ pub struct OobResult {
     pub mine: Option<BwReport>,
     /// Where it sent, a report per size (one, or with `-a` each size's).
     pub rows: Vec<BwReport>,
+    /// A latency test's table, a row per size, where perftest prints one
+    /// (both ends of write_lat and send_lat, read_lat's client), with
+    /// perftest's statistics (`LatRow::perftest`).
+    pub lat: Vec<crate::report::LatRow>,
     /// atomic_bw fetch-and-add under `-b`: what the peer's adds summed to here.
     pub added: Option<u64>,
     /// What was checked in softrdma's memory, and whether it held.
@@ -338,7 +342,9 @@ pub fn validate(cfg: &OobConfig) -> Res<()> {
         );
     }
     match (conn, t) {
-        (QpType::Rc, _) | (QpType::Uc, Test::WriteBw | Test::SendBw) | (QpType::Ud, Test::SendBw) => {}
+        (QpType::Rc, _)
+        | (QpType::Uc, Test::WriteBw | Test::SendBw | Test::WriteLat | Test::SendLat)
+        | (QpType::Ud, Test::SendBw | Test::SendLat) => {}
         _ => return Err(format!("perftest TCP mode: {t:?} over {conn:?} is not supported")),
     }
     if cfg.duplex && !t.is_bw() {
@@ -350,8 +356,11 @@ pub fn validate(cfg: &OobConfig) -> Res<()> {
     // perftest's send_bw runs -a and -D with barriers per size and a timed
     // receiver, and -b with them, none of which softrdma has.
     let one_sided = matches!(t, Test::WriteBw | Test::ReadBw | Test::AtomicBw);
-    if cfg.all && (!matches!(t, Test::WriteBw | Test::ReadBw) || cfg.duplex || cfg.duration.is_some()) {
-        return Err("-a in perftest TCP mode: write_bw and read_bw only, without -b or -D".into());
+    let all_ok = matches!(t, Test::WriteBw | Test::ReadBw | Test::WriteLat | Test::ReadLat | Test::SendLat);
+    if cfg.all && (!all_ok || cfg.duplex || cfg.duration.is_some()) {
+        return Err(
+            "-a in perftest TCP mode: write_bw, read_bw, write_lat, read_lat and send_lat, without -b or -D".into()
+        );
     }
     if cfg.duration.is_some() && (!one_sided || cfg.duplex) {
         return Err("-D in perftest TCP mode: write_bw, read_bw and atomic_bw only, without -b".into());
@@ -362,7 +371,8 @@ pub fn validate(cfg: &OobConfig) -> Res<()> {
         return Err(format!("-b in perftest TCP mode: send_bw over {conn:?} is not supported (RC only)"));
     }
     let size = if t == Test::AtomicBw { 8 } else { cfg.size.max(1) };
-    if conn == QpType::Ud && size > cfg.mtu.bytes() {
+    // With -a the sizes end at the MTU over UD (perftest's too); -s does not count.
+    if conn == QpType::Ud && !cfg.all && size > cfg.mtu.bytes() {
         return Err(format!("UD: size {size} > MTU {}", cfg.mtu.bytes()));
     }
     Ok(())
@@ -528,8 +538,37 @@ mod tests {
             assert!(c.completions > 10 && s.report.iters == c.completions, "{t:?} -D: {}", c.completions);
             assert!(c.elapsed >= Duration::from_millis(300), "{t:?} -D: {:?}", c.elapsed);
         }
+        // The latency tests: a table per end that perftest prints one on
+        // (read_lat: the client), a row per size, -n 5 each; over UD up to
+        // the path MTU (1024 here).
+        for (t, conn) in [
+            (Test::WriteLat, QpType::Rc),
+            (Test::SendLat, QpType::Rc),
+            (Test::ReadLat, QpType::Rc),
+            (Test::SendLat, QpType::Ud),
+        ] {
+            let cfg = OobConfig { all: true, conn, ..config(t, 1, 5) };
+            let top = if conn == QpType::Ud { 11 } else { 24 };
+            let (s, c) = pair(&da, &db, &cfg);
+            let (s, c) = (s.unwrap(), c.unwrap());
+            assert!(s.check_ok && c.check_ok, "{t:?} -a: {} / {}", s.check, c.check);
+            let ends: &[&OobResult] = if t == Test::ReadLat { &[&c] } else { &[&s, &c] };
+            for r in ends {
+                let sizes: Vec<u64> = r.lat.iter().map(|l| l.bytes).collect();
+                assert_eq!(sizes, (1..top).map(|i| 1u64 << i).collect::<Vec<_>>(), "{t:?} {conn:?} -a");
+                for l in &r.lat {
+                    assert!(l.iterations == 5 && l.min > 0.0, "{t:?} -a: {l:?}");
+                    assert!(l.min <= l.typical && l.typical <= l.max && l.max <= l.p999, "{t:?} -a: {l:?}");
+                }
+            }
+            if t == Test::ReadLat {
+                assert!(s.lat.is_empty(), "read_lat's server measures nothing");
+            }
+            assert_eq!(c.completions, (top - 1) * 5, "{t:?} {conn:?} -a");
+        }
         for (bad, why) in [
             (OobConfig { all: true, ..config(Test::SendBw, 1, 3) }, "-a in perftest TCP mode"),
+            (OobConfig { all: true, ..config(Test::AtomicBw, 8, 3) }, "-a in perftest TCP mode"),
             (OobConfig { duration: Some(Duration::from_secs(1)), ..config(Test::SendBw, 1, 3) }, "-D in perftest"),
             (OobConfig { all: true, duplex: true, ..config(Test::WriteBw, 1, 3) }, "-a in perftest TCP mode"),
         ] {
@@ -554,6 +593,9 @@ mod tests {
             (Test::SendLat, false, QpType::Rc, 20000),
             (Test::WriteLat, false, QpType::Rc, 20000),
             (Test::WriteLat, false, QpType::Rc, 1001),
+            (Test::WriteLat, false, QpType::Uc, 1001),
+            (Test::SendLat, false, QpType::Uc, 20000),
+            (Test::SendLat, false, QpType::Ud, 1024),
         ] {
             // One way and `-b`, one QP and three.
             for (duplex, qps) in [(false, 1u32), (true, 1), (false, 3), (true, 3)] {
@@ -569,6 +611,13 @@ mod tests {
                 assert!(c.check_ok, "{t:?} -q {qps} client: {}", c.check);
                 assert_eq!(c.completions, 200 * qps as u64, "{t:?} -q {qps}");
                 assert_eq!((s.local.len(), c.remote.len()), (qps as usize, qps as usize));
+                if !t.is_bw() {
+                    // One row of perftest's latency table, where perftest prints one.
+                    let rows = |r: &OobResult| r.lat.iter().map(|l| (l.bytes, l.iterations)).collect::<Vec<_>>();
+                    let want = vec![(size as u64, 200)];
+                    assert_eq!(rows(&c), want, "{t:?}: the client's table");
+                    assert_eq!(rows(&s), if t == Test::ReadLat { vec![] } else { want }, "{t:?}: the server's");
+                }
                 // UC and UD drop what comes while no receive is posted.
                 if t == Test::SendBw && !duplex && conn == QpType::Rc {
                     assert_eq!(

@@ -635,6 +635,13 @@ fn lat_yields(spins: u32) -> bool {
 
 /// Spins until byte `off` of `mr` is `want`.
 fn wait_byte(mr: &Arc<dyn Mr>, off: usize, want: u8, stop: &AtomicBool) -> Res<()> {
+    spin_byte(mr, off, want, STALL, stop)
+}
+
+/// Spins until byte `off` of `mr` is `want`, for at most `stall` or until
+/// `stop` is set: perftest's poll on the last byte of a WRITE (reading an
+/// MR drives the device, as a CQ poll does).
+pub(crate) fn spin_byte(mr: &Arc<dyn Mr>, off: usize, want: u8, stall: Duration, stop: &AtomicBool) -> Res<()> {
     let t = Instant::now();
     let mut b = [0u8; 1];
     let mut spins = 0u32;
@@ -647,15 +654,15 @@ fn wait_byte(mr: &Arc<dyn Mr>, off: usize, want: u8, stop: &AtomicBool) -> Res<(
         if lat_yields(spins) {
             std::thread::yield_now();
         }
-        if spins.is_multiple_of(4096) && (t.elapsed() > STALL || stop.load(Ordering::Acquire)) {
-            return Err(format!("no message within {STALL:?}"));
+        if spins.is_multiple_of(4096) && (t.elapsed() > stall || stop.load(Ordering::Acquire)) {
+            return Err(format!("byte {off:#x} is {:#04x}, not {want:#04x}, after {stall:?}", b[0]));
         }
     }
 }
 
 /// One completion: spinning on `poll` as perftest's latency tests do (which
 /// drives the device: busy polling), or, on a single CPU, blocking in `wait`.
-fn next_wc(cq: &Arc<dyn Cq>, timeout: Duration) -> Option<WorkCompletion> {
+pub(crate) fn next_wc(cq: &Arc<dyn Cq>, timeout: Duration) -> Option<WorkCompletion> {
     if !softrdma::busy_poll::multi_cpu() {
         return cq.wait(1, timeout).into_iter().next();
     }

@@ -41,6 +41,43 @@ pub struct LatRow {
 }
 
 impl LatRow {
+    /// perftest's own statistics (`print_report_lat`), for a run whose
+    /// post times were `posted`: the gaps between consecutive posts (each a
+    /// round trip of a ping-pong, one read of read_lat), divided by
+    /// `rtt_factor` (2 for half round trips), sorted, the two largest left
+    /// out (its LAT_MEASURE_TAIL). Of what remains: the median as its
+    /// `get_median`, the average, and as t_max, 99 % and 99.9 % the entries
+    /// at the indices it prints (t_max is the smaller of the two left out).
+    /// The standard deviation is the true one: perftest's own truncates
+    /// each difference to whole microseconds first, so it prints 0.00 for
+    /// most sub-microsecond spreads. `iterations` is what was run, as
+    /// perftest prints it. Fewer than four posts give no statistics.
+    pub fn perftest(bytes: u64, posted: &[std::time::Instant], rtt_factor: f64) -> Option<LatRow> {
+        let mut us: Vec<f64> =
+            posted.windows(2).map(|w| w[1].duration_since(w[0]).as_secs_f64() * 1e6 / rtt_factor).collect();
+        if us.len() < 3 {
+            return None;
+        }
+        us.sort_by(|a, b| a.total_cmp(b));
+        let n = us.len() - 2;
+        let median = if (n - 1) % 2 == 1 { (us[n / 2] + us[n / 2 - 1]) / 2.0 } else { us[n / 2] };
+        let avg = us[..n].iter().sum::<f64>() / n as f64;
+        let var = us[..n].iter().map(|x| (x - avg) * (x - avg)).sum::<f64>() / n as f64;
+        let at = |p: f64| us[((n as f64 * p).ceil() as usize).min(us.len() - 1)];
+        Some(LatRow {
+            bytes,
+            iterations: posted.len() as u64,
+            min: us[0],
+            max: us[n],
+            typical: median,
+            avg,
+            stdev: var.sqrt(),
+            p99: at(0.99),
+            p999: at(0.999),
+            preempted: None,
+        })
+    }
+
     /// Statistics of `samples` (durations), each divided by `div` (2 for half round trips).
     pub fn from_samples(bytes: u64, samples: &mut [Duration], div: f64) -> LatRow {
         let mut us: Vec<f64> = samples.iter().map(|d| d.as_secs_f64() * 1e6 / div).collect();
@@ -207,5 +244,33 @@ impl Report {
             lat.join(", "),
             kv_obj(&self.facts)
         )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Instant;
+
+    /// Post times 0, 10, 30, 40, 100, 104 and 110 µs: half round trips 5,
+    /// 10, 5, 30, 2 and 3 µs; sorted 2 3 5 5 | 10 30 with the two largest
+    /// left out, as perftest's print_report_lat does.
+    #[test]
+    fn perftest_statistics_of_post_times() {
+        let t0 = Instant::now();
+        let posted: Vec<Instant> =
+            [0u64, 10, 30, 40, 100, 104, 110].iter().map(|&us| t0 + Duration::from_micros(us)).collect();
+        let r = LatRow::perftest(64, &posted, 2.0).unwrap();
+        let close = |a: f64, b: f64| (a - b).abs() < 1e-9;
+        assert_eq!((r.bytes, r.iterations), (64, 7));
+        assert!(close(r.min, 2.0) && close(r.max, 10.0), "{r:?}");
+        // An even count kept (4): the mean of the middle two.
+        assert!(close(r.typical, 4.0) && close(r.avg, 3.75), "{r:?}");
+        assert!(close(r.stdev, 1.6875f64.sqrt()), "{r:?}");
+        assert!(close(r.p99, 10.0) && close(r.p999, 10.0), "{r:?}");
+        // read_lat: whole round trips; an odd count kept (3): the middle one.
+        let r = LatRow::perftest(2, &posted[..6], 1.0).unwrap();
+        assert!(close(r.min, 4.0) && close(r.typical, 10.0) && close(r.max, 20.0), "{r:?}");
+        assert!(LatRow::perftest(2, &posted[..3], 2.0).is_none());
     }
 }

@@ -115,7 +115,8 @@ fn bad_arguments_are_refused_with_a_reason() {
         (&["write_lat", "-b"], "-b: only write_bw, read_bw, send_bw and atomic_bw run both ways"),
         (&["raw_bw", "-b"], "-b: only write_bw"),
         (&["send_bw", "-b", "-c", "UD", "server"], "-b in perftest TCP mode: send_bw over Ud is not supported"),
-        (&["send_bw", "-a", "server"], "-a in perftest TCP mode: write_bw and read_bw only"),
+        (&["send_bw", "-a", "server"], "-a in perftest TCP mode: write_bw, read_bw, write_lat, read_lat and send_lat"),
+        (&["write_lat", "-a", "-D", "1", "server"], "-a in perftest TCP mode"),
         (&["send_bw", "-D", "1", "client", "10.0.0.1"], "-D in perftest TCP mode"),
     ] {
         let out = Command::new(env!("CARGO_BIN_EXE_softrdma-perf")).args(args).output().expect("run softrdma-perf");
@@ -300,7 +301,9 @@ fn tap_fabric() {
 /// TAP without offload, the client's with it; both check their memory, and
 /// each says how its TAP took the frames. Under `-b` both send, and both
 /// print the same row: the sum of the two reports they exchanged. With `-q`
-/// each QP has its own message in the exchange.
+/// each QP has its own message in the exchange. The latency tests print
+/// perftest's table on both ends (`-a` over UD: a row per size up to the
+/// MTU), and `--out_json` holds its rows.
 #[test]
 fn perftest_mode_between_two_processes_on_taps() {
     softrdma::require_root!();
@@ -323,6 +326,8 @@ fn perftest_mode_between_two_processes_on_taps() {
         ("send_bw", false, &["-b"]),
         ("atomic_bw", true, &["-b", "-q", "2"]),
         ("write_bw", false, &["-q", "3"]),
+        ("send_lat", false, &["-a", "-c", "UD"]),
+        ("write_lat", true, &[]),
     ] {
         // read_bw over IPv6 (GID 2, each device's second address): the
         // client's checksums are left to the kernel, the server's are not.
@@ -341,8 +346,11 @@ fn perftest_mode_between_two_processes_on_taps() {
             .stderr(Stdio::piped())
             .spawn()
             .unwrap();
+        let json = std::env::temp_dir().join(format!("srpf-{}-{test}.json", std::process::id()));
         let client = Command::new(bin)
             .args([test, "client", "10.88.0.1", "--tap", "srpfc", "-x", gid])
+            .arg("--out_json")
+            .arg(&json)
             .args(addrs(ca))
             .args(common)
             .args(more)
@@ -362,6 +370,32 @@ fn perftest_mode_between_two_processes_on_taps() {
             let (sr, cr) = (row(&so), row(&co));
             assert!(sr.is_some() && sr == cr, "{test} -b: the summed rows differ:\n{so}\n{co}");
             assert!(so.contains("remote report") && co.contains("remote report"), "{so}\n{co}");
+        }
+        let written = std::fs::read_to_string(&json).unwrap_or_default();
+        let _ = std::fs::remove_file(&json);
+        if test.ends_with("_lat") {
+            // perftest's table on each end: its sizes, each run -n times.
+            let sizes: Vec<String> = if more.contains(&"-a") {
+                (1..=10).map(|i| (1u32 << i).to_string()).collect()
+            } else {
+                vec!["65536".into()]
+            };
+            for o in [&so, &co] {
+                let rows: Vec<Vec<&str>> = o
+                    .lines()
+                    .skip_while(|l| !l.contains("t_typical[usec]"))
+                    .skip(1)
+                    .take_while(|l| !l.starts_with("---"))
+                    .map(|l| l.split_whitespace().collect())
+                    .collect();
+                let got: Vec<&str> = rows.iter().map(|r| r[0]).collect();
+                assert_eq!(got, sizes, "{test} {more:?}:\n{o}");
+                assert!(rows.iter().all(|r| r.len() == 9 && r[1] == "200"), "{test}:\n{o}");
+            }
+            assert!(written.contains("\"lat\": [{\"bytes\": 2") == more.contains(&"-a"), "{written}");
+            assert!(written.contains("\"check_ok\": \"true\""), "{written}");
+        } else {
+            assert!(written.contains("\"bw\": [{\"bytes\": "), "{test} --out_json:\n{written}");
         }
     }
     ns.delete().unwrap();

@@ -430,7 +430,7 @@ fn finish(r: &mut Report, c: &Common) -> Result<(), String> {
 }
 
 /// perftest TCP mode: one end of the test, the other end over TCP.
-fn oob_test(t: Test, c: &Common) -> Result<(), String> {
+fn oob_test(t: Test, name: &str, c: &Common) -> Result<(), String> {
     use benches::oob::{run_cli, DevPlace, OobConfig};
     let cfg = perf_config(c, 5000)?;
     let size = verbs_sizes(t, c, &cfg)?[0];
@@ -495,11 +495,13 @@ fn oob_test(t: Test, c: &Common) -> Result<(), String> {
                 msg_rate: b.msg_rate * 1e6,
                 notes: Vec::new(),
             };
-            let table = |rows: &[benches::oob::BwReport]| {
+            let mut json = Report::new(name);
+            let table = |rows: &[benches::oob::BwReport], json: &mut Report| {
                 println!("{LINE}");
                 println!("{}", bw_header(c.report_gbits));
                 for b in rows {
                     println!("{}", bw_line(&row(b), c.report_gbits));
+                    json.bw.push(row(b));
                 }
                 println!("{LINE}");
             };
@@ -515,14 +517,36 @@ fn oob_test(t: Test, c: &Common) -> Result<(), String> {
                         msg_rate: mine.msg_rate + r.report.msg_rate,
                         ..*mine
                     };
-                    table(&[sum]);
+                    table(&[sum], &mut json);
                 }
                 // This end sent: its rows (with -a, one per size), as perftest's client prints them.
-                (false, Some(_)) if t.is_bw() => table(&r.rows),
-                _ => line("client", &r.report),
+                (false, Some(_)) if t.is_bw() => table(&r.rows, &mut json),
+                _ if t.is_bw() => line("client", &r.report),
+                // read_lat's server only serves, as perftest's prints no table.
+                _ if r.lat.is_empty() => println!(" (this end measures nothing: the client reads)"),
+                _ => {
+                    // perftest's table, a row per size, from its own statistics.
+                    println!("{LINE}");
+                    println!("{}", lat_header());
+                    for l in &r.lat {
+                        println!("{}", lat_line(l));
+                    }
+                    println!("{LINE}");
+                    json.lat = r.lat.clone();
+                }
             }
             println!(" completions here: {}; check: {}; TAP offload: {}", r.completions, r.check, r.offload);
             println!("{LINE}");
+            json.param("mode", format!("perftest TCP, {role}"));
+            json.param("connection", format!("{:?}", c.conn));
+            json.param("qps", c.qps);
+            json.param("mtu", r.mtu);
+            json.param("bidirectional", c.bidirectional);
+            json.param("peer_version", &r.peer_version);
+            json.fact("check", &r.check);
+            json.fact("check_ok", r.check_ok);
+            json.fact("tap_offload", r.offload);
+            finish(&mut json, c)?;
             let verdict = if r.check_ok { "PASS" } else { "FAIL" };
             println!("softrdma-perf {} {role}: {verdict}", t.title());
             if r.check_ok {
@@ -540,7 +564,7 @@ fn oob_test(t: Test, c: &Common) -> Result<(), String> {
 
 fn verbs_test(t: Test, name: &str, c: &Common) -> Result<(), String> {
     if c.role.is_some() {
-        return oob_test(t, c);
+        return oob_test(t, name, c);
     }
     let cfg = perf_config(c, if t.is_bw() { 5000 } else { 1000 })?;
     let sizes = verbs_sizes(t, c, &cfg)?;

@@ -13,7 +13,8 @@ use verbs_api::{
 };
 
 use super::{validate, BwReport, Dest, Oob, OobConfig, OobResult, Res, CYCLE_BUFFER};
-use crate::perf::Test;
+use crate::perf::{next_wc, spin_byte, Test};
+use crate::report::LatRow;
 
 fn ck<E: std::fmt::Display>(what: &'static str) -> impl Fn(E) -> String {
     move |e| format!("{what}: {e}")
@@ -39,7 +40,8 @@ struct Ends {
     rx_base: usize,
     buf_len: usize,
     pattern: Vec<u8>,
-    /// The largest message of the run (`-a`: 8 MiB).
+    /// The sizes of the run, in order (`sizes`), and the largest of them.
+    sizes: Vec<usize>,
     size: usize,
     /// UD receive buffers start with the 40-byte GRH area (perftest's UD_ADDITION).
     grh: usize,
@@ -132,7 +134,7 @@ pub fn run(ctx: &Arc<dyn Context>, cfg: &OobConfig, s: TcpStream, client: bool) 
     let e = set_up(ctx, cfg, &mut oob, client, mtu)?;
     let my = e.my[0];
 
-    if (t == Test::SendBw && (!client || cfg.duplex)) || t == Test::SendLat {
+    if t == Test::SendBw && (!client || cfg.duplex) {
         let n = cfg.rx_depth.min(cfg.iters.max(1) as u32) as u64;
         for i in 0..e.qps.len() {
             e.post_recvs(i, 0, n)?;
@@ -152,7 +154,8 @@ pub fn run(ctx: &Arc<dyn Context>, cfg: &OobConfig, s: TcpStream, client: bool) 
             return Err(format!("the peer's QP {i} is {:#x} now, {:#x} before", r.qpn, e.rem[i].qpn));
         }
     }
-    if client || cfg.duplex {
+    // send_lat has its barrier before each size (send_lat below).
+    if (client || cfg.duplex) && t != Test::SendLat {
         // perftest's `-b`: write/read/atomic's barrier after the test moves before it.
         let moved = usize::from(cfg.duplex && one_sided);
         for _ in 0..1 + moved {
@@ -165,6 +168,7 @@ pub fn run(ctx: &Arc<dyn Context>, cfg: &OobConfig, s: TcpStream, client: bool) 
     match t {
         Test::SendLat => send_lat(&e, cfg, &mut oob, client, &mut res)?,
         Test::WriteLat => write_lat(&e, cfg, &mut oob, client, &mut res)?,
+        Test::ReadLat if client => read_lat(&e, cfg, &mut oob, &mut res)?,
         _ if client || cfg.duplex => active(&e, cfg, &mut oob, &mut res)?,
         Test::SendBw => passive_send(&e, cfg, &mut oob, &mut res)?,
         Test::ReadLat => {
@@ -192,7 +196,8 @@ fn set_up(ctx: &Arc<dyn Context>, cfg: &OobConfig, oob: &mut Oob, client: bool, 
     let t = cfg.test;
     let conn = cfg.conn;
     let nq = cfg.qps.max(1) as usize;
-    let size = largest(cfg);
+    let sizes = sizes(cfg, mtu.bytes());
+    let size = sizes.iter().copied().max().unwrap_or(1);
     let dev = ctx.query_device();
     let out_reads = dev.max_qp_rd_atom.clamp(1, 16);
     let pd = ctx.alloc_pd().map_err(ck("alloc_pd"))?;
@@ -281,62 +286,81 @@ fn set_up(ctx: &Arc<dyn Context>, cfg: &OobConfig, oob: &mut Oob, client: bool, 
     }
     let ud_ah = if conn == QpType::Ud { Some(pd.create_ah(&ah).map_err(ck("create_ah"))?) } else { None };
     let grh = if conn == QpType::Ud { 40 } else { 0 };
-    Ok(Ends { qps, cq, mr, my, rem, ud_ah, slot, rx_base, buf_len, pattern, size, grh })
+    Ok(Ends { qps, cq, mr, my, rem, ud_ah, slot, rx_base, buf_len, pattern, sizes, size, grh })
 }
 
-/// Ping-pong: the client sends and waits for the answer; the server answers
-/// each message it receives. Receives are reposted one per completion.
+/// One successful completion from `e`'s CQ, spinning as perftest's latency
+/// loops do (the poll drives the device). `what` names the wait in an error
+/// (built only then: the loops around this are timed).
+fn one_wc(e: &Ends, stall: Duration, what: impl Fn() -> String) -> Res<WorkCompletion> {
+    let wc = next_wc(&e.cq, stall).ok_or_else(|| format!("{}: no completion for {stall:?}", what()))?;
+    if wc.status != WcStatus::Success {
+        return Err(format!("{}: completion {} ({:?}) for {}", what(), wc.status.as_str(), wc.status, wc.wr_id));
+    }
+    Ok(wc)
+}
+
+/// perftest's run_iter_lat_send, per size: receives posted for the size
+/// (ctx_set_recv_wqes), a barrier (perftest's, so that no message comes
+/// before its receive), then the client sends and waits for the answer and
+/// the server answers each message it receives, each taking the time before
+/// it posts. Receives are reposted one per completion while the size's
+/// count needs them, so none is left over for the next size.
 fn send_lat(e: &Ends, cfg: &OobConfig, oob: &mut Oob, client: bool, res: &mut OobResult) -> Res<()> {
-    let (qp, my, size, mr) = (&e.qps[0], e.my[0], e.size, &e.mr);
+    let (qp, my, mr) = (&e.qps[0], e.my[0], &e.mr);
     let n = cfg.iters.max(1);
-    let mut posted = [cfg.rx_depth.min(n as u32) as u64];
-    let (mut sent, mut got) = (0u64, 0u64);
-    let mut last = Instant::now();
-    // The send source lies past the receive slot.
-    let src = 8192;
-    let send = |id: u64| {
+    // Sent from the second slot; the peer's messages land in the first.
+    let src = e.slot;
+    mr.write(src, &e.pattern[..e.size]).map_err(ck("mr write"))?;
+    let mut got_all = 0u64;
+    for &size in &e.sizes {
+        let first = cfg.rx_depth.clamp(1, n as u32) as u64;
+        e.post_recvs(0, 0, first)?;
+        let mut posted = [first];
+        oob.hand_shake(&my, "sync before the test")?;
         let mut wr = SendWr::new(
-            id,
+            0,
             SendOp::Send,
             vec![Sge { addr: mr.addr() + src as u64, length: size as u32, lkey: mr.lkey() }],
         );
         wr.flags = SendFlags::SIGNALED;
-        qp.post_send(&[wr], None).map_err(|(k, e)| format!("post_send[{k}]: {e}"))
-    };
-    mr.write(src, &e.pattern[..size]).map_err(ck("mr write"))?;
-    if !client {
-        // The client's last barrier before it starts.
-        oob.hand_shake(&my, "sync before the test")?;
-    }
-    if client {
-        send(0)?;
-        sent = 1;
-    }
-    while got < n || sent < n {
-        let wcs = e.cq.wait(16, Duration::from_millis(50));
-        if wcs.is_empty() && last.elapsed() > cfg.stall {
-            return Err(format!("no completion for {:?}: {sent} sent, {got} received", cfg.stall));
+        if cfg.conn == QpType::Ud {
+            wr.remote_qpn = e.rem[0].qpn;
+            wr.remote_qkey = QKEY;
         }
-        for wc in &wcs {
-            if wc.status != WcStatus::Success {
-                return Err(format!("completion {} ({:?})", wc.status.as_str(), wc.status));
+        let mut times = Vec::with_capacity(n as usize);
+        let mut send = |id: u64| {
+            wr.wr_id = id;
+            times.push(Instant::now());
+            qp.post_send(std::slice::from_ref(&wr), e.ud_ah.as_ref()).map_err(|(k, e)| format!("post_send[{k}]: {e}"))
+        };
+        let (mut sent, mut got) = (0u64, 0u64);
+        if client {
+            send(0)?;
+            sent = 1;
+        }
+        while got < n {
+            let wc = one_wc(e, cfg.stall, || format!("size {size}: {sent} sent, {got} received"))?;
+            if wc.opcode != WcOpcode::Recv {
+                continue;
             }
-            last = Instant::now();
-            if wc.opcode == WcOpcode::Recv {
-                e.received(wc, size, &mut posted, n)?;
-                got += 1;
-                if sent < n {
-                    send(sent)?;
-                    sent += 1;
-                }
+            e.received(&wc, size, &mut posted, n)?;
+            got += 1;
+            if sent < n {
+                send(sent)?;
+                sent += 1;
             }
         }
+        got_all += got;
+        res.lat.extend(LatRow::perftest(size as u64, &times, 2.0));
     }
-    res.completions = got;
-    res.elapsed = last.elapsed();
-    let nz = non_zero(&e.read(0, size)?);
-    res.check_ok = got == n && nz > 0;
-    res.check = format!("{got} of {n} messages of {size} bytes received, {sent} sent; last: {nz}/{size} non-zero");
+    res.completions = got_all;
+    let last = e.size;
+    let nz = non_zero(&e.read(e.rx_off(0), last)?);
+    let want = n * e.sizes.len() as u64;
+    res.check_ok = got_all == want && nz > 0;
+    res.check =
+        format!("{got_all} of {want} messages received, each of its size; the last: {nz}/{last} bytes non-zero");
     if client {
         let _ = oob.hand_shake(&my, "close");
     } else {
@@ -345,86 +369,90 @@ fn send_lat(e: &Ends, cfg: &OobConfig, oob: &mut Oob, client: bool, res: &mut Oo
     Ok(())
 }
 
-/// perftest's run_iter_lat_write: each side RDMA WRITEs `size` bytes from the start
-/// of its buffer to the peer's advertised address, the last byte set to its send
-/// count (as a char), and spins on the last byte of its own receive area until it
-/// holds its receive count. The server sends first (its first poll is skipped), the
-/// client waits first; each side waits for the completion of its write before
-/// polling again. perftest zeroes its buffer for write_lat (the others get rand()),
-/// so what it sends is size - 1 zero bytes and the count; softrdma sends its pattern.
+/// perftest's run_iter_lat_write, per size with no barrier between sizes: each side
+/// RDMA WRITEs `size` bytes from the start of its buffer to the peer's advertised
+/// address, the last byte set to its send count (as a char), and spins on the last
+/// byte of its own receive area until it holds its receive count. The server sends
+/// first (its first poll is skipped), the client waits first; each side waits for
+/// the completion of its write before polling again, and takes the time before it
+/// posts. perftest zeroes its buffer for write_lat (the others get rand()), so what
+/// it sends is zero bytes and the counts at each size's last byte; softrdma sends its
+/// pattern so.
 fn write_lat(e: &Ends, cfg: &OobConfig, oob: &mut Oob, client: bool, res: &mut OobResult) -> Res<()> {
-    let (qp, my, rem, size, mr) = (&e.qps[0], e.my[0], e.rem[0], e.size, &e.mr);
+    let (qp, my, rem, mr) = (&e.qps[0], e.my[0], e.rem[0], &e.mr);
     let rx_off = e.rx_off(0);
     let n = cfg.iters.max(1);
-    let last = size - 1;
+    let stop = std::sync::atomic::AtomicBool::new(false);
     if !client {
         // The client's last barrier before it starts.
         oob.hand_shake(&my, "sync before the test")?;
     }
-    mr.write(0, &e.pattern[..size]).map_err(ck("mr write"))?;
-    let (mut sent, mut got, mut done) = (0u64, 0u64, 0u64);
-    while sent < n || got < n || done < n {
-        // The server skips its first poll: it writes first.
-        if got < n && (client || sent > 0) {
-            got += 1;
-            wait_byte(&**mr, rx_off + last, got as u8, cfg.stall)
-                .map_err(|e| format!("{e}: waiting for write {got} of {n} ({sent} sent)"))?;
-        }
-        if sent < n {
-            sent += 1;
-            mr.write(last, &[sent as u8]).map_err(ck("mr write"))?;
-            let mut wr = SendWr::new(
-                sent,
-                SendOp::RdmaWrite { remote_addr: rem.vaddr, rkey: rem.rkey },
-                vec![Sge { addr: mr.addr(), length: size as u32, lkey: mr.lkey() }],
-            );
-            wr.flags = SendFlags::SIGNALED;
-            qp.post_send(&[wr], None).map_err(|(k, e)| format!("post_send[{k}]: {e}"))?;
-        }
-        if done < n {
-            let t0 = Instant::now();
-            let wc = loop {
-                if let Some(wc) = e.cq.wait(1, Duration::from_millis(50)).into_iter().next() {
-                    break wc;
-                }
-                if t0.elapsed() > cfg.stall {
-                    return Err(format!("no completion for {:?}: {sent} sent, {done} completed", cfg.stall));
-                }
-            };
-            if wc.status != WcStatus::Success {
-                return Err(format!("completion {} ({:?}) for write {}", wc.status.as_str(), wc.status, wc.wr_id));
+    mr.write(0, &e.pattern[..e.size]).map_err(ck("mr write"))?;
+    let (mut got_all, mut done_all) = (0u64, 0u64);
+    for &size in &e.sizes {
+        let last = size - 1;
+        let mut wr = SendWr::new(
+            0,
+            SendOp::RdmaWrite { remote_addr: rem.vaddr, rkey: rem.rkey },
+            vec![Sge { addr: mr.addr(), length: size as u32, lkey: mr.lkey() }],
+        );
+        wr.flags = SendFlags::SIGNALED;
+        let mut times = Vec::with_capacity(n as usize);
+        let (mut sent, mut got, mut done) = (0u64, 0u64, 0u64);
+        while sent < n || got < n || done < n {
+            // The server skips its first poll: it writes first.
+            if got < n && (client || sent > 0) {
+                got += 1;
+                spin_byte(mr, rx_off + last, got as u8, cfg.stall, &stop)
+                    .map_err(|e| format!("{e}: waiting for write {got} of {n} of {size} bytes ({sent} sent)"))?;
             }
-            done += 1;
+            if sent < n {
+                sent += 1;
+                times.push(Instant::now());
+                mr.write(last, &[sent as u8]).map_err(ck("mr write"))?;
+                wr.wr_id = sent;
+                qp.post_send(std::slice::from_ref(&wr), None).map_err(|(k, e)| format!("post_send[{k}]: {e}"))?;
+            }
+            if done < n {
+                one_wc(e, cfg.stall, || format!("write {sent} of {size} bytes"))?;
+                done += 1;
+            }
         }
+        got_all += got;
+        done_all += done;
+        res.lat.extend(LatRow::perftest(size as u64, &times, 2.0));
     }
-    res.completions = done;
-    // The whole buffer: the source as written (the pattern, its last byte the final
-    // count); the receive area holding exactly the peer's last message — the final
-    // count after either perftest's size - 1 zero bytes or softrdma's pattern, nothing
-    // else; zero everywhere else (the peer wrote `size` bytes at the advertised
-    // address and nothing around it).
+    res.completions = done_all;
+    // The whole buffer: the source as written (the pattern, each size's last byte its
+    // final count); the receive area holding exactly the peer's last message — the
+    // final counts after either perftest's zero bytes or softrdma's pattern, nothing
+    // else; zero everywhere else (the peer wrote at the advertised address and nothing
+    // around it).
+    let size = e.size;
+    let counted = |base: &[u8]| {
+        let mut v = base[..size].to_vec();
+        for &s in &e.sizes {
+            v[s - 1] = n as u8;
+        }
+        v
+    };
     let b = e.read(0, e.buf_len)?;
-    let mut want_src = e.pattern[..size].to_vec();
-    want_src[last] = n as u8;
-    let src_ok = b[..size] == want_src[..];
+    let src_ok = b[..size] == counted(&e.pattern)[..];
     let rx = &b[rx_off..rx_off + size];
-    let body = if rx[..last].iter().all(|&x| x == 0) {
+    let body = if rx == &counted(&vec![0; size])[..] {
         Some("perftest's zeroed buffer")
-    } else if rx[..last] == e.pattern[..last] {
+    } else if rx == &counted(&e.pattern)[..] {
         Some("softrdma's pattern")
     } else {
         None
     };
-    let rx_ok = rx[last] == n as u8 && body.is_some();
     let rest_zero = b[size..rx_off].iter().chain(&b[rx_off + size..]).all(|&x| x == 0);
-    res.check_ok = got == n && done == n && src_ok && rx_ok && rest_zero;
+    let want = n * e.sizes.len() as u64;
+    res.check_ok = got_all == want && done_all == want && src_ok && body.is_some() && rest_zero;
     res.check = format!(
-        "{got} of {n} writes received (last byte = count each time), {done} sent and completed; \
-         source intact: {src_ok}; receive area: last byte {:#04x} (want {:#04x}) after {}; \
-         nothing written outside it: {rest_zero}",
-        rx[last],
-        n as u8,
-        body.unwrap_or("bytes that are neither perftest's zeros nor softrdma's pattern"),
+        "{got_all} of {want} writes received (last byte = count each time), {done_all} sent and completed; \
+         source intact: {src_ok}; receive area: the counts after {}; nothing written outside it: {rest_zero}",
+        body.unwrap_or("bytes that are neither perftest's zeros nor softrdma's pattern (or a count is off)"),
     );
     if client {
         let _ = oob.hand_shake(&my, "close");
@@ -434,23 +462,55 @@ fn write_lat(e: &Ends, cfg: &OobConfig, oob: &mut Oob, client: bool, res: &mut O
     Ok(())
 }
 
+/// perftest's run_iter_lat on read_lat's client, per size with no barrier between
+/// sizes: one RDMA READ at a time, the time taken before each is posted (a whole
+/// round trip each, as perftest reports it). The server takes no part.
+fn read_lat(e: &Ends, cfg: &OobConfig, oob: &mut Oob, res: &mut OobResult) -> Res<()> {
+    let (qp, rem, mr) = (&e.qps[0], e.rem[0], &e.mr);
+    let n = cfg.iters.max(1);
+    for &size in &e.sizes {
+        let mut wr = SendWr::new(
+            0,
+            SendOp::RdmaRead { remote_addr: rem.vaddr, rkey: rem.rkey },
+            vec![Sge { addr: mr.addr(), length: size as u32, lkey: mr.lkey() }],
+        );
+        wr.flags = SendFlags::SIGNALED;
+        let mut times = Vec::with_capacity(n as usize);
+        for i in 0..n {
+            wr.wr_id = i;
+            times.push(Instant::now());
+            qp.post_send(std::slice::from_ref(&wr), None).map_err(|(k, e)| format!("post_send[{k}]: {e}"))?;
+            one_wc(e, cfg.stall, || format!("read {i} of {size} bytes"))?;
+        }
+        res.completions += n;
+        res.lat.extend(LatRow::perftest(size as u64, &times, 1.0));
+    }
+    let last = e.size;
+    let got = e.read(0, last)?;
+    // A softrdma peer's pattern, else non-zero bytes (perftest fills with rand()).
+    let nz = non_zero(&got);
+    let same = got[..] == e.pattern[..last];
+    res.check_ok = nz > 0;
+    res.check = format!("read into: {nz} of {last} bytes non-zero; softrdma's pattern: {same}");
+    let _ = oob.hand_shake(&e.my[0], "close");
+    Ok(())
+}
+
 /// The requesting side (a client; under `-b`, both ends): per QP `iters`
 /// operations (or, with `-D`, as many as the duration holds), at most
 /// tx_depth of them outstanding, each signalled; under `-b` send_bw also
-/// receives `iters` per QP. read_lat's client too, one at a time. With `-a`
+/// receives `iters` per QP. With `-a`
 /// every size from 2 bytes to 8 MiB in turn, a row each, as perftest's
 /// RUN_ALL; the report that goes to the server is the last size's.
 fn active(e: &Ends, cfg: &OobConfig, oob: &mut Oob, res: &mut OobResult) -> Res<()> {
     let (t, mr, nq) = (cfg.test, &e.mr, e.qps.len());
-    let lat = t == Test::ReadLat;
     if t == Test::WriteBw || t == Test::SendBw {
         for q in 0..nq {
             mr.write(e.tx_off(q), &e.pattern[..e.size]).map_err(ck("mr write"))?;
         }
     }
-    let sizes: Vec<usize> = if cfg.all { ALL_SIZES.map(|i| 1 << i).collect() } else { vec![e.size] };
     let (mut done, mut got, mut rep) = (0, 0, BwReport::default());
-    for &size in &sizes {
+    for &size in &e.sizes {
         let run = stream(e, cfg, size)?;
         done += run.done;
         got += run.got;
@@ -479,7 +539,7 @@ fn active(e: &Ends, cfg: &OobConfig, oob: &mut Oob, res: &mut OobResult) -> Res<
     // Check what is ours to check.
     let last = rep.size as usize;
     match t {
-        Test::ReadBw | Test::ReadLat => {
+        Test::ReadBw => {
             let nz = e.filled(0, last)?;
             res.check_ok = nz.iter().all(|&k| k > 0);
             res.check = format!("read into, per QP: {nz:?} of {last} bytes non-zero (perftest fills with rand())");
@@ -494,7 +554,7 @@ fn active(e: &Ends, cfg: &OobConfig, oob: &mut Oob, res: &mut OobResult) -> Res<
             res.check = format!("{done} completions, all successful");
         }
     }
-    if t != Test::SendBw && !lat {
+    if t != Test::SendBw {
         // send_bw has neither this barrier nor a report: the server counts.
         oob.hand_shake(&my, "sync after the test")?;
         oob.bw_reports(&rep)?;
@@ -505,6 +565,16 @@ fn active(e: &Ends, cfg: &OobConfig, oob: &mut Oob, res: &mut OobResult) -> Res<
 
 /// perftest's `-a`: 2^1 to 2^23 bytes.
 const ALL_SIZES: std::ops::Range<u32> = 1..24;
+
+/// The sizes of a run, in order: with `-a` perftest's, else the one. Over
+/// UD `-a` ends at the path MTU (`mtu`), as perftest's send_lat does.
+fn sizes(cfg: &OobConfig, mtu: usize) -> Vec<usize> {
+    if !cfg.all || cfg.test == Test::AtomicBw {
+        return vec![largest(cfg)];
+    }
+    let top = if cfg.conn == QpType::Ud { mtu.trailing_zeros() + 1 } else { ALL_SIZES.end };
+    (ALL_SIZES.start..top).map(|i| 1 << i).collect()
+}
 
 /// The largest message a run of `cfg` sends.
 fn largest(cfg: &OobConfig) -> usize {
@@ -531,7 +601,7 @@ fn stream(e: &Ends, cfg: &OobConfig, size: usize) -> Res<Streamed> {
         let (remote_addr, rkey) = (e.rem[q].vaddr, e.rem[q].rkey);
         match t {
             Test::WriteBw => SendOp::RdmaWrite { remote_addr, rkey },
-            Test::ReadBw | Test::ReadLat => SendOp::RdmaRead { remote_addr, rkey },
+            Test::ReadBw => SendOp::RdmaRead { remote_addr, rkey },
             Test::AtomicBw if cfg.cmp_swap => SendOp::AtomicCmpSwp { remote_addr, rkey, compare: i, swap: i + 1 },
             Test::AtomicBw => SendOp::AtomicFetchAdd { remote_addr, rkey, add: 1 },
             _ => SendOp::Send,
@@ -539,7 +609,7 @@ fn stream(e: &Ends, cfg: &OobConfig, size: usize) -> Res<Streamed> {
     };
     let n = cfg.iters.max(1);
     let total = n * nq as u64;
-    let depth = if t == Test::ReadLat { 1 } else { cfg.tx_depth.max(1) as u64 };
+    let depth = cfg.tx_depth.max(1) as u64;
     let (mut posted, mut done) = (vec![0u64; nq], vec![0u64; nq]);
     let receives = cfg.duplex && t == Test::SendBw;
     let mut got = 0u64;
@@ -746,28 +816,4 @@ fn duplex_check(e: &Ends, cfg: &OobConfig, got: u64, peer_iters: u64) -> Res<(bo
             (ok, format!("{got} of {total} messages received; last per QP: {nz:?} of {size} bytes non-zero"), None)
         }
     })
-}
-
-/// Spins until byte `off` of `mr` holds `want` (perftest's poll on the last byte of the
-/// receive buffer), yielding the CPU between reads and sleeping briefly once it has
-/// waited a while, so the device's threads on the same cores keep running.
-fn wait_byte(mr: &dyn Mr, off: usize, want: u8, stall: Duration) -> Res<()> {
-    let t = Instant::now();
-    let mut b = [0u8; 1];
-    let mut spins = 0u32;
-    loop {
-        mr.read(off, &mut b).map_err(ck("mr read"))?;
-        if b[0] == want {
-            return Ok(());
-        }
-        spins = spins.wrapping_add(1);
-        if spins < 2000 {
-            std::thread::yield_now();
-        } else {
-            std::thread::sleep(Duration::from_micros(20));
-            if spins.is_multiple_of(1024) && t.elapsed() > stall {
-                return Err(format!("byte {off:#x} is {:#04x}, not {want:#04x}, after {stall:?}", b[0]));
-            }
-        }
-    }
 }
