@@ -24,14 +24,14 @@
 # at both link MTUs, IPv4 and IPv6, RC: ib_{write,read,send}_bw (write_bi, read_bi, send_bi;
 # PERFTEST_SIZES) and ib_atomic_bw FETCH_AND_ADD (atomic_bi); each end sends and checks
 # what the other did to its memory. Two QPs (-q 2; *_q2) likewise. All sizes (-a -n 5:
-# write_all, read_all) and a duration (-D 2: write_dur 65536 B, atomic_dur), IPv4; the
+# write_all, read_all, send_all) and a duration (-D 2: write_dur 65536 B, atomic_dur), IPv4; the
 # latency tools with all sizes (-a -n 5: read_lat_a, send_lat_a, write_lat_a) at link MTU
 # 1500, IPv4, each end that prints a latency table printing a row per size; and
 # ib_write_lat -c UC, ib_send_lat -c UC and -c UD (write_lat_uc, send_lat_uc: PERFTEST_SIZES;
 # send_lat_ud: PERFTEST_UD_SIZES) at link MTU 1500, IPv4.
 # PERFTEST_ITERS iterations (default 1000).
 #
-# The full run: 104 ping-pong + 238 perftest cases = 342, two guest boots.
+# The full run: 104 ping-pong + 242 perftest cases = 346, two guest boots.
 # --quick: RC (20003 B) both directions and UD (1001 B) both directions over IPv4, RC
 #   over IPv6 once, perftest write_bw, read_bw, send_bw (20000 B) and atomic_bw
 #   FETCH_AND_ADD both directions, write_lat (1001 B, softrdma serving), and -b:
@@ -141,7 +141,7 @@ cases_for() { # link_mtu
   # perftest: every tool over the IPv4 GID (index 1), the latency tools at path MTU 1024
   # only; then the RC tools over the IPv6 GID (index 2).
   local pt_v4="write_bw read_bw send_bw atomic_fa atomic_cs write_uc send_ud write_bi read_bi send_bi atomic_bi"
-  pt_v4="$pt_v4 write_q2 read_q2 send_q2 atomic_q2 write_all read_all write_dur atomic_dur"
+  pt_v4="$pt_v4 write_q2 read_q2 send_q2 atomic_q2 write_all read_all send_all write_dur atomic_dur"
   [ "$lmtu" = 1500 ] && pt_v4="$pt_v4 read_lat send_lat write_lat read_lat_a send_lat_a write_lat_a"
   [ "$lmtu" = 1500 ] && pt_v4="$pt_v4 write_lat_uc send_lat_uc send_lat_ud"
   for gid in 1 2; do

@@ -115,7 +115,10 @@ fn bad_arguments_are_refused_with_a_reason() {
         (&["write_lat", "-b"], "-b: only write_bw, read_bw, send_bw and atomic_bw run both ways"),
         (&["raw_bw", "-b"], "-b: only write_bw"),
         (&["send_bw", "-b", "-c", "UD", "server"], "-b in perftest TCP mode: send_bw over Ud is not supported"),
-        (&["send_bw", "-a", "server"], "-a in perftest TCP mode: write_bw, read_bw, write_lat, read_lat and send_lat"),
+        (
+            &["send_bw", "-a", "-c", "UC", "server"],
+            "-a in perftest TCP mode: write_bw, read_bw, send_bw (RC), write_lat",
+        ),
         (&["write_lat", "-a", "-D", "1", "server"], "-a in perftest TCP mode"),
         (&["send_bw", "-D", "1", "client", "10.0.0.1"], "-D in perftest TCP mode"),
     ] {
@@ -396,6 +399,15 @@ fn perftest_mode_between_two_processes_on_taps() {
             assert!(written.contains("\"check_ok\": \"true\""), "{written}");
         } else {
             assert!(written.contains("\"bw\": [{\"bytes\": "), "{test} --out_json:\n{written}");
+            // Every end that sent prints its row; send_bw's server too, of what it received.
+            let (size, iters) = (if test == "atomic_bw" { 8 } else { 65536 }, 200 * qps);
+            let row = |o: &str| {
+                o.lines().any(|l| l.split_whitespace().take(2).eq([size.to_string(), iters.to_string()].iter()))
+            };
+            assert!(row(&co), "{test} {more:?} client:\n{co}");
+            if test == "send_bw" {
+                assert!(row(&so), "{test} {more:?} server:\n{so}");
+            }
         }
     }
     ns.delete().unwrap();

@@ -134,7 +134,8 @@ pub fn run(ctx: &Arc<dyn Context>, cfg: &OobConfig, s: TcpStream, client: bool) 
     let e = set_up(ctx, cfg, &mut oob, client, mtu)?;
     let my = e.my[0];
 
-    if t == Test::SendBw && (!client || cfg.duplex) {
+    // The passive send_bw posts its receives before each size (passive_send).
+    if t == Test::SendBw && cfg.duplex {
         let n = cfg.rx_depth.min(cfg.iters.max(1) as u32) as u64;
         for i in 0..e.qps.len() {
             e.post_recvs(i, 0, n)?;
@@ -510,7 +511,14 @@ fn active(e: &Ends, cfg: &OobConfig, oob: &mut Oob, res: &mut OobResult) -> Res<
         }
     }
     let (mut done, mut got, mut rep) = (0, 0, BwReport::default());
-    for &size in &e.sizes {
+    let my = e.my[0];
+    // send_bw's RUN_ALL: a barrier before each size (the first is run()'s)
+    // and one after each.
+    let send_all = t == Test::SendBw && cfg.all;
+    for (k, &size) in e.sizes.iter().enumerate() {
+        if send_all && k > 0 {
+            oob.hand_shake(&my, "sync before the test")?;
+        }
         let run = stream(e, cfg, size)?;
         done += run.done;
         got += run.got;
@@ -521,11 +529,13 @@ fn active(e: &Ends, cfg: &OobConfig, oob: &mut Oob, res: &mut OobResult) -> Res<
         let msg_rate = run.done as f64 / secs / 1e6;
         rep = BwReport { size: size as u64, iters: run.done, bw_peak: mbs, bw_avg: mbs, msg_rate };
         res.rows.push(rep);
+        if send_all {
+            oob.hand_shake(&my, "sync after the size")?;
+        }
     }
     res.completions = done;
     res.report = rep;
     res.mine = Some(rep);
-    let my = e.my[0];
     if cfg.duplex {
         // No barrier after the test under `-b`: the reports, then the close.
         res.report = oob.bw_reports(&rep)?;
@@ -679,56 +689,80 @@ fn stream(e: &Ends, cfg: &OobConfig, size: usize) -> Res<Streamed> {
     Ok(Streamed { done: sum(&done), got, elapsed: start.elapsed() })
 }
 
-/// The passive side of send_bw: receives `iters` messages per QP.
+/// The passive side of send_bw, per size: the size's receives posted and
+/// the client's barrier before it sends, then `iters` messages per QP, timed
+/// from the first to the last for this end's row, as perftest's server
+/// reports them; with `-a` (RC only) a barrier after each size, as
+/// perftest's RUN_ALL has. Over UC and UD what was lost stays lost: the
+/// client's closing barrier ends the wait, and then only what is still on
+/// its way is drained.
 fn passive_send(e: &Ends, cfg: &OobConfig, oob: &mut Oob, res: &mut OobResult) -> Res<()> {
-    let (size, nq, my) = (e.size, e.qps.len(), e.my[0]);
+    let (nq, my) = (e.qps.len(), e.my[0]);
     let n = cfg.iters.max(1);
     let total = n * nq as u64;
-    let mut got = 0u64;
-    let mut posted = vec![cfg.rx_depth.min(n as u32) as u64; nq];
-    let mut last = Instant::now();
-    let start = last;
-    let mut last_q = 0;
-    // Barriers answered here: the client's last before it sends, then (UC/UD) its
-    // closing one once it has sent everything; what was lost stays lost, so after
-    // that the receive side only drains what is still on its way.
-    let (mut barriers, mut closed) = (0usize, None::<Instant>);
-    while got < total {
-        let wcs = e.cq.wait(64, Duration::from_millis(50));
-        if wcs.is_empty() {
-            if let Some(at) = closed {
-                if at.elapsed() > Duration::from_millis(500) {
-                    break;
+    let (mut got_all, mut last_q, mut closed) = (0u64, 0usize, None::<Instant>);
+    for &size in &e.sizes {
+        let first = cfg.rx_depth.clamp(1, n as u32) as u64;
+        for q in 0..nq {
+            e.post_recvs(q, 0, first)?;
+        }
+        let mut posted = vec![first; nq];
+        oob.hand_shake(&my, "sync before the test")?;
+        let (mut got, mut first_at, mut last) = (0u64, None::<Instant>, Instant::now());
+        while got < total {
+            let wcs = e.cq.wait(64, Duration::from_millis(50));
+            if wcs.is_empty() {
+                if let Some(at) = closed {
+                    if at.elapsed() > Duration::from_millis(500) {
+                        break;
+                    }
+                    continue;
                 }
-                continue;
+                if cfg.conn != QpType::Rc && oob.answer_hand_shakes(&my, false, "close")? > 0 {
+                    closed = Some(Instant::now());
+                    continue;
+                }
+                if last.elapsed() > cfg.stall {
+                    return Err(format!("no message for {:?}: {got} of {total} of {size} bytes received", cfg.stall));
+                }
             }
-            // A client may hold a barrier before it sends.
-            barriers += oob.answer_hand_shakes(&my, false, "sync during the test")?;
-            if barriers >= 2 && cfg.conn != QpType::Rc {
-                closed = Some(Instant::now());
-                continue;
+            for wc in &wcs {
+                if wc.status != WcStatus::Success {
+                    return Err(format!("receive completion {} ({:?})", wc.status.as_str(), wc.status));
+                }
+                last_q = e.received(wc, size, &mut posted, n)?;
+                got += 1;
+                last = Instant::now();
+                first_at.get_or_insert(last);
+                if closed.is_some() {
+                    closed = Some(last);
+                }
             }
         }
-        if wcs.is_empty() && last.elapsed() > cfg.stall {
-            return Err(format!("no message for {:?}: {got} of {total} received", cfg.stall));
-        }
-        for wc in &wcs {
-            if wc.status != WcStatus::Success {
-                return Err(format!("receive completion {} ({:?})", wc.status.as_str(), wc.status));
-            }
-            last_q = e.received(wc, size, &mut posted, n)?;
-            got += 1;
-            last = Instant::now();
-            if closed.is_some() {
-                closed = Some(last);
-            }
+        got_all += got;
+        let took = first_at.map_or(Duration::ZERO, |f| last.duration_since(f));
+        res.elapsed += took;
+        let secs = took.as_secs_f64().max(1e-9);
+        let mbs = (got * size as u64) as f64 / secs / (1 << 20) as f64;
+        res.rows.push(BwReport {
+            size: size as u64,
+            iters: got,
+            bw_peak: mbs,
+            bw_avg: mbs,
+            msg_rate: got as f64 / secs / 1e6,
+        });
+        if cfg.all {
+            oob.hand_shake(&my, "sync after the size")?;
         }
     }
-    res.completions = got;
-    res.elapsed = start.elapsed();
+    res.mine = res.rows.last().copied();
+    res.completions = got_all;
+    let size = e.size;
+    let want = total * e.sizes.len() as u64;
     let nz = non_zero(&e.read(e.rx_off(last_q) + e.grh, size)?);
-    res.check_ok = nz > 0 && got > 0;
-    res.check = format!("{got} of {total} messages of {size} bytes received; last: {nz}/{size} bytes non-zero");
+    res.check_ok = nz > 0 && got_all > 0 && (cfg.conn != QpType::Rc || got_all == want);
+    res.check =
+        format!("{got_all} of {want} messages received, each of its size; the last: {nz}/{size} bytes non-zero");
     if closed.is_none() {
         let _ = oob.answer_hand_shakes(&my, true, "close");
     }
