@@ -20,18 +20,20 @@
 # (atomic_fa, atomic_cs; 8 B), ib_write_bw -c UC (write_uc, PERFTEST_SIZES) and
 # ib_send_bw -c UD (send_ud, PERFTEST_UD_SIZES, default "1001 mtu"); the RC ones
 # (write_bw, read_bw, send_bw, atomic_fa, atomic_cs) over the IPv6 GID too. Latency tools
-# at link MTU 1500, IPv4: ib_{read,send,write}_lat (PERFTEST_SIZES). Bidirectional (-b)
+# at both link MTUs, IPv4 and IPv6: ib_{read,send,write}_lat (PERFTEST_SIZES), each end
+# that prints perftest's latency table printing one. Bidirectional (-b)
 # at both link MTUs, IPv4 and IPv6, RC: ib_{write,read,send}_bw (write_bi, read_bi, send_bi;
 # PERFTEST_SIZES) and ib_atomic_bw FETCH_AND_ADD (atomic_bi); each end sends and checks
 # what the other did to its memory. Two QPs (-q 2; *_q2) likewise. All sizes (-a -n 5:
-# write_all, read_all, send_all) and a duration (-D 2: write_dur 65536 B, atomic_dur), IPv4; the
-# latency tools with all sizes (-a -n 5: read_lat_a, send_lat_a, write_lat_a) at link MTU
-# 1500, IPv4, each end that prints a latency table printing a row per size; and
-# ib_write_lat -c UC, ib_send_lat -c UC and -c UD (write_lat_uc, send_lat_uc: PERFTEST_SIZES;
-# send_lat_ud: PERFTEST_UD_SIZES) at link MTU 1500, IPv4.
+# write_all, read_all, send_all; IPv4 and IPv6), all sizes both ways (-a -b -n 5:
+# write_abi, read_abi, send_abi; IPv4) and a duration (-D 2: write_dur 65536 B,
+# atomic_dur; IPv4). At link MTU 1500, IPv4: the latency tools with all sizes (-a -n 5:
+# read_lat_a, send_lat_a, write_lat_a; a row per size), and ib_write_lat -c UC,
+# ib_send_lat -c UC and -c UD (write_lat_uc, send_lat_uc: PERFTEST_SIZES; send_lat_ud:
+# PERFTEST_UD_SIZES).
 # PERFTEST_ITERS iterations (default 1000).
 #
-# The full run: 104 ping-pong + 242 perftest cases = 346, two guest boots.
+# The full run: 104 ping-pong + 302 perftest cases = 406, two guest boots.
 # --quick: RC (20003 B) both directions and UD (1001 B) both directions over IPv4, RC
 #   over IPv6 once, perftest write_bw, read_bw, send_bw (20000 B) and atomic_bw
 #   FETCH_AND_ADD both directions, write_lat (1001 B, softrdma serving), and -b:
@@ -59,7 +61,7 @@ while [ $# -gt 0 ]; do
     --quick) quick=1 ;;
     --filter) filter=$2; shift ;;
     --out) out=$2; shift ;;
-    -h|--help) sed -n '2,52p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,54p' "$0"; exit 0 ;;
     *) echo "unknown argument $1" >&2; exit 2 ;;
   esac
   shift
@@ -83,9 +85,9 @@ sizes_srq=${SRQ_SIZES:-"1 1001 20003"} sizes_ud=${UD_SIZES:-"1 1001 mtu"}
 # UC write_bw, UD send_bw) at both link MTUs over the IPv4 GID, the RC ones over IPv6 as
 # well; the latency tools at link MTU 1500, IPv4; atomics are 8 bytes.
 sizes_pt=${PERFTEST_SIZES:-"1001 20000"} pt_n=${PERFTEST_ITERS:-1000}
-is_pt() { case $1 in write_bw|read_bw|send_bw|atomic_fa|atomic_cs|write_uc|send_ud|read_lat|send_lat|write_lat|*_bi|*_q2|*_all|*_dur|*_lat_a|*_lat_uc|*_lat_ud) return 0 ;; esac; return 1; }
+is_pt() { case $1 in write_bw|read_bw|send_bw|atomic_fa|atomic_cs|write_uc|send_ud|read_lat|send_lat|write_lat|*_bi|*_q2|*_all|*_dur|*_lat_a|*_lat_uc|*_lat_ud|*_abi) return 0 ;; esac; return 1; }
 # perftest's binary and softrdma-perf's verb of a perftest case
-pt_verb() { case $1 in atomic_fa|atomic_cs|atomic_bi|atomic_q2) echo atomic_bw ;; write_uc) echo write_bw ;; send_ud) echo send_bw ;; *_bi) echo "${1%_bi}_bw" ;; *_q2) echo "${1%_q2}_bw" ;; atomic_dur) echo atomic_bw ;; *_lat_a) echo "${1%_a}" ;; *_lat_uc|*_lat_ud) echo "${1%_u?}" ;; *_all|*_dur) echo "${1%_*}_bw" ;; *) echo "$1" ;; esac; }
+pt_verb() { case $1 in atomic_fa|atomic_cs|atomic_bi|atomic_q2) echo atomic_bw ;; write_uc) echo write_bw ;; send_ud) echo send_bw ;; *_bi) echo "${1%_bi}_bw" ;; *_q2) echo "${1%_q2}_bw" ;; atomic_dur) echo atomic_bw ;; *_lat_a) echo "${1%_a}" ;; *_abi) echo "${1%_abi}_bw" ;; *_lat_uc|*_lat_ud) echo "${1%_u?}" ;; *_all|*_dur) echo "${1%_*}_bw" ;; *) echo "$1" ;; esac; }
 sizes_pt_ud=${PERFTEST_UD_SIZES:-"1001 mtu"}
 t_start=$(date +%s)
 
@@ -138,19 +140,22 @@ cases_for() { # link_mtu
     echo "send_lat_a client 1 $pmtu all 5"
     return
   fi
-  # perftest: every tool over the IPv4 GID (index 1), the latency tools at path MTU 1024
-  # only; then the RC tools over the IPv6 GID (index 2).
+  # perftest: every tool over the IPv4 GID (index 1), the latency tools' -a, UC and UD at
+  # path MTU 1024 only; then the RC tools (and -a) over the IPv6 GID (index 2).
   local pt_v4="write_bw read_bw send_bw atomic_fa atomic_cs write_uc send_ud write_bi read_bi send_bi atomic_bi"
   pt_v4="$pt_v4 write_q2 read_q2 send_q2 atomic_q2 write_all read_all send_all write_dur atomic_dur"
-  [ "$lmtu" = 1500 ] && pt_v4="$pt_v4 read_lat send_lat write_lat read_lat_a send_lat_a write_lat_a"
+  pt_v4="$pt_v4 write_abi read_abi send_abi"
+  pt_v4="$pt_v4 read_lat send_lat write_lat"
+  [ "$lmtu" = 1500 ] && pt_v4="$pt_v4 read_lat_a send_lat_a write_lat_a"
   [ "$lmtu" = 1500 ] && pt_v4="$pt_v4 write_lat_uc send_lat_uc send_lat_ud"
   for gid in 1 2; do
     for tool in $([ $gid = 1 ] && echo "$pt_v4" ||
-      echo "write_bw read_bw send_bw atomic_fa atomic_cs write_bi read_bi send_bi atomic_bi write_q2 read_q2 send_q2 atomic_q2"); do
+      echo "write_bw read_bw send_bw atomic_fa atomic_cs write_bi read_bi send_bi atomic_bi write_q2 read_q2 send_q2 atomic_q2
+        write_all read_all send_all read_lat send_lat write_lat"); do
       for role in server client; do
         case $tool in
           atomic_dur) echo "$tool $role $gid $pmtu 8 2s"; continue ;;
-          *_all|*_lat_a) echo "$tool $role $gid $pmtu all 5"; continue ;;
+          *_all|*_lat_a|*_abi) echo "$tool $role $gid $pmtu all 5"; continue ;;
           *_dur) echo "$tool $role $gid $pmtu 65536 2s"; continue ;;
         esac
         if [ "${tool#atomic}" != "$tool" ]; then echo "$tool $role $gid $pmtu 8 $pt_n"; continue; fi
@@ -186,6 +191,7 @@ tool_args() { # tool gid pmtu size iters port
       atomic_q2) echo "-x $2 -F -n $5 -p $6 -m $3 -A FETCH_AND_ADD -q 2" ;;
       atomic_dur) echo "-x $2 -F -D 2 -p $6 -m $3 -A FETCH_AND_ADD" ;;
       *_all|*_lat_a) echo "-x $2 -F -a -n $5 -p $6 -m $3" ;;
+      *_abi) echo "-x $2 -F -a -b -n $5 -p $6 -m $3" ;;
       *_dur) echo "-x $2 -F -s $4 -D 2 -p $6 -m $3" ;;
       *_q2) echo "-x $2 -F -s $4 -n $5 -p $6 -m $3 -q 2" ;;
       *_bi) echo "-x $2 -F -s $4 -n $5 -p $6 -m $3 -b" ;;

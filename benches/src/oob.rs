@@ -319,6 +319,8 @@ pub struct OobResult {
     pub mine: Option<BwReport>,
     /// Where it sent, a report per size (one, or with `-a` each size's).
     pub rows: Vec<BwReport>,
+    /// Under `-b`: the peer's report of each size, as `rows`.
+    pub peer_rows: Vec<BwReport>,
     /// A latency test's table, a row per size, where perftest prints one
     /// (both ends of write_lat and send_lat, read_lat's client), with
     /// perftest's statistics (`LatRow::perftest`).
@@ -355,13 +357,13 @@ pub fn validate(cfg: &OobConfig) -> Res<()> {
     }
     // perftest's send_bw runs -a over UC and UD with a timed receiver that
     // ends the run at the first size that lost a message, and -D with a
-    // timed receiver too, none of which softrdma has; nor -a or -D with -b.
+    // timed receiver too, none of which softrdma has; nor -D with -b.
     let one_sided = matches!(t, Test::WriteBw | Test::ReadBw | Test::AtomicBw);
     let all_ok = matches!(t, Test::WriteBw | Test::ReadBw | Test::WriteLat | Test::ReadLat | Test::SendLat)
         || (t == Test::SendBw && conn == QpType::Rc);
-    if cfg.all && (!all_ok || cfg.duplex || cfg.duration.is_some()) {
+    if cfg.all && (!all_ok || cfg.duration.is_some() || (cfg.duplex && !t.is_bw())) {
         return Err("-a in perftest TCP mode: write_bw, read_bw, send_bw (RC), write_lat, read_lat and send_lat, \
-                    without -b or -D"
+                    without -D"
             .into());
     }
     if cfg.duration.is_some() && (!one_sided || cfg.duplex) {
@@ -539,6 +541,19 @@ mod tests {
             }
             assert_eq!(c.completions, 23 * 6);
         }
+        // -a under -b: both ends send every size, and each size's reports cross.
+        for t in [Test::WriteBw, Test::ReadBw, Test::SendBw] {
+            let cfg = OobConfig { all: true, duplex: true, qps: 2, ..config(t, 1, 3) };
+            let (s, c) = pair(&da, &db, &cfg);
+            let (s, c) = (s.unwrap(), c.unwrap());
+            assert!(s.check_ok && c.check_ok, "{t:?} -a -b: {} / {}", s.check, c.check);
+            for r in [&s, &c] {
+                assert_eq!(r.rows.iter().map(|r| r.size).collect::<Vec<_>>(), all, "{t:?} -a -b");
+                assert!(r.rows.iter().all(|r| r.iters == 6 && r.bw_avg > 0.0), "{t:?} -a -b: {:?}", r.rows);
+            }
+            assert_eq!((&s.peer_rows, &c.peer_rows), (&c.rows, &s.rows), "{t:?} -a -b: the reports crossed");
+            assert_eq!((s.completions, c.completions), (23 * 6, 23 * 6), "{t:?} -a -b");
+        }
         for t in [Test::WriteBw, Test::ReadBw, Test::AtomicBw] {
             let cfg = OobConfig { duration: Some(Duration::from_millis(300)), ..config(t, 4096, 1) };
             let (s, c) = pair(&da, &db, &cfg);
@@ -580,7 +595,10 @@ mod tests {
             (OobConfig { all: true, conn: QpType::Ud, ..config(Test::SendBw, 1, 3) }, "-a in perftest TCP mode"),
             (OobConfig { all: true, ..config(Test::AtomicBw, 8, 3) }, "-a in perftest TCP mode"),
             (OobConfig { duration: Some(Duration::from_secs(1)), ..config(Test::SendBw, 1, 3) }, "-D in perftest"),
-            (OobConfig { all: true, duplex: true, ..config(Test::WriteBw, 1, 3) }, "-a in perftest TCP mode"),
+            (
+                OobConfig { all: true, duration: Some(Duration::from_secs(1)), ..config(Test::WriteBw, 1, 3) },
+                "-a in perftest TCP mode",
+            ),
         ] {
             assert!(validate(&bad).unwrap_err().contains(why), "{why}");
         }

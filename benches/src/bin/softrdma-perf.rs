@@ -510,14 +510,19 @@ fn oob_test(t: Test, name: &str, c: &Common) -> Result<(), String> {
                     line("local ", mine);
                     line("remote", &r.report);
                     // perftest's print_full_bw_report under -b: this end's size and
-                    // iterations, the rates of both ends added.
-                    let sum = benches::oob::BwReport {
-                        bw_peak: mine.bw_peak + r.report.bw_peak,
-                        bw_avg: mine.bw_avg + r.report.bw_avg,
-                        msg_rate: mine.msg_rate + r.report.msg_rate,
-                        ..*mine
-                    };
-                    table(&[sum], &mut json);
+                    // iterations, the rates of both ends added; with -a a row per size.
+                    let sums: Vec<_> = r
+                        .rows
+                        .iter()
+                        .zip(&r.peer_rows)
+                        .map(|(m, p)| benches::oob::BwReport {
+                            bw_peak: m.bw_peak + p.bw_peak,
+                            bw_avg: m.bw_avg + p.bw_avg,
+                            msg_rate: m.msg_rate + p.msg_rate,
+                            ..*m
+                        })
+                        .collect();
+                    table(&sums, &mut json);
                 }
                 // This end sent: its rows (with -a, one per size), as perftest's client prints them.
                 (false, Some(_)) if t.is_bw() => table(&r.rows, &mut json),

@@ -500,7 +500,7 @@ fn read_lat(e: &Ends, cfg: &OobConfig, oob: &mut Oob, res: &mut OobResult) -> Re
 /// The requesting side (a client; under `-b`, both ends): per QP `iters`
 /// operations (or, with `-D`, as many as the duration holds), at most
 /// tx_depth of them outstanding, each signalled; under `-b` send_bw also
-/// receives `iters` per QP. With `-a`
+/// receives `iters` per QP, and the reports cross after each size. With `-a`
 /// every size from 2 bytes to 8 MiB in turn, a row each, as perftest's
 /// RUN_ALL; the report that goes to the server is the last size's.
 fn active(e: &Ends, cfg: &OobConfig, oob: &mut Oob, res: &mut OobResult) -> Res<()> {
@@ -512,16 +512,25 @@ fn active(e: &Ends, cfg: &OobConfig, oob: &mut Oob, res: &mut OobResult) -> Res<
     }
     let (mut done, mut got, mut rep) = (0, 0, BwReport::default());
     let my = e.my[0];
-    // send_bw's RUN_ALL: a barrier before each size (the first is run()'s)
-    // and one after each.
-    let send_all = t == Test::SendBw && cfg.all;
+    // perftest's RUN_ALL: a barrier before each size (the first size's are
+    // run()'s) and one after each: send_bw's after the reports (under -b)
+    // and write/read's before them; one-way write/read have neither.
+    let (send, one_sided) = (t == Test::SendBw, t != Test::SendBw);
+    let barriers = cfg.all && (send || cfg.duplex);
     for (k, &size) in e.sizes.iter().enumerate() {
-        if send_all && k > 0 {
-            oob.hand_shake(&my, "sync before the test")?;
+        if barriers && k > 0 {
+            if send && cfg.duplex {
+                // This size's receives, before the peer may send.
+                let first = cfg.rx_depth.min(cfg.iters.max(1) as u32) as u64;
+                for q in 0..nq {
+                    e.post_recvs(q, 0, first)?;
+                }
+            }
+            oob.hand_shake(&my, "sync before the size")?;
         }
         let run = stream(e, cfg, size)?;
         done += run.done;
-        got += run.got;
+        got = run.got;
         res.elapsed += run.elapsed;
         let secs = run.elapsed.as_secs_f64().max(1e-9);
         let mbs = (run.done * size as u64) as f64 / secs / (1 << 20) as f64;
@@ -529,16 +538,21 @@ fn active(e: &Ends, cfg: &OobConfig, oob: &mut Oob, res: &mut OobResult) -> Res<
         let msg_rate = run.done as f64 / secs / 1e6;
         rep = BwReport { size: size as u64, iters: run.done, bw_peak: mbs, bw_avg: mbs, msg_rate };
         res.rows.push(rep);
-        if send_all {
+        if barriers && one_sided {
+            oob.hand_shake(&my, "sync after the size")?;
+        }
+        if cfg.duplex {
+            // Each size's reports cross; with one size there is no barrier after.
+            res.report = oob.bw_reports(&rep)?;
+            res.peer_rows.push(res.report);
+        }
+        if barriers && send {
             oob.hand_shake(&my, "sync after the size")?;
         }
     }
     res.completions = done;
-    res.report = rep;
     res.mine = Some(rep);
     if cfg.duplex {
-        // No barrier after the test under `-b`: the reports, then the close.
-        res.report = oob.bw_reports(&rep)?;
         let _ = oob.hand_shake(&my, "close");
         let (ok, check, added) = duplex_check(e, cfg, got, res.report.iters)?;
         res.check_ok = ok;
@@ -546,6 +560,7 @@ fn active(e: &Ends, cfg: &OobConfig, oob: &mut Oob, res: &mut OobResult) -> Res<
         res.check = format!("{done} requests completed; {check}");
         return Ok(());
     }
+    res.report = rep;
     // Check what is ours to check.
     let last = rep.size as usize;
     match t {
