@@ -224,6 +224,14 @@ pub fn set_ack_hold(d: std::time::Duration) {
     let _ = ACK_HOLD.set(d);
 }
 
+static PCAP_DIR: std::sync::OnceLock<std::path::PathBuf> = std::sync::OnceLock::new();
+
+/// Every device started after this writes what it sends and receives to
+/// `DIR/NAME.pcap` (the first call wins).
+pub fn set_pcap_dir(dir: std::path::PathBuf) {
+    let _ = PCAP_DIR.set(dir);
+}
+
 static TAP_OFFLOAD: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
 
 /// Whether TAPs opened after this use virtio-net headers and UDP
@@ -245,6 +253,9 @@ pub fn device_config(name: &str, addrs: Vec<(IpAddr, u8)>) -> DeviceConfig {
     cfg.rx_linger = RX_LINGER.get().copied();
     if let Some(d) = ACK_HOLD.get() {
         cfg.ack_hold = *d;
+    }
+    if let Some(dir) = PCAP_DIR.get() {
+        cfg.pcap = Some(dir.join(format!("{name}.pcap")));
     }
     cfg
 }

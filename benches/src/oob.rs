@@ -333,6 +333,9 @@ pub struct OobResult {
     /// How the device's TAP took its frames after the run (`uso`, `csum`,
     /// `off`; empty where no TAP was involved).
     pub offload: &'static str,
+    /// The device's counters after the run (`counted`; empty where the
+    /// caller brought its own device).
+    pub counted: String,
 }
 
 /// Whether a perftest-mode run of `cfg` is one softrdma can do; the reason if not.
@@ -442,8 +445,52 @@ pub fn run_cli(cfg: &OobConfig, place: &DevPlace, host: Option<&str>, port: u16,
     .map_err(|e| format!("TCP: {e}"));
     let r = sock.and_then(|s| run(&ctx, cfg, s, host.is_some()));
     let offload = dev.offload().as_str();
+    let counted = counted(&dev);
     dev.shutdown();
-    r.map(|r| OobResult { offload, ..r })
+    match r {
+        Ok(r) => Ok(OobResult { offload, counted, ..r }),
+        // What the device saw is most of what there is to know of a failure.
+        Err(e) => Err(format!("{e}\n device counters: {counted}")),
+    }
+}
+
+/// The device's counters that tell how a run went on the wire: frames,
+/// drops by reason, and the QPs' recovery (as `rdma statistic` lists them).
+pub fn counted(dev: &Device) -> String {
+    let (d, e, q) = dev.counters();
+    let drops = e.rx_malformed
+        + e.rx_icrc_err
+        + e.rx_unknown_qp
+        + e.rx_wrong_transport
+        + e.rx_bad_pkey
+        + e.rx_bad_qkey
+        + e.rx_bad_jkey
+        + e.rx_foreign_dgid
+        + e.rx_spoofed_sgid;
+    format!(
+        "rx_frames {} (by polling {}) tx_frames {} tx_errors {} rx_dropped {drops} (icrc {} unknown_qp {}) \
+         sent_pkts {} rcvd_pkts {} retransmitted_pkts {} local_ack_timeout_err {} completer_retry_err {} \
+         rcvd_seq_err {} out_of_seq_request {} duplicate_request {} ignored_responses {} rnr_nak_rcvd {} \
+         rnr_nak_sent {} retry_exceeded_err {}",
+        d.rx_frames,
+        d.rx_polled,
+        d.tx_frames,
+        d.tx_errors,
+        e.rx_icrc_err,
+        e.rx_unknown_qp,
+        q.sent_pkts,
+        q.rcvd_pkts,
+        q.retransmitted_pkts,
+        q.local_ack_timeout_err,
+        q.completer_retry_err,
+        q.rcvd_seq_err,
+        q.out_of_seq_request,
+        q.duplicate_request,
+        q.ignored_responses,
+        q.rcvd_rnr_err,
+        q.send_rnr_err,
+        q.retry_exceeded_err,
+    )
 }
 
 #[cfg(test)]

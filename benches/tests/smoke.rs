@@ -207,6 +207,25 @@ fn latency_tests_on_the_memory_fabric() {
     assert!(out.contains("post_send call") && out.contains("post to completion"), "{out}");
 }
 
+/// `--pcap DIR`: each device's frames, sent and received, in a pcap file of
+/// its own; a write_lat of 20 rounds (and its warm-up) puts at least 40
+/// WRITEs and their ACKs in each.
+#[test]
+fn each_device_writes_a_pcap() {
+    let dir = std::env::temp_dir().join(format!("srpcap-{}", std::process::id()));
+    let out = perf(&["write_lat", "-s", "2", "-n", "20", "--pcap", dir.to_str().unwrap()]);
+    assert!(has_row(&out, "2"), "{out}");
+    for dev in ["bench0", "bench1"] {
+        let b = std::fs::read(dir.join(format!("{dev}.pcap"))).unwrap_or_default();
+        // The pcap magic (either byte order), then records of 16-byte headers and frames of 62
+        // (ACK) or 78 (2-byte WRITE) bytes.
+        assert!(b.len() > 24 + 80 * (16 + 62), "{dev}: {} bytes", b.len());
+        let magic = [0xa1, 0xb2, 0xc3, 0xd4];
+        assert!(b[..4] == magic || b[..4].iter().rev().eq(magic.iter()), "{dev}: pcap magic {:02x?}", &b[..4]);
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 #[test]
 fn all_sizes_and_json() {
     let dir = std::env::temp_dir().join(format!("softrdma-perf-smoke-{}", std::process::id()));

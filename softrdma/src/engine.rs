@@ -40,6 +40,13 @@ pub struct CqInner {
     /// Threads blocked in `Cq::wait` (a completion wakes only if there are any).
     pub waiters: std::sync::atomic::AtomicUsize,
     pub queue: Mutex<VecDeque<WorkCompletion>>,
+    /// How many completions `queue` holds, stored under its lock. A poll
+    /// that finds none returns without the lock: an application spinning on
+    /// an empty CQ took and let go of it back to back, and std's mutex is
+    /// not fair. A stack snapshot of a stalled device under load showed its
+    /// receive thread waiting for this lock to push a completion, holding
+    /// the core and link locks meanwhile (docs/design.md, "Busy polling").
+    pub queued: std::sync::atomic::AtomicUsize,
     pub ready: Condvar,
     pub overflow: AtomicBool,
 }
@@ -51,6 +58,7 @@ impl CqInner {
             cap,
             waiters: Default::default(),
             queue: Mutex::new(VecDeque::new()),
+            queued: Default::default(),
             ready: Condvar::new(),
             overflow: AtomicBool::new(false),
         }
@@ -65,10 +73,36 @@ impl CqInner {
             return false;
         }
         q.push_back(wc);
+        self.queued.store(q.len(), Ordering::Release);
         if self.waiters.load(Ordering::Acquire) > 0 {
             self.ready.notify_all();
         }
         true
+    }
+
+    /// Takes up to `max` completions into `out`; none without the lock when
+    /// the queue is empty.
+    pub fn take(&self, max: usize, mut out: impl FnMut(WorkCompletion)) -> usize {
+        if max == 0 || self.queued.load(Ordering::Acquire) == 0 {
+            return 0;
+        }
+        let Ok(mut q) = self.queue.lock() else { return 0 };
+        Self::take_locked(&mut q, &self.queued, max, &mut out)
+    }
+
+    /// `take` with the lock already held (`Cq::wait`).
+    pub fn take_locked(
+        q: &mut VecDeque<WorkCompletion>,
+        queued: &std::sync::atomic::AtomicUsize,
+        max: usize,
+        out: &mut impl FnMut(WorkCompletion),
+    ) -> usize {
+        let n = max.min(q.len());
+        for c in q.drain(..n) {
+            out(c);
+        }
+        queued.store(q.len(), Ordering::Release);
+        n
     }
 }
 

@@ -414,18 +414,18 @@ impl Cq for SoftCq {
     }
     fn poll(&self, max: usize) -> Vec<WorkCompletion> {
         self.dev.progress();
-        let Ok(mut q) = self.inner.queue.lock() else { return Vec::new() };
-        let n = max.min(q.len());
-        q.drain(..n).collect()
+        let mut got = Vec::new();
+        self.inner.take(max, |c| got.push(c));
+        got
     }
     fn poll_into(&self, wc: &mut [WorkCompletion]) -> usize {
         self.dev.progress();
-        let Ok(mut q) = self.inner.queue.lock() else { return 0 };
-        let n = wc.len().min(q.len());
-        for (slot, c) in wc.iter_mut().zip(q.drain(..n)) {
-            *slot = c;
-        }
-        n
+        let mut slots = wc.iter_mut();
+        self.inner.take(slots.len(), |c| {
+            if let Some(s) = slots.next() {
+                *s = c;
+            }
+        })
     }
     fn wait(&self, max: usize, timeout: Duration) -> Vec<WorkCompletion> {
         self.dev.progress();
@@ -448,8 +448,9 @@ impl Cq for SoftCq {
             };
         }
         self.inner.waiters.fetch_sub(1, Ordering::AcqRel);
-        let n = max.min(q.len());
-        q.drain(..n).collect()
+        let mut got = Vec::new();
+        CqInner::take_locked(&mut q, &self.inner.queued, max, &mut |c| got.push(c));
+        got
     }
     fn overflowed(&self) -> bool {
         self.inner.overflow.load(Ordering::Acquire)

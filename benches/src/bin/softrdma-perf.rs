@@ -96,6 +96,11 @@ struct Common {
     /// sends it). Default 5.
     #[arg(long = "ack-hold")]
     ack_hold: Option<u64>,
+    /// Each device of the run writes every frame it sends or receives to
+    /// DIR/NAME.pcap (bench0.pcap, bench1.pcap…), for Wireshark. The capture
+    /// costs time per frame.
+    #[arg(long = "pcap", value_name = "DIR")]
+    pcap: Option<std::path::PathBuf>,
     /// TAPs with virtio-net headers and UDP segmentation offload: runs of
     /// one flow's frames cross the kernel in one write (and one read) —
     /// the default — or, `off`, one frame per write(2)/read(2).
@@ -541,6 +546,7 @@ fn oob_test(t: Test, name: &str, c: &Common) -> Result<(), String> {
                 }
             }
             println!(" completions here: {}; check: {}; TAP offload: {}", r.completions, r.check, r.offload);
+            println!(" device counters: {}", r.counted);
             println!("{LINE}");
             json.param("mode", format!("perftest TCP, {role}"));
             json.param("connection", format!("{:?}", c.conn));
@@ -551,6 +557,7 @@ fn oob_test(t: Test, name: &str, c: &Common) -> Result<(), String> {
             json.fact("check", &r.check);
             json.fact("check_ok", r.check_ok);
             json.fact("tap_offload", r.offload);
+            json.fact("device_counters", &r.counted);
             finish(&mut json, c)?;
             let verdict = if r.check_ok { "PASS" } else { "FAIL" };
             println!("softrdma-perf {} {role}: {verdict}", t.title());
@@ -587,16 +594,22 @@ fn verbs_test(t: Test, name: &str, c: &Common) -> Result<(), String> {
     } else {
         println!("{}", lat_header());
     }
+    // A failed run says what each device saw: most of what there is to know.
+    let counted = |e: String| {
+        let each: Vec<String> =
+            devs.devices.iter().map(|d| format!("\n device {}: {}", d.name(), benches::oob::counted(d))).collect();
+        format!("{e}{}", each.concat())
+    };
     for size in sizes {
         if t.is_bw() {
-            let row = run_bw(t, &a, &b, &cfg, size)?;
+            let row = run_bw(t, &a, &b, &cfg, size).map_err(counted)?;
             println!("{}", bw_line(&row, c.report_gbits));
             r.bw.push(row);
             if t == Test::AtomicBw {
                 break;
             }
         } else {
-            let row = run_lat(t, &a, &b, &cfg, size)?;
+            let row = run_lat(t, &a, &b, &cfg, size).map_err(counted)?;
             println!("{}", lat_line(&row));
             r.lat.push(row);
         }
@@ -727,6 +740,13 @@ fn run(cli: Cli) -> Result<(), String> {
     }
     if let Some(c) = cli.cmd.common() {
         fabric::set_tap_offload(c.tap_offload == OnOff::On);
+    }
+    if let Some(dir) = cli.cmd.common().and_then(|c| c.pcap.clone()) {
+        if let Err(e) = std::fs::create_dir_all(&dir) {
+            eprintln!("softrdma-perf: --pcap {}: {e}", dir.display());
+            std::process::exit(2);
+        }
+        fabric::set_pcap_dir(dir);
     }
     if let Some(us) = cli.cmd.common().and_then(|c| c.ack_hold) {
         fabric::set_ack_hold(Duration::from_micros(us));
