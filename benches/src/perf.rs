@@ -136,25 +136,28 @@ fn make_side(ctx: &Arc<dyn Context>, cfg: &PerfConfig, size: usize) -> Res<Side>
     let mr = pd.reg_mr(half * 2 * cfg.qps, AccessFlags::all()).map_err(e("reg_mr"))?;
     let mut qps = Vec::new();
     for _ in 0..cfg.qps {
-        let qp = pd
-            .create_qp(&QpInitAttr {
-                qp_type: cfg.conn,
-                send_cq: cq.clone(),
-                recv_cq: rcq.clone(),
-                srq: None,
-                cap: QpCap {
-                    max_send_wr: cfg.tx_depth,
-                    max_recv_wr: cfg.rx_depth,
-                    max_send_sge: 1,
-                    max_recv_sge: 1,
-                    max_inline_data: cfg.inline,
-                },
-                sq_sig_all: false,
-            })
-            .map_err(e("create_qp"))?;
-        qps.push(qp);
+        let attr = qp_init(cfg.conn, (&cq, &rcq), (cfg.tx_depth, cfg.rx_depth), cfg.inline);
+        qps.push(pd.create_qp(&attr).map_err(e("create_qp"))?);
     }
     Ok(Side { ctx: ctx.clone(), pd, cq, rcq, mr, qps, half, ah: None, peer_qpns: Vec::new(), qkey: 0x1111_1111 })
+}
+
+/// A QP as perftest creates one: `depth` (send, receive) work requests of
+/// one SGE each, no SRQ, sends signalled as they ask.
+pub(crate) fn qp_init(
+    qp_type: QpType,
+    (send_cq, recv_cq): (&Arc<dyn Cq>, &Arc<dyn Cq>),
+    (max_send_wr, max_recv_wr): (u32, u32),
+    max_inline_data: u32,
+) -> QpInitAttr {
+    QpInitAttr {
+        qp_type,
+        send_cq: send_cq.clone(),
+        recv_cq: recv_cq.clone(),
+        srq: None,
+        cap: QpCap { max_send_wr, max_recv_wr, max_send_sge: 1, max_recv_sge: 1, max_inline_data },
+        sq_sig_all: false,
+    }
 }
 
 /// Creates both ends and brings every QP pair to RTS (perftest's

@@ -8,8 +8,8 @@ use std::time::{Duration, Instant};
 use verbs_api::helpers::{to_init, ConnectOptions};
 use verbs_api::transitions::required;
 use verbs_api::{
-    AccessFlags, Ah, AhAttr, Context, Cq, Gid, Mr, Qp, QpAttr, QpCap, QpInitAttr, QpPath, QpState, QpType, RecvWr,
-    SendFlags, SendOp, SendWr, Sge, WcOpcode, WcStatus, WorkCompletion,
+    AccessFlags, Ah, AhAttr, Context, Cq, Gid, Mr, Qp, QpAttr, QpPath, QpState, QpType, RecvWr, SendFlags, SendOp,
+    SendWr, Sge, WcOpcode, WcStatus, WorkCompletion,
 };
 
 use super::{validate, BwReport, Dest, Oob, OobConfig, OobResult, Res, CYCLE_BUFFER};
@@ -224,22 +224,8 @@ fn set_up(ctx: &Arc<dyn Context>, cfg: &OobConfig, oob: &mut Oob, client: bool, 
     let gid = ctx.query_gid(1, cfg.gid_idx).map_err(ck("query_gid"))?;
     let (mut qps, mut my) = (Vec::new(), Vec::new());
     for i in 0..nq {
-        let qp = pd
-            .create_qp(&QpInitAttr {
-                qp_type: conn,
-                send_cq: cq.clone(),
-                recv_cq: cq.clone(),
-                srq: None,
-                cap: QpCap {
-                    max_send_wr: cfg.tx_depth,
-                    max_recv_wr: cfg.rx_depth,
-                    max_send_sge: 1,
-                    max_recv_sge: 1,
-                    max_inline_data: 0,
-                },
-                sq_sig_all: false,
-            })
-            .map_err(ck("create_qp"))?;
+        let attr = crate::perf::qp_init(conn, (&cq, &cq), (cfg.tx_depth, cfg.rx_depth), 0);
+        let qp = pd.create_qp(&attr).map_err(ck("create_qp"))?;
         to_init(&qp, &co).map_err(ck("RESET->INIT"))?;
         my.push(Dest {
             lid: 0,
