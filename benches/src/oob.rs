@@ -152,6 +152,16 @@ pub struct BwReport {
     pub msg_rate: f64,
 }
 
+impl BwReport {
+    /// `count` messages of `size` bytes in `took`, as perftest reports them:
+    /// MB/s of 2^20 bytes (peak and average alike: one window), Mpps.
+    pub fn measured(size: usize, count: u64, took: std::time::Duration) -> BwReport {
+        let secs = took.as_secs_f64().max(1e-9);
+        let mbs = (count * size as u64) as f64 / secs / (1 << 20) as f64;
+        BwReport { size: size as u64, iters: count, bw_peak: mbs, bw_avg: mbs, msg_rate: count as f64 / secs / 1e6 }
+    }
+}
+
 /// The socket and which end of it this is.
 pub struct Oob {
     pub s: TcpStream,
@@ -190,6 +200,16 @@ impl Oob {
     /// `block`, sends next): a dest message starts with a hex digit (the
     /// LID), a report with the zero high byte of a big-endian size.
     /// Returns how many were answered.
+    /// `ctx_close_connection`'s barrier, its failure ignored as the run is
+    /// over: the client takes it, the server answers what comes until the
+    /// socket closes.
+    pub fn close(&mut self, my: &Dest) {
+        let _ = match self.client {
+            true => self.hand_shake(my, "close").map(|_| 1),
+            false => self.answer_hand_shakes(my, true, "close"),
+        };
+    }
+
     pub fn answer_hand_shakes(&mut self, my: &Dest, block: bool, what: &str) -> Res<usize> {
         let mut n = 0;
         loop {

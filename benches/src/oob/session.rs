@@ -175,7 +175,7 @@ pub fn run(ctx: &Arc<dyn Context>, cfg: &OobConfig, s: TcpStream, client: bool) 
         Test::ReadLat => {
             // read_lat: the client's pre-test barriers, then its closing one once it has
             // read (ctx_close_connection: a barrier, then "done\0" and the socket closes).
-            let _ = oob.answer_hand_shakes(&my, true, "close");
+            oob.close(&my);
             let b = e.read(0, e.buf_len)?;
             res.check_ok = b == e.pattern;
             res.check = format!("source buffer unchanged: {}", res.check_ok);
@@ -348,11 +348,7 @@ fn send_lat(e: &Ends, cfg: &OobConfig, oob: &mut Oob, client: bool, res: &mut Oo
     res.check_ok = got_all == want && nz > 0;
     res.check =
         format!("{got_all} of {want} messages received, each of its size; the last: {nz}/{last} bytes non-zero");
-    if client {
-        let _ = oob.hand_shake(&my, "close");
-    } else {
-        let _ = oob.answer_hand_shakes(&my, true, "close");
-    }
+    oob.close(&my);
     Ok(())
 }
 
@@ -424,11 +420,12 @@ fn write_lat(e: &Ends, cfg: &OobConfig, oob: &mut Oob, client: bool, res: &mut O
         v
     };
     let b = e.read(0, e.buf_len)?;
-    let src_ok = b[..size] == counted(&e.pattern)[..];
+    let ours = counted(&e.pattern);
+    let src_ok = b[..size] == ours[..];
     let rx = &b[rx_off..rx_off + size];
     let body = if rx == &counted(&vec![0; size])[..] {
         Some("perftest's zeroed buffer")
-    } else if rx == &counted(&e.pattern)[..] {
+    } else if rx == &ours[..] {
         Some("softrdma's pattern")
     } else {
         None
@@ -441,11 +438,7 @@ fn write_lat(e: &Ends, cfg: &OobConfig, oob: &mut Oob, client: bool, res: &mut O
          source intact: {src_ok}; receive area: the counts after {}; nothing written outside it: {rest_zero}",
         body.unwrap_or("bytes that are neither perftest's zeros nor softrdma's pattern (or a count is off)"),
     );
-    if client {
-        let _ = oob.hand_shake(&my, "close");
-    } else {
-        let _ = oob.answer_hand_shakes(&my, true, "close");
-    }
+    oob.close(&my);
     Ok(())
 }
 
@@ -479,7 +472,7 @@ fn read_lat(e: &Ends, cfg: &OobConfig, oob: &mut Oob, res: &mut OobResult) -> Re
     let same = got[..] == e.pattern[..last];
     res.check_ok = nz > 0;
     res.check = format!("read into: {nz} of {last} bytes non-zero; softrdma's pattern: {same}");
-    let _ = oob.hand_shake(&e.my[0], "close");
+    oob.close(&e.my[0]);
     Ok(())
 }
 
@@ -518,11 +511,8 @@ fn active(e: &Ends, cfg: &OobConfig, oob: &mut Oob, res: &mut OobResult) -> Res<
         done += run.done;
         got = run.got;
         res.elapsed += run.elapsed;
-        let secs = run.elapsed.as_secs_f64().max(1e-9);
-        let mbs = (run.done * size as u64) as f64 / secs / (1 << 20) as f64;
         // As perftest reports: the iterations of all QPs, and their rates.
-        let msg_rate = run.done as f64 / secs / 1e6;
-        rep = BwReport { size: size as u64, iters: run.done, bw_peak: mbs, bw_avg: mbs, msg_rate };
+        rep = BwReport::measured(size, run.done, run.elapsed);
         res.rows.push(rep);
         if barriers && one_sided {
             oob.hand_shake(&my, "sync after the size")?;
@@ -570,7 +560,7 @@ fn active(e: &Ends, cfg: &OobConfig, oob: &mut Oob, res: &mut OobResult) -> Res<
         oob.hand_shake(&my, "sync after the test")?;
         oob.bw_reports(&rep)?;
     }
-    let _ = oob.hand_shake(&my, "close");
+    oob.close(&my);
     Ok(())
 }
 
@@ -743,15 +733,7 @@ fn passive_send(e: &Ends, cfg: &OobConfig, oob: &mut Oob, res: &mut OobResult) -
         got_all += got;
         let took = first_at.map_or(Duration::ZERO, |f| last.duration_since(f));
         res.elapsed += took;
-        let secs = took.as_secs_f64().max(1e-9);
-        let mbs = (got * size as u64) as f64 / secs / (1 << 20) as f64;
-        res.rows.push(BwReport {
-            size: size as u64,
-            iters: got,
-            bw_peak: mbs,
-            bw_avg: mbs,
-            msg_rate: got as f64 / secs / 1e6,
-        });
+        res.rows.push(BwReport::measured(size, got, took));
         if cfg.all {
             oob.hand_shake(&my, "sync after the size")?;
         }
@@ -765,7 +747,7 @@ fn passive_send(e: &Ends, cfg: &OobConfig, oob: &mut Oob, res: &mut OobResult) -
     res.check =
         format!("{got_all} of {want} messages received, each of its size; the last: {nz}/{size} bytes non-zero");
     if closed.is_none() {
-        let _ = oob.answer_hand_shakes(&my, true, "close");
+        oob.close(&my);
     }
     Ok(())
 }
@@ -781,7 +763,7 @@ fn passive_one_sided(e: &Ends, cfg: &OobConfig, oob: &mut Oob, res: &mut OobResu
     }
     res.elapsed = start.elapsed();
     res.report = oob.bw_reports(&BwReport::default())?;
-    let _ = oob.answer_hand_shakes(&my, true, "close");
+    oob.close(&my);
     match cfg.test {
         Test::WriteBw => {
             let nz = e.filled(e.rx_base, size)?;

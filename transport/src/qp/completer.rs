@@ -214,21 +214,14 @@ impl Qp {
         let w = &self.req.sq[i];
         let expected = first.add(w.read_pkts);
         let d = psn.distance(expected);
-        // A response that is not the next one still shows the responder at
-        // work: it may be sending the rest of an attempt before it serves the
-        // re-request (kernel rxe finishes a READ response before it looks at
-        // the next request). It restarts the ACK timer, not the retry budget,
-        // so that timeouts do not spend retries while responses come.
         if d < 0 {
-            self.counters.ignored_responses += 1;
-            self.rearm(now);
+            self.not_the_next_response(now);
             return;
         }
         if d > 0 {
             // A response packet went missing: ask again for the rest.
-            self.counters.ignored_responses += 1;
             self.retry(now, expected);
-            self.rearm(now);
+            self.not_the_next_response(now);
             return;
         }
         let k = w.read_pkts;
@@ -242,8 +235,7 @@ impl Qp {
         let fresh = super::requester::position(k - w.read_base, w.npkts - w.read_base);
         if pos != fresh && pos != super::requester::position(k, w.npkts) {
             // Neither: a straggler from an earlier attempt of this READ.
-            self.counters.ignored_responses += 1;
-            self.rearm(now);
+            self.not_the_next_response(now);
             return;
         }
         if pkt.payload.len() != want {
@@ -266,6 +258,17 @@ impl Qp {
             }
         }
         self.progress(now);
+    }
+
+    /// A READ response that is not the next one is ignored, but it still
+    /// shows the responder at work: it may be sending the rest of an attempt
+    /// before it serves the re-request (kernel rxe finishes a READ response
+    /// before it looks at the next request). It restarts the ACK timer, not
+    /// the retry budget, so that timeouts do not spend retries while
+    /// responses come.
+    fn not_the_next_response(&mut self, now: Instant) {
+        self.counters.ignored_responses += 1;
+        self.rearm(now);
     }
 
     fn atomic_ack(&mut self, now: Instant, pkt: &RxPacket<'_>, psn: Psn, mem: &mut dyn Memory) {
