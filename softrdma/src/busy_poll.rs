@@ -12,11 +12,17 @@
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use crate::engine::{RxState, Shared};
+use crate::engine::{RxState, Shared, Taker};
 
 /// How long the receive thread stays off the link after a CQ poll, unless
 /// the device is configured otherwise.
 pub const BUSY_POLL_DEFAULT: Duration = Duration::from_micros(200);
+
+/// How long a thread that stopped polling may hold the link before the
+/// receive thread reads past it (`Shared::take_or_rescue`): far longer
+/// than any poll holds it (a batch of 32 frames), far shorter than an ACK
+/// timeout (67 ms at perftest's `-u 14`).
+pub const RESCUE_AFTER: Duration = Duration::from_millis(2);
 
 /// How long an application's polls leave an ACK held back by default
 /// (`DeviceConfig::ack_hold`; engine `flush_as`): long enough for the
@@ -63,7 +69,11 @@ impl Shared {
     /// `rx_linger` before it sleeps: a stream of frames then costs no
     /// wake-up per batch (and the scheduler does not pull the sender and
     /// the receive thread onto one CPU, as it does with a wake per batch).
-    pub(crate) fn linger(&self, rx: &mut RxState, watch: &mut PollWatch) {
+    ///
+    /// It holds the link only while a poll finds and handles frames, never
+    /// across a spin or a yield: an application's busy polls only
+    /// `try_lock` it, and find nothing while it is held.
+    pub(crate) fn linger(&self, watch: &mut PollWatch) {
         if self.rx_linger.is_zero() {
             return;
         }
@@ -71,8 +81,11 @@ impl Shared {
         let mut idle = 0u32;
         // An application that starts polling takes over the link at once.
         while !self.stopped() && watch.polling(self).is_none() {
-            match self.drain(rx, Duration::ZERO, false) {
+            // Held by a polling application: it has the link now.
+            let Ok(mut rx) = self.rx.try_lock() else { return };
+            match self.drain(&mut rx, Duration::ZERO, Taker::Receiver) {
                 Ok(0) => {
+                    drop(rx);
                     idle += 1;
                     if idle.is_multiple_of(64) {
                         if std::time::Instant::now() >= until {
@@ -109,8 +122,54 @@ impl Shared {
             if std::mem::take(&mut rx.polled_frames) {
                 return;
             }
-            let took = self.drain(&mut rx, Duration::ZERO, true).unwrap_or(0);
+            let took = self.drain(&mut rx, Duration::ZERO, Taker::Poller).unwrap_or(0);
             rx.polled_frames = took > 0 && self.polled_batch == 1;
+        }
+    }
+
+    /// The receive thread's turn, with frames waiting and nobody polling:
+    /// takes them through the link's lock. A thread that holds the lock
+    /// while it has stopped polling for `RESCUE_AFTER` is taken for one
+    /// descheduled in the middle of a poll, and the frames are read
+    /// through the receive thread's own reader (`rescue`,
+    /// `LinkRx::second_reader`) instead of waiting for it. Under load (two
+    /// CPU hogs and an emulated guest beside `softrdma-perf write_lat`) the
+    /// scheduler kept an application thread off its CPU for 652 ms
+    /// (`perf sched latency`) while it held its device's link: the receive
+    /// thread waited on the lock, nobody answered, and both QPs ran out of
+    /// retries (docs/design.md, "Busy polling"). Frames the stalled thread
+    /// had already taken are handled when it runs again, late; RC takes
+    /// them for duplicates or retransmits, as after any loss.
+    pub(crate) fn take_or_rescue(
+        &self,
+        first: Duration,
+        rescue: &mut Option<RxState>,
+        watch: &mut PollWatch,
+    ) -> std::io::Result<usize> {
+        let since = std::time::Instant::now();
+        loop {
+            if let Ok(mut rx) = self.rx.try_lock() {
+                return self.drain(&mut rx, first, Taker::Receiver);
+            }
+            // The holder polls again: it runs, and has the frames.
+            if watch.polling(self).is_some() {
+                return Ok(0);
+            }
+            if since.elapsed() >= RESCUE_AFTER {
+                break;
+            }
+            std::thread::sleep(Duration::from_micros(100));
+        }
+        let Some(own) = rescue else {
+            return self.drain(&mut self.rx.lock().unwrap_or_else(|e| e.into_inner()), first, Taker::Receiver);
+        };
+        // All of it: segments this reader holds are seen by no waiter.
+        let mut took = 0;
+        loop {
+            match self.drain(own, Duration::ZERO, Taker::Rescuer)? {
+                0 if own.link.queued() == 0 => return Ok(took),
+                n => took += n,
+            }
         }
     }
 
@@ -196,7 +255,7 @@ impl PollWatch {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::backend::memory::Fabric;
+    use crate::backend::memory::{Fabric, Faults};
 
     #[test]
     fn the_receive_thread_looks_less_often_the_longer_an_application_polls() {
@@ -224,6 +283,60 @@ mod tests {
         // Without busy polling nothing counts as polling.
         let mut off = PollWatch { grace: None, seen: 0, last_change: None, streak: 0 };
         assert_eq!(off.observe(5, || panic!("no clock read without busy polling")), None);
+    }
+
+    /// An application thread the scheduler stops in the middle of a poll
+    /// holds its device's link: the receive thread reads past it, and the
+    /// peer's WRITE is answered long before its ACK timeout (67 ms), not
+    /// when the thread runs again.
+    fn a_poll_descheduled_holding_the_link(bed: &crate::testbed::Testbed) {
+        use verbs_api::helpers::{connect, ConnectOptions, Endpoint};
+        use verbs_api::{QpCap, QpType, SendOp, SendWr, WcStatus};
+
+        let c = bed.contexts();
+        let mk = |ctx| Endpoint::new(ctx, QpType::Rc, 1 << 12, 64, QpCap::default()).expect("endpoint");
+        let (a, b) = (mk(&c[0]), mk(&c[1]));
+        connect(&a, &b, &ConnectOptions::default()).expect("connect");
+        a.mr.write(0, &[7; 64]).expect("fill");
+        let write = |round: u64| {
+            let op = SendOp::RdmaWrite { remote_addr: b.mr.addr() + 64 * round, rkey: b.mr.rkey() };
+            a.qp.post_send(&[SendWr::new(round, op, vec![a.sge(0, 64)])], None).expect("post");
+            a.cq.wait(1, Duration::from_secs(2)).pop().expect("no completion")
+        };
+        // Addresses resolved (a TAP's first frame waits for ARP).
+        assert_eq!(write(0).status, WcStatus::Success);
+        for round in 1..4u64 {
+            // b's application polls, then loses its CPU holding the link.
+            for _ in 0..100 {
+                b.cq.poll(1);
+            }
+            let stalled = bed.devices[1].shared().rx.lock().expect("link");
+            let t = std::time::Instant::now();
+            let wc = write(round);
+            let took = t.elapsed();
+            drop(stalled);
+            assert_eq!((wc.wr_id, wc.status), (round, WcStatus::Success));
+            assert!(took < Duration::from_millis(50), "round {round}: the ACK took {took:?}");
+        }
+        let mut got = [0u8; 256];
+        b.mr.read(0, &mut got).expect("read");
+        assert_eq!(got, [7; 256]);
+        let (db, _, _) = bed.devices[1].counters();
+        let (_, _, qa) = bed.devices[0].counters();
+        assert!(db.rx_rescued >= 3, "{db:?}");
+        assert_eq!(qa.retransmitted_pkts, 0, "{qa:?}");
+    }
+
+    #[test]
+    fn a_poll_descheduled_holding_the_link_does_not_keep_frames_from_the_device() {
+        use crate::testbed::{Testbed, TestbedOptions};
+        let o = TestbedOptions::default();
+        a_poll_descheduled_holding_the_link(&Testbed::memory(2, Faults::default(), &o).expect("memory testbed"));
+        match crate::backend::netns::privileged() {
+            Ok(()) => a_poll_descheduled_holding_the_link(&Testbed::tap(2, &o).expect("tap testbed")),
+            Err(why) if std::env::var_os("CI").is_some_and(|v| v == "true") => panic!("TAP part: {why}"),
+            Err(why) => println!("skipped (TAP part): {why}"),
+        }
     }
 
     #[test]

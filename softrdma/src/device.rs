@@ -106,6 +106,13 @@ pub struct Device {
 }
 
 impl Device {
+    /// The engine's shared state (tests that stand in for a thread the
+    /// scheduler stopped in the middle of a poll).
+    #[cfg(test)]
+    pub(crate) fn shared(&self) -> &Arc<Shared> {
+        &self.shared
+    }
+
     /// Starts a device on `link`.
     pub fn start(cfg: DeviceConfig, link: Link) -> std::io::Result<Arc<Device>> {
         let pcap = match &cfg.pcap {

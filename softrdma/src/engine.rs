@@ -119,6 +119,10 @@ pub struct DeviceCounters {
     pub tx_oversize: u64,
     /// Frames an application thread took off the link (busy polling).
     pub rx_polled: u64,
+    /// Frames the receive thread took through a reader of its own while
+    /// a thread that had stopped polling held the link (`busy_poll`,
+    /// "rescue"): an application descheduled in the middle of a poll.
+    pub rx_rescued: u64,
     /// Plain ACKs a busy-polling flush held back (until a flush that sends
     /// something, or the end of `DeviceConfig::ack_hold`).
     pub tx_acks_deferred: u64,
@@ -187,6 +191,32 @@ pub(crate) struct RxState {
     pub(crate) polled_frames: bool,
 }
 
+impl RxState {
+    fn new(link: Box<dyn LinkRx>, mtu: usize) -> Self {
+        let bufs = (0..RX_BATCH).map(|_| Vec::with_capacity(mtu + 64)).collect();
+        RxState { link, bufs, lens: [0; RX_BATCH], polled_frames: false }
+    }
+
+    /// Another reader of the same link, with buffers of its own
+    /// (`LinkRx::second_reader`).
+    pub(crate) fn second(&self, mtu: usize) -> Option<RxState> {
+        self.link.second_reader().map(|l| RxState::new(l, mtu))
+    }
+}
+
+/// Which thread takes frames off the link, and so how they are counted and
+/// flushed (`busy_poll`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Taker {
+    /// The receive thread, through the link's lock.
+    Receiver,
+    /// An application thread that polls (busy polling).
+    Poller,
+    /// The receive thread through its own reader, while a thread that
+    /// stopped polling holds the link.
+    Rescuer,
+}
+
 pub struct Shared {
     pub name: String,
     pub mac: [u8; 6],
@@ -248,7 +278,6 @@ impl Shared {
     ) -> Arc<Self> {
         let rx_linger = polling.rx_linger_for(&*rx);
         let polled_batch = if rx.polls_are_syscalls() { 1 } else { RX_BATCH };
-        let bufs = (0..RX_BATCH).map(|_| Vec::with_capacity(mtu + 64)).collect();
         Arc::new(Shared {
             name,
             mac,
@@ -259,7 +288,7 @@ impl Shared {
             tx_serving: AtomicU64::new(0),
             tx_failed: AtomicU64::new(0),
             tx,
-            rx: Mutex::new(RxState { link: rx, bufs, lens: [0; RX_BATCH], polled_frames: false }),
+            rx: Mutex::new(RxState::new(rx, mtu)),
             busy_poll: polling.busy_poll.filter(|d| !d.is_zero()),
             rx_linger,
             ack_hold: polling.ack_hold,
@@ -646,26 +675,28 @@ impl Shared {
     /// Handles a batch of received frames under one lock and one flush;
     /// bit `i` of `icrc_checked` says the link checked frame `i`'s ICRC
     /// (`LinkRx::take_icrc_checked`).
-    fn receive<'f>(&self, frames: impl ExactSizeIterator<Item = &'f [u8]>, icrc_checked: u64, polling: bool) {
+    fn receive<'f>(&self, frames: impl ExactSizeIterator<Item = &'f [u8]>, icrc_checked: u64, by: Taker) {
         let now = self.now();
         let mut core = self.lock();
-        if polling {
-            core.counters.rx_polled += frames.len() as u64;
+        match by {
+            Taker::Poller => core.counters.rx_polled += frames.len() as u64,
+            Taker::Rescuer => core.counters.rx_rescued += frames.len() as u64,
+            Taker::Receiver => {}
         }
         for (i, frame) in frames.enumerate() {
             let checked = i < 64 && icrc_checked >> i & 1 == 1;
             self.receive_one(&mut core, now, frame, checked);
         }
-        self.flush_as(&mut core, polling);
+        self.flush_as(&mut core, by == Taker::Poller);
     }
 
     /// Takes up to `RX_BATCH` frames from the link (an application's busy
     /// poll: `polled_batch`), the first waiting up to `first` for one;
     /// handles them. Returns how many there were.
-    pub(crate) fn drain(&self, rx: &mut RxState, first: Duration, polling: bool) -> std::io::Result<usize> {
+    pub(crate) fn drain(&self, rx: &mut RxState, first: Duration, by: Taker) -> std::io::Result<usize> {
         let max = self.mtu + 64;
         let RxState { link, bufs, lens, .. } = rx;
-        let n = if polling { self.polled_batch } else { RX_BATCH };
+        let n = if by == Taker::Poller { self.polled_batch } else { RX_BATCH };
         let mut k = link.recv_batch(&mut bufs[..n], &mut lens[..n], max, first)?;
         let mut checked = link.take_icrc_checked();
         while k > 0 && k < RX_BATCH && link.queued() > 0 {
@@ -678,7 +709,7 @@ impl Shared {
             }
         }
         if k > 0 {
-            self.receive(bufs[..k].iter().zip(&lens[..k]).map(|(b, &n)| &b[..n]), checked, polling);
+            self.receive(bufs[..k].iter().zip(&lens[..k]).map(|(b, &n)| &b[..n]), checked, by);
         }
         Ok(k)
     }
@@ -768,6 +799,7 @@ pub fn spawn(shared: &Arc<Shared>) -> std::io::Result<Vec<std::thread::JoinHandl
             }
         }
         let mut watch = s.poll_watch();
+        let mut rescue = s.rx.lock().unwrap_or_else(|e| e.into_inner()).second(s.mtu);
         while !s.stopped() {
             if let Some(left) = watch.polling(&s) {
                 // An application is busy-polling: stay off the link until
@@ -792,15 +824,11 @@ pub fn spawn(shared: &Arc<Shared>) -> std::io::Result<Vec<std::thread::JoinHandl
                 },
                 None => Duration::from_millis(50),
             };
-            let mut rx = s.rx.lock().unwrap_or_else(|e| e.into_inner());
-            match s.drain(&mut rx, first, false) {
+            match s.take_or_rescue(first, &mut rescue, &mut watch) {
                 Ok(0) => {}
-                Ok(_) => s.linger(&mut rx, &mut watch),
+                Ok(_) => s.linger(&mut watch),
                 Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => break,
-                Err(_) => {
-                    drop(rx);
-                    std::thread::sleep(Duration::from_millis(10))
-                }
+                Err(_) => std::thread::sleep(Duration::from_millis(10)),
             }
         }
     })?;

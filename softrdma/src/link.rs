@@ -156,6 +156,14 @@ pub trait LinkRx: Send {
         0
     }
 
+    /// Another reader of the same link, with state of its own, for the
+    /// receive thread to take frames while a descheduled application
+    /// thread holds this one (`Shared::take_or_rescue`). Each frame goes
+    /// to one reader. `None`: the link has no second reader.
+    fn second_reader(&self) -> Option<Box<dyn LinkRx>> {
+        None
+    }
+
     /// Frames the link already holds, handed out without a system call
     /// (the rest of a UDP GSO frame a TAP read whole): a poll takes them
     /// with the frame it read.

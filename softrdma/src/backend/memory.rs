@@ -701,6 +701,17 @@ impl LinkWait for PortQueue {
 }
 
 impl LinkRx for FabricRx {
+    fn second_reader(&self) -> Option<Box<dyn LinkRx>> {
+        Some(Box::new(FabricRx {
+            queue: self.queue.clone(),
+            fabric: self.fabric.clone(),
+            spent: Vec::new(),
+            jobs: Vec::new(),
+            regions: Vec::new(),
+            icrc_checked: 0,
+        }))
+    }
+
     fn waiter(&self) -> Option<Arc<dyn LinkWait>> {
         Some(self.queue.clone())
     }

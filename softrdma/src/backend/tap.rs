@@ -471,6 +471,17 @@ impl LinkRx for TapRx {
         true
     }
 
+    /// The same fd: each `read(2)` takes its own frame. Its GSO segments
+    /// are its own too (the waiter does not count them: the rescue takes
+    /// them all before it lets go).
+    fn second_reader(&self) -> Option<Box<dyn LinkRx>> {
+        Some(Box::new(TapRx {
+            fd: self.fd.clone(),
+            vnet: self.vnet.as_ref().map(|_| VnetRx::default()),
+            pending: Arc::new(AtomicUsize::new(0)),
+        }))
+    }
+
     fn queued(&self) -> usize {
         self.pending.load(Ordering::Acquire)
     }
