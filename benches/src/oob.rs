@@ -317,8 +317,10 @@ pub struct OobConfig {
     pub qps: u32,
     /// perftest's `-a`: every size from 2 bytes to 8 MiB (write_bw, read_bw).
     pub all: bool,
-    /// perftest's `-D`: the requester runs this long instead of `iters`
-    /// (write_bw, read_bw, atomic_bw).
+    /// perftest's `-D`: run this long instead of `iters`. The requester of
+    /// write_bw, read_bw, atomic_bw and send_bw posts until then (send_bw's
+    /// receiver takes what comes until the sender's closing barrier); each
+    /// end of a latency test stops on its own clock, as perftest's do.
     pub duration: Option<Duration>,
 }
 
@@ -345,6 +347,8 @@ pub struct OobResult {
     /// (both ends of write_lat and send_lat, read_lat's client), with
     /// perftest's statistics (`LatRow::perftest`).
     pub lat: Vec<crate::report::LatRow>,
+    /// A latency test's row under `-D`, in perftest's form (`LatDurRow`).
+    pub lat_dur: Option<crate::report::LatDurRow>,
     /// atomic_bw fetch-and-add under `-b`: what the peer's adds summed to here.
     pub added: Option<u64>,
     /// What was checked in softrdma's memory, and whether it held.
@@ -379,9 +383,9 @@ pub fn validate(cfg: &OobConfig) -> Res<()> {
         return Err("-q: 1 QP for the latency tests, 1 or more for the bandwidth tests".into());
     }
     // perftest's send_bw runs -a over UC and UD with a timed receiver that
-    // ends the run at the first size that lost a message, and -D with a
-    // timed receiver too, none of which softrdma has; nor -D with -b.
-    let one_sided = matches!(t, Test::WriteBw | Test::ReadBw | Test::AtomicBw);
+    // ends the run at the first size that lost a message, which softrdma
+    // has not; nor -D with -b (each end's row would be its sends and
+    // receives together, run_iter_bi).
     let all_ok = matches!(t, Test::WriteBw | Test::ReadBw | Test::WriteLat | Test::ReadLat | Test::SendLat)
         || (t == Test::SendBw && conn == QpType::Rc);
     if cfg.all && (!all_ok || cfg.duration.is_some() || (cfg.duplex && !t.is_bw())) {
@@ -389,8 +393,8 @@ pub fn validate(cfg: &OobConfig) -> Res<()> {
                     without -D"
             .into());
     }
-    if cfg.duration.is_some() && (!one_sided || cfg.duplex) {
-        return Err("-D in perftest TCP mode: write_bw, read_bw and atomic_bw only, without -b".into());
+    if cfg.duration.is_some() && cfg.duplex {
+        return Err("-D in perftest TCP mode: not with -b".into());
     }
     // A lost UC/UD message would leave its receiver waiting for a count
     // that never comes, with no barrier to end it as the one-way server has.
@@ -488,12 +492,13 @@ pub fn counted(dev: &Device) -> String {
         + e.rx_foreign_dgid
         + e.rx_spoofed_sgid;
     format!(
-        "rx_frames {} (by polling {}) tx_frames {} tx_errors {} rx_dropped {drops} (icrc {} unknown_qp {}) \
+        "rx_frames {} (by polling {}, rescued {}) tx_frames {} tx_errors {} rx_dropped {drops} (icrc {} unknown_qp {}) \
          sent_pkts {} rcvd_pkts {} retransmitted_pkts {} local_ack_timeout_err {} completer_retry_err {} \
          rcvd_seq_err {} out_of_seq_request {} duplicate_request {} ignored_responses {} rnr_nak_rcvd {} \
          rnr_nak_sent {} retry_exceeded_err {}",
         d.rx_frames,
         d.rx_polled,
+        d.rx_rescued,
         d.tx_frames,
         d.tx_errors,
         e.rx_icrc_err,
@@ -630,6 +635,42 @@ mod tests {
             assert!(c.completions > 10 && s.report.iters == c.completions, "{t:?} -D: {}", c.completions);
             assert!(c.elapsed >= Duration::from_millis(300), "{t:?} -D: {:?}", c.elapsed);
         }
+        // send_bw -D: the sender posts for the time, the receiver takes
+        // what comes until the sender's closing barrier; each prints its own row.
+        for conn in [QpType::Rc, QpType::Uc, QpType::Ud] {
+            let cfg = OobConfig { conn, duration: Some(Duration::from_millis(300)), ..config(Test::SendBw, 1024, 1) };
+            let (s, c) = pair(&da, &db, &cfg);
+            let (s, c) = (s.unwrap(), c.unwrap());
+            assert!(s.check_ok && c.check_ok, "send_bw {conn:?} -D: {} / {}", s.check, c.check);
+            assert!(c.completions > 10 && c.elapsed >= Duration::from_millis(300), "{conn:?} -D: {}", c.completions);
+            let (got, sent) = (s.rows[0].iters, c.rows[0].iters);
+            assert!(got > 10 && got <= sent, "send_bw {conn:?} -D: {got} received of {sent}");
+            if conn == QpType::Rc {
+                assert_eq!(got, sent, "send_bw RC -D: every message arrives");
+            }
+        }
+        // The latency tests under -D: each end stops on its own clock and
+        // reports perftest's duration row (read_lat: the client only).
+        for t in [Test::WriteLat, Test::SendLat, Test::ReadLat] {
+            let cfg = OobConfig { duration: Some(Duration::from_millis(300)), ..config(t, 64, 1) };
+            let (s, c) = pair(&da, &db, &cfg);
+            let (s, c) = (s.unwrap(), c.unwrap());
+            assert!(s.check_ok && c.check_ok, "{t:?} -D: {} / {}", s.check, c.check);
+            let ends: &[&OobResult] = if t == Test::ReadLat { &[&c] } else { &[&s, &c] };
+            for r in ends {
+                let d = r.lat_dur.expect("a -D row");
+                assert!(r.lat.is_empty(), "{t:?} -D: no iterations table");
+                assert!(d.bytes == 64 && d.iterations > 10, "{t:?} -D: {d:?}");
+                // t_avg × iterations × (2 for half round trips) is the time run.
+                let per = if t == Test::ReadLat { 1.0 } else { 2.0 };
+                let ran = d.t_avg * d.iterations as f64 * per / 1e6;
+                assert!((0.29..1.5).contains(&ran), "{t:?} -D: {d:?} ran {ran} s");
+                assert!((d.tps * ran - d.iterations as f64).abs() < 1.0, "{t:?} -D: {d:?}");
+            }
+            if t == Test::ReadLat {
+                assert!(s.lat_dur.is_none(), "read_lat's server measures nothing");
+            }
+        }
         // The latency tests: a table per end that perftest prints one on
         // (read_lat: the client), a row per size, -n 5 each; over UD up to
         // the path MTU (1024 here).
@@ -661,7 +702,10 @@ mod tests {
         for (bad, why) in [
             (OobConfig { all: true, conn: QpType::Ud, ..config(Test::SendBw, 1, 3) }, "-a in perftest TCP mode"),
             (OobConfig { all: true, ..config(Test::AtomicBw, 8, 3) }, "-a in perftest TCP mode"),
-            (OobConfig { duration: Some(Duration::from_secs(1)), ..config(Test::SendBw, 1, 3) }, "-D in perftest"),
+            (
+                OobConfig { duration: Some(Duration::from_secs(1)), duplex: true, ..config(Test::SendBw, 1, 3) },
+                "-D in perftest",
+            ),
             (
                 OobConfig { all: true, duration: Some(Duration::from_secs(1)), ..config(Test::WriteBw, 1, 3) },
                 "-a in perftest TCP mode",

@@ -140,6 +140,39 @@ pub fn lat_line(r: &LatRow) -> String {
     )
 }
 
+/// A latency test's row under `-D` in perftest's form
+/// (`print_report_lat_duration`): the iterations the time held, the
+/// average latency (the time over the iterations, halved for write/send
+/// ping-pongs) and the iterations per second.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct LatDurRow {
+    pub bytes: u64,
+    pub iterations: u64,
+    pub t_avg: f64,
+    pub tps: f64,
+}
+
+impl LatDurRow {
+    /// `iterations` completed in `took`; `rtt_factor` 2 for half round trips.
+    pub fn new(bytes: u64, iterations: u64, took: Duration, rtt_factor: f64) -> LatDurRow {
+        let secs = took.as_secs_f64();
+        let (t_avg, tps) = match iterations {
+            0 => (0.0, 0.0),
+            n => (secs * 1e6 / rtt_factor / n as f64, if secs > 0.0 { n as f64 / secs } else { 0.0 }),
+        };
+        LatDurRow { bytes, iterations, t_avg, tps }
+    }
+}
+
+/// perftest's header of a latency test's `-D` report (`RESULT_FMT_LAT_DUR`).
+pub fn lat_dur_header() -> String {
+    " #bytes        #iterations       t_avg[usec]    tps average".into()
+}
+
+pub fn lat_dur_line(r: &LatDurRow) -> String {
+    format!(" {:<7}       {}            {:<7.2}        {:<7.2}", r.bytes, r.iterations, r.t_avg, r.tps)
+}
+
 /// The line under a latency table: how often the spinning threads were
 /// preempted, per row (perftest prints no such thing; its table stays as is).
 pub fn preempted_line(rows: &[LatRow]) -> Option<String> {
@@ -154,6 +187,8 @@ pub struct Report {
     pub params: Vec<(String, String)>,
     pub bw: Vec<BwRow>,
     pub lat: Vec<LatRow>,
+    /// A latency test's `-D` rows.
+    pub lat_dur: Vec<LatDurRow>,
     /// Free-form lines (baselines and scale tests).
     pub facts: Vec<(String, String)>,
 }
@@ -236,12 +271,26 @@ impl Report {
                 )
             })
             .collect();
+        let lat_dur: Vec<String> = self
+            .lat_dur
+            .iter()
+            .map(|r| {
+                format!(
+                    "{{\"bytes\": {}, \"iterations\": {}, \"t_avg_us\": {}, \"tps\": {}}}",
+                    r.bytes,
+                    r.iterations,
+                    num(r.t_avg),
+                    num(r.tps)
+                )
+            })
+            .collect();
         format!(
-            "{{\"test\": \"{}\", \"params\": {}, \"bw\": [{}], \"lat\": [{}], \"facts\": {}}}\n",
+            "{{\"test\": \"{}\", \"params\": {}, \"bw\": [{}], \"lat\": [{}], \"lat_duration\": [{}], \"facts\": {}}}\n",
             esc(&self.test),
             kv_obj(&self.params),
             bw.join(", "),
             lat.join(", "),
+            lat_dur.join(", "),
             kv_obj(&self.facts)
         )
     }
@@ -272,5 +321,17 @@ mod tests {
         let r = LatRow::perftest(2, &posted[..6], 1.0).unwrap();
         assert!(close(r.min, 4.0) && close(r.typical, 10.0) && close(r.max, 20.0), "{r:?}");
         assert!(LatRow::perftest(2, &posted[..3], 2.0).is_none());
+    }
+
+    /// 4 000 write_lat ping-pongs in 20 ms: 2.5 µs each way, 200 000 a second.
+    #[test]
+    fn perftest_duration_report() {
+        let r = LatDurRow::new(2, 4000, Duration::from_millis(20), 2.0);
+        assert!((r.t_avg - 2.5).abs() < 1e-9 && (r.tps - 200_000.0).abs() < 1e-6, "{r:?}");
+        // read_lat: whole round trips.
+        assert!((LatDurRow::new(2, 4000, Duration::from_millis(20), 1.0).t_avg - 5.0).abs() < 1e-9);
+        assert_eq!(LatDurRow::new(2, 0, Duration::from_millis(20), 2.0).tps, 0.0);
+        let line = lat_dur_line(&r);
+        assert_eq!(line, " 2             4000            2.50           200000.00");
     }
 }

@@ -120,7 +120,7 @@ fn bad_arguments_are_refused_with_a_reason() {
             "-a in perftest TCP mode: write_bw, read_bw, send_bw (RC), write_lat",
         ),
         (&["write_lat", "-a", "-D", "1", "server"], "-a in perftest TCP mode"),
-        (&["send_bw", "-D", "1", "client", "10.0.0.1"], "-D in perftest TCP mode"),
+        (&["send_bw", "-D", "1", "-b", "client", "10.0.0.1"], "-D in perftest TCP mode: not with -b"),
     ] {
         let out = Command::new(env!("CARGO_BIN_EXE_softrdma-perf")).args(args).output().expect("run softrdma-perf");
         let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
@@ -350,6 +350,8 @@ fn perftest_mode_between_two_processes_on_taps() {
         ("write_bw", false, &["-q", "3"]),
         ("send_lat", false, &["-a", "-c", "UD"]),
         ("write_lat", true, &[]),
+        ("write_lat", false, &["-D", "1"]),
+        ("send_bw", false, &["-D", "1"]),
     ] {
         // read_bw over IPv6 (GID 2, each device's second address): the
         // client's checksums are left to the kernel, the server's are not.
@@ -395,7 +397,24 @@ fn perftest_mode_between_two_processes_on_taps() {
         }
         let written = std::fs::read_to_string(&json).unwrap_or_default();
         let _ = std::fs::remove_file(&json);
-        if test.ends_with("_lat") {
+        if more.contains(&"-D") {
+            // Each end stops on its own clock and prints its own row: a latency
+            // test perftest's -D row, send_bw the bandwidth row (the server's of
+            // what it received), with however many iterations the second held.
+            let header = if test.ends_with("_lat") { "tps average" } else { "#bytes" };
+            for o in [&so, &co] {
+                let row: Vec<String> = o
+                    .lines()
+                    .skip_while(|l| !l.contains(header))
+                    .nth(1)
+                    .map(|l| l.split_whitespace().map(str::to_owned).collect())
+                    .unwrap_or_default();
+                let iters: u64 = row.get(1).and_then(|n| n.parse().ok()).unwrap_or(0);
+                assert!(row.first().map(String::as_str) == Some("65536") && iters > 10, "{test} -D:\n{o}");
+            }
+            let key = if test.ends_with("_lat") { "\"lat_duration\": [{\"bytes\": 65536" } else { "\"bw\": [{" };
+            assert!(written.contains(key), "{test} -D --out_json:\n{written}");
+        } else if test.ends_with("_lat") {
             // perftest's table on each end: its sizes, each run -n times.
             let sizes: Vec<String> = if more.contains(&"-a") {
                 (1..=10).map(|i| (1u32 << i).to_string()).collect()

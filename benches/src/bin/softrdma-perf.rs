@@ -156,9 +156,9 @@ struct Common {
     /// Where the two ends run.
     #[arg(long = "fabric", value_enum, default_value = "memory")]
     fabric: FabricKind,
-    /// perftest TCP mode (write_bw, read_bw, send_bw, atomic_bw): `server`
-    /// (listen on -p) or `client HOST`; the other end is perftest's ib_*_bw
-    /// or another softrdma-perf. Without it both ends run in this process.
+    /// perftest TCP mode (every test): `server` (listen on -p) or `client
+    /// HOST`; the other end is perftest's ib_* tool of the same test or
+    /// another softrdma-perf. Without it both ends run in this process.
     #[arg(value_parser = ["server", "client"])]
     role: Option<String>,
     /// perftest TCP mode: the server to connect to.
@@ -532,6 +532,14 @@ fn oob_test(t: Test, name: &str, c: &Common) -> Result<(), String> {
                 // This end sent: its rows (with -a, one per size), as perftest's client prints them.
                 (false, Some(_)) if t.is_bw() => table(&r.rows, &mut json),
                 _ if t.is_bw() => line("client", &r.report),
+                // perftest's -D report of a latency test (print_report_lat_duration).
+                _ if let Some(l) = &r.lat_dur => {
+                    println!("{LINE}");
+                    println!("{}", benches::report::lat_dur_header());
+                    println!("{}", benches::report::lat_dur_line(l));
+                    println!("{LINE}");
+                    json.lat_dur.push(*l);
+                }
                 // read_lat's server only serves, as perftest's prints no table.
                 _ if r.lat.is_empty() => println!(" (this end measures nothing: the client reads)"),
                 _ => {
@@ -635,6 +643,7 @@ fn device_facts(r: &mut Report, devs: &Devices) {
         r.fact(&format!("dev{i}_tx_frames"), dc.tx_frames);
         r.fact(&format!("dev{i}_rx_frames"), dc.rx_frames);
         r.fact(&format!("dev{i}_rx_polled"), dc.rx_polled);
+        r.fact(&format!("dev{i}_rx_rescued"), dc.rx_rescued);
         r.fact(&format!("dev{i}_tx_acks_deferred"), dc.tx_acks_deferred);
         r.fact(&format!("dev{i}_tx_acks_joined"), dc.tx_acks_joined);
         r.fact(&format!("dev{i}_tx_payloads_lent"), dc.tx_payloads_lent);

@@ -14,7 +14,7 @@ use verbs_api::{
 
 use super::{validate, BwReport, Dest, Oob, OobConfig, OobResult, Res, CYCLE_BUFFER};
 use crate::perf::{next_wc, spin_byte, Test};
-use crate::report::LatRow;
+use crate::report::{LatDurRow, LatRow};
 
 fn ck<E: std::fmt::Display>(what: &'static str) -> impl Fn(E) -> String {
     move |e| format!("{what}: {e}")
@@ -295,7 +295,7 @@ fn one_wc(e: &Ends, stall: Duration, what: impl Fn() -> String) -> Res<WorkCompl
 /// count needs them, so none is left over for the next size.
 fn send_lat(e: &Ends, cfg: &OobConfig, oob: &mut Oob, client: bool, res: &mut OobResult) -> Res<()> {
     let (qp, my, mr) = (&e.qps[0], e.my[0], &e.mr);
-    let n = cfg.iters.max(1);
+    let n = iterations(cfg);
     // Sent from the second slot; the peer's messages land in the first.
     let src = e.slot;
     mr.write(src, &e.pattern[..e.size]).map_err(ck("mr write"))?;
@@ -315,41 +315,108 @@ fn send_lat(e: &Ends, cfg: &OobConfig, oob: &mut Oob, client: bool, res: &mut Oo
             wr.remote_qpn = e.rem[0].qpn;
             wr.remote_qkey = QKEY;
         }
-        let mut times = Vec::with_capacity(n as usize);
+        let mut times = Vec::with_capacity(n.min(1 << 20) as usize);
         let mut send = |id: u64| {
             wr.wr_id = id;
             times.push(Instant::now());
             qp.post_send(std::slice::from_ref(&wr), e.ud_ah.as_ref()).map_err(|(k, e)| format!("post_send[{k}]: {e}"))
         };
         let (mut sent, mut got) = (0u64, 0u64);
+        let clock = Clock::start(cfg);
         if client {
             send(0)?;
             sent = 1;
         }
-        while got < n {
-            let wc = one_wc(e, cfg.stall, || format!("size {size}: {sent} sent, {got} received"))?;
+        while got < n && !clock.up() {
+            let Some(wc) =
+                clock.ended(one_wc(e, clock.stall(cfg), || format!("size {size}: {sent} sent, {got} received")))?
+            else {
+                break;
+            };
             if wc.opcode != WcOpcode::Recv {
                 continue;
             }
             e.received(&wc, size, &mut posted, n)?;
             got += 1;
-            if sent < n {
+            if sent < n && !clock.up() {
                 send(sent)?;
                 sent += 1;
             }
         }
         got_all += got;
-        res.lat.extend(LatRow::perftest(size as u64, &times, 2.0));
+        match clock.deadline {
+            Some(_) => res.lat_dur = Some(LatDurRow::new(size as u64, got, clock.took(), 2.0)),
+            None => res.lat.extend(LatRow::perftest(size as u64, &times, 2.0)),
+        }
     }
     res.completions = got_all;
     let last = e.size;
     let nz = non_zero(&e.read(e.rx_off(0), last)?);
     let want = n * e.sizes.len() as u64;
-    res.check_ok = got_all == want && nz > 0;
+    res.check_ok = (got_all == want || (cfg.duration.is_some() && got_all > 0)) && nz > 0;
+    let want = if cfg.duration.is_some() { "the duration's".to_string() } else { want.to_string() };
     res.check =
         format!("{got_all} of {want} messages received, each of its size; the last: {nz}/{last} bytes non-zero");
     oob.close(&my);
     Ok(())
+}
+
+/// The iterations of a latency test or of send_bw's receiver: `-n`, or
+/// under `-D` as many as the time holds.
+fn iterations(cfg: &OobConfig) -> u64 {
+    if cfg.duration.is_some() {
+        u64::MAX
+    } else {
+        cfg.iters.max(1)
+    }
+}
+
+/// A latency test's clock under `-D`: each end stops on its own, as
+/// perftest's do when their alarm fires, and a wait that outlasts the
+/// time (the peer stopped first) ends the run instead of failing it.
+struct Clock {
+    start: Instant,
+    deadline: Option<Instant>,
+    end: std::cell::Cell<Option<Instant>>,
+}
+
+impl Clock {
+    fn start(cfg: &OobConfig) -> Clock {
+        let start = Instant::now();
+        Clock { start, deadline: cfg.duration.map(|d| start + d), end: Default::default() }
+    }
+
+    /// Whether the time is up (never without `-D`).
+    fn up(&self) -> bool {
+        let up = self.deadline.is_some_and(|d| Instant::now() >= d);
+        if up && self.end.get().is_none() {
+            self.end.set(Some(Instant::now()));
+        }
+        up
+    }
+
+    /// How long a wait may take: the stall limit, or under `-D` what is left.
+    fn stall(&self, cfg: &OobConfig) -> Duration {
+        match self.deadline {
+            Some(d) => d.saturating_duration_since(Instant::now()).min(cfg.stall),
+            None => cfg.stall,
+        }
+    }
+
+    /// A wait's outcome: a failure after the time is up ends the run.
+    fn ended<T>(&self, r: Res<T>) -> Res<Option<T>> {
+        match r {
+            Ok(v) => Ok(Some(v)),
+            Err(_) if self.up() => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// The time the run took: to its end under `-D`, else until now.
+    fn took(&self) -> Duration {
+        self.up();
+        self.end.get().unwrap_or_else(Instant::now).duration_since(self.start)
+    }
 }
 
 /// perftest's run_iter_lat_write, per size with no barrier between sizes: each side
@@ -364,14 +431,14 @@ fn send_lat(e: &Ends, cfg: &OobConfig, oob: &mut Oob, client: bool, res: &mut Oo
 fn write_lat(e: &Ends, cfg: &OobConfig, oob: &mut Oob, client: bool, res: &mut OobResult) -> Res<()> {
     let (qp, my, rem, mr) = (&e.qps[0], e.my[0], e.rem[0], &e.mr);
     let rx_off = e.rx_off(0);
-    let n = cfg.iters.max(1);
+    let n = iterations(cfg);
     let stop = std::sync::atomic::AtomicBool::new(false);
     if !client {
         // The client's last barrier before it starts.
         oob.hand_shake(&my, "sync before the test")?;
     }
     mr.write(0, &e.pattern[..e.size]).map_err(ck("mr write"))?;
-    let (mut got_all, mut done_all) = (0u64, 0u64);
+    let (mut got_all, mut done_all, mut counts) = (0u64, 0u64, (0u8, 0u8));
     for &size in &e.sizes {
         let last = size - 1;
         let mut wr = SendWr::new(
@@ -380,14 +447,21 @@ fn write_lat(e: &Ends, cfg: &OobConfig, oob: &mut Oob, client: bool, res: &mut O
             vec![Sge { addr: mr.addr(), length: size as u32, lkey: mr.lkey() }],
         );
         wr.flags = SendFlags::SIGNALED;
-        let mut times = Vec::with_capacity(n as usize);
+        let mut times = Vec::with_capacity(n.min(1 << 20) as usize);
         let (mut sent, mut got, mut done) = (0u64, 0u64, 0u64);
+        let clock = Clock::start(cfg);
         while sent < n || got < n || done < n {
             // The server skips its first poll: it writes first.
             if got < n && (client || sent > 0) {
+                let waited = spin_byte(mr, rx_off + last, (got + 1) as u8, clock.stall(cfg), &stop)
+                    .map_err(|e| format!("{e}: waiting for write {} of {n} of {size} bytes ({sent} sent)", got + 1));
+                if clock.ended(waited)?.is_none() {
+                    break;
+                }
                 got += 1;
-                spin_byte(mr, rx_off + last, got as u8, cfg.stall, &stop)
-                    .map_err(|e| format!("{e}: waiting for write {got} of {n} of {size} bytes ({sent} sent)"))?;
+            }
+            if clock.up() {
+                break;
             }
             if sent < n {
                 sent += 1;
@@ -397,13 +471,20 @@ fn write_lat(e: &Ends, cfg: &OobConfig, oob: &mut Oob, client: bool, res: &mut O
                 qp.post_send(std::slice::from_ref(&wr), None).map_err(|(k, e)| format!("post_send[{k}]: {e}"))?;
             }
             if done < n {
-                one_wc(e, cfg.stall, || format!("write {sent} of {size} bytes"))?;
+                if clock.ended(one_wc(e, clock.stall(cfg), || format!("write {sent} of {size} bytes")))?.is_none() {
+                    break;
+                }
                 done += 1;
             }
         }
         got_all += got;
         done_all += done;
-        res.lat.extend(LatRow::perftest(size as u64, &times, 2.0));
+        match clock.deadline {
+            Some(_) => res.lat_dur = Some(LatDurRow::new(size as u64, done, clock.took(), 2.0)),
+            None => res.lat.extend(LatRow::perftest(size as u64, &times, 2.0)),
+        }
+        // Under -D the counts at the last byte are whatever each end reached.
+        counts = (sent as u8, got as u8);
     }
     res.completions = done_all;
     // The whole buffer: the source as written (the pattern, each size's last byte its
@@ -411,28 +492,38 @@ fn write_lat(e: &Ends, cfg: &OobConfig, oob: &mut Oob, client: bool, res: &mut O
     // final counts after either perftest's zero bytes or softrdma's pattern, nothing
     // else; zero everywhere else (the peer wrote at the advertised address and nothing
     // around it).
+    // Under -D the peer may have written once more after this end stopped.
+    let (sent, got) = counts;
     let size = e.size;
-    let counted = |base: &[u8]| {
+    let counted = |base: &[u8], count: u8| {
         let mut v = base[..size].to_vec();
         for &s in &e.sizes {
-            v[s - 1] = n as u8;
+            v[s - 1] = count;
         }
         v
     };
     let b = e.read(0, e.buf_len)?;
-    let ours = counted(&e.pattern);
-    let src_ok = b[..size] == ours[..];
+    let ours = |count| counted(&e.pattern, count);
+    let src_ok = b[..size] == ours(sent)[..];
     let rx = &b[rx_off..rx_off + size];
-    let body = if rx == &counted(&vec![0; size])[..] {
-        Some("perftest's zeroed buffer")
-    } else if rx == &ours[..] {
-        Some("softrdma's pattern")
-    } else {
-        None
-    };
+    let peer_counts = if cfg.duration.is_some() { vec![got, got.wrapping_add(1)] } else { vec![got] };
+    let body = peer_counts.iter().find_map(|&c| {
+        if rx == &counted(&vec![0; size], c)[..] {
+            Some("perftest's zeroed buffer")
+        } else if rx == &ours(c)[..] {
+            Some("softrdma's pattern")
+        } else {
+            None
+        }
+    });
     let rest_zero = b[size..rx_off].iter().chain(&b[rx_off + size..]).all(|&x| x == 0);
-    let want = n * e.sizes.len() as u64;
-    res.check_ok = got_all == want && done_all == want && src_ok && body.is_some() && rest_zero;
+    let want = n.saturating_mul(e.sizes.len() as u64);
+    let all = match cfg.duration {
+        Some(_) => got_all > 0 && done_all > 0,
+        None => got_all == want && done_all == want,
+    };
+    res.check_ok = all && src_ok && body.is_some() && rest_zero;
+    let want = if cfg.duration.is_some() { "the duration's".to_string() } else { want.to_string() };
     res.check = format!(
         "{got_all} of {want} writes received (last byte = count each time), {done_all} sent and completed; \
          source intact: {src_ok}; receive area: the counts after {}; nothing written outside it: {rest_zero}",
@@ -447,7 +538,7 @@ fn write_lat(e: &Ends, cfg: &OobConfig, oob: &mut Oob, client: bool, res: &mut O
 /// round trip each, as perftest reports it). The server takes no part.
 fn read_lat(e: &Ends, cfg: &OobConfig, oob: &mut Oob, res: &mut OobResult) -> Res<()> {
     let (qp, rem, mr) = (&e.qps[0], e.rem[0], &e.mr);
-    let n = cfg.iters.max(1);
+    let n = iterations(cfg);
     for &size in &e.sizes {
         let mut wr = SendWr::new(
             0,
@@ -455,15 +546,23 @@ fn read_lat(e: &Ends, cfg: &OobConfig, oob: &mut Oob, res: &mut OobResult) -> Re
             vec![Sge { addr: mr.addr(), length: size as u32, lkey: mr.lkey() }],
         );
         wr.flags = SendFlags::SIGNALED;
-        let mut times = Vec::with_capacity(n as usize);
-        for i in 0..n {
-            wr.wr_id = i;
+        let mut times = Vec::with_capacity(n.min(1 << 20) as usize);
+        let clock = Clock::start(cfg);
+        let mut done = 0;
+        while done < n && !clock.up() {
+            wr.wr_id = done;
             times.push(Instant::now());
             qp.post_send(std::slice::from_ref(&wr), None).map_err(|(k, e)| format!("post_send[{k}]: {e}"))?;
-            one_wc(e, cfg.stall, || format!("read {i} of {size} bytes"))?;
+            if clock.ended(one_wc(e, clock.stall(cfg), || format!("read {done} of {size} bytes")))?.is_none() {
+                break;
+            }
+            done += 1;
         }
-        res.completions += n;
-        res.lat.extend(LatRow::perftest(size as u64, &times, 1.0));
+        res.completions += done;
+        match clock.deadline {
+            Some(_) => res.lat_dur = Some(LatDurRow::new(size as u64, done, clock.took(), 1.0)),
+            None => res.lat.extend(LatRow::perftest(size as u64, &times, 1.0)),
+        }
     }
     let last = e.size;
     let got = e.read(0, last)?;
@@ -689,9 +788,11 @@ fn stream(e: &Ends, cfg: &OobConfig, size: usize) -> Res<Streamed> {
 /// its way is drained.
 fn passive_send(e: &Ends, cfg: &OobConfig, oob: &mut Oob, res: &mut OobResult) -> Res<()> {
     let (nq, my) = (e.qps.len(), e.my[0]);
-    let n = cfg.iters.max(1);
-    let total = n * nq as u64;
+    let n = iterations(cfg);
+    let total = n.saturating_mul(nq as u64);
     let (mut got_all, mut last_q, mut closed) = (0u64, 0usize, None::<Instant>);
+    // Under -D the sender's closing barrier ends the run, as over UC/UD.
+    let until_closed = cfg.conn != QpType::Rc || cfg.duration.is_some();
     for &size in &e.sizes {
         let first = cfg.rx_depth.clamp(1, n as u32) as u64;
         for q in 0..nq {
@@ -709,7 +810,7 @@ fn passive_send(e: &Ends, cfg: &OobConfig, oob: &mut Oob, res: &mut OobResult) -
                     }
                     continue;
                 }
-                if cfg.conn != QpType::Rc && oob.answer_hand_shakes(&my, false, "close")? > 0 {
+                if until_closed && oob.answer_hand_shakes(&my, false, "close")? > 0 {
                     closed = Some(Instant::now());
                     continue;
                 }
@@ -741,9 +842,10 @@ fn passive_send(e: &Ends, cfg: &OobConfig, oob: &mut Oob, res: &mut OobResult) -
     res.mine = res.rows.last().copied();
     res.completions = got_all;
     let size = e.size;
-    let want = total * e.sizes.len() as u64;
+    let want = total.saturating_mul(e.sizes.len() as u64);
     let nz = non_zero(&e.read(e.rx_off(last_q) + e.grh, size)?);
-    res.check_ok = nz > 0 && got_all > 0 && (cfg.conn != QpType::Rc || got_all == want);
+    res.check_ok = nz > 0 && got_all > 0 && (until_closed || got_all == want);
+    let want = if cfg.duration.is_some() { "the duration's".to_string() } else { want.to_string() };
     res.check =
         format!("{got_all} of {want} messages received, each of its size; the last: {nz}/{size} bytes non-zero");
     if closed.is_none() {
