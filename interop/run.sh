@@ -26,15 +26,17 @@
 # PERFTEST_SIZES) and ib_atomic_bw FETCH_AND_ADD (atomic_bi); each end sends and checks
 # what the other did to its memory. Two QPs (-q 2; *_q2) likewise. All sizes (-a -n 5:
 # write_all, read_all, send_all; IPv4 and IPv6), all sizes both ways (-a -b -n 5:
-# write_abi, read_abi, send_abi; IPv4) and a duration (-D 2: write_dur and send_dur
-# 65536 B, atomic_dur; IPv4). At link MTU 1500, IPv4: the latency tools with all sizes
+# write_abi, read_abi, send_abi; IPv4), a duration (-D 2: write_dur and send_dur
+# 65536 B over IPv4 and IPv6, atomic_dur; IPv4), a duration both ways (-D 2 -b:
+# write_bdur, read_bdur 65536 B, atomic_bdur; IPv4) and -b --report-both (write_rb,
+# PERFTEST_SIZES; IPv4). At link MTU 1500, IPv4: the latency tools with all sizes
 # (-a -n 5: read_lat_a, send_lat_a, write_lat_a; a row per size), for a duration (-D 2,
 # 64 B: read_lat_dur, send_lat_dur, write_lat_dur; perftest's duration row), and
 # ib_write_lat -c UC, ib_send_lat -c UC and -c UD (write_lat_uc, send_lat_uc:
 # PERFTEST_SIZES; send_lat_ud: PERFTEST_UD_SIZES).
 # PERFTEST_ITERS iterations (default 1000).
 #
-# The full run: 104 ping-pong + 312 perftest cases = 416, two guest boots.
+# The full run: 104 ping-pong + 340 perftest cases = 444, two guest boots.
 # --quick: RC (20003 B) both directions and UD (1001 B) both directions over IPv4, RC
 #   over IPv6 once, perftest write_bw, read_bw, send_bw (20000 B) and atomic_bw
 #   FETCH_AND_ADD both directions, write_lat (1001 B, softrdma serving), and -b:
@@ -62,7 +64,7 @@ while [ $# -gt 0 ]; do
     --quick) quick=1 ;;
     --filter) filter=$2; shift ;;
     --out) out=$2; shift ;;
-    -h|--help) sed -n '2,55p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,57p' "$0"; exit 0 ;;
     *) echo "unknown argument $1" >&2; exit 2 ;;
   esac
   shift
@@ -86,9 +88,9 @@ sizes_srq=${SRQ_SIZES:-"1 1001 20003"} sizes_ud=${UD_SIZES:-"1 1001 mtu"}
 # UC write_bw, UD send_bw) at both link MTUs over the IPv4 GID, the RC ones over IPv6 as
 # well; the latency tools at link MTU 1500, IPv4; atomics are 8 bytes.
 sizes_pt=${PERFTEST_SIZES:-"1001 20000"} pt_n=${PERFTEST_ITERS:-1000}
-is_pt() { case $1 in write_bw|read_bw|send_bw|atomic_fa|atomic_cs|write_uc|send_ud|read_lat|send_lat|write_lat|*_bi|*_q2|*_all|*_dur|*_lat_a|*_lat_uc|*_lat_ud|*_abi) return 0 ;; esac; return 1; }
+is_pt() { case $1 in write_bw|read_bw|send_bw|atomic_fa|atomic_cs|write_uc|send_ud|read_lat|send_lat|write_lat|*_bi|*_q2|*_all|*_dur|*_lat_a|*_lat_uc|*_lat_ud|*_abi|*_bdur|*_rb) return 0 ;; esac; return 1; }
 # perftest's binary and softrdma-perf's verb of a perftest case
-pt_verb() { case $1 in atomic_fa|atomic_cs|atomic_bi|atomic_q2) echo atomic_bw ;; write_uc) echo write_bw ;; send_ud) echo send_bw ;; *_bi) echo "${1%_bi}_bw" ;; *_q2) echo "${1%_q2}_bw" ;; atomic_dur) echo atomic_bw ;; *_lat_a) echo "${1%_a}" ;; *_abi) echo "${1%_abi}_bw" ;; *_lat_uc|*_lat_ud) echo "${1%_u?}" ;; *_lat_dur) echo "${1%_dur}" ;; *_all|*_dur) echo "${1%_*}_bw" ;; *) echo "$1" ;; esac; }
+pt_verb() { case $1 in atomic_fa|atomic_cs|atomic_bi|atomic_q2|atomic_bdur) echo atomic_bw ;; *_bdur) echo "${1%_bdur}_bw" ;; *_rb) echo "${1%_rb}_bw" ;; write_uc) echo write_bw ;; send_ud) echo send_bw ;; *_bi) echo "${1%_bi}_bw" ;; *_q2) echo "${1%_q2}_bw" ;; atomic_dur) echo atomic_bw ;; *_lat_a) echo "${1%_a}" ;; *_abi) echo "${1%_abi}_bw" ;; *_lat_uc|*_lat_ud) echo "${1%_u?}" ;; *_lat_dur) echo "${1%_dur}" ;; *_all|*_dur) echo "${1%_*}_bw" ;; *) echo "$1" ;; esac; }
 sizes_pt_ud=${PERFTEST_UD_SIZES:-"1001 mtu"}
 t_start=$(date +%s)
 
@@ -145,7 +147,7 @@ cases_for() { # link_mtu
   # path MTU 1024 only; then the RC tools (and -a) over the IPv6 GID (index 2).
   local pt_v4="write_bw read_bw send_bw atomic_fa atomic_cs write_uc send_ud write_bi read_bi send_bi atomic_bi"
   pt_v4="$pt_v4 write_q2 read_q2 send_q2 atomic_q2 write_all read_all send_all write_dur atomic_dur send_dur"
-  pt_v4="$pt_v4 write_abi read_abi send_abi"
+  pt_v4="$pt_v4 write_abi read_abi send_abi write_bdur read_bdur atomic_bdur write_rb"
   pt_v4="$pt_v4 read_lat send_lat write_lat"
   [ "$lmtu" = 1500 ] && pt_v4="$pt_v4 read_lat_a send_lat_a write_lat_a"
   [ "$lmtu" = 1500 ] && pt_v4="$pt_v4 write_lat_uc send_lat_uc send_lat_ud"
@@ -153,10 +155,11 @@ cases_for() { # link_mtu
   for gid in 1 2; do
     for tool in $([ $gid = 1 ] && echo "$pt_v4" ||
       echo "write_bw read_bw send_bw atomic_fa atomic_cs write_bi read_bi send_bi atomic_bi write_q2 read_q2 send_q2 atomic_q2
-        write_all read_all send_all read_lat send_lat write_lat"); do
+        write_all read_all send_all read_lat send_lat write_lat write_dur send_dur"); do
       for role in server client; do
         case $tool in
-          atomic_dur) echo "$tool $role $gid $pmtu 8 2s"; continue ;;
+          atomic_dur|atomic_bdur) echo "$tool $role $gid $pmtu 8 2s"; continue ;;
+          *_bdur) echo "$tool $role $gid $pmtu 65536 2s"; continue ;;
           *_lat_dur) echo "$tool $role $gid $pmtu 64 2s"; continue ;;
           *_all|*_lat_a|*_abi) echo "$tool $role $gid $pmtu all 5"; continue ;;
           *_dur) echo "$tool $role $gid $pmtu 65536 2s"; continue ;;
@@ -193,6 +196,9 @@ tool_args() { # tool gid pmtu size iters port
       atomic_bi) echo "-x $2 -F -n $5 -p $6 -m $3 -A FETCH_AND_ADD -b" ;;
       atomic_q2) echo "-x $2 -F -n $5 -p $6 -m $3 -A FETCH_AND_ADD -q 2" ;;
       atomic_dur) echo "-x $2 -F -D 2 -p $6 -m $3 -A FETCH_AND_ADD" ;;
+      atomic_bdur) echo "-x $2 -F -D 2 -b -p $6 -m $3 -A FETCH_AND_ADD" ;;
+      *_bdur) echo "-x $2 -F -s $4 -D 2 -b -p $6 -m $3" ;;
+      *_rb) echo "-x $2 -F -s $4 -n $5 -p $6 -m $3 -b --report-both" ;;
       *_all|*_lat_a) echo "-x $2 -F -a -n $5 -p $6 -m $3" ;;
       *_abi) echo "-x $2 -F -a -b -n $5 -p $6 -m $3" ;;
       *_dur) echo "-x $2 -F -s $4 -D 2 -p $6 -m $3" ;;

@@ -385,7 +385,8 @@ pub fn validate(cfg: &OobConfig) -> Res<()> {
     // perftest's send_bw runs -a over UC and UD with a timed receiver that
     // ends the run at the first size that lost a message, which softrdma
     // has not; nor -D with -b (each end's row would be its sends and
-    // receives together, run_iter_bi).
+    // receives together, run_iter_bi); write/read/atomic swap reports under
+    // -b -D as without -D.
     let all_ok = matches!(t, Test::WriteBw | Test::ReadBw | Test::WriteLat | Test::ReadLat | Test::SendLat)
         || (t == Test::SendBw && conn == QpType::Rc);
     if cfg.all && (!all_ok || cfg.duration.is_some() || (cfg.duplex && !t.is_bw())) {
@@ -393,8 +394,8 @@ pub fn validate(cfg: &OobConfig) -> Res<()> {
                     without -D"
             .into());
     }
-    if cfg.duration.is_some() && cfg.duplex {
-        return Err("-D in perftest TCP mode: not with -b".into());
+    if cfg.duration.is_some() && cfg.duplex && t == Test::SendBw {
+        return Err("-D in perftest TCP mode: send_bw not with -b".into());
     }
     // A lost UC/UD message would leave its receiver waiting for a count
     // that never comes, with no barrier to end it as the one-way server has.
@@ -634,6 +635,15 @@ mod tests {
             // -n 1, so anything beyond one operation came from the duration.
             assert!(c.completions > 10 && s.report.iters == c.completions, "{t:?} -D: {}", c.completions);
             assert!(c.elapsed >= Duration::from_millis(300), "{t:?} -D: {:?}", c.elapsed);
+        }
+        // -b -D: both ends post for the time, then the reports cross.
+        for t in [Test::WriteBw, Test::ReadBw, Test::AtomicBw] {
+            let cfg = OobConfig { duplex: true, duration: Some(Duration::from_millis(300)), ..config(t, 4096, 1) };
+            let (s, c) = pair(&da, &db, &cfg);
+            let (s, c) = (s.unwrap(), c.unwrap());
+            assert!(s.check_ok && c.check_ok, "{t:?} -b -D: {} / {}", s.check, c.check);
+            assert!(s.completions > 10 && c.completions > 10, "{t:?} -b -D: {} / {}", s.completions, c.completions);
+            assert_eq!((s.report.iters, c.report.iters), (c.completions, s.completions), "{t:?} -b -D: reports");
         }
         // send_bw -D: the sender posts for the time, the receiver takes
         // what comes until the sender's closing barrier; each prints its own row.

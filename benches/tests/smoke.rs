@@ -120,7 +120,9 @@ fn bad_arguments_are_refused_with_a_reason() {
             "-a in perftest TCP mode: write_bw, read_bw, send_bw (RC), write_lat",
         ),
         (&["write_lat", "-a", "-D", "1", "server"], "-a in perftest TCP mode"),
-        (&["send_bw", "-D", "1", "-b", "client", "10.0.0.1"], "-D in perftest TCP mode: not with -b"),
+        (&["write_bw", "--report-both", "-b"], "--report-both: perftest TCP mode"),
+        (&["write_bw", "--report-both", "server"], "--report-both: perftest TCP mode"),
+        (&["send_bw", "-D", "1", "-b", "client", "10.0.0.1"], "-D in perftest TCP mode: send_bw not with -b"),
     ] {
         let out = Command::new(env!("CARGO_BIN_EXE_softrdma-perf")).args(args).output().expect("run softrdma-perf");
         let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
@@ -346,7 +348,7 @@ fn perftest_mode_between_two_processes_on_taps() {
         ("read_bw", true, &[]),
         ("send_bw", false, &[]),
         ("send_bw", false, &["-b"]),
-        ("atomic_bw", true, &["-b", "-q", "2"]),
+        ("atomic_bw", true, &["-b", "-q", "2", "--report-both"]),
         ("write_bw", false, &["-q", "3"]),
         ("send_lat", false, &["-a", "-c", "UD"]),
         ("write_lat", true, &[]),
@@ -394,6 +396,17 @@ fn perftest_mode_between_two_processes_on_taps() {
             let (sr, cr) = (row(&so), row(&co));
             assert!(sr.is_some() && sr == cr, "{test} -b: the summed rows differ:\n{so}\n{co}");
             assert!(so.contains("remote report") && co.contains("remote report"), "{so}\n{co}");
+            if more.contains(&"--report-both") {
+                // Then each end's own row and its peer's, each under its header:
+                // the local row of one end is the remote row of the other.
+                let block = |o: &str, who: &str| {
+                    let row = o.lines().skip_while(|l| !l.contains(who)).nth(3).map(str::to_owned);
+                    assert!(row.as_ref().is_some_and(|r| r.trim_start().starts_with("8 ")), "{who}:\n{o}");
+                    row
+                };
+                assert_eq!(block(&so, "Local results"), block(&co, "Remote results"), "{so}\n{co}");
+                assert_eq!(block(&so, "Remote results"), block(&co, "Local results"), "{so}\n{co}");
+            }
         }
         let written = std::fs::read_to_string(&json).unwrap_or_default();
         let _ = std::fs::remove_file(&json);

@@ -114,10 +114,14 @@ struct Common {
     #[arg(short = 'I', long = "inline_size", default_value_t = 0)]
     inline: u32,
     /// Bandwidth tests: both ends stream towards each other at once; the
-    /// row is the sum of both directions (perftest's -b). Both ends in this
-    /// process only.
+    /// row is the sum of both directions (perftest's -b).
     #[arg(short = 'b', long = "bidirectional")]
     bidirectional: bool,
+    /// perftest TCP mode with -b: after the summed row, this end's and the
+    /// peer's rows on their own ("Local results", "Remote results"), as
+    /// perftest's --report-both prints them (one size only: not with -a).
+    #[arg(long = "report-both")]
+    report_both: bool,
     /// Bandwidth in Gb/sec instead of MB/sec.
     #[arg(long = "report_gbits")]
     report_gbits: bool,
@@ -336,6 +340,9 @@ fn check_common(c: &Common) -> Result<(), String> {
     if c.inline > MAX_INLINE {
         return Err(format!("-I {}: the device takes at most {MAX_INLINE} bytes inline (max_inline_data)", c.inline));
     }
+    if c.report_both && (c.role.is_none() || !c.bidirectional) {
+        return Err("--report-both: perftest TCP mode (server|client) with -b only".into());
+    }
     Ok(())
 }
 
@@ -528,6 +535,13 @@ fn oob_test(t: Test, name: &str, c: &Common) -> Result<(), String> {
                         })
                         .collect();
                     table(&sums, &mut json);
+                    // perftest's --report-both: its RUN_REGULAR path only.
+                    if c.report_both && !c.all {
+                        for (who, rows) in [("Local", &r.rows), ("Remote", &r.peer_rows)] {
+                            println!("\n {who} results: ");
+                            table(rows, &mut Report::new(name));
+                        }
+                    }
                 }
                 // This end sent: its rows (with -a, one per size), as perftest's client prints them.
                 (false, Some(_)) if t.is_bw() => table(&r.rows, &mut json),
