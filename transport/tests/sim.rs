@@ -714,3 +714,66 @@ fn a_read_that_lost_a_packet(rxe_replay: bool) {
     r.sim.nodes[0].mem.read(1, Key::Local(r.dst), 0x20_0000, &mut back).unwrap();
     assert!(back == data, "rxe replay {rxe_replay}: the READ's bytes");
 }
+
+/// A responder answers in order, so a duplicate READ it serves whole (kernel
+/// rxe replays a 4 MiB response when a re-request crosses the answer) holds
+/// the next request behind it. The stale responses show the responder alive:
+/// they restart the ACK timer, so the READ waiting behind them does not spend
+/// its retries. Seen against rxe in a guest (read_bw -a -b, softrdma the
+/// client): 15 timeouts while duplicates of a finished READ streamed in,
+/// then RetryExcErr.
+#[test]
+fn stale_read_responses_keep_the_next_read_from_timing_out() {
+    // retry_cnt 2 and ~65 µs timeouts; the 64 stale responses come 20 µs
+    // apart: 1.28 ms, twenty timeouts' worth.
+    let p = ConnectParams { timeout: 4, retry_cnt: 2, ..Default::default() };
+    let mut r = rig(NetConfig::default(), p);
+    let len = 64 * 1024u32;
+    let data: Vec<u8> = (0..len).map(|i| (i * 7 % 253) as u8).collect();
+    let rbuf = r.rbuf;
+    r.sim.nodes[1].mem.write(1, Key::Local(rbuf), 0x40_0000, &data).unwrap();
+    let mut buf = Vec::new();
+    let mut sent = |sim: &mut Sim, node: usize| {
+        let mut out = Vec::new();
+        while sim.nodes[node].poll_transmit(sim.now, &mut buf) {
+            out.push(buf.clone());
+        }
+        out
+    };
+    for wr_id in [1, 2] {
+        r.post(SendWr::new(
+            wr_id,
+            SendOp::RdmaRead { remote_addr: 0x40_0000, rkey: r.rkey },
+            vec![Sge { addr: 0x20_0000 + (wr_id - 1) * 0x1_0000, length: len, lkey: r.dst }],
+        ));
+    }
+    let requests = sent(&mut r.sim, 0);
+    assert_eq!(requests.len(), 2, "two READ requests");
+    r.sim.nodes[1].handle_frame(r.sim.now, &requests[0]).unwrap();
+    let first = sent(&mut r.sim, 1);
+    assert_eq!(first.len(), 64, "64 response packets at MTU 1024");
+    let mut asked = Vec::new();
+    let mut deliver = |r: &mut Rig, frames: &[Vec<u8>], asked: &mut Vec<Vec<u8>>| {
+        for f in frames {
+            r.sim.now = r.sim.now + Duration::from_micros(20);
+            r.sim.nodes[0].handle_timeout(r.sim.now);
+            let _ = r.sim.nodes[0].handle_frame(r.sim.now, f);
+            asked.extend(sent(&mut r.sim, 0));
+        }
+    };
+    // READ 1 completes; then its duplicate (the same packets, as rxe's
+    // replay sends them) holds READ 2's answer back.
+    deliver(&mut r, &first, &mut asked);
+    deliver(&mut r, &first, &mut asked);
+    let qp = r.sim.nodes[0].qp(r.qpn[0]).unwrap();
+    assert_eq!(qp.counters().local_ack_timeout_err, 0, "timed out while the responder was at work");
+    assert!(asked.is_empty(), "asked again while responses came: {} frames", asked.len());
+    assert!(qp.counters().ignored_responses >= 64, "the duplicates are ignored and counted");
+    r.sim.nodes[1].handle_frame(r.sim.now, &requests[1]).unwrap();
+    r.run();
+    let got: Vec<(u64, WcStatus)> = completions(&mut r.sim, 0).iter().map(|c| (c.wc.wr_id, c.wc.status)).collect();
+    assert_eq!(got, vec![(1, WcStatus::Success), (2, WcStatus::Success)]);
+    let mut back = vec![0u8; len as usize];
+    r.sim.nodes[0].mem.read(1, Key::Local(r.dst), 0x21_0000, &mut back).unwrap();
+    assert!(back == data, "the second READ's bytes");
+}

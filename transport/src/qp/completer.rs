@@ -33,8 +33,15 @@ impl Qp {
         // stale duplicate or a "ghost" (IBTA Vol 1 ch. 9: silently dropped).
         let behind = psn.distance(self.req.una);
         let ahead = psn.distance(self.req.high);
-        if behind < -1 || ahead >= 0 {
+        if ahead >= 0 {
             self.counters.ignored_responses += 1;
+            return;
+        }
+        if behind < -1 {
+            // A stale duplicate still shows the responder at work: it answers
+            // in order, so our requests wait behind it (kernel rxe serves a
+            // duplicate READ whole before the next request).
+            self.not_the_next_response(now);
             return;
         }
         let op = pkt.ib.bth.opcode.info().operation;
@@ -197,7 +204,7 @@ impl Qp {
     fn read_response(&mut self, now: Instant, pkt: &RxPacket<'_>, psn: Psn, mem: &mut dyn Memory) {
         let Some(i) = self.req.sq.iter().position(|w| w.contains(psn) && matches!(w.op, SendOp::RdmaRead { .. }))
         else {
-            self.counters.ignored_responses += 1;
+            self.not_the_next_response(now);
             return;
         };
         let first = self.req.sq[i].first_psn;
@@ -206,7 +213,7 @@ impl Qp {
             return;
         }
         if self.first_pending() != Some(i) || self.attr.qp_state == QpState::Err {
-            self.counters.ignored_responses += 1;
+            self.not_the_next_response(now);
             return;
         }
         let mtu = self.mtu() as u64;
