@@ -493,13 +493,14 @@ pub fn counted(dev: &Device) -> String {
         + e.rx_foreign_dgid
         + e.rx_spoofed_sgid;
     format!(
-        "rx_frames {} (by polling {}, rescued {}) tx_frames {} tx_errors {} rx_dropped {drops} (icrc {} unknown_qp {}) \
+        "rx_frames {} (by polling {}, rescued {}, polling suspended {}) tx_frames {} tx_errors {} rx_dropped {drops} (icrc {} unknown_qp {}) \
          sent_pkts {} rcvd_pkts {} retransmitted_pkts {} local_ack_timeout_err {} completer_retry_err {} \
          rcvd_seq_err {} out_of_seq_request {} duplicate_request {} ignored_responses {} rnr_nak_rcvd {} \
          rnr_nak_sent {} retry_exceeded_err {}",
         d.rx_frames,
         d.rx_polled,
         d.rx_rescued,
+        d.busy_poll_suspensions,
         d.tx_frames,
         d.tx_errors,
         e.rx_icrc_err,

@@ -24,6 +24,14 @@ pub const BUSY_POLL_DEFAULT: Duration = Duration::from_micros(200);
 /// timeout (67 ms at perftest's `-u 14`).
 pub const RESCUE_AFTER: Duration = Duration::from_millis(2);
 
+/// How long busy polling stays off after a rescue (`Shared::take_or_rescue`):
+/// a thread that lost its CPU in the middle of a poll is a sign that the
+/// machine has more runnable threads than CPUs, and there any thread that
+/// handles frames (it holds the device's core lock meanwhile) may be
+/// stopped with the device's state in its hands. Without busy polling only
+/// the device's own threads handle frames.
+pub const BUSY_POLL_SUSPEND: Duration = Duration::from_secs(1);
+
 /// How long an application's polls leave an ACK held back by default
 /// (`DeviceConfig::ack_hold`; engine `flush_as`): long enough for the
 /// application to see what the ACK is for and answer, so that the answer
@@ -108,7 +116,7 @@ impl Shared {
     /// what the link holds (unless the receive thread is on it) and keeps
     /// the receive thread off the link for the busy-poll interval.
     pub fn progress(&self) {
-        if self.busy_poll.is_none() {
+        if self.busy_poll.is_none() || self.poll_suspended.load(Ordering::Relaxed) {
             return;
         }
         self.polls.fetch_add(1, Ordering::Release);
@@ -160,6 +168,9 @@ impl Shared {
             }
             std::thread::sleep(Duration::from_micros(100));
         }
+        if !self.poll_suspended.swap(true, Ordering::AcqRel) {
+            self.lock().counters.busy_poll_suspensions += 1;
+        }
         let Some(own) = rescue else {
             return self.drain(&mut self.rx.lock().unwrap_or_else(|e| e.into_inner()), first, Taker::Receiver);
         };
@@ -170,6 +181,22 @@ impl Shared {
                 0 if own.link.queued() == 0 => return Ok(took),
                 n => took += n,
             }
+        }
+    }
+
+    /// The receive thread's check, once per turn: busy polling comes back
+    /// `BUSY_POLL_SUSPEND` after a rescue suspended it.
+    pub(crate) fn resume_polling(&self, since: &mut Option<std::time::Instant>) {
+        if !self.poll_suspended.load(Ordering::Acquire) {
+            return;
+        }
+        match since {
+            None => *since = Some(std::time::Instant::now()),
+            Some(t) if t.elapsed() >= BUSY_POLL_SUSPEND => {
+                *since = None;
+                self.poll_suspended.store(false, Ordering::Release);
+            }
+            Some(_) => {}
         }
     }
 
@@ -325,6 +352,39 @@ mod tests {
         let (_, _, qa) = bed.devices[0].counters();
         assert!(db.rx_rescued >= 3, "{db:?}");
         assert_eq!(qa.retransmitted_pkts, 0, "{qa:?}");
+        // Busy polling is off after the first rescue (the later rounds' polls
+        // took nothing), and comes back BUSY_POLL_SUSPEND after it.
+        let shared = bed.devices[1].shared();
+        assert!(db.busy_poll_suspensions >= 1 && shared.poll_suspended.load(Ordering::Acquire), "{db:?}");
+        let polled = db.rx_polled;
+        let t = std::time::Instant::now();
+        while shared.poll_suspended.load(Ordering::Acquire) {
+            assert!(t.elapsed() < BUSY_POLL_SUSPEND * 3, "busy polling did not come back");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        // b polls again, and its polls take WRITEs themselves (a few tries:
+        // a test thread descheduled for an interval lets the receive thread
+        // take one).
+        for id in 10..30u64 {
+            for _ in 0..100 {
+                b.cq.poll(1);
+            }
+            let op = SendOp::RdmaWrite { remote_addr: b.mr.addr(), rkey: b.mr.rkey() };
+            a.qp.post_send(&[SendWr::new(id, op, vec![a.sge(0, 64)])], None).expect("post");
+            let t = std::time::Instant::now();
+            let wc = loop {
+                b.cq.poll(1);
+                if let Some(wc) = a.cq.poll(1).pop() {
+                    break wc;
+                }
+                assert!(t.elapsed() < Duration::from_secs(2), "no completion");
+            };
+            assert_eq!((wc.wr_id, wc.status), (id, WcStatus::Success));
+            if bed.devices[1].counters().0.rx_polled > polled {
+                return;
+            }
+        }
+        panic!("no frame taken by a poll after busy polling came back");
     }
 
     #[test]

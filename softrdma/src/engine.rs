@@ -123,6 +123,8 @@ pub struct DeviceCounters {
     /// a thread that had stopped polling held the link (`busy_poll`,
     /// "rescue"): an application descheduled in the middle of a poll.
     pub rx_rescued: u64,
+    /// Times busy polling was suspended after a rescue (`busy_poll`).
+    pub busy_poll_suspensions: u64,
     /// Plain ACKs a busy-polling flush held back (until a flush that sends
     /// something, or the end of `DeviceConfig::ack_hold`).
     pub tx_acks_deferred: u64,
@@ -242,6 +244,9 @@ pub struct Shared {
     /// Counts application polls (the polling path reads no clock, unless
     /// an ACK is held: `flush_deferred`); 0: nobody polls.
     pub(crate) polls: AtomicU64,
+    /// Busy polling is off for a while after a rescue: application polls
+    /// leave the link to the receive thread (`busy_poll::BUSY_POLL_SUSPEND`).
+    pub(crate) poll_suspended: AtomicBool,
     pub(crate) rx_thread: std::sync::OnceLock<std::thread::Thread>,
     /// When a polling flush held back the oldest frame in `Core::deferred`
     /// (`Shared::elapsed` in ns), or `NOTHING_HELD` (read without the lock).
@@ -294,6 +299,7 @@ impl Shared {
             ack_hold: polling.ack_hold,
             polled_batch,
             polls: AtomicU64::new(0),
+            poll_suspended: AtomicBool::new(false),
             rx_thread: std::sync::OnceLock::new(),
             deferred_since: AtomicU64::new(NOTHING_HELD),
             waiter: std::sync::OnceLock::new(),
@@ -800,7 +806,9 @@ pub fn spawn(shared: &Arc<Shared>) -> std::io::Result<Vec<std::thread::JoinHandl
         }
         let mut watch = s.poll_watch();
         let mut rescue = s.rx.lock().unwrap_or_else(|e| e.into_inner()).second(s.mtu);
+        let mut suspended_at = None;
         while !s.stopped() {
+            s.resume_polling(&mut suspended_at);
             if let Some(left) = watch.polling(&s) {
                 // An application is busy-polling: stay off the link until
                 // it has not polled for a whole interval.

@@ -39,6 +39,7 @@ fn device_tree(d: &Device, t: &mut BTreeMap<String, String>) {
         ("rx_rocev1_dropped", dc.rx_rocev1_dropped),
         ("rx_polled", dc.rx_polled),
         ("rx_rescued", dc.rx_rescued),
+        ("busy_poll_suspensions", dc.busy_poll_suspensions),
         ("tx_acks_deferred", dc.tx_acks_deferred),
         ("tx_acks_joined", dc.tx_acks_joined),
         ("tx_payloads_lent", dc.tx_payloads_lent),
