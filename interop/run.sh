@@ -266,6 +266,15 @@ guest_answers() {
   return 1
 }
 
+# Where a fresh guest starts over (dir/stalled) when the guest stopped in case N: at N, or
+# at the case before it ($prev of host_side) when softrdma finished that one but the
+# guest's console has no result for it (the guest stopped before it printed one).
+mark_stalled() { # dir, case
+  local from=$2
+  if [ -n "$prev" ] && ! grep -aq "^== case $prev rc=" "$1/a.log" 2>/dev/null; then from=$prev; fi
+  echo "$from" >"$1/stalled"
+}
+
 # Runs one case's softrdma command (output to host.N.log); after the first case (the guest
 # is up by then) pings the guest every 10 s meanwhile and ends the case early if it has
 # not answered for 30 s.
@@ -278,7 +287,7 @@ watched() { # case, dir, command...
     [ $((n % 50)) = 0 ] && kill -0 "$pid" 2>/dev/null || continue
     if ! guest_answers; then
       echo "  $(date +%T) the guest stopped answering ping during case $i: ending this boot"
-      echo "$i" >"$dir/stalled"
+      mark_stalled "$dir" "$i"
       kill "$pid" 2>/dev/null || true
       kill "$rp_pid" 2>/dev/null || true
       break
@@ -289,7 +298,7 @@ watched() { # case, dir, command...
 
 # softrdma's side of each case, in the guest's namespace, in the same order.
 host_side() { # dir, case lines on stdin
-  local dir=$1 i tool role gid pmtu size iters a lmtu first_case
+  local dir=$1 i tool role gid pmtu size iters a lmtu first_case prev=""
   first_case=$(head -1 <<<"$2" | cut -d' ' -f1)
   while read -r i tool role gid pmtu size iters; do
     # The guest is gone, or stopped answering (below): nothing to talk to. (An ended
@@ -300,7 +309,7 @@ host_side() { # dir, case lines on stdin
     # A guest that stalled between cases would leave this case waiting for it for minutes.
     if [ "$i" != "$first_case" ] && ! guest_answers; then
       echo "  $(date +%T) the guest stopped answering ping before case $i: ending this boot"
-      echo "$i" >"$dir/stalled"; kill "$rp_pid" 2>/dev/null || true
+      mark_stalled "$dir" "$i"; kill "$rp_pid" 2>/dev/null || true
       echo gone >"$dir/host.$i.rc"; continue
     fi
     lmtu=$([ "$pmtu" = 4096 ] && echo 9000 || echo 1500)
@@ -332,9 +341,10 @@ host_side() { # dir, case lines on stdin
     # ping ends this boot; the run then exits 3 (docs/interop.md, "A stalled guest").
     if [ "$rc" != 0 ] && [ ! -f "$dir/stalled" ] && ! guest_answers; then
       echo "  $(date +%T) the guest stopped answering ping after case $i: ending this boot"
-      echo "$i" >"$dir/stalled"
+      mark_stalled "$dir" "$i"
       kill "$rp_pid" 2>/dev/null || true
     fi
+    prev=$i
   done
 }
 
