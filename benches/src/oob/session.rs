@@ -104,6 +104,28 @@ impl Ends {
     }
 }
 
+impl Ends {
+    /// `filled` for the slots a peer WRITEs into. Over RC the peer's
+    /// completions came with ACKs, so its writes are in our memory by the
+    /// time its report arrives; a UC WRITE completes when it is sent, and
+    /// its frames may still be on their way (or in a receive queue whose
+    /// thread is off its CPU) when the report has come over TCP: wait for
+    /// them a while, as a reader of UC data must.
+    fn landed(&self, conn: QpType, len: usize) -> Res<Vec<usize>> {
+        let start = Instant::now();
+        loop {
+            let nz = self.filled(self.rx_base, len)?;
+            if conn == QpType::Rc || nz.iter().all(|&k| k > 0) || start.elapsed() > UC_LANDING {
+                return Ok(nz);
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
+}
+
+/// How long a check waits for a UC peer's WRITEs to land (`Ends::landed`).
+const UC_LANDING: Duration = Duration::from_secs(2);
+
 fn non_zero(b: &[u8]) -> usize {
     b.iter().filter(|&&x| x != 0).count()
 }
@@ -868,7 +890,7 @@ fn passive_one_sided(e: &Ends, cfg: &OobConfig, oob: &mut Oob, res: &mut OobResu
     oob.close(&my);
     match cfg.test {
         Test::WriteBw => {
-            let nz = e.filled(e.rx_base, size)?;
+            let nz = e.landed(cfg.conn, size)?;
             res.check_ok = nz.iter().all(|&k| k > 0);
             res.check = format!(
                 "first message slot per QP: {nz:?} of {size} bytes non-zero (was zeroed; perftest sends rand())"
@@ -909,7 +931,7 @@ fn duplex_check(e: &Ends, cfg: &OobConfig, got: u64, peer_iters: u64) -> Res<(bo
     let total = cfg.iters.max(1) * nq as u64;
     Ok(match cfg.test {
         Test::WriteBw => {
-            let nz = e.filled(e.rx_base, size)?;
+            let nz = e.landed(cfg.conn, size)?;
             let ok = nz.iter().all(|&k| k > 0);
             (ok, format!("the peer's first write per QP: {nz:?} of {size} bytes non-zero (zeroed before)"), None)
         }
