@@ -60,8 +60,10 @@ for r in \$(seq $rounds); do
   wait
   for v in $variants; do
     echo "== softrdma \$v, round \$r"
-    /host/\$v write_bw -s $size -m 1024 -n $iters >/tmp/srd.log 2>&1
+    /host/\$v write_bw -s $size -m 1024 -n $iters --out_json /tmp/srd.json >/tmp/srd.log 2>&1
     grep 'ICRC' /tmp/srd.log; tail -2 /tmp/srd.log | head -1
+    # How the devices took their frames (polls, rescues: docs/design.md, "Busy polling").
+    echo "   \$(grep -o '"dev[01]_\\(rx_frames\\|rx_polled\\|rx_rescued\\|busy_poll_suspensions\\)": "[0-9]*' /tmp/srd.json | tr -d '"' | tr '\\n' ' ')"
   done
 done
 echo "== softrdma, ICRC by SIMD folding (SOFTRDMA_ICRC=simd)"

@@ -658,6 +658,7 @@ fn device_facts(r: &mut Report, devs: &Devices) {
         r.fact(&format!("dev{i}_rx_frames"), dc.rx_frames);
         r.fact(&format!("dev{i}_rx_polled"), dc.rx_polled);
         r.fact(&format!("dev{i}_rx_rescued"), dc.rx_rescued);
+        r.fact(&format!("dev{i}_busy_poll_suspensions"), dc.busy_poll_suspensions);
         r.fact(&format!("dev{i}_tx_acks_deferred"), dc.tx_acks_deferred);
         r.fact(&format!("dev{i}_tx_acks_joined"), dc.tx_acks_joined);
         r.fact(&format!("dev{i}_tx_payloads_lent"), dc.tx_payloads_lent);
