@@ -53,7 +53,9 @@
 #   (more options for every softrdma run, e.g. --rxe-retry), RC_SIZES / UC_SIZES / SRQ_SIZES /
 #   UD_SIZES (message sizes of the full run; "mtu" is the path MTU), ITERS_SMALL / ITERS_LARGE / ITERS_HUGE (iterations for sizes up to 4096,
 #   up to 100000, beyond; default 200 / 50 / 5), NEGATIVE_CONTROL=1 (softrdma without -c: the
-#   srd-client cases of rc, uc and ud must then FAIL, proving the guest-side check bites).
+#   srd-client cases of rc, uc and ud must then FAIL, proving the guest-side check bites),
+#   KEEP_CAPTURES=1 (keep whole frames in the captures of boots where every case passed;
+#   by default those keep each frame's first 128 bytes: about 12 GB less for a full run).
 # Needs root (network namespaces, TAP, QEMU).
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
@@ -361,6 +363,7 @@ for lmtu in 1500 9000; do
   # and the rest, up to twice per pass; what it got to before counts as measured.
   boot=1
   while [ -n "$list" ]; do
+  fails_at_boot=$fails
   dir="$out/link$lmtu"; [ $boot = 1 ] || dir="$out/link$lmtu.boot$boot"
   mkdir -p "$dir"
   guest_job "$dir/job.sh" <<<"$list"
@@ -430,6 +433,15 @@ for lmtu in 1500 9000; do
     printf '%-5s %-8s %-4s %-5s %-6s %-6s %-7s %s\n' "$tool" "$role" "$([ "$gid" = 1 ] && echo v4 || echo v6)" \
       "$pmtu" "$size" "$iters" "$res" "$note" >>"$results"
   done <<<"$list"
+  # A full run's bridge captures come to about 12 GB. A boot in which every case passed
+  # keeps the first 128 bytes of each frame (Ethernet to RETH/AtomicETH: every header and
+  # PSN, for Wireshark); a boot with a failure or a stall, or KEEP_CAPTURES=1, keeps them whole.
+  if [ "$fails" = "$fails_at_boot" ] && [ -z "$stall_at" ] && [ "${KEEP_CAPTURES:-0}" != 1 ] \
+     && command -v editcap >/dev/null; then
+    for f in "$dir"/capture.pcap "$dir"/case.*.pcap; do
+      { [ -s "$f" ] && editcap -s 128 "$f" "$f.snap" 2>/dev/null && mv "$f.snap" "$f"; } || rm -f "$f.snap"
+    done
+  fi
   list=$retry; boot=$((boot + 1))
   done
 done
