@@ -654,6 +654,26 @@ fn a_read_outlives_the_rest_of_an_attempt_that_lost_a_packet() {
     }
 }
 
+/// The frames `node` has to send now.
+fn sent(sim: &mut Sim, node: usize) -> Vec<Vec<u8>> {
+    let (mut buf, mut out) = (Vec::new(), Vec::new());
+    while sim.nodes[node].poll_transmit(sim.now, &mut buf) {
+        out.push(buf.clone());
+    }
+    out
+}
+
+/// Hands `frames` to the requester (node 0) 20 µs apart, its timers run
+/// between them; what it sends meanwhile goes to `asked`.
+fn deliver(r: &mut Rig, frames: &[Vec<u8>], asked: &mut Vec<Vec<u8>>) {
+    for f in frames {
+        r.sim.now = r.sim.now + Duration::from_micros(20);
+        r.sim.nodes[0].handle_timeout(r.sim.now);
+        let _ = r.sim.nodes[0].handle_frame(r.sim.now, f);
+        asked.extend(sent(&mut r.sim, 0));
+    }
+}
+
 fn a_read_that_lost_a_packet(rxe_replay: bool) {
     // retry_cnt 2 and ~65 µs timeouts; the responses come 20 µs apart, so
     // the 53 after the gap take 16 timeouts' worth.
@@ -668,14 +688,6 @@ fn a_read_that_lost_a_packet(rxe_replay: bool) {
         SendOp::RdmaRead { remote_addr: 0x40_0000, rkey: r.rkey },
         vec![Sge { addr: 0x20_0000, length: len, lkey: r.dst }],
     ));
-    let mut buf = Vec::new();
-    let mut sent = |sim: &mut Sim, node: usize| {
-        let mut out = Vec::new();
-        while sim.nodes[node].poll_transmit(sim.now, &mut buf) {
-            out.push(buf.clone());
-        }
-        out
-    };
     let request = sent(&mut r.sim, 0);
     assert_eq!(request.len(), 1, "one READ request");
     r.sim.nodes[1].handle_frame(r.sim.now, &request[0]).unwrap();
@@ -684,14 +696,6 @@ fn a_read_that_lost_a_packet(rxe_replay: bool) {
     // The first attempt, packet 10 lost; the requester's re-requests are held,
     // as rxe holds them, until the attempt has been sent whole.
     let mut held = Vec::new();
-    let mut deliver = |r: &mut Rig, frames: &[Vec<u8>], held: &mut Vec<Vec<u8>>| {
-        for f in frames {
-            r.sim.now = r.sim.now + Duration::from_micros(20);
-            r.sim.nodes[0].handle_timeout(r.sim.now);
-            let _ = r.sim.nodes[0].handle_frame(r.sim.now, f);
-            held.extend(sent(&mut r.sim, 0));
-        }
-    };
     let first_attempt: Vec<Vec<u8>> =
         responses.iter().enumerate().filter(|(k, _)| *k != 10).map(|(_, f)| f.clone()).collect();
     deliver(&mut r, &first_attempt, &mut held);
@@ -732,14 +736,6 @@ fn stale_read_responses_keep_the_next_read_from_timing_out() {
     let data: Vec<u8> = (0..len).map(|i| (i * 7 % 253) as u8).collect();
     let rbuf = r.rbuf;
     r.sim.nodes[1].mem.write(1, Key::Local(rbuf), 0x40_0000, &data).unwrap();
-    let mut buf = Vec::new();
-    let mut sent = |sim: &mut Sim, node: usize| {
-        let mut out = Vec::new();
-        while sim.nodes[node].poll_transmit(sim.now, &mut buf) {
-            out.push(buf.clone());
-        }
-        out
-    };
     for wr_id in [1, 2] {
         r.post(SendWr::new(
             wr_id,
@@ -753,14 +749,6 @@ fn stale_read_responses_keep_the_next_read_from_timing_out() {
     let first = sent(&mut r.sim, 1);
     assert_eq!(first.len(), 64, "64 response packets at MTU 1024");
     let mut asked = Vec::new();
-    let mut deliver = |r: &mut Rig, frames: &[Vec<u8>], asked: &mut Vec<Vec<u8>>| {
-        for f in frames {
-            r.sim.now = r.sim.now + Duration::from_micros(20);
-            r.sim.nodes[0].handle_timeout(r.sim.now);
-            let _ = r.sim.nodes[0].handle_frame(r.sim.now, f);
-            asked.extend(sent(&mut r.sim, 0));
-        }
-    };
     // READ 1 completes; then its duplicate (the same packets, as rxe's
     // replay sends them) holds READ 2's answer back.
     deliver(&mut r, &first, &mut asked);
