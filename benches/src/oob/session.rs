@@ -102,9 +102,7 @@ impl Ends {
     fn filled(&self, base: usize, len: usize) -> Res<Vec<usize>> {
         (0..self.qps.len()).map(|q| self.read(base + q * self.slot, len).map(|b| non_zero(&b))).collect()
     }
-}
 
-impl Ends {
     /// `filled` for the slots a peer WRITEs into. Over RC the peer's
     /// completions came with ACKs, so its writes are in our memory by the
     /// time its report arrives; a UC WRITE completes when it is sent, and

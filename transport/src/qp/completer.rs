@@ -267,12 +267,12 @@ impl Qp {
         self.progress(now);
     }
 
-    /// A READ response that is not the next one is ignored, but it still
-    /// shows the responder at work: it may be sending the rest of an attempt
-    /// before it serves the re-request (kernel rxe finishes a READ response
-    /// before it looks at the next request). It restarts the ACK timer, not
-    /// the retry budget, so that timeouts do not spend retries while
-    /// responses come.
+    /// A response that is not the next one (a READ response out of turn, a
+    /// stale duplicate) is ignored, but it still shows the responder at
+    /// work: it may be sending the rest of an attempt before it serves the
+    /// re-request (kernel rxe finishes a READ response before it looks at
+    /// the next request). It restarts the ACK timer, not the retry budget,
+    /// so that timeouts do not spend retries while responses come.
     fn not_the_next_response(&mut self, now: Instant) {
         self.counters.ignored_responses += 1;
         self.rearm(now);
