@@ -55,11 +55,16 @@
 //! `-a` (write_bw, read_bw) runs every size from 2 bytes to 8 MiB with
 //! nothing exchanged between sizes, as perftest's RUN_ALL does without
 //! `-b`; the client prints a row per size and sends the last size's report.
+//! send_bw's `-a` (and every test's under `-b`) has a barrier before and
+//! after each size. Over UC and UD softrdma's receiver takes the sender's
+//! barrier after a size as its end, so a size that lost messages reports
+//! what arrived and the run goes on; perftest's own receiver waits 60–120 s
+//! for the lost message instead (`check_alive`), then ends the run: it
+//! answers one more barrier and sends "done", or (6.06) exits
+//! (`Oob::barrier_unless_ended`).
 //! `-D` (write/read/atomic) lets the client post for that long, then
 //! collect what is outstanding; its report counts what completed. Neither
-//! changes what a passive server does. send_bw and `-b` run both with
-//! barriers per size and a timed receiver, which softrdma does not do:
-//! they are refused.
+//! changes what a passive server does.
 
 use std::io::{self, Read, Write};
 use std::net::TcpStream;
@@ -166,13 +171,29 @@ impl BwReport {
 pub struct Oob {
     pub s: TcpStream,
     pub client: bool,
+    /// How long a read waits, unless a step says otherwise.
+    timeout: Duration,
+}
+
+/// What perftest's `ctx_close_connection` sends after its last barrier.
+const DONE: &[u8; 4] = b"done";
+
+/// How a barrier the receiver may have ended the run at went
+/// (`Oob::barrier_unless_ended`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Barrier {
+    Answered(Dest),
+    /// The receiver had ended the run and said "done" (perftest after 6.06).
+    Done,
+    /// The receiver had closed the connection (perftest 6.06 exits).
+    Closed,
 }
 
 impl Oob {
     pub fn new(s: TcpStream, client: bool, timeout: Duration) -> Res<Oob> {
         s.set_nodelay(true).map_err(|e| format!("TCP_NODELAY: {e}"))?;
         s.set_read_timeout(Some(timeout)).map_err(|e| format!("socket timeout: {e}"))?;
-        Ok(Oob { s, client })
+        Ok(Oob { s, client, timeout })
     }
 
     /// `ctx_xchg_data`: the client writes first, the server reads first.
@@ -196,10 +217,82 @@ impl Oob {
         Dest::parse(&r)
     }
 
-    /// Server: answers every dest message the client has sent (or, with
-    /// `block`, sends next): a dest message starts with a hex digit (the
-    /// LID), a report with the zero high byte of a big-endian size.
-    /// Returns how many were answered.
+    /// The client's barrier where the receiver may have ended the run, as
+    /// perftest's send_bw receiver over UC or UD does on a size that lost a
+    /// message (`check_alive`: nothing new for 60–120 s): perftest 6.06
+    /// exits (its socket closes, or resets over the barrier it left
+    /// unread); later versions answer the barrier after that size, one
+    /// more in `ctx_close_connection`, and then send "done" where the next
+    /// answer would be. `wait` allows for that timer.
+    pub fn barrier_unless_ended(&mut self, my: &Dest, wait: Duration, what: &str) -> Res<Barrier> {
+        // The "done" came right after the answer to the previous barrier:
+        // seen here, no write goes to a socket the peer has closed.
+        if self.done_waiting()? {
+            return Ok(Barrier::Done);
+        }
+        let closed = |e: &io::Error| {
+            matches!(
+                e.kind(),
+                io::ErrorKind::UnexpectedEof | io::ErrorKind::ConnectionReset | io::ErrorKind::BrokenPipe
+            )
+        };
+        match self.s.write_all(&my.to_msg()) {
+            Err(e) if closed(&e) => return Ok(Barrier::Closed),
+            r => r.map_err(|e| format!("{what}: write: {e}"))?,
+        }
+        let mut r = [0u8; DEST_LEN];
+        let got = self.with_wait(wait, |o| {
+            Ok(match o.s.read_exact(&mut r[..DONE.len()]) {
+                Ok(()) if r[..DONE.len()] == DONE[..] => Ok(None),
+                Ok(()) => o.s.read_exact(&mut r[DONE.len()..]).map(|()| Some(())),
+                Err(e) => Err(e),
+            })
+        })?;
+        match got {
+            Ok(None) => Ok(Barrier::Done),
+            Err(e) if closed(&e) => Ok(Barrier::Closed),
+            Err(e) => Err(format!("{what}: read: {e}")),
+            Ok(Some(())) => {
+                trace(self.client, what, &r);
+                Dest::parse(&r).map(Barrier::Answered)
+            }
+        }
+    }
+
+    /// `f` with reads waiting up to `wait` (for a peer that may be slow to
+    /// answer for a reason of its own), then the usual timeout again.
+    pub fn with_wait<T>(&mut self, wait: Duration, f: impl FnOnce(&mut Self) -> Res<T>) -> Res<T> {
+        self.s.set_read_timeout(Some(wait)).map_err(|e| format!("socket timeout: {e}"))?;
+        let r = f(self);
+        self.s.set_read_timeout(Some(self.timeout)).map_err(|e| format!("socket timeout: {e}"))?;
+        r
+    }
+
+    /// Whether the peer has closed the connection (read end, or reset).
+    pub fn peer_gone(&mut self) -> bool {
+        let mut b = [0u8; 1];
+        let _ = self.s.set_nonblocking(true);
+        let r = self.s.peek(&mut b);
+        let _ = self.s.set_nonblocking(false);
+        match r {
+            Ok(n) => n == 0,
+            Err(e) => e.kind() != io::ErrorKind::WouldBlock,
+        }
+    }
+
+    /// Whether perftest's "done" is waiting to be read.
+    fn done_waiting(&mut self) -> Res<bool> {
+        let mut b = [0u8; DONE.len()];
+        self.s.set_nonblocking(true).map_err(|e| format!("peek: {e}"))?;
+        let r = self.s.peek(&mut b);
+        self.s.set_nonblocking(false).map_err(|e| format!("peek: {e}"))?;
+        match r {
+            Ok(n) => Ok(n == DONE.len() && b == *DONE),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(false),
+            Err(e) => Err(format!("peek: {e}")),
+        }
+    }
+
     /// `ctx_close_connection`'s barrier, its failure ignored as the run is
     /// over: the client takes it, the server answers what comes until the
     /// socket closes.
@@ -210,9 +303,23 @@ impl Oob {
         };
     }
 
+    /// Server: answers every dest message the client has sent (or, with
+    /// `block`, sends next): a dest message starts with a hex digit (the
+    /// LID), a report with the zero high byte of a big-endian size.
+    /// Returns how many were answered.
     pub fn answer_hand_shakes(&mut self, my: &Dest, block: bool, what: &str) -> Res<usize> {
+        self.answer_some(my, block, usize::MAX, what)
+    }
+
+    /// Server: answers the client's barrier if it has sent one, and no
+    /// more: the client's next may belong to the next step.
+    pub fn answer_hand_shake(&mut self, my: &Dest, what: &str) -> Res<bool> {
+        Ok(self.answer_some(my, false, 1, what)? == 1)
+    }
+
+    fn answer_some(&mut self, my: &Dest, block: bool, most: usize, what: &str) -> Res<usize> {
         let mut n = 0;
-        loop {
+        while n < most {
             let mut b = [0u8; 1];
             self.s.set_nonblocking(!block).map_err(|e| format!("{what}: {e}"))?;
             let r = self.s.peek(&mut b);
@@ -227,6 +334,7 @@ impl Oob {
                 Err(e) => return Err(format!("{what}: {e}")),
             }
         }
+        Ok(n)
     }
 
     /// Steps 1–3; returns the peer's version and the agreed MTU.
@@ -315,7 +423,7 @@ pub struct OobConfig {
     pub duplex: bool,
     /// perftest's `-q`: QPs, each with `iters` operations (bandwidth tests only).
     pub qps: u32,
-    /// perftest's `-a`: every size from 2 bytes to 8 MiB (write_bw, read_bw).
+    /// perftest's `-a`: every size from 2 bytes to 8 MiB (over UD to the MTU).
     pub all: bool,
     /// perftest's `-D`: run this long instead of `iters`. The requester of
     /// write_bw, read_bw, atomic_bw and send_bw posts until then (send_bw's
@@ -382,25 +490,12 @@ pub fn validate(cfg: &OobConfig) -> Res<()> {
     if cfg.qps == 0 || (cfg.qps > 1 && !t.is_bw()) {
         return Err("-q: 1 QP for the latency tests, 1 or more for the bandwidth tests".into());
     }
-    // perftest's send_bw runs -a over UC and UD with a timed receiver that
-    // ends the run at the first size that lost a message, which softrdma
-    // has not; nor -D with -b (each end's row would be its sends and
-    // receives together, run_iter_bi); write/read/atomic swap reports under
-    // -b -D as without -D.
-    let all_ok = matches!(t, Test::WriteBw | Test::ReadBw | Test::WriteLat | Test::ReadLat | Test::SendLat)
-        || (t == Test::SendBw && conn == QpType::Rc);
+    let all_ok =
+        matches!(t, Test::WriteBw | Test::ReadBw | Test::SendBw | Test::WriteLat | Test::ReadLat | Test::SendLat);
     if cfg.all && (!all_ok || cfg.duration.is_some() || (cfg.duplex && !t.is_bw())) {
-        return Err("-a in perftest TCP mode: write_bw, read_bw, send_bw (RC), write_lat, read_lat and send_lat, \
-                    without -D"
-            .into());
-    }
-    if cfg.duration.is_some() && cfg.duplex && t == Test::SendBw {
-        return Err("-D in perftest TCP mode: send_bw not with -b".into());
-    }
-    // A lost UC/UD message would leave its receiver waiting for a count
-    // that never comes, with no barrier to end it as the one-way server has.
-    if cfg.duplex && t == Test::SendBw && conn != QpType::Rc {
-        return Err(format!("-b in perftest TCP mode: send_bw over {conn:?} is not supported (RC only)"));
+        return Err(
+            "-a in perftest TCP mode: write_bw, read_bw, send_bw, write_lat, read_lat and send_lat, without -D".into(),
+        );
     }
     let size = if t == Test::AtomicBw { 8 } else { cfg.size.max(1) };
     // With -a the sizes end at the MTU over UD (perftest's too); -s does not count.
@@ -646,6 +741,23 @@ mod tests {
             assert!(s.completions > 10 && c.completions > 10, "{t:?} -b -D: {} / {}", s.completions, c.completions);
             assert_eq!((s.report.iters, c.report.iters), (c.completions, s.completions), "{t:?} -b -D: reports");
         }
+        // send_bw -b -D: both ends send for the time and receive; each
+        // prints its own row, its sends and receives together (run_iter_bi),
+        // and no report crosses.
+        for conn in [QpType::Rc, QpType::Ud] {
+            let d = Some(Duration::from_millis(300));
+            let cfg = OobConfig { conn, duplex: true, duration: d, ..config(Test::SendBw, 1024, 1) };
+            let (s, c) = pair(&da, &db, &cfg);
+            let (s, c) = (s.unwrap(), c.unwrap());
+            assert!(s.check_ok && c.check_ok, "send_bw {conn:?} -b -D: {} / {}", s.check, c.check);
+            for (r, p) in [(&s, &c), (&c, &s)] {
+                let row = r.rows[0];
+                assert!(r.completions > 10 && row.iters > r.completions, "{conn:?} -b -D: {row:?}, {}", r.check);
+                // What it received is at most what its peer sent.
+                assert!(row.iters - r.completions <= p.completions, "{conn:?} -b -D: {row:?} / {}", p.completions);
+                assert_eq!(r.report, BwReport::default(), "send_bw -b -D: no report crosses");
+            }
+        }
         // send_bw -D: the sender posts for the time, the receiver takes
         // what comes until the sender's closing barrier; each prints its own row.
         for conn in [QpType::Rc, QpType::Uc, QpType::Ud] {
@@ -711,12 +823,7 @@ mod tests {
             assert_eq!(c.completions, (top - 1) * 5, "{t:?} {conn:?} -a");
         }
         for (bad, why) in [
-            (OobConfig { all: true, conn: QpType::Ud, ..config(Test::SendBw, 1, 3) }, "-a in perftest TCP mode"),
             (OobConfig { all: true, ..config(Test::AtomicBw, 8, 3) }, "-a in perftest TCP mode"),
-            (
-                OobConfig { duration: Some(Duration::from_secs(1)), duplex: true, ..config(Test::SendBw, 1, 3) },
-                "-D in perftest",
-            ),
             (
                 OobConfig { all: true, duration: Some(Duration::from_secs(1)), ..config(Test::WriteBw, 1, 3) },
                 "-a in perftest TCP mode",
@@ -726,6 +833,106 @@ mod tests {
         }
         da.shutdown();
         db.shutdown();
+    }
+
+    /// send_bw `-a` over UC and UD: a barrier before and after each size
+    /// (UD up to the path MTU); the receiver's rows are what arrived, and
+    /// a size that lost messages ends at the sender's barrier after it,
+    /// the run going on to the next size. `-b` over UD with loss.
+    #[test]
+    fn send_bw_all_sizes_over_uc_and_ud() {
+        let (da, db) = devices();
+        for (conn, top) in [(QpType::Ud, 11), (QpType::Uc, 24)] {
+            let sizes: Vec<u64> = (1..top).map(|i| 1u64 << i).collect();
+            let cfg = OobConfig { all: true, conn, qps: 2, ..config(Test::SendBw, 1, 3) };
+            let (s, c) = pair(&da, &db, &cfg);
+            let (s, c) = (s.unwrap(), c.unwrap());
+            assert!(s.check_ok && c.check_ok, "{conn:?} -a: {} / {}", s.check, c.check);
+            for r in [&s, &c] {
+                assert_eq!(r.rows.iter().map(|r| r.size).collect::<Vec<_>>(), sizes, "{conn:?} -a");
+            }
+            assert!(c.rows.iter().all(|r| r.iters == 6 && r.bw_avg > 0.0), "{conn:?} -a: {:?}", c.rows);
+            assert!(s.rows.iter().all(|r| r.iters <= 6), "{conn:?} -a: {:?}", s.rows);
+            assert_eq!(c.completions, (top - 1) * 6, "{conn:?} -a");
+        }
+        // One receive posted at a time against 32 sends in flight: UD drops
+        // most of each size, and each size still ends and reports.
+        let cfg = OobConfig { all: true, conn: QpType::Ud, rx_depth: 1, ..config(Test::SendBw, 1, 200) };
+        let (s, c) = pair(&da, &db, &cfg);
+        let (s, c) = (s.unwrap(), c.unwrap());
+        assert!(s.check_ok && c.check_ok, "UD -a, lossy: {} / {}", s.check, c.check);
+        assert_eq!((s.rows.len(), c.rows.len()), (10, 10), "UD -a, lossy: a row per size on each end");
+        assert!(s.rows.iter().zip(&c.rows).all(|(g, p)| g.iters <= p.iters && g.size == p.size));
+        assert!(s.completions < c.completions, "UD -a, lossy: {} of {} arrived", s.completions, c.completions);
+        // Both ways (-b), as lossy: each end takes a quiet spell after its
+        // own sends as the end of what will come, and the reports cross.
+        let cfg = OobConfig { duplex: true, conn: QpType::Ud, rx_depth: 1, ..config(Test::SendBw, 1024, 200) };
+        let (s, c) = pair(&da, &db, &cfg);
+        let (s, c) = (s.unwrap(), c.unwrap());
+        assert!(s.check_ok && c.check_ok, "UD -b, lossy: {} / {}", s.check, c.check);
+        assert_eq!((s.completions, c.completions), (200, 200), "UD -b, lossy: every send completes");
+        let (sm, cm) = (s.mine.expect("server's own report"), c.mine.expect("client's own report"));
+        assert_eq!((s.report, c.report), (cm, sm), "UD -b, lossy: the reports crossed");
+        assert!(s.check.contains(" of 200 messages received") && !s.check.starts_with("200 of"), "{}", s.check);
+        da.shutdown();
+        db.shutdown();
+    }
+
+    /// perftest's receiver that gave up on a lost message answers one more
+    /// barrier and then sends "done": the client's barrier reports it,
+    /// whether the "done" was already waiting or comes as the answer; or
+    /// (perftest 6.06) it exits, which the barrier reports as closed.
+    #[test]
+    fn a_barrier_answered_with_done() {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = l.local_addr().unwrap().port();
+        let my = Dest { qpn: 0x11, psn: 0x22, ..Dest::default() };
+        let server = std::thread::spawn(move || {
+            for waiting in [true, false] {
+                let (mut s, _) = l.accept().unwrap();
+                let mut m = [0u8; DEST_LEN];
+                s.read_exact(&mut m).unwrap();
+                if waiting {
+                    // ctx_close_connection: the barrier answered, then "done\0".
+                    s.write_all(&m).unwrap();
+                    s.write_all(b"done\0").unwrap();
+                } else {
+                    s.write_all(b"done\0").unwrap();
+                }
+                // Read until the client is gone, so that the socket closes with nothing unread.
+                let _ = s.read_to_end(&mut Vec::new());
+            }
+        });
+        for waiting in [true, false] {
+            let s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+            let mut oob = Oob::new(s, true, Duration::from_secs(5)).unwrap();
+            let wait = Duration::from_secs(5);
+            if waiting {
+                let d = oob.barrier_unless_ended(&my, wait, "before").unwrap();
+                assert_eq!(d, Barrier::Answered(my), "the barrier before the server gave up");
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            let d = oob.barrier_unless_ended(&my, wait, "after").unwrap();
+            assert_eq!(d, Barrier::Done, "done waiting: {waiting}");
+        }
+        server.join().unwrap();
+        // perftest 6.06 exits instead, the client's barrier unread.
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = l.local_addr().unwrap().port();
+        let server = std::thread::spawn(move || {
+            let (mut s, _) = l.accept().unwrap();
+            let mut m = [0u8; DEST_LEN];
+            s.read_exact(&mut m).unwrap();
+            s.write_all(&m).unwrap();
+            // The second barrier comes and is not read: closing now resets.
+            std::thread::sleep(Duration::from_millis(100));
+        });
+        let s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+        let mut oob = Oob::new(s, true, Duration::from_secs(5)).unwrap();
+        let wait = Duration::from_secs(5);
+        assert_eq!(oob.barrier_unless_ended(&my, wait, "before").unwrap(), Barrier::Answered(my));
+        assert_eq!(oob.barrier_unless_ended(&my, wait, "after").unwrap(), Barrier::Closed);
+        server.join().unwrap();
     }
 
     #[test]
@@ -738,6 +945,7 @@ mod tests {
             (Test::AtomicBw, false, QpType::Rc, 8),
             (Test::AtomicBw, true, QpType::Rc, 8),
             (Test::WriteBw, false, QpType::Uc, 20000),
+            (Test::SendBw, false, QpType::Uc, 20000),
             (Test::SendBw, false, QpType::Ud, 1024),
             (Test::ReadLat, false, QpType::Rc, 20000),
             (Test::SendLat, false, QpType::Rc, 20000),
@@ -749,7 +957,7 @@ mod tests {
         ] {
             // One way and `-b`, one QP and three.
             for (duplex, qps) in [(false, 1u32), (true, 1), (false, 3), (true, 3)] {
-                if (duplex || qps > 1) && !t.is_bw() || duplex && t == Test::SendBw && conn != QpType::Rc {
+                if (duplex || qps > 1) && !t.is_bw() {
                     continue;
                 }
                 let cfg = OobConfig { conn, cmp_swap: cas, duplex, qps, ..config(t, size, 200) };

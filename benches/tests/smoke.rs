@@ -114,15 +114,10 @@ fn bad_arguments_are_refused_with_a_reason() {
         (&["scale_qps", "-n", "0"], "-n must be at least 1"),
         (&["write_lat", "-b"], "-b: only write_bw, read_bw, send_bw and atomic_bw run both ways"),
         (&["raw_bw", "-b"], "-b: only write_bw"),
-        (&["send_bw", "-b", "-c", "UD", "server"], "-b in perftest TCP mode: send_bw over Ud is not supported"),
-        (
-            &["send_bw", "-a", "-c", "UC", "server"],
-            "-a in perftest TCP mode: write_bw, read_bw, send_bw (RC), write_lat",
-        ),
+        (&["atomic_bw", "-a", "server"], "-a in perftest TCP mode: write_bw, read_bw, send_bw, write_lat"),
         (&["write_lat", "-a", "-D", "1", "server"], "-a in perftest TCP mode"),
         (&["write_bw", "--report-both", "-b"], "--report-both: perftest TCP mode"),
         (&["write_bw", "--report-both", "server"], "--report-both: perftest TCP mode"),
-        (&["send_bw", "-D", "1", "-b", "client", "10.0.0.1"], "-D in perftest TCP mode: send_bw not with -b"),
     ] {
         let out = Command::new(env!("CARGO_BIN_EXE_softrdma-perf")).args(args).output().expect("run softrdma-perf");
         let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
@@ -351,9 +346,11 @@ fn perftest_mode_between_two_processes_on_taps() {
         ("atomic_bw", true, &["-b", "-q", "2", "--report-both"]),
         ("write_bw", false, &["-q", "3"]),
         ("send_lat", false, &["-a", "-c", "UD"]),
+        ("send_bw", false, &["-a", "-c", "UD"]),
         ("write_lat", true, &[]),
         ("write_lat", false, &["-D", "1"]),
         ("send_bw", false, &["-D", "1"]),
+        ("send_bw", false, &["-b", "-D", "1"]),
     ] {
         // read_bw over IPv6 (GID 2, each device's second address): the
         // client's checksums are left to the kernel, the server's are not.
@@ -391,7 +388,8 @@ fn perftest_mode_between_two_processes_on_taps() {
         assert!(co.contains("TAP offload: uso"), "{co}");
         let qps = more.iter().position(|&a| a == "-q").map_or(1, |k| more[k + 1].parse::<usize>().unwrap());
         assert_eq!(so.matches("remote address").count(), qps, "{so}");
-        if more.contains(&"-b") {
+        // send_bw -b -D: no report crosses, each end prints its own row (below).
+        if more.contains(&"-b") && !more.contains(&"-D") {
             let row = |o: &str| o.lines().skip_while(|l| !l.contains("#bytes")).nth(1).map(str::to_owned);
             let (sr, cr) = (row(&so), row(&co));
             assert!(sr.is_some() && sr == cr, "{test} -b: the summed rows differ:\n{so}\n{co}");
@@ -427,13 +425,30 @@ fn perftest_mode_between_two_processes_on_taps() {
             }
             let key = if test.ends_with("_lat") { "\"lat_duration\": [{\"bytes\": 65536" } else { "\"bw\": [{" };
             assert!(written.contains(key), "{test} -D --out_json:\n{written}");
+        } else if more.contains(&"-a") {
+            // A row per size up to the MTU over UD, on each end: the
+            // latency tests' table, send_bw's sender each size's -n
+            // messages and its receiver what arrived of them.
+            let (header, last) = if test.ends_with("_lat") { ("t_typical[usec]", 9) } else { ("#bytes", 5) };
+            let sizes: Vec<String> = (1..=10).map(|i| (1u32 << i).to_string()).collect();
+            for (end, o) in [("server", &so), ("client", &co)] {
+                let rows: Vec<Vec<&str>> = o
+                    .lines()
+                    .skip_while(|l| !l.contains(header))
+                    .skip(1)
+                    .take_while(|l| !l.starts_with("---"))
+                    .map(|l| l.split_whitespace().collect())
+                    .collect();
+                let got: Vec<&str> = rows.iter().map(|r| r[0]).collect();
+                assert_eq!(got, sizes, "{test} {more:?} {end}:\n{o}");
+                let all_sent = test.ends_with("_lat") || end == "client";
+                assert!(rows.iter().all(|r| r.len() == last && (r[1] == "200" || !all_sent)), "{test} {end}:\n{o}");
+            }
+            let key = if test.ends_with("_lat") { "\"lat\": [{\"bytes\": 2" } else { "\"bw\": [{\"bytes\": 2" };
+            assert!(written.contains(key), "{test} -a --out_json:\n{written}");
+            assert!(written.contains("\"check_ok\": \"true\""), "{written}");
         } else if test.ends_with("_lat") {
-            // perftest's table on each end: its sizes, each run -n times.
-            let sizes: Vec<String> = if more.contains(&"-a") {
-                (1..=10).map(|i| (1u32 << i).to_string()).collect()
-            } else {
-                vec!["65536".into()]
-            };
+            // perftest's table on each end, -n times.
             for o in [&so, &co] {
                 let rows: Vec<Vec<&str>> = o
                     .lines()
@@ -443,10 +458,10 @@ fn perftest_mode_between_two_processes_on_taps() {
                     .map(|l| l.split_whitespace().collect())
                     .collect();
                 let got: Vec<&str> = rows.iter().map(|r| r[0]).collect();
-                assert_eq!(got, sizes, "{test} {more:?}:\n{o}");
+                assert_eq!(got, ["65536"], "{test} {more:?}:\n{o}");
                 assert!(rows.iter().all(|r| r.len() == 9 && r[1] == "200"), "{test}:\n{o}");
             }
-            assert!(written.contains("\"lat\": [{\"bytes\": 2") == more.contains(&"-a"), "{written}");
+            assert!(!written.contains("\"lat\": [{\"bytes\": 2"), "{written}");
             assert!(written.contains("\"check_ok\": \"true\""), "{written}");
         } else {
             assert!(written.contains("\"bw\": [{\"bytes\": "), "{test} --out_json:\n{written}");

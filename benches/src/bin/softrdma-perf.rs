@@ -520,18 +520,25 @@ fn oob_test(t: Test, name: &str, c: &Common) -> Result<(), String> {
             match (c.bidirectional, &r.mine) {
                 (true, Some(mine)) => {
                     line("local ", mine);
-                    line("remote", &r.report);
+                    if !r.peer_rows.is_empty() {
+                        line("remote", &r.report);
+                    }
                     // perftest's print_full_bw_report under -b: this end's size and
                     // iterations, the rates of both ends added; with -a a row per size.
+                    // Where no report came (send_bw -b -D; a peer that ended the
+                    // run), this end's own row, as perftest prints it then.
                     let sums: Vec<_> = r
                         .rows
                         .iter()
-                        .zip(&r.peer_rows)
-                        .map(|(m, p)| benches::oob::BwReport {
-                            bw_peak: m.bw_peak + p.bw_peak,
-                            bw_avg: m.bw_avg + p.bw_avg,
-                            msg_rate: m.msg_rate + p.msg_rate,
-                            ..*m
+                        .enumerate()
+                        .map(|(k, m)| match r.peer_rows.get(k) {
+                            Some(p) => benches::oob::BwReport {
+                                bw_peak: m.bw_peak + p.bw_peak,
+                                bw_avg: m.bw_avg + p.bw_avg,
+                                msg_rate: m.msg_rate + p.msg_rate,
+                                ..*m
+                            },
+                            None => *m,
                         })
                         .collect();
                     table(&sums, &mut json);

@@ -12,7 +12,7 @@ use verbs_api::{
     SendWr, Sge, WcOpcode, WcStatus, WorkCompletion,
 };
 
-use super::{validate, BwReport, Dest, Oob, OobConfig, OobResult, Res, CYCLE_BUFFER};
+use super::{validate, Barrier, BwReport, Dest, Oob, OobConfig, OobResult, Res, CYCLE_BUFFER};
 use crate::perf::{next_wc, spin_byte, Test};
 use crate::report::{LatDurRow, LatRow};
 
@@ -45,6 +45,9 @@ struct Ends {
     size: usize,
     /// UD receive buffers start with the 40-byte GRH area (perftest's UD_ADDITION).
     grh: usize,
+    /// Per QP, receives posted and not yet completed: over UC and UD a lost
+    /// message leaves its receive for the next size.
+    outstanding: Vec<std::cell::Cell<u64>>,
 }
 
 impl Ends {
@@ -67,7 +70,17 @@ impl Ends {
 
     fn post_recvs(&self, i: usize, from: u64, n: u64) -> Res<()> {
         let wrs: Vec<RecvWr> = (from..from + n).map(|id| self.recv_wr(i, id)).collect();
-        self.qps[i].post_recv(&wrs).map_err(|(_, e)| format!("post_recv: {e}"))
+        self.qps[i].post_recv(&wrs).map_err(|(_, e)| format!("post_recv: {e}"))?;
+        self.outstanding[i].set(self.outstanding[i].get() + n);
+        Ok(())
+    }
+
+    /// Posts receives on QP `i` until `want` are outstanding (ctx_set_recv_wqes,
+    /// counting those a lost message left); returns how many are.
+    fn fill_recvs(&self, i: usize, want: u64) -> Res<u64> {
+        let have = self.outstanding[i].get();
+        self.post_recvs(i, have, want.saturating_sub(have))?;
+        Ok(self.outstanding[i].get())
     }
 
     /// Which of this end's QPs `qpn` is.
@@ -83,6 +96,7 @@ impl Ends {
             return Err(format!("received {} bytes, want {size}", wc.byte_len));
         }
         let q = self.index_of(wc.qp_num)?;
+        self.outstanding[q].set(self.outstanding[q].get().saturating_sub(1));
         if posted[q] < n {
             self.post_recvs(q, posted[q], 1)?;
             posted[q] += 1;
@@ -156,9 +170,8 @@ pub fn run(ctx: &Arc<dyn Context>, cfg: &OobConfig, s: TcpStream, client: bool) 
 
     // The passive send_bw posts its receives before each size (passive_send).
     if t == Test::SendBw && cfg.duplex {
-        let n = cfg.rx_depth.min(cfg.iters.max(1) as u32) as u64;
         for i in 0..e.qps.len() {
-            e.post_recvs(i, 0, n)?;
+            e.fill_recvs(i, recv_depth(cfg))?;
         }
     }
     // What perftest 6.06 sends once its QPs are connected, as seen on the
@@ -293,7 +306,8 @@ fn set_up(ctx: &Arc<dyn Context>, cfg: &OobConfig, oob: &mut Oob, client: bool, 
     }
     let ud_ah = if conn == QpType::Ud { Some(pd.create_ah(&ah).map_err(ck("create_ah"))?) } else { None };
     let grh = if conn == QpType::Ud { 40 } else { 0 };
-    Ok(Ends { qps, cq, mr, my, rem, ud_ah, slot, rx_base, buf_len, pattern, sizes, size, grh })
+    let outstanding = vec![Default::default(); nq];
+    Ok(Ends { qps, cq, mr, my, rem, ud_ah, slot, rx_base, buf_len, pattern, sizes, size, grh, outstanding })
 }
 
 /// One successful completion from `e`'s CQ, spinning as perftest's latency
@@ -379,6 +393,12 @@ fn send_lat(e: &Ends, cfg: &OobConfig, oob: &mut Oob, client: bool, res: &mut Oo
         format!("{got_all} of {want} messages received, each of its size; the last: {nz}/{last} bytes non-zero");
     oob.close(&my);
     Ok(())
+}
+
+/// How many receives a QP keeps posted (perftest's ctx_set_recv_wqes):
+/// `-r`, or fewer if fewer messages will come.
+fn recv_depth(cfg: &OobConfig) -> u64 {
+    u64::from(cfg.rx_depth.max(1)).min(iterations(cfg))
 }
 
 /// The iterations of a latency test or of send_bw's receiver: `-n`, or
@@ -615,44 +635,95 @@ fn active(e: &Ends, cfg: &OobConfig, oob: &mut Oob, res: &mut OobResult) -> Res<
     // and write/read's before them; one-way write/read have neither.
     let (send, one_sided) = (t == Test::SendBw, t != Test::SendBw);
     let barriers = cfg.all && (send || cfg.duplex);
+    // A perftest receiver over UC/UD may end the run at any of these
+    // barriers (`Oob::barrier_unless_ended`), after waiting up to 120 s.
+    // Under -b a perftest peer over UC/UD that lost a message of ours sends
+    // its report (or answers) only when its timer gives up.
+    let lossy = send && cfg.conn != QpType::Rc;
+    let send_dur = send && cfg.duplex && cfg.duration.is_some();
+    let wait = if lossy { cfg.stall.max(CHECK_ALIVE) } else { cfg.stall };
+    let mut ended = None;
     for (k, &size) in e.sizes.iter().enumerate() {
         if barriers && k > 0 {
             if send && cfg.duplex {
                 // This size's receives, before the peer may send.
-                let first = cfg.rx_depth.min(cfg.iters.max(1) as u32) as u64;
                 for q in 0..nq {
-                    e.post_recvs(q, 0, first)?;
+                    e.fill_recvs(q, recv_depth(cfg))?;
                 }
             }
-            oob.hand_shake(&my, "sync before the size")?;
+            if !matches!(oob.barrier_unless_ended(&my, wait, "sync before the size")?, Barrier::Answered(_)) {
+                ended = Some(e.sizes[k - 1]);
+                break;
+            }
         }
         let run = stream(e, cfg, size)?;
         done += run.done;
         got = run.got;
         res.elapsed += run.elapsed;
-        // As perftest reports: the iterations of all QPs, and their rates.
-        rep = BwReport::measured(size, run.done, run.elapsed);
+        // As perftest reports: the iterations of all QPs, and their rates;
+        // send_bw's under -b -D, its sends and receives together (run_iter_bi
+        // counts both, and no report crosses).
+        let counted = if send_dur { run.done + run.got } else { run.done };
+        rep = BwReport::measured(size, counted, run.elapsed);
         res.rows.push(rep);
         if barriers && one_sided {
             oob.hand_shake(&my, "sync after the size")?;
         }
-        if cfg.duplex {
+        if cfg.duplex && !send_dur {
             // Each size's reports cross; with one size there is no barrier after.
-            res.report = oob.bw_reports(&rep)?;
+            match oob.with_wait(wait, |o| o.bw_reports(&rep)) {
+                Ok(r) => res.report = r,
+                // perftest 6.06 exits when a UC/UD message it waits for never
+                // comes (check_alive), before its report.
+                Err(_) if lossy && oob.peer_gone() => {
+                    ended = Some(size);
+                    break;
+                }
+                Err(e) => return Err(e),
+            }
             res.peer_rows.push(res.report);
         }
         if barriers && send {
-            oob.hand_shake(&my, "sync after the size")?;
+            match oob.barrier_unless_ended(&my, wait, "sync after the size")? {
+                Barrier::Answered(_) => {}
+                // The receiver ended the run in this size, which lost messages.
+                Barrier::Closed => {
+                    ended = Some(size);
+                    break;
+                }
+                // It ended in the size before and answered this one's barrier
+                // from ctx_close_connection: this size went to no one.
+                Barrier::Done => {
+                    done -= res.rows.pop().map_or(0, |r| r.iters);
+                    res.elapsed = res.elapsed.saturating_sub(run.elapsed);
+                    ended = k.checked_sub(1).map(|j| e.sizes[j]);
+                    break;
+                }
+            }
         }
+    }
+    if ended.is_some() {
+        rep = res.rows.last().copied().unwrap_or_default();
     }
     res.completions = done;
     res.mine = Some(rep);
     if cfg.duplex {
-        let _ = oob.hand_shake(&my, "close");
         let (ok, check, added) = duplex_check(e, cfg, got, res.report.iters)?;
         res.check_ok = ok;
         res.added = added;
         res.check = format!("{done} requests completed; {check}");
+        match ended {
+            None => {
+                let _ = oob.hand_shake(&my, "close");
+            }
+            Some(size) => {
+                res.check += &format!(
+                    "; the peer ended the run in {size} bytes before its report came, as perftest's does when \
+                     a message it waits for over {:?} never comes",
+                    cfg.conn
+                )
+            }
+        }
         return Ok(());
     }
     res.report = rep;
@@ -670,8 +741,16 @@ fn active(e: &Ends, cfg: &OobConfig, oob: &mut Oob, res: &mut OobResult) -> Res<
             res.check = format!("last fetched value {:#x}", u64::from_ne_bytes(w.try_into().unwrap_or([0; 8])));
         }
         _ => {
-            res.check_ok = true;
+            res.check_ok = !res.rows.is_empty();
             res.check = format!("{done} completions, all successful");
+            if let Some(size) = ended {
+                res.check += &format!(
+                    "; the receiver ended the run after {size} bytes, as perftest's does when a size lost a \
+                     message over {:?} (its report says how many arrived)",
+                    cfg.conn
+                );
+                return Ok(());
+            }
         }
     }
     if t != Test::SendBw {
@@ -682,6 +761,14 @@ fn active(e: &Ends, cfg: &OobConfig, oob: &mut Oob, res: &mut OobResult) -> Res<
     oob.close(&my);
     Ok(())
 }
+
+/// How long a `-b` send_bw end over UC/UD whose own sends are done waits
+/// for a message after the last one came, before it takes the rest as lost.
+const LOSS_QUIET: Duration = Duration::from_secs(3);
+
+/// How long perftest's send_bw receiver over UC/UD may wait for a lost
+/// message before it gives up (`check_alive`: 60–120 s), and a margin.
+const CHECK_ALIVE: Duration = Duration::from_secs(130);
 
 /// perftest's `-a`: 2^1 to 2^23 bytes.
 const ALL_SIZES: std::ops::Range<u32> = 1..24;
@@ -733,8 +820,11 @@ fn stream(e: &Ends, cfg: &OobConfig, size: usize) -> Res<Streamed> {
     let (mut posted, mut done) = (vec![0u64; nq], vec![0u64; nq]);
     let receives = cfg.duplex && t == Test::SendBw;
     let mut got = 0u64;
-    let first = if receives { cfg.rx_depth.min(n as u32) as u64 } else { 0 };
-    let mut recv_posted = vec![first; nq];
+    // What the size's receives were filled to (run, active): they count as posted for it.
+    let mut recv_posted: Vec<u64> = e.outstanding.iter().map(std::cell::Cell::get).collect();
+    // Over UC and UD a lost message never comes: once this end's sends are
+    // done, a quiet spell ends its wait (perftest's ends after 60–120 s).
+    let lossy = receives && cfg.conn != QpType::Rc;
     let mut last = Instant::now();
     let start = last;
     // `-D`: post until the time is up, then collect what is outstanding.
@@ -746,7 +836,7 @@ fn stream(e: &Ends, cfg: &OobConfig, size: usize) -> Res<Streamed> {
     loop {
         let finished = match cfg.duration {
             Some(_) => time_up() && sum(&done) == sum(&posted),
-            None => sum(&done) >= total && (!receives || got >= total),
+            None => sum(&done) >= total && (!receives || got >= total || lossy && last.elapsed() > LOSS_QUIET),
         };
         if finished {
             break;
@@ -792,7 +882,7 @@ fn stream(e: &Ends, cfg: &OobConfig, size: usize) -> Res<Streamed> {
                 done[(wc.wr_id >> QP_SHIFT) as usize % nq] += 1;
                 continue;
             }
-            e.received(wc, size, &mut recv_posted, n)?;
+            e.received(wc, size, &mut recv_posted, iterations(cfg))?;
             got += 1;
         }
     }
@@ -802,36 +892,38 @@ fn stream(e: &Ends, cfg: &OobConfig, size: usize) -> Res<Streamed> {
 /// The passive side of send_bw, per size: the size's receives posted and
 /// the client's barrier before it sends, then `iters` messages per QP, timed
 /// from the first to the last for this end's row, as perftest's server
-/// reports them; with `-a` (RC only) a barrier after each size, as
-/// perftest's RUN_ALL has. Over UC and UD what was lost stays lost: the
-/// client's closing barrier ends the wait, and then only what is still on
-/// its way is drained.
+/// reports them; with `-a` a barrier after each size, as perftest's RUN_ALL
+/// has. Over UC and UD what was lost stays lost: the client's next barrier
+/// (after the size with `-a`, else its closing one) ends the wait, and then
+/// only what is still on its way is drained. perftest's own receiver waits
+/// 60–120 s for a lost message instead and then ends the whole run
+/// (`check_alive`); going on to the next size keeps a perftest client's
+/// barriers in step, and it loses no row.
 fn passive_send(e: &Ends, cfg: &OobConfig, oob: &mut Oob, res: &mut OobResult) -> Res<()> {
     let (nq, my) = (e.qps.len(), e.my[0]);
     let n = iterations(cfg);
     let total = n.saturating_mul(nq as u64);
-    let (mut got_all, mut last_q, mut closed) = (0u64, 0usize, None::<Instant>);
+    let (mut got_all, mut last_q, mut closed) = (0u64, 0usize, false);
     // Under -D the sender's closing barrier ends the run, as over UC/UD.
-    let until_closed = cfg.conn != QpType::Rc || cfg.duration.is_some();
+    let until_barrier = cfg.conn != QpType::Rc || cfg.duration.is_some();
+    let next_barrier = if cfg.all { "sync after the size" } else { "close" };
     for &size in &e.sizes {
-        let first = cfg.rx_depth.clamp(1, n as u32) as u64;
-        for q in 0..nq {
-            e.post_recvs(q, 0, first)?;
-        }
-        let mut posted = vec![first; nq];
+        // Receives a lost message left posted count as this size's.
+        let mut posted = (0..nq).map(|q| e.fill_recvs(q, recv_depth(cfg))).collect::<Res<Vec<u64>>>()?;
         oob.hand_shake(&my, "sync before the test")?;
         let (mut got, mut first_at, mut last) = (0u64, None::<Instant>, Instant::now());
+        let mut ended = None::<Instant>;
         while got < total {
             let wcs = e.cq.wait(64, Duration::from_millis(50));
             if wcs.is_empty() {
-                if let Some(at) = closed {
+                if let Some(at) = ended {
                     if at.elapsed() > Duration::from_millis(500) {
                         break;
                     }
                     continue;
                 }
-                if until_closed && oob.answer_hand_shakes(&my, false, "close")? > 0 {
-                    closed = Some(Instant::now());
+                if until_barrier && oob.answer_hand_shake(&my, next_barrier)? {
+                    ended = Some(Instant::now());
                     continue;
                 }
                 if last.elapsed() > cfg.stall {
@@ -846,8 +938,8 @@ fn passive_send(e: &Ends, cfg: &OobConfig, oob: &mut Oob, res: &mut OobResult) -
                 got += 1;
                 last = Instant::now();
                 first_at.get_or_insert(last);
-                if closed.is_some() {
-                    closed = Some(last);
+                if ended.is_some() {
+                    ended = Some(last);
                 }
             }
         }
@@ -855,20 +947,21 @@ fn passive_send(e: &Ends, cfg: &OobConfig, oob: &mut Oob, res: &mut OobResult) -
         let took = first_at.map_or(Duration::ZERO, |f| last.duration_since(f));
         res.elapsed += took;
         res.rows.push(BwReport::measured(size, got, took));
-        if cfg.all {
+        if cfg.all && ended.is_none() {
             oob.hand_shake(&my, "sync after the size")?;
         }
+        closed = !cfg.all && ended.is_some();
     }
     res.mine = res.rows.last().copied();
     res.completions = got_all;
     let size = e.size;
     let want = total.saturating_mul(e.sizes.len() as u64);
     let nz = non_zero(&e.read(e.rx_off(last_q) + e.grh, size)?);
-    res.check_ok = nz > 0 && got_all > 0 && (until_closed || got_all == want);
+    res.check_ok = nz > 0 && got_all > 0 && (until_barrier || got_all == want);
     let want = if cfg.duration.is_some() { "the duration's".to_string() } else { want.to_string() };
     res.check =
         format!("{got_all} of {want} messages received, each of its size; the last: {nz}/{size} bytes non-zero");
-    if closed.is_none() {
+    if !closed {
         oob.close(&my);
     }
     Ok(())
@@ -951,8 +1044,11 @@ fn duplex_check(e: &Ends, cfg: &OobConfig, got: u64, peer_iters: u64) -> Res<(bo
         }
         _ => {
             let nz = e.filled(e.rx_base, size)?;
-            let ok = got == total && nz.iter().all(|&k| k > 0);
-            (ok, format!("{got} of {total} messages received; last per QP: {nz:?} of {size} bytes non-zero"), None)
+            // Over UC and UD what was lost stays lost; -D has no count.
+            let all = got == total || (cfg.conn != QpType::Rc || cfg.duration.is_some()) && got > 0;
+            let ok = all && nz.iter().all(|&k| k > 0);
+            let of = if cfg.duration.is_some() { "the duration's".to_string() } else { total.to_string() };
+            (ok, format!("{got} of {of} messages received; last per QP: {nz:?} of {size} bytes non-zero"), None)
         }
     })
 }
