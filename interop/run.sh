@@ -33,10 +33,13 @@
 # (-a -n 5: read_lat_a, send_lat_a, write_lat_a; a row per size), for a duration (-D 2,
 # 64 B: read_lat_dur, send_lat_dur, write_lat_dur; perftest's duration row), and
 # ib_write_lat -c UC, ib_send_lat -c UC and -c UD (write_lat_uc, send_lat_uc:
-# PERFTEST_SIZES; send_lat_ud: PERFTEST_UD_SIZES).
+# PERFTEST_SIZES; send_lat_ud: PERFTEST_UD_SIZES). send_bw over UC and UD at both link
+# MTUs, IPv4: ib_send_bw -c UC (send_uc, PERFTEST_SIZES), -a -n 5 (send_uc_all,
+# send_ud_all), -b -n 200 (send_uc_bi 1001 B, send_ud_bi PERFTEST_UD_SIZES); and send_bw
+# -b -D 2 (send_bdur, 65536 B, RC).
 # PERFTEST_ITERS iterations (default 1000).
 #
-# The full run: 104 ping-pong + 340 perftest cases = 444, two guest boots.
+# The full run: 104 ping-pong + 376 perftest cases = 480, two guest boots.
 # --quick: RC (20003 B) both directions and UD (1001 B) both directions over IPv4, RC
 #   over IPv6 once, perftest write_bw, read_bw, send_bw (20000 B) and atomic_bw
 #   FETCH_AND_ADD both directions, write_lat (1001 B, softrdma serving), and -b:
@@ -66,7 +69,7 @@ while [ $# -gt 0 ]; do
     --quick) quick=1 ;;
     --filter) filter=$2; shift ;;
     --out) out=$2; shift ;;
-    -h|--help) sed -n '2,57p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,62p' "$0"; exit 0 ;;
     *) echo "unknown argument $1" >&2; exit 2 ;;
   esac
   shift
@@ -90,9 +93,9 @@ sizes_srq=${SRQ_SIZES:-"1 1001 20003"} sizes_ud=${UD_SIZES:-"1 1001 mtu"}
 # UC write_bw, UD send_bw) at both link MTUs over the IPv4 GID, the RC ones over IPv6 as
 # well; the latency tools at link MTU 1500, IPv4; atomics are 8 bytes.
 sizes_pt=${PERFTEST_SIZES:-"1001 20000"} pt_n=${PERFTEST_ITERS:-1000}
-is_pt() { case $1 in write_bw|read_bw|send_bw|atomic_fa|atomic_cs|write_uc|send_ud|read_lat|send_lat|write_lat|*_bi|*_q2|*_all|*_dur|*_lat_a|*_lat_uc|*_lat_ud|*_abi|*_bdur|*_rb) return 0 ;; esac; return 1; }
+is_pt() { case $1 in write_bw|read_bw|send_bw|atomic_fa|atomic_cs|write_uc|send_uc|send_ud|read_lat|send_lat|write_lat|*_bi|*_q2|*_all|*_dur|*_lat_a|*_lat_uc|*_lat_ud|*_abi|*_bdur|*_rb) return 0 ;; esac; return 1; }
 # perftest's binary and softrdma-perf's verb of a perftest case
-pt_verb() { case $1 in atomic_fa|atomic_cs|atomic_bi|atomic_q2|atomic_bdur) echo atomic_bw ;; *_bdur) echo "${1%_bdur}_bw" ;; *_rb) echo "${1%_rb}_bw" ;; write_uc) echo write_bw ;; send_ud) echo send_bw ;; *_bi) echo "${1%_bi}_bw" ;; *_q2) echo "${1%_q2}_bw" ;; atomic_dur) echo atomic_bw ;; *_lat_a) echo "${1%_a}" ;; *_abi) echo "${1%_abi}_bw" ;; *_lat_uc|*_lat_ud) echo "${1%_u?}" ;; *_lat_dur) echo "${1%_dur}" ;; *_all|*_dur) echo "${1%_*}_bw" ;; *) echo "$1" ;; esac; }
+pt_verb() { case $1 in atomic_fa|atomic_cs|atomic_bi|atomic_q2|atomic_bdur) echo atomic_bw ;; *_bdur) echo "${1%_bdur}_bw" ;; *_rb) echo "${1%_rb}_bw" ;; write_uc) echo write_bw ;; send_ud|send_uc|send_ud_all|send_uc_all|send_ud_bi|send_uc_bi) echo send_bw ;; *_bi) echo "${1%_bi}_bw" ;; *_q2) echo "${1%_q2}_bw" ;; atomic_dur) echo atomic_bw ;; *_lat_a) echo "${1%_a}" ;; *_abi) echo "${1%_abi}_bw" ;; *_lat_uc|*_lat_ud) echo "${1%_u?}" ;; *_lat_dur) echo "${1%_dur}" ;; *_all|*_dur) echo "${1%_*}_bw" ;; *) echo "$1" ;; esac; }
 sizes_pt_ud=${PERFTEST_UD_SIZES:-"1001 mtu"}
 t_start=$(date +%s)
 
@@ -147,9 +150,10 @@ cases_for() { # link_mtu
   fi
   # perftest: every tool over the IPv4 GID (index 1), the latency tools' -a, UC and UD at
   # path MTU 1024 only; then the RC tools (and -a) over the IPv6 GID (index 2).
-  local pt_v4="write_bw read_bw send_bw atomic_fa atomic_cs write_uc send_ud write_bi read_bi send_bi atomic_bi"
+  local pt_v4="write_bw read_bw send_bw atomic_fa atomic_cs write_uc send_uc send_ud write_bi read_bi send_bi atomic_bi"
   pt_v4="$pt_v4 write_q2 read_q2 send_q2 atomic_q2 write_all read_all send_all write_dur atomic_dur send_dur"
-  pt_v4="$pt_v4 write_abi read_abi send_abi write_bdur read_bdur atomic_bdur write_rb"
+  pt_v4="$pt_v4 write_abi read_abi send_abi write_bdur read_bdur atomic_bdur write_rb send_uc_all send_ud_all"
+  pt_v4="$pt_v4 send_uc_bi send_ud_bi send_bdur"
   pt_v4="$pt_v4 read_lat send_lat write_lat"
   [ "$lmtu" = 1500 ] && pt_v4="$pt_v4 read_lat_a send_lat_a write_lat_a"
   [ "$lmtu" = 1500 ] && pt_v4="$pt_v4 write_lat_uc send_lat_uc send_lat_ud"
@@ -164,10 +168,14 @@ cases_for() { # link_mtu
           *_bdur) echo "$tool $role $gid $pmtu 65536 2s"; continue ;;
           *_lat_dur) echo "$tool $role $gid $pmtu 64 2s"; continue ;;
           *_all|*_lat_a|*_abi) echo "$tool $role $gid $pmtu all 5"; continue ;;
+          # Both ways over UC/UD: 200 messages, fewer than the receives each end posts
+          # first (-r 512), so that a guest that cannot repost in time loses none.
+          send_uc_bi) echo "$tool $role $gid $pmtu 1001 200"; continue ;;
+          send_ud_bi) for size in $sizes_pt_ud; do echo "$tool $role $gid $pmtu ${size/mtu/$pmtu} 200"; done; continue ;;
           *_dur) echo "$tool $role $gid $pmtu 65536 2s"; continue ;;
         esac
         if [ "${tool#atomic}" != "$tool" ]; then echo "$tool $role $gid $pmtu 8 $pt_n"; continue; fi
-        v=sizes_pt; case $tool in send_ud|*_lat_ud) v=sizes_pt_ud ;; esac
+        v=sizes_pt; case $tool in send_ud|send_ud_bi|*_lat_ud) v=sizes_pt_ud ;; esac
         for size in ${!v}; do
           [ "$size" = mtu ] && size=$pmtu
           echo "$tool $role $gid $pmtu $size $pt_n"
@@ -201,6 +209,10 @@ tool_args() { # tool gid pmtu size iters port
       atomic_bdur) echo "-x $2 -F -D 2 -b -p $6 -m $3 -A FETCH_AND_ADD" ;;
       *_bdur) echo "-x $2 -F -s $4 -D 2 -b -p $6 -m $3" ;;
       *_rb) echo "-x $2 -F -s $4 -n $5 -p $6 -m $3 -b --report-both" ;;
+      send_uc_bi) echo "-x $2 -F -c UC -s $4 -n $5 -p $6 -m $3 -b" ;;
+      send_ud_bi) echo "-x $2 -F -c UD -s $4 -n $5 -p $6 -m $3 -b" ;;
+      send_uc_all) echo "-x $2 -F -c UC -a -n $5 -p $6 -m $3" ;;
+      send_ud_all) echo "-x $2 -F -c UD -a -n $5 -p $6 -m $3" ;;
       *_all|*_lat_a) echo "-x $2 -F -a -n $5 -p $6 -m $3" ;;
       *_abi) echo "-x $2 -F -a -b -n $5 -p $6 -m $3" ;;
       *_dur) echo "-x $2 -F -s $4 -D 2 -p $6 -m $3" ;;
@@ -209,7 +221,7 @@ tool_args() { # tool gid pmtu size iters port
       atomic_cs) echo "-x $2 -F -n $5 -p $6 -m $3 -A CMP_AND_SWAP" ;;
       write_uc) echo "-x $2 -F -c UC -s $4 -n $5 -p $6 -m $3" ;;
       send_ud|*_lat_ud) echo "-x $2 -F -c UD -s $4 -n $5 -p $6 -m $3" ;;
-      *_lat_uc) echo "-x $2 -F -c UC -s $4 -n $5 -p $6 -m $3" ;;
+      send_uc|*_lat_uc) echo "-x $2 -F -c UC -s $4 -n $5 -p $6 -m $3" ;;
       *) echo "-x $2 -F -s $4 -n $5 -p $6 -m $3" ;;
     esac
     return
@@ -405,18 +417,29 @@ for lmtu in 1500 9000; do
     fi
     hrc=$(cat "$dir/host.$i.rc" 2>/dev/null || echo none)
     note=""
-    # UD has no recovery: perftest's ib_send_bw -c UD server gives up after 120 s without a
-    # datagram, prints "Total Received=N, Total Iters Required=M" and exits 17. That is its
-    # report of what completed; the case passes when N > 0 (the loss is noted).
+    # UD and UC have no recovery: perftest's ib_send_bw -c UD|UC server gives up after 60–120 s
+    # without a message, prints "Total Received=N, Total Iters Required=M" and exits 17 (with
+    # -a: ends the run at that size and exits 0). That is its report of what completed; the
+    # case passes when N > 0 (the loss is noted).
     if [ -n "$stall_at" ] && [ "$i" -ge "$stall_at" ]; then
       fails=$((fails + 1)); stalled=1
       printf '%-5s %-8s %-4s %-5s %-6s %-6s %-7s %s\n' "$tool" "$role" "$([ "$gid" = 1 ] && echo v4 || echo v6)" \
         "$pmtu" "$size" "$iters" STALL "the guest stopped answering at case $stall_at" >>"$results"
       continue
     fi
-    if [ "$tool" = send_ud ] && [ "$role" = client ] && [ "$grc" = 17 ]; then
+    # The guest receives when softrdma is the client, and under -b always.
+    lossy=0
+    case ${tool%_all} in
+      send_ud|send_uc) [ "$role" = client ] && lossy=1 ;;
+      send_ud_bi|send_uc_bi) lossy=1 ;;
+    esac
+    if [ $lossy = 0 ]; then :
+    elif [ "$grc" = 17 ]; then
       got=$(grep -ao 'Total Received=[0-9]*' "$dir/a.out/case.$i.log" 2>/dev/null | tr -dc 0-9 || true)
       if [ "${got:-0}" -gt 0 ]; then grc=0; note="lost: guest received $got of $iters"; fi
+    elif [ "$grc" = 0 ] && grep -aq 'Did not get Message' "$dir/a.out/case.$i.log" 2>/dev/null; then
+      # -a: perftest's receiver ends the run at the size that lost one (softrdma says which).
+      note="lost: $(grep -ao 'Total Received=[0-9]*, Total Iters Required=[0-9]*' "$dir/a.out/case.$i.log" | tail -1)"
     fi
     if [ "$grc" = 0 ] && [ "$hrc" = 0 ] && ! grep -q "invalid data" "$dir/a.out/case.$i.log" 2>/dev/null \
        && grep -q ": PASS" "$dir/host.$i.log"; then
