@@ -39,7 +39,7 @@
 # -b -D 2 (send_bdur, 65536 B, RC).
 # PERFTEST_ITERS iterations (default 1000).
 #
-# The full run: 104 ping-pong + 376 perftest cases = 480, two guest boots.
+# The full run: 104 ping-pong + 372 perftest cases = 476, two guest boots.
 # --quick: RC (20003 B) both directions and UD (1001 B) both directions over IPv4, RC
 #   over IPv6 once, perftest write_bw, read_bw, send_bw (20000 B) and atomic_bw
 #   FETCH_AND_ADD both directions, write_lat (1001 B, softrdma serving), and -b:

@@ -666,6 +666,44 @@ mod tests {
         })
     }
 
+    /// As `pair`, through a proxy that passes the client's first `cut`
+    /// bytes and then closes both connections, as a perftest peer that
+    /// exits there would.
+    fn pair_cut(da: &Device, db: &Device, cfg: &OobConfig, cut: usize) -> (Res<OobResult>, Res<OobResult>) {
+        use std::net::Shutdown;
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let proxy = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let (port, pport) = (l.local_addr().unwrap().port(), proxy.local_addr().unwrap().port());
+        let (ca, cb) = (da.context(), db.context());
+        std::thread::scope(|sc| {
+            let h = sc.spawn(|| {
+                let (s, _) = l.accept().unwrap();
+                run(&ca, cfg, s, false)
+            });
+            sc.spawn(move || {
+                let (c, _) = proxy.accept().unwrap();
+                let s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+                let (mut c2, mut s2) = (c.try_clone().unwrap(), s.try_clone().unwrap());
+                // The server's bytes all go through, until the cut closes both.
+                std::thread::spawn(move || std::io::copy(&mut s2, &mut c2));
+                let (mut from, mut to, mut passed) = (c, s, 0usize);
+                let mut b = [0u8; 4096];
+                loop {
+                    let n = from.read(&mut b[..(cut - passed).max(1)]).unwrap_or(0);
+                    if n == 0 || passed == cut {
+                        break;
+                    }
+                    to.write_all(&b[..n]).unwrap();
+                    passed += n;
+                }
+                let _ = from.shutdown(Shutdown::Both);
+                let _ = to.shutdown(Shutdown::Both);
+            });
+            let c = run(&cb, cfg, TcpStream::connect(("127.0.0.1", pport)).unwrap(), true);
+            (h.join().unwrap(), c)
+        })
+    }
+
     fn config(test: Test, size: usize, iters: u64) -> OobConfig {
         OobConfig {
             test,
@@ -874,6 +912,17 @@ mod tests {
         let (sm, cm) = (s.mine.expect("server's own report"), c.mine.expect("client's own report"));
         assert_eq!((s.report, c.report), (cm, sm), "UD -b, lossy: the reports crossed");
         assert!(s.check.contains(" of 200 messages received") && !s.check.starts_with("200 of"), "{}", s.check);
+        // A peer that exits before its report (perftest 6.06 when a UC/UD
+        // message it waits for never comes): the connection closes where
+        // the client's report would go (after the preamble's 26 bytes and
+        // four dest messages), and each end prints its own row and says so.
+        let cfg = OobConfig { duplex: true, conn: QpType::Ud, ..config(Test::SendBw, 1024, 200) };
+        let (s, c) = pair_cut(&da, &db, &cfg, 26 + 4 * DEST_LEN);
+        let (s, c) = (s.unwrap(), c.unwrap());
+        for r in [&s, &c] {
+            assert!(r.check_ok && r.check.contains("the peer ended the run"), "UD -b, cut: {}", r.check);
+            assert_eq!((r.rows.len(), r.peer_rows.len(), r.completions), (1, 0, 200), "UD -b, cut: {r:?}");
+        }
         da.shutdown();
         db.shutdown();
     }
