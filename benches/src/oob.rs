@@ -893,6 +893,16 @@ mod tests {
             assert!(s.rows.iter().all(|r| r.iters <= 6), "{conn:?} -a: {:?}", s.rows);
             assert_eq!(c.completions, (top - 1) * 6, "{conn:?} -a");
         }
+        // -a -b over UD: both ends send every size and receive the other's.
+        let cfg = OobConfig { all: true, duplex: true, conn: QpType::Ud, qps: 2, ..config(Test::SendBw, 1, 3) };
+        let (s, c) = pair(&da, &db, &cfg);
+        let (s, c) = (s.unwrap(), c.unwrap());
+        assert!(s.check_ok && c.check_ok, "UD -a -b: {} / {}", s.check, c.check);
+        let sizes: Vec<u64> = (1..11).map(|i| 1u64 << i).collect();
+        for r in [&s, &c] {
+            assert_eq!(r.rows.iter().map(|r| r.size).collect::<Vec<_>>(), sizes, "UD -a -b");
+            assert_eq!((r.completions, r.peer_rows.len()), (10 * 6, 10), "UD -a -b: {}", r.check);
+        }
         // One receive posted at a time against 32 sends in flight: UD drops
         // most of each size, and each size still ends and reports.
         let cfg = OobConfig { all: true, conn: QpType::Ud, rx_depth: 1, ..config(Test::SendBw, 1, 200) };
