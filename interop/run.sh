@@ -37,10 +37,11 @@
 # MTUs, IPv4: ib_send_bw -c UC (send_uc, PERFTEST_SIZES), -a -n 5 (send_uc_all,
 # send_ud_all), -b -n 200 (send_uc_bi 1001 B, send_ud_bi PERFTEST_UD_SIZES); and send_bw
 # -b -D 2 (send_bdur, 65536 B, RC); two QPs over UD and UC (-q 2: send_ud_q2, -n 200,
-# PERFTEST_UD_SIZES; write_uc_q2, PERFTEST_SIZES).
+# PERFTEST_UD_SIZES; write_uc_q2, PERFTEST_SIZES); a duration over UC and UD (-D 2:
+# write_uc_dur 65536 B, send_ud_dur 1001 B).
 # PERFTEST_ITERS iterations (default 1000).
 #
-# The full run: 104 ping-pong + 388 perftest cases = 492, two guest boots.
+# The full run: 104 ping-pong + 396 perftest cases = 500, two guest boots.
 # --quick: RC (20003 B) both directions and UD (1001 B) both directions over IPv4, RC
 #   over IPv6 once, perftest write_bw, read_bw, send_bw (20000 B) and atomic_bw
 #   FETCH_AND_ADD both directions, write_lat (1001 B, softrdma serving), and -b:
@@ -70,7 +71,7 @@ while [ $# -gt 0 ]; do
     --quick) quick=1 ;;
     --filter) filter=$2; shift ;;
     --out) out=$2; shift ;;
-    -h|--help) sed -n '2,63p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,64p' "$0"; exit 0 ;;
     *) echo "unknown argument $1" >&2; exit 2 ;;
   esac
   shift
@@ -96,7 +97,7 @@ sizes_srq=${SRQ_SIZES:-"1 1001 20003"} sizes_ud=${UD_SIZES:-"1 1001 mtu"}
 sizes_pt=${PERFTEST_SIZES:-"1001 20000"} pt_n=${PERFTEST_ITERS:-1000}
 is_pt() { case $1 in write_bw|read_bw|send_bw|atomic_fa|atomic_cs|write_uc|send_uc|send_ud|read_lat|send_lat|write_lat|*_bi|*_q2|*_all|*_dur|*_lat_a|*_lat_uc|*_lat_ud|*_abi|*_bdur|*_rb) return 0 ;; esac; return 1; }
 # perftest's binary and softrdma-perf's verb of a perftest case
-pt_verb() { case $1 in atomic_fa|atomic_cs|atomic_bi|atomic_q2|atomic_bdur) echo atomic_bw ;; *_bdur) echo "${1%_bdur}_bw" ;; *_rb) echo "${1%_rb}_bw" ;; write_uc|write_uc_q2) echo write_bw ;; send_ud|send_uc|send_ud_all|send_uc_all|send_ud_bi|send_uc_bi|send_ud_q2) echo send_bw ;; *_bi) echo "${1%_bi}_bw" ;; *_q2) echo "${1%_q2}_bw" ;; atomic_dur) echo atomic_bw ;; *_lat_a) echo "${1%_a}" ;; *_abi) echo "${1%_abi}_bw" ;; *_lat_uc|*_lat_ud) echo "${1%_u?}" ;; *_lat_dur) echo "${1%_dur}" ;; *_all|*_dur) echo "${1%_*}_bw" ;; *) echo "$1" ;; esac; }
+pt_verb() { case $1 in atomic_fa|atomic_cs|atomic_bi|atomic_q2|atomic_bdur) echo atomic_bw ;; *_bdur) echo "${1%_bdur}_bw" ;; *_rb) echo "${1%_rb}_bw" ;; write_uc|write_uc_q2|write_uc_dur) echo write_bw ;; send_ud|send_uc|send_ud_all|send_uc_all|send_ud_bi|send_uc_bi|send_ud_q2|send_ud_dur) echo send_bw ;; *_bi) echo "${1%_bi}_bw" ;; *_q2) echo "${1%_q2}_bw" ;; atomic_dur) echo atomic_bw ;; *_lat_a) echo "${1%_a}" ;; *_abi) echo "${1%_abi}_bw" ;; *_lat_uc|*_lat_ud) echo "${1%_u?}" ;; *_lat_dur) echo "${1%_dur}" ;; *_all|*_dur) echo "${1%_*}_bw" ;; *) echo "$1" ;; esac; }
 sizes_pt_ud=${PERFTEST_UD_SIZES:-"1001 mtu"}
 t_start=$(date +%s)
 
@@ -154,7 +155,7 @@ cases_for() { # link_mtu
   local pt_v4="write_bw read_bw send_bw atomic_fa atomic_cs write_uc send_uc send_ud write_bi read_bi send_bi atomic_bi"
   pt_v4="$pt_v4 write_q2 read_q2 send_q2 atomic_q2 write_all read_all send_all write_dur atomic_dur send_dur"
   pt_v4="$pt_v4 write_abi read_abi send_abi write_bdur read_bdur atomic_bdur write_rb send_uc_all send_ud_all"
-  pt_v4="$pt_v4 send_uc_bi send_ud_bi send_bdur send_ud_q2 write_uc_q2"
+  pt_v4="$pt_v4 send_uc_bi send_ud_bi send_bdur send_ud_q2 write_uc_q2 write_uc_dur send_ud_dur"
   pt_v4="$pt_v4 read_lat send_lat write_lat"
   [ "$lmtu" = 1500 ] && pt_v4="$pt_v4 read_lat_a send_lat_a write_lat_a"
   [ "$lmtu" = 1500 ] && pt_v4="$pt_v4 write_lat_uc send_lat_uc send_lat_ud"
@@ -173,6 +174,7 @@ cases_for() { # link_mtu
           # first (-r 512), so that a guest that cannot repost in time loses none.
           send_uc_bi) echo "$tool $role $gid $pmtu 1001 200"; continue ;;
           send_ud_bi|send_ud_q2) for size in $sizes_pt_ud; do echo "$tool $role $gid $pmtu ${size/mtu/$pmtu} 200"; done; continue ;;
+          send_ud_dur) echo "$tool $role $gid $pmtu 1001 2s"; continue ;;
           *_dur) echo "$tool $role $gid $pmtu 65536 2s"; continue ;;
         esac
         if [ "${tool#atomic}" != "$tool" ]; then echo "$tool $role $gid $pmtu 8 $pt_n"; continue; fi
@@ -212,6 +214,8 @@ tool_args() { # tool gid pmtu size iters port
       *_rb) echo "-x $2 -F -s $4 -n $5 -p $6 -m $3 -b --report-both" ;;
       send_uc_bi) echo "-x $2 -F -c UC -s $4 -n $5 -p $6 -m $3 -b" ;;
       send_ud_q2) echo "-x $2 -F -c UD -s $4 -n $5 -p $6 -m $3 -q 2" ;;
+      send_ud_dur) echo "-x $2 -F -c UD -s $4 -D 2 -p $6 -m $3" ;;
+      write_uc_dur) echo "-x $2 -F -c UC -s $4 -D 2 -p $6 -m $3" ;;
       write_uc_q2) echo "-x $2 -F -c UC -s $4 -n $5 -p $6 -m $3 -q 2" ;;
       send_ud_bi) echo "-x $2 -F -c UD -s $4 -n $5 -p $6 -m $3 -b" ;;
       send_uc_all) echo "-x $2 -F -c UC -a -n $5 -p $6 -m $3" ;;
