@@ -271,22 +271,25 @@ impl Oob {
     /// Whether the peer has closed the connection (read end, or reset).
     pub fn peer_gone(&mut self) -> bool {
         let mut b = [0u8; 1];
-        let _ = self.s.set_nonblocking(true);
-        let r = self.s.peek(&mut b);
-        let _ = self.s.set_nonblocking(false);
-        match r {
+        match self.peek(&mut b, false) {
             Ok(n) => n == 0,
             Err(e) => e.kind() != io::ErrorKind::WouldBlock,
         }
     }
 
+    /// What the peer has sent and this end not read, left unread; without
+    /// `block`, `WouldBlock` when nothing is there yet.
+    fn peek(&mut self, b: &mut [u8], block: bool) -> io::Result<usize> {
+        self.s.set_nonblocking(!block)?;
+        let r = self.s.peek(b);
+        self.s.set_nonblocking(false)?;
+        r
+    }
+
     /// Whether perftest's "done" is waiting to be read.
     fn done_waiting(&mut self) -> Res<bool> {
         let mut b = [0u8; DONE.len()];
-        self.s.set_nonblocking(true).map_err(|e| format!("peek: {e}"))?;
-        let r = self.s.peek(&mut b);
-        self.s.set_nonblocking(false).map_err(|e| format!("peek: {e}"))?;
-        match r {
+        match self.peek(&mut b, false) {
             Ok(n) => Ok(n == DONE.len() && b == *DONE),
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(false),
             Err(e) => Err(format!("peek: {e}")),
@@ -321,10 +324,7 @@ impl Oob {
         let mut n = 0;
         while n < most {
             let mut b = [0u8; 1];
-            self.s.set_nonblocking(!block).map_err(|e| format!("{what}: {e}"))?;
-            let r = self.s.peek(&mut b);
-            self.s.set_nonblocking(false).map_err(|e| format!("{what}: {e}"))?;
-            match r {
+            match self.peek(&mut b, block) {
                 Ok(1) if b[0].is_ascii_hexdigit() => {
                     self.hand_shake(my, what)?;
                     n += 1;
