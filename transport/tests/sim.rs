@@ -9,7 +9,8 @@ use transport::qp::{Completion, CqSide, UdDest};
 use transport::sim::workload::{run, WorkloadConfig};
 use transport::sim::{path_between, ConnectParams, NetConfig, Sim};
 use verbs_api::{
-    AccessFlags, Mtu, QpAttr, QpAttrMask, QpState, QpType, RecvWr, SendOp, SendWr, Sge, WcFlags, WcOpcode, WcStatus,
+    AccessFlags, Mtu, QpAttr, QpAttrMask, QpState, QpType, RecvWr, SendFlags, SendOp, SendWr, Sge, WcFlags, WcOpcode,
+    WcStatus,
 };
 
 const LW: AccessFlags = AccessFlags::LOCAL_WRITE;
@@ -311,6 +312,46 @@ fn moving_to_err_flushes_both_queues() {
     // Work posted in ERR completes at once, flushed.
     r.post(SendWr::new(11, SendOp::Send, vec![]));
     assert_eq!(completions(&mut r.sim, 0)[0].wc.status, WcStatus::WrFlushErr);
+}
+
+/// ibv_req_notify_cq(3): "A CQE is solicited if it is a receive completion
+/// for a message with the Solicited Event header bit set, or if the status
+/// is not successful." The SE bit rides on the last packet of a message
+/// only, so a 3-packet SEND checks that the responder reads it there.
+#[test]
+fn completions_carry_the_solicited_event_rule() {
+    let mut r = rig(NetConfig::default(), ConnectParams::default());
+    for i in 0..3 {
+        r.recv(i, 0x8000);
+    }
+    let lkey = r.src;
+    let solicited = |mut w: SendWr| {
+        w.flags = w.flags | SendFlags::SOLICITED;
+        w
+    };
+    r.post(solicited(SendWr::new(1, SendOp::Send, vec![Sge { addr: 0x1000, length: 10_000, lkey }])));
+    r.post(SendWr::new(2, SendOp::Send, vec![Sge { addr: 0x1000, length: 10, lkey }]));
+    let (remote_addr, rkey) = (0x48_0000, r.rkey);
+    r.post(solicited(SendWr::new(3, SendOp::RdmaWriteWithImm { remote_addr, rkey, imm: 7 }, vec![])));
+    r.post(solicited(SendWr::new(4, SendOp::RdmaWrite { remote_addr, rkey }, vec![])));
+    r.run();
+    let got = |c: Vec<Completion>| c.iter().map(|c| (c.wc.wr_id, c.wc.status, c.solicited)).collect::<Vec<_>>();
+    let ok = WcStatus::Success;
+    assert_eq!(got(completions(&mut r.sim, 1)), vec![(0, ok, true), (1, ok, false), (2, ok, true)]);
+    // Send completions are never solicited when they succeed.
+    assert_eq!(got(completions(&mut r.sim, 0)), vec![(1, ok, false), (2, ok, false), (3, ok, false), (4, ok, false)]);
+    // Unsuccessful completions are, on either side.
+    r.recv(5, 64);
+    r.sim.net.cfg.drop = 1.0;
+    r.post(SendWr::new(6, SendOp::Send, vec![]));
+    r.sim.step();
+    for n in 0..2 {
+        let qp = r.sim.nodes[n].qp_mut(r.qpn[n]).unwrap();
+        qp.modify(&QpAttr { qp_state: QpState::Err, ..QpAttr::default() }, QpAttrMask::STATE, None).unwrap();
+    }
+    let flushed = WcStatus::WrFlushErr;
+    assert_eq!(got(completions(&mut r.sim, 1)), vec![(5, flushed, true)]);
+    assert_eq!(got(completions(&mut r.sim, 0)), vec![(6, flushed, true)]);
 }
 
 #[test]

@@ -316,7 +316,7 @@ impl Qp {
             if w.signaled(self.init.sq_sig_all) {
                 let mut wc = WorkCompletion::new(w.wr_id, w.status, w.wc_opcode(), self.init.qpn);
                 wc.byte_len = w.length as u32;
-                self.push_completion(CqSide::Send, wc);
+                self.push_completion(CqSide::Send, wc, false);
             }
         }
         self.check_drained();

@@ -104,6 +104,21 @@ pub enum CqSide {
 pub struct Completion {
     pub side: CqSide,
     pub wc: WorkCompletion,
+    /// Whether the completion is "solicited", for a CQ armed with
+    /// `ibv_req_notify_cq(cq, 1)`: IBTA Vol 1 §11.4.2.2, and ibv_req_notify_cq(3):
+    /// "A CQE is solicited if it is a receive completion for a message with
+    /// the Solicited Event header bit set, or if the status is not
+    /// successful." (Kernel rxe marks unsuccessful send completions
+    /// unsolicited; softrdma follows the rule.)
+    pub solicited: bool,
+}
+
+impl Completion {
+    /// `se`: the Solicited Event bit of the message's last packet (receives only).
+    pub fn new(side: CqSide, wc: WorkCompletion, se: bool) -> Self {
+        let solicited = wc.status != WcStatus::Success || side == CqSide::Recv && se;
+        Completion { side, wc, solicited }
+    }
 }
 
 /// Asynchronous QP events (`enum ibv_event_type`).
@@ -503,7 +518,7 @@ impl Qp {
             let status = if w.status != WcStatus::Success { w.status } else { WcStatus::WrFlushErr };
             let mut wc = WorkCompletion::new(w.wr_id, status, w.wc_opcode(), qpn);
             wc.byte_len = 0;
-            self.completions.push_back(Completion { side: CqSide::Send, wc });
+            self.completions.push_back(Completion::new(CqSide::Send, wc, false));
         }
         self.req.cur = 0;
         self.req.ack_deadline = None;
@@ -520,7 +535,7 @@ impl Qp {
 
     fn complete_recv_flush(&mut self, w: RecvWqe) {
         let wc = WorkCompletion::new(w.wr_id, WcStatus::WrFlushErr, WcOpcode::Recv, self.qpn());
-        self.completions.push_back(Completion { side: CqSide::Recv, wc });
+        self.completions.push_back(Completion::new(CqSide::Recv, wc, false));
     }
 
     /// Moves the QP to ERR because of an error it detected itself.
@@ -537,10 +552,8 @@ impl Qp {
         let qpn = self.qpn();
         while let Some(w) = self.req.sq.pop_front() {
             let status = if w.status != WcStatus::Success { w.status } else { WcStatus::WrFlushErr };
-            self.completions.push_back(Completion {
-                side: CqSide::Send,
-                wc: WorkCompletion::new(w.wr_id, status, w.wc_opcode(), qpn),
-            });
+            let wc = WorkCompletion::new(w.wr_id, status, w.wc_opcode(), qpn);
+            self.completions.push_back(Completion::new(CqSide::Send, wc, false));
         }
         self.req.cur = 0;
         self.attr.qp_state = QpState::Sqe;
@@ -622,7 +635,7 @@ impl Qp {
             // Posting to a QP in error completes at once with a flush error.
             wqe.status = WcStatus::WrFlushErr;
             let wc = WorkCompletion::new(wqe.wr_id, WcStatus::WrFlushErr, wqe.wc_opcode(), self.qpn());
-            self.completions.push_back(Completion { side: CqSide::Send, wc });
+            self.completions.push_back(Completion::new(CqSide::Send, wc, false));
             return Ok(());
         }
         self.req.sq.push_back(wqe);
@@ -751,8 +764,9 @@ impl Qp {
         f
     }
 
-    pub(crate) fn push_completion(&mut self, side: CqSide, wc: WorkCompletion) {
-        self.completions.push_back(Completion { side, wc });
+    /// `se`: the Solicited Event bit of a receive's last packet.
+    pub(crate) fn push_completion(&mut self, side: CqSide, wc: WorkCompletion, se: bool) {
+        self.completions.push_back(Completion::new(side, wc, se));
     }
 
     /// A BTH to the connected peer.

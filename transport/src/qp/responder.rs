@@ -177,7 +177,7 @@ impl Qp {
         }
         wc.pkey_index = self.attr.pkey_index;
         self.counters.rdma_recvs += 1;
-        self.push_completion(CqSide::Recv, wc);
+        self.push_completion(CqSide::Recv, wc, pkt.ib.bth.solicited);
     }
 
     fn take_recv(&mut self, env: &mut Env<'_>) -> Option<RecvWqe> {
@@ -264,7 +264,7 @@ impl Qp {
             }
             self.finish_message();
             self.counters.rdma_recvs += 1;
-            self.push_completion(CqSide::Recv, wc);
+            self.push_completion(CqSide::Recv, wc, pkt.ib.bth.solicited);
         }
         Verdict::Done
     }
@@ -358,7 +358,7 @@ impl Qp {
                 wc.src_qp = self.attr.dest_qp_num;
                 wc.wc_flags.insert(WcFlags::WITH_IMM);
                 self.counters.rdma_recvs += 1;
-                self.push_completion(CqSide::Recv, wc);
+                self.push_completion(CqSide::Recv, wc, pkt.ib.bth.solicited);
             }
         }
         Verdict::Done
@@ -512,7 +512,7 @@ impl Qp {
     fn fail_current_recv(&mut self, status: WcStatus) {
         if let Some(InProgress::Send { wqe, .. }) = self.resp.cur.take() {
             let wc = WorkCompletion::new(wqe.wr_id, status, WcOpcode::Recv, self.init.qpn);
-            self.push_completion(CqSide::Recv, wc);
+            self.push_completion(CqSide::Recv, wc, false);
         }
     }
 
