@@ -7,8 +7,8 @@ use std::time::{Duration, Instant};
 
 use verbs_api::helpers::{to_init, to_rts, ConnectOptions, PeerInfo};
 use verbs_api::{
-    AccessFlags, Ah, AhAttr, AsyncEvent, Context, Cq, Mr, Mtu, Pd, Qp, QpCap, QpInitAttr, QpState, QpType, RecvWr,
-    SendOp, SendWr, Sge, Srq, VerbsError, WcStatus, WorkCompletion,
+    AccessFlags, Ah, AhAttr, AsyncEvent, CompChannel, Context, Cq, Mr, Mtu, Pd, Qp, QpCap, QpInitAttr, QpState, QpType,
+    RecvWr, SendOp, SendWr, Sge, Srq, VerbsError, WcStatus, WorkCompletion,
 };
 
 use crate::target::{Faults, Target};
@@ -166,6 +166,8 @@ pub struct Spec {
     pub psn: u32,
     /// Receive from a new SRQ instead of the QP's receive queue.
     pub srq: bool,
+    /// Make both CQs with one new completion channel (`Side::channel`).
+    pub channel: bool,
 }
 
 impl Spec {
@@ -180,6 +182,7 @@ impl Spec {
             opts: env.opts(),
             psn: 0x10,
             srq: false,
+            channel: false,
         }
     }
 }
@@ -194,6 +197,8 @@ pub struct Side {
     pub mr: Arc<dyn Mr>,
     pub qp: Arc<dyn Qp>,
     pub srq: Option<Arc<dyn Srq>>,
+    /// The channel both CQs report to, with `Spec::channel`.
+    pub channel: Option<Arc<dyn CompChannel>>,
     pub spec: Spec,
     extra: Mutex<Vec<Arc<dyn Mr>>>,
 }
@@ -201,8 +206,12 @@ pub struct Side {
 impl Side {
     pub fn new(ctx: &Arc<dyn Context>, spec: &Spec) -> Result<Side, Stop> {
         let pd = ctx.alloc_pd()?;
-        let scq = ctx.create_cq(spec.cqe)?;
-        let rcq = ctx.create_cq(spec.cqe)?;
+        let channel = if spec.channel { Some(ctx.create_comp_channel()?) } else { None };
+        let cq = || match &channel {
+            Some(ch) => ctx.create_cq_with_channel(spec.cqe, ch),
+            None => ctx.create_cq(spec.cqe),
+        };
+        let (scq, rcq) = (cq()?, cq()?);
         let mr = pd.reg_mr(spec.len, spec.mr_access)?;
         let srq = if spec.srq { Some(pd.create_srq(spec.cap.max_recv_wr, spec.cap.max_recv_sge)?) } else { None };
         let qp = pd.create_qp(&QpInitAttr {
@@ -213,7 +222,8 @@ impl Side {
             cap: spec.cap,
             sq_sig_all: spec.sq_sig_all,
         })?;
-        Ok(Side { ctx: ctx.clone(), pd, scq, rcq, mr, qp, srq, spec: spec.clone(), extra: Mutex::new(Vec::new()) })
+        let extra = Mutex::new(Vec::new());
+        Ok(Side { ctx: ctx.clone(), pd, scq, rcq, mr, qp, srq, channel, spec: spec.clone(), extra })
     }
 
     pub fn info(&self, gid_index: u8) -> Result<PeerInfo, Stop> {

@@ -21,90 +21,17 @@ use transport::endpoint::{Drop as RxDrop, Endpoint};
 use transport::qp::{CqSide, QpEvent};
 use transport::time::Instant;
 use transport::wire::{classify, FrameKind};
-use verbs_api::{AsyncEvent, WorkCompletion};
+use verbs_api::AsyncEvent;
 
 use crate::audit::AuditEvent;
 use crate::backend::host::Host;
 use crate::capture::PcapSink;
 use crate::core_lock::CoreGuard;
+pub use crate::cq::CqInner;
 use crate::gid::GidTable;
 use crate::link::{LinkRx, LinkTx};
 use crate::mr::DevMemory;
 use crate::namespace::{BoundaryMode, Namespace};
-
-/// A completion queue's shared state.
-#[derive(Debug)]
-pub struct CqInner {
-    pub cqn: u32,
-    pub cap: usize,
-    /// Threads blocked in `Cq::wait` (a completion wakes only if there are any).
-    pub waiters: std::sync::atomic::AtomicUsize,
-    pub queue: Mutex<VecDeque<WorkCompletion>>,
-    /// How many completions `queue` holds, stored under its lock. A poll
-    /// that finds none returns without the lock: an application spinning on
-    /// an empty CQ took and let go of it back to back, and std's mutex is
-    /// not fair. A stack snapshot of a stalled device under load showed its
-    /// receive thread waiting for this lock to push a completion, holding
-    /// the core and link locks meanwhile (docs/design.md, "Busy polling").
-    pub queued: std::sync::atomic::AtomicUsize,
-    pub ready: Condvar,
-    pub overflow: AtomicBool,
-}
-
-impl CqInner {
-    pub fn new(cqn: u32, cap: usize) -> Self {
-        CqInner {
-            cqn,
-            cap,
-            waiters: Default::default(),
-            queue: Mutex::new(VecDeque::new()),
-            queued: Default::default(),
-            ready: Condvar::new(),
-            overflow: AtomicBool::new(false),
-        }
-    }
-
-    /// Adds a completion; false if the CQ was full (the completion is lost,
-    /// as on hardware, and the CQ is marked overflowed).
-    fn push(&self, wc: WorkCompletion) -> bool {
-        let Ok(mut q) = self.queue.lock() else { return false };
-        if q.len() >= self.cap {
-            self.overflow.store(true, Ordering::Release);
-            return false;
-        }
-        q.push_back(wc);
-        self.queued.store(q.len(), Ordering::Release);
-        if self.waiters.load(Ordering::Acquire) > 0 {
-            self.ready.notify_all();
-        }
-        true
-    }
-
-    /// Takes up to `max` completions into `out`; none without the lock when
-    /// the queue is empty.
-    pub fn take(&self, max: usize, mut out: impl FnMut(WorkCompletion)) -> usize {
-        if max == 0 || self.queued.load(Ordering::Acquire) == 0 {
-            return 0;
-        }
-        let Ok(mut q) = self.queue.lock() else { return 0 };
-        Self::take_locked(&mut q, &self.queued, max, &mut out)
-    }
-
-    /// `take` with the lock already held (`Cq::wait`).
-    pub fn take_locked(
-        q: &mut VecDeque<WorkCompletion>,
-        queued: &std::sync::atomic::AtomicUsize,
-        max: usize,
-        out: &mut impl FnMut(WorkCompletion),
-    ) -> usize {
-        let n = max.min(q.len());
-        for c in q.drain(..n) {
-            out(c);
-        }
-        queued.store(q.len(), Ordering::Release);
-        n
-    }
-}
 
 /// Frames counted by the device itself (the transport counts the rest).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -563,7 +490,7 @@ impl Shared {
         while let Some((qpn, c)) = core.ep.poll_completion() {
             if let Some((scq, rcq)) = core.cqs.get(&qpn) {
                 let cq = if c.side == CqSide::Send { scq } else { rcq };
-                if !cq.push(c.wc) {
+                if !cq.push(c.wc, c.solicited) {
                     let cqn = cq.cqn;
                     core.events.push_back(AsyncEvent::CqError { cqn });
                 }

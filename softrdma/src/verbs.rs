@@ -10,11 +10,13 @@ use transport::flow;
 use transport::path::Path;
 use transport::qp::{PostError, UdDest};
 use verbs_api::{
-    AccessFlags, Ah, AhAttr, AsyncEvent, Context, Cq, DeviceAttr, Gid, GidEntry, Mr, Mtu, Pd, PortAttr, PortState, Qp,
-    QpAttr, QpAttrMask, QpInitAttr, QpPath, QpType, RecvWr, Result, SendWr, Srq, VerbsError, WorkCompletion,
+    AccessFlags, Ah, AhAttr, AsyncEvent, CompChannel, Context, Cq, DeviceAttr, Gid, GidEntry, Mr, Mtu, Pd, PortAttr,
+    PortState, Qp, QpAttr, QpAttrMask, QpInitAttr, QpPath, QpType, RecvWr, Result, SendWr, Srq, VerbsError,
+    WorkCompletion,
 };
 
 use crate::backend::host::Resolution;
+use crate::channel::SoftChannel;
 use crate::engine::{Core, CqInner, Shared};
 use crate::mr::Region;
 use crate::namespace::Resource;
@@ -108,6 +110,24 @@ fn build_path(
     })
 }
 
+impl SoftContext {
+    fn make_cq(&self, cqe: u32, channel: Option<&SoftChannel>) -> Result<Arc<dyn Cq>> {
+        if cqe == 0 || cqe > MAX_CQE {
+            return Err(einval(format!("cqe {cqe} not in 1..={MAX_CQE}")));
+        }
+        let mut core = self.dev.lock();
+        charge(&self.dev, &core, Resource::Cq, 1)?;
+        core.next_cq += 1;
+        let inner = Arc::new(CqInner::new(core.next_cq, cqe as usize, channel.map(|c| c.inner.clone())));
+        core.cq_by_num.insert(inner.cqn, inner.clone());
+        let cq: Arc<dyn Cq> = Arc::new(SoftCq { inner: inner.clone(), ns: core.ns.clone(), dev: self.dev.clone() });
+        if let Some(ch) = channel {
+            ch.attach(&cq, &inner);
+        }
+        Ok(cq)
+    }
+}
+
 impl Context for SoftContext {
     fn device_name(&self) -> String {
         self.dev.name.clone()
@@ -188,15 +208,24 @@ impl Context for SoftContext {
     }
 
     fn create_cq(&self, cqe: u32) -> Result<Arc<dyn Cq>> {
-        if cqe == 0 || cqe > MAX_CQE {
-            return Err(einval(format!("cqe {cqe} not in 1..={MAX_CQE}")));
+        self.make_cq(cqe, None)
+    }
+
+    fn create_comp_channel(&self) -> Result<Arc<dyn CompChannel>> {
+        Ok(Arc::new(SoftChannel::new(self.dev.clone())?))
+    }
+
+    fn create_cq_with_channel(&self, cqe: u32, channel: &Arc<dyn CompChannel>) -> Result<Arc<dyn Cq>> {
+        let Some(ch) = channel.as_any().downcast_ref::<SoftChannel>() else {
+            return Err(einval("completion channel of another kind of device"));
+        };
+        if !Arc::ptr_eq(&ch.dev, &self.dev) {
+            return Err(einval("completion channel of another context"));
         }
-        let mut core = self.dev.lock();
-        charge(&self.dev, &core, Resource::Cq, 1)?;
-        core.next_cq += 1;
-        let inner = Arc::new(CqInner::new(core.next_cq, cqe as usize));
-        core.cq_by_num.insert(inner.cqn, inner.clone());
-        Ok(Arc::new(SoftCq { inner, ns: core.ns.clone(), dev: self.dev.clone() }))
+        if ch.is_destroyed() {
+            return Err(einval("completion channel destroyed"));
+        }
+        self.make_cq(cqe, Some(ch))
     }
 
     fn get_async_event(&self, timeout: Duration) -> Option<AsyncEvent> {
@@ -454,6 +483,17 @@ impl Cq for SoftCq {
     }
     fn overflowed(&self) -> bool {
         self.inner.overflow.load(Ordering::Acquire)
+    }
+    fn req_notify(&self, solicited_only: bool) -> Result<()> {
+        self.inner.arm(solicited_only);
+        Ok(())
+    }
+    fn ack_events(&self, n: u32) -> Result<()> {
+        let acked = self.inner.events_unacked.fetch_update(Ordering::AcqRel, Ordering::Acquire, |u| u.checked_sub(n));
+        match acked {
+            Ok(_) => Ok(()),
+            Err(u) => Err(einval(format!("ack of {n} CQ events, {u} handed out and not acknowledged"))),
+        }
     }
 }
 

@@ -4,7 +4,8 @@
 //! translate one to one.
 //!
 //! The transport core speaks these types; devices implement the object
-//! traits of [`Context`], [`Pd`], [`Mr`], [`Cq`], [`Qp`], [`Srq`] and [`Ah`],
+//! traits of [`Context`], [`Pd`], [`Mr`], [`Cq`], [`CompChannel`], [`Qp`], [`Srq`]
+//! and [`Ah`],
 //! and programs written against them run on any device.
 
 mod access;
@@ -20,8 +21,8 @@ pub use access::AccessFlags;
 pub use attr::{Gid, Mtu, QpAttr, QpAttrMask, QpCap, QpState, QpType};
 pub use error::{Result, VerbsError};
 pub use verbs::{
-    Ah, AhAttr, AsyncEvent, Context, Cq, DeviceAttr, GidEntry, Mr, Pd, PortAttr, PortState, Provider, Qp, QpInitAttr,
-    QpPath, Srq,
+    Ah, AhAttr, AsyncEvent, CompChannel, Context, Cq, DeviceAttr, GidEntry, Mr, Pd, PortAttr, PortState, Provider, Qp,
+    QpInitAttr, QpPath, Srq,
 };
 pub use wc::{WcFlags, WcOpcode, WcStatus, WorkCompletion};
 pub use wr::{RecvWr, SendFlags, SendOp, SendWr, Sge};

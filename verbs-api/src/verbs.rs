@@ -128,6 +128,12 @@ pub trait Context: Send + Sync {
     fn alloc_pd(&self) -> Result<Arc<dyn Pd>>;
     /// A CQ holding at least `cqe` completions.
     fn create_cq(&self, cqe: u32) -> Result<Arc<dyn Cq>>;
+    /// `ibv_create_comp_channel`.
+    fn create_comp_channel(&self) -> Result<Arc<dyn CompChannel>>;
+    /// `ibv_create_cq` with a completion channel: the CQ reports on
+    /// `channel` when armed (`Cq::req_notify`). EINVAL for a channel of
+    /// another context.
+    fn create_cq_with_channel(&self, cqe: u32, channel: &Arc<dyn CompChannel>) -> Result<Arc<dyn Cq>>;
     /// The next asynchronous event, waiting up to `timeout`.
     fn get_async_event(&self, timeout: Duration) -> Option<AsyncEvent>;
 }
@@ -181,6 +187,31 @@ pub trait Cq: Send + Sync {
     fn wait(&self, max: usize, timeout: Duration) -> Vec<WorkCompletion>;
     /// Whether completions were lost because the CQ was full (IBV_EVENT_CQ_ERR).
     fn overflowed(&self) -> bool;
+    /// `ibv_req_notify_cq`: the next completion added to the CQ puts one
+    /// event on its channel; with `solicited_only`, the next solicited one
+    /// (a receive of a message sent with `SendFlags::SOLICITED`, or any
+    /// unsuccessful completion). One-shot; completions already in the CQ
+    /// do not count, so callers arm, poll, then wait. Arming a CQ without a
+    /// channel is accepted, as ibverbs does, and reports nowhere.
+    fn req_notify(&self, solicited_only: bool) -> Result<()>;
+    /// `ibv_ack_cq_events`: EINVAL for more events than the channel has
+    /// handed out for this CQ and not yet acknowledged (ibverbs leaves that
+    /// undefined).
+    fn ack_events(&self, n: u32) -> Result<()>;
+}
+
+/// `struct ibv_comp_channel`: where armed CQs report.
+pub trait CompChannel: Send + Sync {
+    /// `ibv_get_cq_event`: the CQ of the next event, waiting up to
+    /// `timeout` (`Duration::ZERO`: as on a non-blocking channel fd). Each
+    /// event must be acknowledged (`Cq::ack_events`).
+    fn get_cq_event(&self, timeout: Duration) -> Option<Arc<dyn Cq>>;
+    /// `channel->fd`: readable (poll(2), epoll) while an event waits.
+    fn fd(&self) -> std::os::fd::BorrowedFd<'_>;
+    /// `ibv_destroy_comp_channel`: EBUSY while a CQ still reports to it.
+    fn destroy(&self) -> Result<()>;
+    /// Lets a device recognise its own channels.
+    fn as_any(&self) -> &dyn std::any::Any;
 }
 
 pub trait Qp: Send + Sync {

@@ -7,6 +7,7 @@
 
 mod access;
 mod device;
+mod events;
 mod pkey;
 mod qp_state;
 mod queues;
@@ -39,6 +40,7 @@ pub fn all() -> Vec<Case> {
     v.extend(access::cases());
     v.extend(retry::cases());
     v.extend(queues::cases());
+    v.extend(events::cases());
     v.extend(uc::cases());
     v.extend(ud::cases());
     v.extend(pkey::cases());
@@ -64,6 +66,7 @@ mod tests {
         for (f, src) in [
             ("access", include_str!("access.rs")),
             ("device", include_str!("device.rs")),
+            ("events", include_str!("events.rs")),
             ("pkey", include_str!("pkey.rs")),
             ("qp_state", include_str!("qp_state.rs")),
             ("queues", include_str!("queues.rs")),
