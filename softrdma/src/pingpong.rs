@@ -46,8 +46,8 @@ use std::time::{Duration, Instant};
 use verbs_api::helpers::{to_init, ConnectOptions};
 use verbs_api::transitions::required;
 use verbs_api::{
-    AccessFlags, Ah, AhAttr, Context, Cq, Gid, Mr, Mtu, Pd, Qp, QpAttr, QpCap, QpInitAttr, QpPath, QpState, QpType,
-    RecvWr, SendOp, SendWr, Sge, Srq, WcStatus,
+    AccessFlags, Ah, AhAttr, CompChannel, Context, Cq, Gid, Mr, Mtu, Pd, Qp, QpAttr, QpCap, QpInitAttr, QpPath,
+    QpState, QpType, RecvWr, SendOp, SendWr, Sge, Srq, WcStatus,
 };
 
 use crate::args::{parse_cidr, parse_mac};
@@ -196,6 +196,8 @@ pub struct PpOptions {
     pub sl: u8,
     pub num_qp: u32,
     pub chk: bool,
+    /// `-e`: sleep on CQ events (a completion channel) rather than on the CQ.
+    pub events: bool,
     /// Fail when no completion arrives for this long.
     pub timeout: Duration,
     /// Print the tools' lines.
@@ -214,6 +216,7 @@ impl PpOptions {
             sl: 0,
             num_qp: 16,
             chk: false,
+            events: false,
             timeout: Duration::from_secs(30),
             verbose: false,
         }
@@ -229,6 +232,8 @@ pub struct PpReport {
     pub recvs: u64,
     /// Received messages whose length and content were checked.
     pub verified: u64,
+    /// CQ events taken from the completion channel (`-e`).
+    pub cq_events: u32,
     pub elapsed: Duration,
 }
 
@@ -291,6 +296,8 @@ struct Side {
     o: PpOptions,
     _pd: Arc<dyn Pd>,
     cq: Arc<dyn Cq>,
+    /// With `-e`: the channel `cq` reports to.
+    channel: Option<Arc<dyn CompChannel>>,
     mr: Arc<dyn Mr>,
     srq: Option<Arc<dyn Srq>>,
     qps: Vec<Arc<dyn Qp>>,
@@ -328,7 +335,14 @@ impl Side {
         let pd = ctx.alloc_pd()?;
         let mr = pd.reg_mr(len.max(1), AccessFlags::LOCAL_WRITE)?;
         mr.write(0, &vec![k.fill(); len])?;
-        let cq = ctx.create_cq(o.rx_depth + nqp)?;
+        let channel = if o.events { Some(ctx.create_comp_channel()?) } else { None };
+        let cq = match &channel {
+            Some(ch) => ctx.create_cq_with_channel(o.rx_depth + nqp, ch)?,
+            None => ctx.create_cq(o.rx_depth + nqp)?,
+        };
+        if o.events {
+            cq.req_notify(false).map_err(|e| PpError(format!("Couldn't request CQ notification: {e}")))?;
+        }
         let srq = if k == Kind::Srq { Some(pd.create_srq(o.rx_depth, 1)?) } else { None };
         let mut qps = Vec::new();
         for _ in 0..nqp {
@@ -364,7 +378,7 @@ impl Side {
         let mut my: Vec<Dest> = qps.iter().map(|q| Dest { lid: 0, qpn: q.qp_num(), psn: random_psn(), gid }).collect();
         my.resize(k.messages(), Dest::default());
         let pd_for_ah = pd.clone();
-        Ok(Side { o: o.clone(), _pd: pd, cq, mr, srq, qps, pd_for_ah, ah: None, my, remote_qpn: 0 })
+        Ok(Side { o: o.clone(), _pd: pd, cq, channel, mr, srq, qps, pd_for_ah, ah: None, my, remote_qpn: 0 })
     }
 
     fn recv_len(&self) -> usize {
@@ -503,7 +517,22 @@ impl Side {
         let expect_len = self.recv_len() as u32;
         let num_wc = nqp + o.rx_depth as usize;
         while rep.recvs < iters || rep.sends < iters {
-            let wcs = self.cq.wait(num_wc, Duration::from_millis(200));
+            let wcs = match &self.channel {
+                // As the tools do with -e: take the event, re-arm, then poll
+                // once (what arrived since the event, if anything).
+                Some(ch) => match ch.get_cq_event(Duration::from_millis(200)) {
+                    Some(cq) if cq.handle() != self.cq.handle() => {
+                        return fail(format!("CQ event for unknown CQ {}", cq.handle()));
+                    }
+                    Some(cq) => {
+                        rep.cq_events += 1;
+                        cq.req_notify(false).map_err(|e| PpError(format!("Couldn't request CQ notification: {e}")))?;
+                        self.cq.poll(num_wc)
+                    }
+                    None => Vec::new(),
+                },
+                None => self.cq.wait(num_wc, Duration::from_millis(200)),
+            };
             if wcs.is_empty() {
                 if last.elapsed() > o.timeout {
                     return fail(format!(
@@ -572,6 +601,9 @@ impl Side {
             }
         }
         rep.elapsed = start.elapsed();
+        if rep.cq_events > 0 {
+            self.cq.ack_events(rep.cq_events)?;
+        }
         Ok(rep)
     }
 }
@@ -765,7 +797,7 @@ pub struct PingpongArgs {
     /// Validate received buffers the way the tools do (softrdma checks every byte regardless).
     #[arg(short = 'c', long = "chk")]
     pub chk: bool,
-    /// Accepted for compatibility; softrdma always waits on its CQ.
+    /// Sleep on CQ events (a completion channel) instead of waiting on the CQ.
     #[arg(short = 'e', long = "events")]
     pub events: bool,
     /// Network namespace for the TAP and the TCP socket (default: this process's).
@@ -818,6 +850,7 @@ impl PingpongArgs {
             sl: self.sl,
             num_qp: self.num_qp,
             chk: self.chk,
+            events: self.events,
             timeout: Duration::from_secs(self.timeout.max(1)),
             verbose: true,
         })

@@ -11,6 +11,10 @@ use softrdma::testbed::{Testbed, TestbedOptions};
 use verbs_api::Mtu;
 
 fn run(kind: Kind, size: usize, iters: u32, gid: u32, chk: bool) {
+    run_with(kind, size, iters, gid, chk, false);
+}
+
+fn run_with(kind: Kind, size: usize, iters: u32, gid: u32, chk: bool, events: bool) {
     let bed = Testbed::memory(2, Faults::default(), &TestbedOptions::default()).expect("memory testbed");
     let ctx = bed.contexts();
     let o = PpOptions {
@@ -18,6 +22,7 @@ fn run(kind: Kind, size: usize, iters: u32, gid: u32, chk: bool) {
         iters,
         gid_idx: Some(gid),
         chk,
+        events,
         num_qp: 4,
         rx_depth: 16,
         timeout: Duration::from_secs(20),
@@ -29,6 +34,11 @@ fn run(kind: Kind, size: usize, iters: u32, gid: u32, chk: bool) {
     assert!(s.sends >= iters as u64 && s.recvs >= iters as u64, "{kind}: server {s:?}");
     assert_eq!(s.verified, s.recvs);
     assert_eq!(c.verified, c.recvs);
+    for r in [&s, &c] {
+        // One event per wake-up: at least one, at most one per completion.
+        let wakes = if events { 1..=r.sends + r.recvs } else { 0..=0 };
+        assert!(wakes.contains(&(r.cq_events as u64)), "{kind} events {events}: {} CQ events, {r:?}", r.cq_events);
+    }
     assert_eq!(c.remote.len(), s.local.len());
     for (r, l) in c.remote.iter().zip(&s.local) {
         assert_eq!(r, l, "the client got the server's address");
@@ -57,4 +67,12 @@ fn ud_up_to_the_mtu() {
 #[test]
 fn srq_several_qps() {
     run(Kind::Srq, 5003, 40, 1, false);
+}
+
+/// `-e`, as the tools take it: sleep on the completion channel, re-arm, poll.
+#[test]
+fn every_kind_with_cq_events() {
+    for kind in [Kind::Rc, Kind::Uc, Kind::Ud, Kind::Srq] {
+        run_with(kind, 1001, 200, 1, true, true);
+    }
 }
