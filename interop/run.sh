@@ -95,9 +95,9 @@ sizes_srq=${SRQ_SIZES:-"1 1001 20003"} sizes_ud=${UD_SIZES:-"1 1001 mtu"}
 # UC write_bw, UD send_bw) at both link MTUs over the IPv4 GID, the RC ones over IPv6 as
 # well; the latency tools at link MTU 1500, IPv4; atomics are 8 bytes.
 sizes_pt=${PERFTEST_SIZES:-"1001 20000"} pt_n=${PERFTEST_ITERS:-1000}
-is_pt() { case $1 in write_bw|read_bw|send_bw|atomic_fa|atomic_cs|write_uc|send_uc|send_ud|read_lat|send_lat|write_lat|*_bi|*_q2|*_all|*_dur|*_lat_a|*_lat_uc|*_lat_ud|*_abi|*_bdur|*_rb) return 0 ;; esac; return 1; }
+is_pt() { case $1 in write_bw|read_bw|send_bw|atomic_fa|atomic_cs|write_uc|send_uc|send_ud|read_lat|send_lat|write_lat|*_bi|*_q2|*_all|*_dur|*_lat_a|*_lat_uc|*_lat_ud|*_abi|*_bdur|*_rb|*_bw_e|*_lat_e|atomic_e|send_ud_e) return 0 ;; esac; return 1; }
 # perftest's binary and softrdma-perf's verb of a perftest case
-pt_verb() { case $1 in atomic_fa|atomic_cs|atomic_bi|atomic_q2|atomic_bdur) echo atomic_bw ;; *_bdur) echo "${1%_bdur}_bw" ;; *_rb) echo "${1%_rb}_bw" ;; write_uc|write_uc_q2|write_uc_dur) echo write_bw ;; send_ud|send_uc|send_ud_all|send_uc_all|send_ud_bi|send_uc_bi|send_ud_q2|send_ud_dur) echo send_bw ;; *_bi) echo "${1%_bi}_bw" ;; *_q2) echo "${1%_q2}_bw" ;; atomic_dur) echo atomic_bw ;; *_lat_a) echo "${1%_a}" ;; *_abi) echo "${1%_abi}_bw" ;; *_lat_uc|*_lat_ud) echo "${1%_u?}" ;; *_lat_dur) echo "${1%_dur}" ;; *_all|*_dur) echo "${1%_*}_bw" ;; *) echo "$1" ;; esac; }
+pt_verb() { case $1 in atomic_fa|atomic_cs|atomic_bi|atomic_q2|atomic_bdur|atomic_e) echo atomic_bw ;; send_ud_e) echo send_bw ;; *_bw_e|*_lat_e) echo "${1%_e}" ;; *_bdur) echo "${1%_bdur}_bw" ;; *_rb) echo "${1%_rb}_bw" ;; write_uc|write_uc_q2|write_uc_dur) echo write_bw ;; send_ud|send_uc|send_ud_all|send_uc_all|send_ud_bi|send_uc_bi|send_ud_q2|send_ud_dur) echo send_bw ;; *_bi) echo "${1%_bi}_bw" ;; *_q2) echo "${1%_q2}_bw" ;; atomic_dur) echo atomic_bw ;; *_lat_a) echo "${1%_a}" ;; *_abi) echo "${1%_abi}_bw" ;; *_lat_uc|*_lat_ud) echo "${1%_u?}" ;; *_lat_dur) echo "${1%_dur}" ;; *_all|*_dur) echo "${1%_*}_bw" ;; *) echo "$1" ;; esac; }
 sizes_pt_ud=${PERFTEST_UD_SIZES:-"1001 mtu"}
 t_start=$(date +%s)
 
@@ -186,6 +186,18 @@ cases_for() { # link_mtu
       done
     done
   done
+  # Sleeping on CQ events (-e) on both ends: the ping-pong tools and the perftest tools
+  # that take -e (not the WRITE ones, not with -D), at link MTU 1500, IPv4.
+  if [ "$lmtu" = 1500 ]; then
+    for role in server client; do
+      for c in "rc_e 1001 $small_n" "rc_e 20003 $large_n" "uc_e 1001 $small_n" "ud_e 1001 $small_n" \
+        "srq_e 1001 $small_n" "send_bw_e 20000 $pt_n" "read_bw_e 20000 $pt_n" "atomic_e 8 $pt_n" \
+        "send_ud_e 1001 $pt_n" "send_lat_e 1001 $pt_n" "read_lat_e 1001 $pt_n"; do
+        set -- $c
+        echo "$1 $role 1 $pmtu $2 $3"
+      done
+    done
+  fi
   for tool in rc uc ud srq; do
     for gid in 1 2; do
       for role in server client; do
@@ -206,6 +218,9 @@ tool_args() { # tool gid pmtu size iters port
   if is_pt "$1"; then
     case $1 in
       atomic_fa) echo "-x $2 -F -n $5 -p $6 -m $3 -A FETCH_AND_ADD" ;;
+      atomic_e) echo "-x $2 -F -n $5 -p $6 -m $3 -A FETCH_AND_ADD -e" ;;
+      send_ud_e) echo "-x $2 -F -c UD -s $4 -n $5 -p $6 -m $3 -e" ;;
+      *_bw_e|*_lat_e) echo "-x $2 -F -s $4 -n $5 -p $6 -m $3 -e" ;;
       atomic_bi) echo "-x $2 -F -n $5 -p $6 -m $3 -A FETCH_AND_ADD -b" ;;
       atomic_q2) echo "-x $2 -F -n $5 -p $6 -m $3 -A FETCH_AND_ADD -q 2" ;;
       atomic_dur) echo "-x $2 -F -D 2 -p $6 -m $3 -A FETCH_AND_ADD" ;;
@@ -234,7 +249,8 @@ tool_args() { # tool gid pmtu size iters port
     return
   fi
   local a="-g $2 -s $4 -n $5 -p $6 -c"
-  [ "$1" = ud ] || a="$a -m $3"
+  [ "${1%_e}" = ud ] || a="$a -m $3"
+  [ "${1%_e}" = "$1" ] || a="$a -e"
   echo "$a"
 }
 
@@ -265,9 +281,9 @@ PRE
           echo "timeout 150 stdbuf -oL $bin -d rxe0 $a >case.$i.log 2>&1; echo \$? >case.$i.rc"
         fi
       elif [ "$role" = server ]; then   # softrdma serves, the tool connects to br0's 10.77.0.1
-        echo "cli case.$i.log ibv_${tool}_pingpong $a 10.77.0.1; echo \$? >case.$i.rc"
+        echo "cli case.$i.log ibv_${tool%_e}_pingpong $a 10.77.0.1; echo \$? >case.$i.rc"
       else
-        echo "timeout 150 stdbuf -oL ibv_${tool}_pingpong $a >case.$i.log 2>&1; echo \$? >case.$i.rc"
+        echo "timeout 150 stdbuf -oL ibv_${tool%_e}_pingpong $a >case.$i.log 2>&1; echo \$? >case.$i.rc"
       fi
       echo "(ip -s link show eth0; cd /sys/class/infiniband/rxe0/ports/1/hw_counters && grep . *) >case.$i.counters 2>&1"
       echo "cat case.$i.log; echo \"== case $i rc=\$(cat case.$i.rc)\""
@@ -349,10 +365,10 @@ host_side() { # dir, case lines on stdin
       watched "$i" "$dir" timeout 500 "$SOFTRDMA_PERF" "$verb" "$role" $peer $a $pdev && rc=0 || rc=$?
     elif [ "$role" = server ]; then
       # shellcheck disable=SC2086
-      watched "$i" "$dir" timeout 500 "$SOFTRDMA" pingpong "$tool" server $a $dev && rc=0 || rc=$?
+      watched "$i" "$dir" timeout 500 "$SOFTRDMA" pingpong "${tool%_e}" server $a $dev && rc=0 || rc=$?
     else
       # shellcheck disable=SC2086
-      watched "$i" "$dir" timeout 500 "$SOFTRDMA" pingpong "$tool" client 10.77.0.11 $a $dev && rc=0 || rc=$?
+      watched "$i" "$dir" timeout 500 "$SOFTRDMA" pingpong "${tool%_e}" client 10.77.0.11 $a $dev && rc=0 || rc=$?
     fi
     echo $rc >"$dir/host.$i.rc"
     echo "  $(date +%T) case $i $(label "$tool" "$role" "$gid" "$pmtu" "$size"): softrdma rc=$rc"

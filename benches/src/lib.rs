@@ -6,6 +6,7 @@
 //! - [`perf`]: the verbs tests (`write_bw`, `read_bw`, `send_bw`,
 //!   `atomic_bw`, `write_lat`, `send_lat`, `read_lat`) written against
 //!   `verbs-api` only.
+//! - [`events`]: perftest's `-e`, CQs that sleep on their completion channels.
 //! - [`baseline`]: what the machine can do without RDMA: raw Ethernet frames
 //!   through the same links, memcpy, and the sans-IO transport alone.
 //! - [`scale`]: many QPs on one device, many namespaces with a device each.
@@ -13,6 +14,7 @@
 //! - [`host`]: which CPU a result was measured on (the JSON file's facts).
 
 pub mod baseline;
+pub mod events;
 pub mod fabric;
 pub mod host;
 pub mod loaded;

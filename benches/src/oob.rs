@@ -430,6 +430,9 @@ pub struct OobConfig {
     /// receiver takes what comes until the sender's closing barrier); each
     /// end of a latency test stops on its own clock, as perftest's do.
     pub duration: Option<Duration>,
+    /// perftest's `-e`: sleep on CQ events (`crate::events`). A local
+    /// choice: nothing of it crosses the wire or the TCP exchange.
+    pub events: bool,
 }
 
 /// What a run did.
@@ -465,6 +468,8 @@ pub struct OobResult {
     /// How the device's TAP took its frames after the run (`uso`, `csum`,
     /// `off`; empty where no TAP was involved).
     pub offload: &'static str,
+    /// CQ events this end slept on (`-e`).
+    pub cq_events: Option<u64>,
     /// The device's counters after the run (`counted`; empty where the
     /// caller brought its own device).
     pub counted: String,
@@ -473,6 +478,9 @@ pub struct OobResult {
 /// Whether a perftest-mode run of `cfg` is one softrdma can do; the reason if not.
 pub fn validate(cfg: &OobConfig) -> Res<()> {
     let (t, conn) = (cfg.test, cfg.conn);
+    if let Some(why) = cfg.events.then(|| crate::events::refusal(t, cfg.duration.is_some())).flatten() {
+        return Err(format!("-e: {}", why.trim()));
+    }
     if !t.is_bw() && !matches!(t, Test::ReadLat | Test::SendLat | Test::WriteLat) {
         return Err(
             "perftest TCP mode: only write_bw, read_bw, send_bw, atomic_bw, read_lat, send_lat and write_lat".into()
@@ -721,6 +729,41 @@ mod tests {
             qps: 1,
             all: false,
             duration: None,
+            events: false,
+        }
+    }
+
+    /// perftest's `-e` in TCP mode: each end sleeps on its CQ's channel, and
+    /// the runs end as they do when polling. Refused where perftest refuses.
+    #[test]
+    fn events_in_perftest_mode() {
+        let (da, db) = devices();
+        for (t, conn, size) in [
+            (Test::ReadBw, QpType::Rc, 20000),
+            (Test::SendBw, QpType::Rc, 20000),
+            (Test::SendBw, QpType::Ud, 1024),
+            (Test::AtomicBw, QpType::Rc, 8),
+            (Test::SendLat, QpType::Rc, 64),
+            (Test::ReadLat, QpType::Rc, 64),
+        ] {
+            let cfg = OobConfig { conn, events: true, ..config(t, size, 200) };
+            let (s, c) = pair(&da, &db, &cfg);
+            let (s, c) = (s.unwrap(), c.unwrap());
+            assert!(s.check_ok && c.check_ok, "{t:?} {conn:?} -e: {} / {}", s.check, c.check);
+            // A UD send completes as it leaves, so its sender may never find
+            // its CQ empty; an RC requester waits for ACKs and responses.
+            let sender_waits = conn == QpType::Rc;
+            assert!(c.cq_events.is_some_and(|n| n > 0 || !sender_waits), "{t:?} {conn:?} -e client: {:?}", c.cq_events);
+            // The passive ends of the one-sided tests wait on no CQ.
+            if matches!(t, Test::SendBw | Test::SendLat) {
+                assert!(s.cq_events.is_some_and(|n| n > 0), "{t:?} {conn:?} -e server: {:?}", s.cq_events);
+            }
+        }
+        for (t, duration) in
+            [(Test::WriteBw, None), (Test::WriteLat, None), (Test::SendBw, Some(Duration::from_secs(1)))]
+        {
+            let cfg = OobConfig { events: true, duration, ..config(t, 64, 10) };
+            assert!(validate(&cfg).is_err_and(|e| e.starts_with("-e: ")), "{t:?} -e {duration:?} accepted");
         }
     }
 

@@ -14,6 +14,7 @@ use verbs_api::{
     SendWr, Sge, WcStatus, WorkCompletion,
 };
 
+use crate::events::EventCq;
 use crate::report::{BwRow, LatRow};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -65,6 +66,8 @@ pub struct PerfConfig {
     pub gid_index: u8,
     /// Bandwidth tests: both ends stream towards each other (perftest's -b).
     pub bidirectional: bool,
+    /// Sleep on CQ events instead of polling (perftest's -e; `crate::events`).
+    pub events: bool,
 }
 
 impl Default for PerfConfig {
@@ -82,6 +85,7 @@ impl Default for PerfConfig {
             timeout: 14,
             gid_index: 1,
             bidirectional: false,
+            events: false,
         }
     }
 }
@@ -111,6 +115,8 @@ pub struct Side {
     pub ah: Option<Arc<dyn Ah>>,
     pub peer_qpns: Vec<u32>,
     pub qkey: u32,
+    /// With -e: `cq` and `rcq` as the event-sleeping CQs they are.
+    pub event_cqs: Vec<Arc<EventCq>>,
 }
 
 impl Side {
@@ -130,8 +136,16 @@ fn make_side(ctx: &Arc<dyn Context>, cfg: &PerfConfig, size: usize) -> Res<Side>
     let pd = ctx.alloc_pd().map_err(e("alloc_pd"))?;
     let q = cfg.qps as u32;
     let cqe = ((cfg.tx_depth + cfg.rx_depth) * q + 64).min(1 << 20);
-    let cq = ctx.create_cq(cqe).map_err(e("create_cq"))?;
-    let rcq = ctx.create_cq(cqe).map_err(e("create_cq"))?;
+    let mut event_cqs = Vec::new();
+    let mut new_cq = || -> Res<Arc<dyn Cq>> {
+        if !cfg.events {
+            return ctx.create_cq(cqe).map_err(e("create_cq"));
+        }
+        let cq = EventCq::create(ctx, cqe).map_err(e("create_cq with a completion channel"))?;
+        event_cqs.push(cq.clone());
+        Ok(cq)
+    };
+    let (cq, rcq) = (new_cq()?, new_cq()?);
     let half = (size.max(8) + GRH).div_ceil(64) * 64;
     let mr = pd.reg_mr(half * 2 * cfg.qps, AccessFlags::all()).map_err(e("reg_mr"))?;
     let mut qps = Vec::new();
@@ -139,7 +153,8 @@ fn make_side(ctx: &Arc<dyn Context>, cfg: &PerfConfig, size: usize) -> Res<Side>
         let attr = qp_init(cfg.conn, (&cq, &rcq), (cfg.tx_depth, cfg.rx_depth), cfg.inline);
         qps.push(pd.create_qp(&attr).map_err(e("create_qp"))?);
     }
-    Ok(Side { ctx: ctx.clone(), pd, cq, rcq, mr, qps, half, ah: None, peer_qpns: Vec::new(), qkey: 0x1111_1111 })
+    let qkey = 0x1111_1111;
+    Ok(Side { ctx: ctx.clone(), pd, cq, rcq, mr, qps, half, ah: None, peer_qpns: Vec::new(), qkey, event_cqs })
 }
 
 /// A QP as perftest creates one: `depth` (send, receive) work requests of
@@ -340,6 +355,9 @@ pub fn run_bw(t: Test, ca: &Arc<dyn Context>, cb: &Arc<dyn Context>, cfg: &PerfC
     }
     let mut row = sum_rows(rows);
     row.notes.push(("verified".into(), verified.to_string()));
+    if cfg.events {
+        row.notes.push(("cq_events".into(), cq_events(&[&a, &b]).to_string()));
+    }
     for s in [&a, &b] {
         for qp in &s.qps {
             let _ = qp.destroy();
@@ -591,6 +609,11 @@ fn verify_bw(t: Test, from: &Side, to: &Side, cfg: &PerfConfig, src: &[u8], iter
         _ => true,
     };
     Ok(ok)
+}
+
+/// The CQ events both ends slept on (-e).
+fn cq_events(sides: &[&Side]) -> u64 {
+    sides.iter().flat_map(|s| &s.event_cqs).map(|c| c.events()).sum()
 }
 
 /// Completions from `cq` into `buf`: a non-blocking poll, or with `block` a
@@ -888,6 +911,7 @@ pub fn run_lat(t: Test, ca: &Arc<dyn Context>, cb: &Arc<dyn Context>, cfg: &Perf
     for s in [&a, &b] {
         let _ = s.qps[0].destroy();
     }
+    let cq_events = cfg.events.then(|| cq_events(&[&a, &b]));
     let div = if t == Test::ReadLat { 1.0 } else { 2.0 };
-    Ok(LatRow { preempted, ..LatRow::from_samples(size as u64, &mut samples, div) })
+    Ok(LatRow { preempted, cq_events, ..LatRow::from_samples(size as u64, &mut samples, div) })
 }

@@ -38,6 +38,8 @@ pub struct LatRow {
     /// How often the test's spinning threads lost their CPU while they
     /// could run (`pin::preemptions`), if known.
     pub preempted: Option<u64>,
+    /// CQ events the test slept on (-e), if it did.
+    pub cq_events: Option<u64>,
 }
 
 impl LatRow {
@@ -65,6 +67,7 @@ impl LatRow {
         let var = us[..n].iter().map(|x| (x - avg) * (x - avg)).sum::<f64>() / n as f64;
         let at = |p: f64| us[((n as f64 * p).ceil() as usize).min(us.len() - 1)];
         Some(LatRow {
+            cq_events: None,
             bytes,
             iterations: posted.len() as u64,
             min: us[0],
@@ -93,6 +96,7 @@ impl LatRow {
             us[i]
         };
         LatRow {
+            cq_events: None,
             bytes,
             iterations: us.len() as u64,
             min: us.first().copied().unwrap_or(0.0),
@@ -171,6 +175,18 @@ pub fn lat_dur_header() -> String {
 
 pub fn lat_dur_line(r: &LatDurRow) -> String {
     format!(" {:<7}       {}            {:<7.2}        {:<7.2}", r.bytes, r.iterations, r.t_avg, r.tps)
+}
+
+/// The line under a table run with -e: how many CQ events each size's
+/// run slept on (perftest prints no such thing).
+pub fn cq_events_line(bw: &[BwRow], lat: &[LatRow]) -> Option<String> {
+    let note = |r: &BwRow| r.notes.iter().find(|(k, _)| k == "cq_events").map(|(_, v)| v.clone());
+    let counts: Vec<String> = bw
+        .iter()
+        .filter_map(|r| Some(format!("{} B: {}", r.bytes, note(r)?)))
+        .chain(lat.iter().filter_map(|r| Some(format!("{} B: {}", r.bytes, r.cq_events?))))
+        .collect();
+    (!counts.is_empty()).then(|| format!(" CQ events slept on (-e): {}", counts.join(", ")))
 }
 
 /// The line under a latency table: how often the spinning threads were
@@ -257,7 +273,7 @@ impl Report {
             .iter()
             .map(|r| {
                 format!(
-                    "{{\"bytes\": {}, \"iterations\": {}, \"t_min_us\": {}, \"t_max_us\": {}, \"t_typical_us\": {}, \"t_avg_us\": {}, \"t_stdev_us\": {}, \"p99_us\": {}, \"p999_us\": {}, \"preempted\": {}}}",
+                    "{{\"bytes\": {}, \"iterations\": {}, \"t_min_us\": {}, \"t_max_us\": {}, \"t_typical_us\": {}, \"t_avg_us\": {}, \"t_stdev_us\": {}, \"p99_us\": {}, \"p999_us\": {}, \"preempted\": {}, \"cq_events\": {}}}",
                     r.bytes,
                     r.iterations,
                     num(r.min),
@@ -267,7 +283,8 @@ impl Report {
                     num(r.stdev),
                     num(r.p99),
                     num(r.p999),
-                    r.preempted.map_or("null".into(), |n| n.to_string())
+                    r.preempted.map_or("null".into(), |n| n.to_string()),
+                    r.cq_events.map_or("null".into(), |n| n.to_string())
                 )
             })
             .collect();

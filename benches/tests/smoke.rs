@@ -53,6 +53,29 @@ fn bandwidth_tests_on_the_memory_fabric() {
     assert!(has_row(&out, "64"), "{out}");
 }
 
+/// perftest's -e: every test perftest runs with events sleeps on its
+/// completion channels, and says how many CQ events it took.
+#[test]
+fn events_instead_of_polling() {
+    for args in [
+        &["read_bw", "-s", "4096", "-n", "200", "-t", "16"][..],
+        &["send_bw", "-s", "4096", "-n", "200", "-t", "16"],
+        &["send_bw", "-c", "UD", "-s", "512", "-n", "200", "-t", "16", "-b"],
+        &["atomic_bw", "-n", "200", "-t", "16"],
+        &["send_lat", "-s", "2", "-n", "200"],
+        &["read_lat", "-s", "64", "-n", "200"],
+    ] {
+        let out = perf(&[args, &["-e"]].concat());
+        assert!(out.contains(" Test with events."), "{args:?}: {out}");
+        let line = out.lines().find(|l| l.starts_with(" CQ events slept on (-e): ")).unwrap_or_else(|| panic!("{out}"));
+        let n: u64 = line.rsplit(": ").next().and_then(|v| v.parse().ok()).unwrap_or_else(|| panic!("{line}"));
+        assert!(n > 0, "{args:?}: {line}");
+    }
+    // Without -e, no events and no such line.
+    let out = perf(&["send_lat", "-s", "2", "-n", "50"]);
+    assert!(!out.contains("CQ events") && !out.contains("Test with events"), "{out}");
+}
+
 /// perftest's -b: both ends stream at once and the row counts both
 /// directions. Every test's JSON must count twice the messages of one
 /// direction, and each direction's target must hold what its peer sent
@@ -118,6 +141,10 @@ fn bad_arguments_are_refused_with_a_reason() {
         (&["write_lat", "-a", "-D", "1", "server"], "-a in perftest TCP mode"),
         (&["write_bw", "--report-both", "-b"], "--report-both: perftest TCP mode"),
         (&["write_bw", "--report-both", "server"], "--report-both: perftest TCP mode"),
+        (&["write_bw", "-e"], "-e: Events feature not available on WRITE verb"),
+        (&["write_lat", "-e", "server"], "-e: Events feature not available on WRITE verb"),
+        (&["send_bw", "-e", "-D", "1"], "-e: Duration mode doesn't work with events."),
+        (&["raw_bw", "-e"], "-e: the verbs tests only"),
     ] {
         let out = Command::new(env!("CARGO_BIN_EXE_softrdma-perf")).args(args).output().expect("run softrdma-perf");
         let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
@@ -351,6 +378,8 @@ fn perftest_mode_between_two_processes_on_taps() {
         ("write_lat", false, &["-D", "1"]),
         ("send_bw", false, &["-D", "1"]),
         ("send_bw", false, &["-b", "-D", "1"]),
+        ("send_bw", false, &["-e"]),
+        ("send_lat", false, &["-e"]),
     ] {
         // read_bw over IPv6 (GID 2, each device's second address): the
         // client's checksums are left to the kernel, the server's are not.
@@ -386,6 +415,15 @@ fn perftest_mode_between_two_processes_on_taps() {
         assert!(client.status.success() && co.contains(": PASS"), "{test} client:\n{co}{ce}");
         assert!(so.contains("TAP offload: off"), "{so}");
         assert!(co.contains("TAP offload: uso"), "{co}");
+        // -e: both ends wait for completions, and slept on CQ events.
+        if more.contains(&"-e") {
+            let events = |o: &str| {
+                let l = o.lines().find(|l| l.starts_with(" CQ events slept on (-e): "))?;
+                l.rsplit(": ").next()?.parse::<u64>().ok()
+            };
+            assert!(events(&co).is_some_and(|n| n > 0), "{test} -e client:\n{co}");
+            assert!(events(&so).is_some_and(|n| n > 0), "{test} -e server:\n{so}");
+        }
         let qps = more.iter().position(|&a| a == "-q").map_or(1, |k| more[k + 1].parse::<usize>().unwrap());
         assert_eq!(so.matches("remote address").count(), qps, "{so}");
         // send_bw -b -D: no report crosses, each end prints its own row (below).

@@ -15,7 +15,7 @@ use benches::baseline;
 use benches::fabric::{self, Devices, FabricKind};
 use benches::loaded;
 use benches::perf::{run_bw, run_lat, runnable, PerfConfig, Test};
-use benches::report::{bw_header, bw_line, lat_header, lat_line, preempted_line, Report, LINE};
+use benches::report::{bw_header, bw_line, cq_events_line, lat_header, lat_line, preempted_line, Report, LINE};
 use benches::scale;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use verbs_api::{Mtu, QpType};
@@ -117,6 +117,10 @@ struct Common {
     /// row is the sum of both directions (perftest's -b).
     #[arg(short = 'b', long = "bidirectional")]
     bidirectional: bool,
+    /// Sleep on CQ events (completion channels) instead of polling the
+    /// CQs. Not with the WRITE tests or -D, as perftest.
+    #[arg(short = 'e', long = "events")]
+    events: bool,
     /// perftest TCP mode with -b: after the summed row, this end's and the
     /// peer's rows on their own ("Local results", "Remote results"), as
     /// perftest's --report-both prints them (one size only: not with -a).
@@ -279,6 +283,20 @@ impl Cmd {
         }
     }
 
+    /// The verbs test this command runs, if it is one.
+    fn verbs_test(&self) -> Option<Test> {
+        Some(match self {
+            Cmd::WriteBw(_) => Test::WriteBw,
+            Cmd::ReadBw(_) => Test::ReadBw,
+            Cmd::SendBw(_) => Test::SendBw,
+            Cmd::AtomicBw(_) => Test::AtomicBw,
+            Cmd::WriteLat(_) => Test::WriteLat,
+            Cmd::SendLat(_) => Test::SendLat,
+            Cmd::ReadLat(_) => Test::ReadLat,
+            _ => return None,
+        })
+    }
+
     /// Whether the test runs both ways with `-b`.
     fn runs_both_ways(&self) -> bool {
         matches!(self, Cmd::WriteBw(_) | Cmd::ReadBw(_) | Cmd::SendBw(_) | Cmd::AtomicBw(_))
@@ -375,6 +393,7 @@ fn perf_config(c: &Common, default_iters: u64) -> Result<PerfConfig, String> {
         timeout: c.qp_timeout.min(31),
         gid_index,
         bidirectional: c.bidirectional,
+        events: c.events,
     })
 }
 
@@ -385,6 +404,10 @@ fn banner(title: &str, c: &Common, extra: &[(&str, String)]) {
         println!("                    {}", title.replace(" BW Test", " Bidirectional BW Test"));
     } else {
         println!("                    {title}");
+    }
+    if c.events {
+        // perftest: " Test with events. Using <device>_comp<vector>".
+        println!(" Test with events. Using a completion channel per CQ");
     }
     match &c.role {
         Some(_) => println!(" Device         : softrdma (TAP {}, perftest TCP mode)", c.tap),
@@ -428,6 +451,7 @@ fn common_params(r: &mut Report, c: &Common) {
     r.param("cq_mod", c.cq_mod);
     r.param("inline", c.inline);
     r.param("bidirectional", c.bidirectional);
+    r.param("events", c.events);
     if let Some(d) = c.duration {
         r.param("duration_s", d);
     }
@@ -467,6 +491,7 @@ fn oob_test(t: Test, name: &str, c: &Common) -> Result<(), String> {
         qps: c.qps as u32,
         all: c.all,
         duration: c.duration.map(Duration::from_secs_f64),
+        events: c.events,
     };
     benches::oob::validate(&oc)?;
     let place = DevPlace {
@@ -575,6 +600,9 @@ fn oob_test(t: Test, name: &str, c: &Common) -> Result<(), String> {
                 }
             }
             println!(" completions here: {}; check: {}; TAP offload: {}", r.completions, r.check, r.offload);
+            if let Some(n) = r.cq_events {
+                println!(" CQ events slept on (-e): {n}");
+            }
             println!(" device counters: {}", r.counted);
             println!("{LINE}");
             json.param("mode", format!("perftest TCP, {role}"));
@@ -582,7 +610,11 @@ fn oob_test(t: Test, name: &str, c: &Common) -> Result<(), String> {
             json.param("qps", c.qps);
             json.param("mtu", r.mtu);
             json.param("bidirectional", c.bidirectional);
+            json.param("events", c.events);
             json.param("peer_version", &r.peer_version);
+            if let Some(n) = r.cq_events {
+                json.fact("cq_events", n);
+            }
             json.fact("check", &r.check);
             json.fact("check_ok", r.check_ok);
             json.fact("tap_offload", r.offload);
@@ -653,6 +685,9 @@ fn verbs_test(t: Test, name: &str, c: &Common) -> Result<(), String> {
 /// Under a latency table: how often its spinning threads lost their CPU.
 fn print_preempted(r: &Report) {
     if let Some(line) = preempted_line(&r.lat) {
+        println!("{line}");
+    }
+    if let Some(line) = cq_events_line(&r.bw, &r.lat) {
         println!("{line}");
     }
 }
@@ -794,6 +829,12 @@ fn run(cli: Cli) -> Result<(), String> {
         check_common(c)?;
         if c.bidirectional && !cli.cmd.runs_both_ways() {
             return Err("-b: only write_bw, read_bw, send_bw and atomic_bw run both ways".into());
+        }
+        if c.events {
+            let t = cli.cmd.verbs_test().ok_or("-e: the verbs tests only (they have CQs to sleep on)")?;
+            if let Some(why) = benches::events::refusal(t, c.duration.is_some()) {
+                return Err(format!("-e: {}", why.trim()));
+            }
         }
         // Only spinning threads are pinned: a pinned thread that sleeps is
         // woken on its own CPU, out of idle (≈ 30 µs a wake-up in this

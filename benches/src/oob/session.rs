@@ -13,6 +13,7 @@ use verbs_api::{
 };
 
 use super::{validate, Barrier, BwReport, Dest, Oob, OobConfig, OobResult, Res, CYCLE_BUFFER};
+use crate::events::EventCq;
 use crate::perf::{next_wc, spin_byte, Test};
 use crate::report::{LatDurRow, LatRow};
 
@@ -28,6 +29,8 @@ const QKEY: u32 = 0x1111_1111;
 struct Ends {
     qps: Vec<Arc<dyn Qp>>,
     cq: Arc<dyn Cq>,
+    /// With `-e`: `cq` as the event-sleeping CQ it is.
+    event_cq: Option<Arc<EventCq>>,
     mr: Arc<dyn Mr>,
     my: Vec<Dest>,
     rem: Vec<Dest>,
@@ -218,6 +221,7 @@ pub fn run(ctx: &Arc<dyn Context>, cfg: &OobConfig, s: TcpStream, client: bool) 
     if res.elapsed.is_zero() {
         res.elapsed = start.elapsed();
     }
+    res.cq_events = e.event_cq.as_ref().map(|c| c.events());
     for qp in &e.qps {
         let _ = qp.destroy();
     }
@@ -236,7 +240,15 @@ fn set_up(ctx: &Arc<dyn Context>, cfg: &OobConfig, oob: &mut Oob, client: bool, 
     let out_reads = dev.max_qp_rd_atom.clamp(1, 16);
     let pd = ctx.alloc_pd().map_err(ck("alloc_pd"))?;
     let per_qp = cfg.tx_depth + cfg.rx_depth;
-    let cq = ctx.create_cq(per_qp * nq as u32 + 16).map_err(ck("create_cq"))?;
+    let cqe = per_qp * nq as u32 + 16;
+    let event_cq = match cfg.events {
+        true => Some(EventCq::create(ctx, cqe).map_err(ck("create_cq with a completion channel"))?),
+        false => None,
+    };
+    let cq: Arc<dyn Cq> = match &event_cq {
+        Some(c) => c.clone(),
+        None => ctx.create_cq(cqe).map_err(ck("create_cq"))?,
+    };
     let slot = size.max(CYCLE_BUFFER as usize).div_ceil(64) * 64;
     // A send slot and a receive slot per QP, as perftest's buffer.
     let buf_len = 2 * nq * slot + 4096;
@@ -307,7 +319,7 @@ fn set_up(ctx: &Arc<dyn Context>, cfg: &OobConfig, oob: &mut Oob, client: bool, 
     let ud_ah = if conn == QpType::Ud { Some(pd.create_ah(&ah).map_err(ck("create_ah"))?) } else { None };
     let grh = if conn == QpType::Ud { 40 } else { 0 };
     let outstanding = vec![Default::default(); nq];
-    Ok(Ends { qps, cq, mr, my, rem, ud_ah, slot, rx_base, buf_len, pattern, sizes, size, grh, outstanding })
+    Ok(Ends { qps, cq, event_cq, mr, my, rem, ud_ah, slot, rx_base, buf_len, pattern, sizes, size, grh, outstanding })
 }
 
 /// One successful completion from `e`'s CQ, spinning as perftest's latency
