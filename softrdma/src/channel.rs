@@ -103,20 +103,15 @@ impl SoftChannel {
 impl CompChannel for SoftChannel {
     fn get_cq_event(&self, timeout: Duration) -> Option<Arc<dyn Cq>> {
         let deadline = Instant::now().checked_add(timeout);
-        // A busy-polling device hands its link to the receive thread only
-        // once polling stops; the caller is about to sleep.
-        self.dev.progress();
-        let mut stopped = false;
+        // A thread that sleeps on events does not drive its device: the
+        // receive thread takes the link (`SoftCq::drive`).
+        self.dev.stop_polling();
         let mut q = self.inner.events.lock().ok()?;
         loop {
             while let Some(cqn) = self.inner.take(&mut q) {
                 if let Some(cq) = self.hand_out(cqn) {
                     return Some(cq);
                 }
-            }
-            if !stopped {
-                stopped = true;
-                self.dev.stop_polling();
             }
             q = match deadline {
                 None => self.inner.ready.wait(q).ok()?,

@@ -43,6 +43,9 @@ pub struct CqInner {
     pub channel: Option<Arc<ChannelInner>>,
     /// Events the channel handed out for this CQ and not yet acknowledged.
     pub events_unacked: AtomicU32,
+    /// Whether the application has armed this CQ, having a channel: it
+    /// sleeps on the CQ's events between polls (`SoftCq::drive`).
+    sleeps_on_events: AtomicBool,
 }
 
 impl CqInner {
@@ -58,6 +61,7 @@ impl CqInner {
             armed: AtomicU8::new(DISARMED),
             channel,
             events_unacked: AtomicU32::new(0),
+            sleeps_on_events: AtomicBool::new(false),
         }
     }
 
@@ -93,10 +97,21 @@ impl CqInner {
     /// by a later arming for solicited ones (kernel rxe does the same).
     pub fn arm(&self, solicited_only: bool) {
         let want = if solicited_only { ARMED_SOLICITED } else { ARMED_NEXT };
+        if self.channel.is_some() {
+            self.sleeps_on_events.store(true, Ordering::Relaxed);
+        }
         let _q = self.queue.lock();
         if self.armed.load(Ordering::Relaxed) < want {
             self.armed.store(want, Ordering::Relaxed);
         }
+    }
+
+    /// Whether the application sleeps on this CQ's events: it has armed
+    /// the CQ, which has a channel. (Not just "armed now": between a
+    /// completion that fired the event and the re-arming, a poll must not
+    /// switch the device to busy polling.)
+    pub fn sleeps_on_events(&self) -> bool {
+        self.sleeps_on_events.load(Ordering::Relaxed)
     }
 
     /// Takes up to `max` completions into `out`; none without the lock when

@@ -434,6 +434,20 @@ impl Drop for SoftCq {
     }
 }
 
+impl SoftCq {
+    /// What a poll does to the device: it drives it (busy polling), unless
+    /// the application sleeps on the CQ's events between polls (perftest's
+    /// -e: event, re-arm, poll); then the device's own receive thread
+    /// carries the traffic, as interrupts do.
+    fn drive(&self) {
+        if self.inner.sleeps_on_events() {
+            self.dev.stop_polling();
+        } else {
+            self.dev.progress();
+        }
+    }
+}
+
 impl Cq for SoftCq {
     fn handle(&self) -> u32 {
         self.inner.cqn
@@ -442,13 +456,13 @@ impl Cq for SoftCq {
         self.inner.cap as u32
     }
     fn poll(&self, max: usize) -> Vec<WorkCompletion> {
-        self.dev.progress();
+        self.drive();
         let mut got = Vec::new();
         self.inner.take(max, |c| got.push(c));
         got
     }
     fn poll_into(&self, wc: &mut [WorkCompletion]) -> usize {
-        self.dev.progress();
+        self.drive();
         let mut slots = wc.iter_mut();
         self.inner.take(slots.len(), |c| {
             if let Some(s) = slots.next() {
@@ -457,7 +471,7 @@ impl Cq for SoftCq {
         })
     }
     fn wait(&self, max: usize, timeout: Duration) -> Vec<WorkCompletion> {
-        self.dev.progress();
+        self.drive();
         let Ok(mut q) = self.inner.queue.lock() else { return Vec::new() };
         if q.is_empty() {
             // About to block: the receive thread must handle what comes.

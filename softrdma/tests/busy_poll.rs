@@ -101,6 +101,52 @@ fn a_polling_thread_takes_the_frames_itself() {
     assert_eq!(qa.retransmitted_pkts, 0);
 }
 
+/// An application that sleeps on CQ events (take the event, re-arm, then
+/// poll, as perftest's -e and the rdma-core examples do) never busy-polls:
+/// its polls find the CQ armed, and the receive thread takes every frame,
+/// on a device that busy-polls by default.
+#[test]
+fn a_thread_that_sleeps_on_cq_events_leaves_the_link_to_the_receive_thread() {
+    let bed = bed(true);
+    let c = bed.contexts();
+    let ends: Vec<(Endpoint, Arc<dyn verbs_api::CompChannel>)> = c
+        .iter()
+        .map(|ctx| {
+            let ch = ctx.create_comp_channel().unwrap();
+            let cq = ctx.create_cq_with_channel(256, &ch).unwrap();
+            cq.req_notify(false).unwrap();
+            (Endpoint::with_cq(ctx, QpType::Rc, 1 << 16, cq, QpCap::default()).unwrap(), ch)
+        })
+        .collect();
+    let ((a, ca), (b, cb)) = (&ends[0], &ends[1]);
+    connect(a, b, &ConnectOptions::default()).unwrap();
+    // One completion by the event pattern; `ch` reports `ep.cq` only.
+    let next = |ep: &Endpoint, ch: &Arc<dyn verbs_api::CompChannel>| loop {
+        if let Some(wc) = ep.cq.poll(1).pop() {
+            return wc;
+        }
+        let cq = ch.get_cq_event(Duration::from_secs(5)).expect("a CQ event");
+        cq.ack_events(1).unwrap();
+        cq.req_notify(false).unwrap();
+    };
+    for i in 0..100u64 {
+        let recv = |ep: &Endpoint| verbs_api::RecvWr { wr_id: i, sg_list: vec![ep.sge(0, 64)] };
+        b.qp.post_recv(&[recv(b)]).unwrap();
+        a.qp.post_recv(&[recv(a)]).unwrap();
+        a.qp.post_send(&[SendWr::new(i, SendOp::Send, vec![a.sge(0, 8)])], None).unwrap();
+        assert_eq!(next(b, cb).status, WcStatus::Success);
+        b.qp.post_send(&[SendWr::new(i, SendOp::Send, vec![b.sge(0, 8)])], None).unwrap();
+        for ep in [(a, ca), (a, ca), (b, cb)] {
+            assert_eq!(next(ep.0, ep.1).status, WcStatus::Success);
+        }
+    }
+    for d in &bed.devices {
+        let (c, _, _) = d.counters();
+        assert!(c.rx_frames >= 200, "{c:?}");
+        assert_eq!((c.rx_polled, c.tx_acks_deferred), (0, 0), "{c:?}");
+    }
+}
+
 #[test]
 fn without_busy_polling_the_receive_thread_takes_every_frame() {
     let bed = bed(false);

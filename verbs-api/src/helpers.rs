@@ -100,8 +100,18 @@ impl Endpoint {
     /// A PD, one CQ for both queues (`cqe` entries), an MR of `mr_len`
     /// bytes with every access right, and a QP of type `t` with `cap`.
     pub fn new(ctx: &Arc<dyn crate::Context>, t: QpType, mr_len: usize, cqe: u32, cap: crate::QpCap) -> Result<Self> {
+        Self::with_cq(ctx, t, mr_len, ctx.create_cq(cqe)?, cap)
+    }
+
+    /// As `new`, with a CQ the caller made (one with a completion channel, say).
+    pub fn with_cq(
+        ctx: &Arc<dyn crate::Context>,
+        t: QpType,
+        mr_len: usize,
+        cq: Arc<dyn crate::Cq>,
+        cap: crate::QpCap,
+    ) -> Result<Self> {
         let pd = ctx.alloc_pd()?;
-        let cq = ctx.create_cq(cqe)?;
         let mr = pd.reg_mr(mr_len, AccessFlags::all())?;
         let qp = pd.create_qp(&crate::QpInitAttr {
             qp_type: t,
