@@ -839,7 +839,8 @@ fn run(cli: Cli) -> Result<(), String> {
         // Only spinning threads are pinned: a pinned thread that sleeps is
         // woken on its own CPU, out of idle (≈ 30 µs a wake-up in this
         // VM), where an unpinned one is woken on the waker's.
-        benches::pin::set_enabled(!c.no_pin && !busy_poll_off && softrdma::busy_poll::multi_cpu());
+        // With -e the threads sleep on CQ events: not pinned either.
+        benches::pin::set_enabled(!c.no_pin && !busy_poll_off && !c.events && softrdma::busy_poll::multi_cpu());
     }
     match cli.cmd {
         Cmd::Host => {
