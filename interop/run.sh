@@ -148,6 +148,8 @@ cases_for() { # link_mtu
     echo "read_bi client 1 $pmtu 20000 $pt_n"
     echo "atomic_bi client 1 $pmtu 8 $pt_n"
     echo "send_lat_a client 1 $pmtu all 5"
+    echo "rc_e server 1 $pmtu 1001 $small_n"
+    echo "send_lat_e client 1 $pmtu 1001 $pt_n"
     return
   fi
   # perftest: every tool over the IPv4 GID (index 1), the latency tools' -a, UC and UD at
