@@ -462,32 +462,31 @@ fn stream(
             None => !(time_up && s.is_multiple_of(cq_mod)),
         };
         let mut all_posted = true;
-        // With -e a poll that finds nothing sleeps until a completion, so
-        // each QP's window is filled first, as perftest's run_iter_bw fills
-        // it (lists of post_list) before it polls. Polling, a list per turn.
-        let lists = if cfg.events { usize::MAX } else { POST_LIST };
         for i in 0..q {
-            let mut n = 0;
-            while posted[i] - done[i] < tx_depth && may_post(posted[i]) && n < lists {
-                if n == POST_LIST {
+            // A list per turn. With -e a poll that finds nothing sleeps until
+            // a completion, so there the window is filled first, list after
+            // list, as perftest's run_iter_bw fills it before it polls.
+            loop {
+                let mut n = 0;
+                while posted[i] - done[i] < tx_depth && may_post(posted[i]) && n < POST_LIST {
+                    let sq = posted[i];
+                    let last = target.is_some_and(|n| sq + 1 == n);
+                    let wr = &mut batches[i][n];
+                    wr.wr_id = ((i as u64) << 48) | sq;
+                    wr.flags = templates[i].flags;
+                    if (sq + 1).is_multiple_of(cq_mod) || last {
+                        wr.flags = wr.flags | SendFlags::SIGNALED;
+                    }
+                    n += 1;
+                    posted[i] += 1;
+                }
+                if n > 0 {
                     let batch = &batches[i][..n];
                     a.qps[i].post_send(batch, a.ah.as_ref()).map_err(|(k, er)| format!("post_send[{k}]: {er}"))?;
-                    n = 0;
                 }
-                let sq = posted[i];
-                let last = target.is_some_and(|n| sq + 1 == n);
-                let wr = &mut batches[i][n];
-                wr.wr_id = ((i as u64) << 48) | sq;
-                wr.flags = templates[i].flags;
-                if (sq + 1).is_multiple_of(cq_mod) || last {
-                    wr.flags = wr.flags | SendFlags::SIGNALED;
+                if !cfg.events || n < POST_LIST {
+                    break;
                 }
-                n += 1;
-                posted[i] += 1;
-            }
-            if n > 0 {
-                let batch = &batches[i][..n];
-                a.qps[i].post_send(batch, a.ah.as_ref()).map_err(|(k, er)| format!("post_send[{k}]: {er}"))?;
             }
             if may_post(posted[i]) {
                 all_posted = false;

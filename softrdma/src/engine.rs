@@ -27,7 +27,7 @@ use crate::audit::AuditEvent;
 use crate::backend::host::Host;
 use crate::capture::PcapSink;
 use crate::core_lock::CoreGuard;
-pub use crate::cq::CqInner;
+use crate::cq::CqInner;
 use crate::gid::GidTable;
 use crate::link::{LinkRx, LinkTx};
 use crate::mr::DevMemory;

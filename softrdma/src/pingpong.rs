@@ -291,6 +291,11 @@ fn random_psn() -> u32 {
     u32::from_le_bytes(b) & 0xff_ffff
 }
 
+/// `ibv_req_notify_cq(cq, 0)`, with the tools' message.
+fn arm(cq: &Arc<dyn Cq>) -> Result<(), PpError> {
+    cq.req_notify(false).map_err(|e| PpError(format!("Couldn't request CQ notification: {e}")))
+}
+
 /// The verbs objects of one side.
 struct Side {
     o: PpOptions,
@@ -341,7 +346,7 @@ impl Side {
             None => ctx.create_cq(o.rx_depth + nqp)?,
         };
         if o.events {
-            cq.req_notify(false).map_err(|e| PpError(format!("Couldn't request CQ notification: {e}")))?;
+            arm(&cq)?;
         }
         let srq = if k == Kind::Srq { Some(pd.create_srq(o.rx_depth, 1)?) } else { None };
         let mut qps = Vec::new();
@@ -526,7 +531,7 @@ impl Side {
                     }
                     Some(cq) => {
                         rep.cq_events += 1;
-                        cq.req_notify(false).map_err(|e| PpError(format!("Couldn't request CQ notification: {e}")))?;
+                        arm(&cq)?;
                         self.cq.poll(num_wc)
                     }
                     None => Vec::new(),

@@ -17,7 +17,8 @@ use verbs_api::{
 
 use crate::backend::host::Resolution;
 use crate::channel::SoftChannel;
-use crate::engine::{Core, CqInner, Shared};
+use crate::cq::CqInner;
+use crate::engine::{Core, Shared};
 use crate::mr::Region;
 use crate::namespace::Resource;
 
