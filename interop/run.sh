@@ -95,9 +95,9 @@ sizes_srq=${SRQ_SIZES:-"1 1001 20003"} sizes_ud=${UD_SIZES:-"1 1001 mtu"}
 # UC write_bw, UD send_bw) at both link MTUs over the IPv4 GID, the RC ones over IPv6 as
 # well; the latency tools at link MTU 1500, IPv4; atomics are 8 bytes.
 sizes_pt=${PERFTEST_SIZES:-"1001 20000"} pt_n=${PERFTEST_ITERS:-1000}
-is_pt() { case $1 in write_bw|read_bw|send_bw|atomic_fa|atomic_cs|write_uc|send_uc|send_ud|read_lat|send_lat|write_lat|*_bi|*_q2|*_all|*_dur|*_lat_a|*_lat_uc|*_lat_ud|*_abi|*_bdur|*_rb|*_bw_e|*_lat_e|atomic_e|send_ud_e) return 0 ;; esac; return 1; }
+is_pt() { case $1 in write_bw|read_bw|send_bw|atomic_fa|atomic_cs|write_uc|send_uc|send_ud|read_lat|send_lat|write_lat|*_bi|*_q2|*_all|*_dur|*_lat_a|*_lat_uc|*_lat_ud|*_abi|*_bdur|*_rb|*_bw_e|*_lat_e|*_bi_e|atomic_e|send_ud_e) return 0 ;; esac; return 1; }
 # perftest's binary and softrdma-perf's verb of a perftest case
-pt_verb() { case $1 in atomic_fa|atomic_cs|atomic_bi|atomic_q2|atomic_bdur|atomic_e) echo atomic_bw ;; send_ud_e) echo send_bw ;; *_bw_e|*_lat_e) echo "${1%_e}" ;; *_bdur) echo "${1%_bdur}_bw" ;; *_rb) echo "${1%_rb}_bw" ;; write_uc|write_uc_q2|write_uc_dur) echo write_bw ;; send_ud|send_uc|send_ud_all|send_uc_all|send_ud_bi|send_uc_bi|send_ud_q2|send_ud_dur) echo send_bw ;; *_bi) echo "${1%_bi}_bw" ;; *_q2) echo "${1%_q2}_bw" ;; atomic_dur) echo atomic_bw ;; *_lat_a) echo "${1%_a}" ;; *_abi) echo "${1%_abi}_bw" ;; *_lat_uc|*_lat_ud) echo "${1%_u?}" ;; *_lat_dur) echo "${1%_dur}" ;; *_all|*_dur) echo "${1%_*}_bw" ;; *) echo "$1" ;; esac; }
+pt_verb() { case $1 in atomic_fa|atomic_cs|atomic_bi|atomic_q2|atomic_bdur|atomic_e) echo atomic_bw ;; send_ud_e) echo send_bw ;; *_bw_e|*_lat_e) echo "${1%_e}" ;; *_bi_e) echo "${1%_bi_e}_bw" ;; *_bdur) echo "${1%_bdur}_bw" ;; *_rb) echo "${1%_rb}_bw" ;; write_uc|write_uc_q2|write_uc_dur) echo write_bw ;; send_ud|send_uc|send_ud_all|send_uc_all|send_ud_bi|send_uc_bi|send_ud_q2|send_ud_dur) echo send_bw ;; *_bi) echo "${1%_bi}_bw" ;; *_q2) echo "${1%_q2}_bw" ;; atomic_dur) echo atomic_bw ;; *_lat_a) echo "${1%_a}" ;; *_abi) echo "${1%_abi}_bw" ;; *_lat_uc|*_lat_ud) echo "${1%_u?}" ;; *_lat_dur) echo "${1%_dur}" ;; *_all|*_dur) echo "${1%_*}_bw" ;; *) echo "$1" ;; esac; }
 sizes_pt_ud=${PERFTEST_UD_SIZES:-"1001 mtu"}
 t_start=$(date +%s)
 
@@ -194,7 +194,8 @@ cases_for() { # link_mtu
     for role in server client; do
       for c in "rc_e 1001 $small_n" "rc_e 20003 $large_n" "uc_e 1001 $small_n" "ud_e 1001 $small_n" \
         "srq_e 1001 $small_n" "send_bw_e 20000 $pt_n" "read_bw_e 20000 $pt_n" "atomic_e 8 $pt_n" \
-        "send_ud_e 1001 $pt_n" "send_lat_e 1001 $pt_n" "read_lat_e 1001 $pt_n"; do
+        "send_ud_e 1001 $pt_n" "send_lat_e 1001 $pt_n" "read_lat_e 1001 $pt_n" "send_bi_e 20000 $pt_n" \
+        "read_bi_e 20000 $pt_n"; do
         set -- $c
         echo "$1 $role 1 $pmtu $2 $3"
       done
@@ -223,6 +224,7 @@ tool_args() { # tool gid pmtu size iters port
       atomic_e) echo "-x $2 -F -n $5 -p $6 -m $3 -A FETCH_AND_ADD -e" ;;
       send_ud_e) echo "-x $2 -F -c UD -s $4 -n $5 -p $6 -m $3 -e" ;;
       *_bw_e|*_lat_e) echo "-x $2 -F -s $4 -n $5 -p $6 -m $3 -e" ;;
+      *_bi_e) echo "-x $2 -F -s $4 -n $5 -p $6 -m $3 -b -e" ;;
       atomic_bi) echo "-x $2 -F -n $5 -p $6 -m $3 -A FETCH_AND_ADD -b" ;;
       atomic_q2) echo "-x $2 -F -n $5 -p $6 -m $3 -A FETCH_AND_ADD -q 2" ;;
       atomic_dur) echo "-x $2 -F -D 2 -p $6 -m $3 -A FETCH_AND_ADD" ;;

@@ -738,15 +738,18 @@ mod tests {
     #[test]
     fn events_in_perftest_mode() {
         let (da, db) = devices();
-        for (t, conn, size) in [
-            (Test::ReadBw, QpType::Rc, 20000),
-            (Test::SendBw, QpType::Rc, 20000),
-            (Test::SendBw, QpType::Ud, 1024),
-            (Test::AtomicBw, QpType::Rc, 8),
-            (Test::SendLat, QpType::Rc, 64),
-            (Test::ReadLat, QpType::Rc, 64),
+        for (t, conn, size, duplex, qps) in [
+            (Test::ReadBw, QpType::Rc, 20000, false, 1),
+            (Test::SendBw, QpType::Rc, 20000, false, 1),
+            (Test::SendBw, QpType::Ud, 1024, false, 1),
+            (Test::AtomicBw, QpType::Rc, 8, false, 1),
+            (Test::SendLat, QpType::Rc, 64, false, 1),
+            (Test::ReadLat, QpType::Rc, 64, false, 1),
+            // Both ways and two QPs: every end waits on its CQ.
+            (Test::SendBw, QpType::Rc, 20000, true, 2),
+            (Test::ReadBw, QpType::Rc, 20000, true, 2),
         ] {
-            let cfg = OobConfig { conn, events: true, ..config(t, size, 200) };
+            let cfg = OobConfig { conn, duplex, qps, events: true, ..config(t, size, 200) };
             let (s, c) = pair(&da, &db, &cfg);
             let (s, c) = (s.unwrap(), c.unwrap());
             assert!(s.check_ok && c.check_ok, "{t:?} {conn:?} -e: {} / {}", s.check, c.check);
@@ -755,7 +758,7 @@ mod tests {
             let sender_waits = conn == QpType::Rc;
             assert!(c.cq_events.is_some_and(|n| n > 0 || !sender_waits), "{t:?} {conn:?} -e client: {:?}", c.cq_events);
             // The passive ends of the one-sided tests wait on no CQ.
-            if matches!(t, Test::SendBw | Test::SendLat) {
+            if matches!(t, Test::SendBw | Test::SendLat) || duplex {
                 assert!(s.cq_events.is_some_and(|n| n > 0), "{t:?} {conn:?} -e server: {:?}", s.cq_events);
             }
         }
