@@ -29,6 +29,9 @@ pub fn refusal(t: Test, duration: bool) -> Option<&'static str> {
     duration.then_some("Duration mode doesn't work with events.")
 }
 
+/// A test's CQ, and the same CQ as an `EventCq` if it is one.
+pub type TestCq = (Arc<dyn Cq>, Option<Arc<EventCq>>);
+
 /// A CQ whose polls sleep on its completion channel when they find nothing.
 pub struct EventCq {
     cq: Arc<dyn Cq>,
@@ -43,6 +46,16 @@ impl EventCq {
         let cq = ctx.create_cq_with_channel(cqe, &channel)?;
         cq.req_notify(false)?;
         Ok(Arc::new(EventCq { cq, channel, events: AtomicU64::new(0) }))
+    }
+
+    /// A test's CQ of `cqe` entries: with `events` an `EventCq`, returned
+    /// twice (as the test's CQ, and for its count of events).
+    pub fn or_plain(ctx: &Arc<dyn Context>, cqe: u32, events: bool) -> VResult<TestCq> {
+        if !events {
+            return Ok((ctx.create_cq(cqe)?, None));
+        }
+        let cq = EventCq::create(ctx, cqe)?;
+        Ok((cq.clone(), Some(cq)))
     }
 
     /// CQ events taken so far.

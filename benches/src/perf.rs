@@ -136,16 +136,10 @@ fn make_side(ctx: &Arc<dyn Context>, cfg: &PerfConfig, size: usize) -> Res<Side>
     let pd = ctx.alloc_pd().map_err(e("alloc_pd"))?;
     let q = cfg.qps as u32;
     let cqe = ((cfg.tx_depth + cfg.rx_depth) * q + 64).min(1 << 20);
-    let mut event_cqs = Vec::new();
-    let mut new_cq = || -> Res<Arc<dyn Cq>> {
-        if !cfg.events {
-            return ctx.create_cq(cqe).map_err(e("create_cq"));
-        }
-        let cq = EventCq::create(ctx, cqe).map_err(e("create_cq with a completion channel"))?;
-        event_cqs.push(cq.clone());
-        Ok(cq)
-    };
-    let (cq, rcq) = (new_cq()?, new_cq()?);
+    let what = if cfg.events { "create_cq with a completion channel" } else { "create_cq" };
+    let (cq, scq_events) = EventCq::or_plain(ctx, cqe, cfg.events).map_err(e(what))?;
+    let (rcq, rcq_events) = EventCq::or_plain(ctx, cqe, cfg.events).map_err(e(what))?;
+    let event_cqs: Vec<_> = scq_events.into_iter().chain(rcq_events).collect();
     let half = (size.max(8) + GRH).div_ceil(64) * 64;
     let mr = pd.reg_mr(half * 2 * cfg.qps, AccessFlags::all()).map_err(e("reg_mr"))?;
     let mut qps = Vec::new();

@@ -241,14 +241,8 @@ fn set_up(ctx: &Arc<dyn Context>, cfg: &OobConfig, oob: &mut Oob, client: bool, 
     let pd = ctx.alloc_pd().map_err(ck("alloc_pd"))?;
     let per_qp = cfg.tx_depth + cfg.rx_depth;
     let cqe = per_qp * nq as u32 + 16;
-    let event_cq = match cfg.events {
-        true => Some(EventCq::create(ctx, cqe).map_err(ck("create_cq with a completion channel"))?),
-        false => None,
-    };
-    let cq: Arc<dyn Cq> = match &event_cq {
-        Some(c) => c.clone(),
-        None => ctx.create_cq(cqe).map_err(ck("create_cq"))?,
-    };
+    let what = if cfg.events { "create_cq with a completion channel" } else { "create_cq" };
+    let (cq, event_cq) = EventCq::or_plain(ctx, cqe, cfg.events).map_err(ck(what))?;
     let slot = size.max(CYCLE_BUFFER as usize).div_ceil(64) * 64;
     // A send slot and a receive slot per QP, as perftest's buffer.
     let buf_len = 2 * nq * slot + 4096;
