@@ -23,6 +23,7 @@ pub mod perf;
 pub mod pin;
 pub mod report;
 pub mod scale;
+pub mod threads;
 
 /// Resident set size of this process in bytes (`VmRSS` of `/proc/self/status`).
 pub fn rss_bytes() -> Option<u64> {

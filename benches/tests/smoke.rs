@@ -265,6 +265,11 @@ fn all_sizes_and_json() {
     let cpu = benches::host::CpuFacts::this_machine();
     assert!(j.contains(&format!("\"cpu_id\": \"{}\"", cpu.id())), "{j}");
     assert!(j.contains("\"cpu_crc_flags\": \""), "{j}");
+    // Where the CPU time went, per thread, read while the devices ran
+    // (benches::threads): the application's thread did the work.
+    let app = j.split("\"thread_softrdma-perf\": \"").nth(1).and_then(|r| r.split('/').next()).unwrap_or("");
+    assert!(app.parse::<u64>().is_ok_and(|ms| ms > 0), "{j}");
+    assert!(j.contains("\"thread_bench0-rx\": \"") && j.contains("\"thread_bench1-timer\": \""), "{j}");
     let _ = std::fs::remove_dir_all(&dir);
 }
 

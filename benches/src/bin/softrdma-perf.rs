@@ -719,6 +719,16 @@ fn device_facts(r: &mut Report, devs: &Devices) {
         r.fact("fabric_overflowed", f.stats().overflowed);
         r.fact("fabric_lent", f.stats().lent);
     }
+    thread_facts(r);
+}
+
+/// Each thread's CPU time while the devices still run (benches::threads):
+/// `thread_<name>` = "run_ms/wait_ms/user_ms/sys_ms".
+fn thread_facts(r: &mut Report) {
+    for t in benches::threads::this_process() {
+        let v = format!("{}/{}/{}/{}", t.run_ns / 1_000_000, t.wait_ns / 1_000_000, t.user_ms(), t.sys_ms());
+        r.fact(&format!("thread_{}", t.name), v);
+    }
 }
 
 fn post_loaded_test(c: &Common) -> Result<(), String> {
