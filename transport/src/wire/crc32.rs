@@ -1,11 +1,13 @@
 //! CRC-32 (IEEE 802.3: reflected, polynomial 0x04C11DB7, initial ~0, final
-//! inversion) by table lookup, sixteen bytes a step ("slicing-by-16").
+//! inversion) in software: buffers of [`super::crc32_sparse::FROM`] bytes
+//! or more by the sparse multiple of `crc32_sparse`, shorter ones and that
+//! one's tail by table lookup, sixteen bytes a step ("slicing-by-16").
 //!
 //! crc32fast folds with PCLMULQDQ where the CPU has it, which is far faster
 //! on real CPUs. This exists for CPUs where that instruction is slow: under
 //! QEMU's TCG emulation (the kernel-rxe guest of docs/benchmarks.md) each
-//! PCLMULQDQ is a helper call and the table is twice as fast. Which one runs
-//! is [`super::icrc::set_engine`]'s choice; the bytes are the same.
+//! PCLMULQDQ is a helper call and the table alone was twice as fast. Which
+//! one runs is [`super::icrc::set_engine`]'s choice; the bytes are the same.
 //!
 //! Bigger tables did not pay under TCG: 12-bit indices (eight lookups per
 //! twelve bytes, 128 KiB of tables) ran 12 % faster alone in the guest but
@@ -72,9 +74,15 @@ fn split16(b: &[u8]) -> &[u8; 16] {
 
 /// Continues the CRC `crc` (a finished CRC-32, 0 to start) over `data`,
 /// as `crc32fast::Hasher` does across `update` calls.
+#[inline]
+pub fn update(crc: u32, data: &[u8]) -> u32 {
+    super::crc32_sparse::update(crc, data)
+}
+
+/// [`update`] by table lookup alone.
 #[allow(unsafe_code)] // code placement only: crate::code_page
 #[cfg_attr(all(target_os = "linux", target_arch = "x86_64"), link_section = ".text.hot.softrdma")]
-pub fn update(crc: u32, mut data: &[u8]) -> u32 {
+pub fn by_table(crc: u32, mut data: &[u8]) -> u32 {
     let mut c = !crc;
     // Four blocks a turn: the loads of one block overlap the lookups of
     // the one before.
@@ -104,6 +112,7 @@ mod tests {
         // "123456789" -> 0xCBF43926 (the CRC-32/ISO-HDLC check value).
         assert_eq!(update(0, b"123456789"), 0xCBF4_3926);
         assert_eq!(update(0, b""), 0);
+        assert_eq!(by_table(0, b"123456789"), 0xCBF4_3926);
     }
 
     #[test]
@@ -111,6 +120,7 @@ mod tests {
         let data: Vec<u8> = (0..600u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8).collect();
         for len in 0..data.len() {
             assert_eq!(update(0, &data[..len]), crc32fast::hash(&data[..len]), "len {len}");
+            assert_eq!(by_table(0, &data[..len]), crc32fast::hash(&data[..len]), "len {len}");
         }
         for split in 0..64 {
             let mut h = crc32fast::Hasher::new();

@@ -16,6 +16,7 @@ pub mod atomic_ack_eth;
 pub mod atomic_eth;
 pub mod bth;
 pub mod crc32;
+pub mod crc32_sparse;
 pub mod deth;
 mod error;
 pub mod ethernet;
