@@ -670,7 +670,9 @@ fn wait_byte(mr: &Arc<dyn Mr>, off: usize, want: u8, stop: &AtomicBool) -> Res<(
 /// `stop` is set: perftest's poll on the last byte of a WRITE (reading an
 /// MR drives the device, as a CQ poll does).
 pub(crate) fn spin_byte(mr: &Arc<dyn Mr>, off: usize, want: u8, stall: Duration, stop: &AtomicBool) -> Res<()> {
-    let t = Instant::now();
+    // The clock is read once the first look misses, as perftest's spin
+    // reads none: in a ping-pong the byte is often there at once.
+    let mut t = None;
     let mut b = [0u8; 1];
     let mut spins = 0u32;
     loop {
@@ -678,6 +680,7 @@ pub(crate) fn spin_byte(mr: &Arc<dyn Mr>, off: usize, want: u8, stall: Duration,
         if b[0] == want {
             return Ok(());
         }
+        let t = *t.get_or_insert_with(Instant::now);
         spins = spins.wrapping_add(1);
         if lat_yields(spins) {
             std::thread::yield_now();
@@ -694,13 +697,14 @@ pub(crate) fn next_wc(cq: &Arc<dyn Cq>, timeout: Duration) -> Option<WorkComplet
     if !softrdma::busy_poll::multi_cpu() {
         return cq.wait(1, timeout).into_iter().next();
     }
-    let t = Instant::now();
+    let mut t = None;
     let mut spins = 0u32;
     loop {
         let mut wc = [WorkCompletion::default()];
         if cq.poll_into(&mut wc) == 1 {
             return Some(wc[0]);
         }
+        let t = *t.get_or_insert_with(Instant::now);
         spins = spins.wrapping_add(1);
         if lat_yields(spins) {
             std::thread::yield_now();

@@ -120,19 +120,22 @@ impl Shared {
             return;
         }
         self.polls.fetch_add(1, Ordering::Release);
-        self.flush_deferred(self.ack_hold);
-        if let Ok(mut rx) = self.rx.try_lock() {
-            // Right after a poll that took frames, the link is all but
-            // surely empty, and a read to find that out (a system call on
-            // a TAP) would sit between the application and what it polls
-            // for next — the data of the WRITE whose ACK just completed
-            // its own, in a ping-pong.
-            if std::mem::take(&mut rx.polled_frames) {
-                return;
-            }
-            let took = self.drain(&mut rx, Duration::ZERO, Taker::Poller).unwrap_or(0);
-            rx.polled_frames = took > 0 && self.polled_batch == 1;
+        let Ok(mut rx) = self.rx.try_lock() else {
+            self.flush_deferred(self.ack_hold);
+            return;
+        };
+        // Right after a poll that took frames, the link is all but surely
+        // empty, and a read to find that out (a system call on a TAP) would
+        // sit between the application and what it polls for next — the
+        // data of the WRITE whose ACK just completed its own, in a
+        // ping-pong. Nor can an ACK that poll held be due yet; the clock
+        // read that would tell is skipped too.
+        if std::mem::take(&mut rx.polled_frames) {
+            return;
         }
+        self.flush_deferred(self.ack_hold);
+        let took = self.drain(&mut rx, Duration::ZERO, Taker::Poller).unwrap_or(0);
+        rx.polled_frames = took > 0 && self.polled_batch == 1;
     }
 
     /// The receive thread's turn, with frames waiting and nobody polling:

@@ -433,7 +433,8 @@ impl Shared {
     /// Sends everything the transport has to send and routes completions
     /// and events. Call after every input to the transport.
     pub fn flush(&self, core: &mut Core) {
-        self.flush_as(core, false);
+        let now = self.now();
+        self.flush_as(core, now, false);
     }
 
     /// `flush`; when `polling` (an application thread drained the link),
@@ -445,8 +446,9 @@ impl Shared {
     /// when it takes the link back (`busy_poll`); IBTA leaves an ACK's timing to the
     /// responder (ch. 9.7.5.1: ACKs may be coalesced), and the requester's
     /// ACK timeout is milliseconds.
-    fn flush_as(&self, core: &mut Core, polling: bool) {
-        let now = self.now();
+    /// `now` is the caller's reading of the clock, under the lock: a
+    /// receive reads it once for its frames and this flush.
+    fn flush_as(&self, core: &mut Core, now: Instant, polling: bool) {
         let mut buf = std::mem::take(&mut core.buf);
         let shaper = core.ns.shaper();
         let mut emitted = false;
@@ -470,7 +472,7 @@ impl Shared {
             if polling && transport::wire::peek::is_plain_ack(&buf) {
                 let spare = self.spare_buf(core);
                 if core.deferred.is_empty() {
-                    self.deferred_since.store(self.elapsed().as_nanos() as u64, Ordering::Release);
+                    self.deferred_since.store(now.as_nanos(), Ordering::Release);
                 }
                 core.deferred.push(std::mem::replace(&mut buf, spare));
                 core.counters.tx_acks_deferred += 1;
@@ -609,8 +611,9 @@ impl Shared {
     /// bit `i` of `icrc_checked` says the link checked frame `i`'s ICRC
     /// (`LinkRx::take_icrc_checked`).
     fn receive<'f>(&self, frames: impl ExactSizeIterator<Item = &'f [u8]>, icrc_checked: u64, by: Taker) {
-        let now = self.now();
         let mut core = self.lock();
+        // Read under the lock: the flush below files deadlines with it.
+        let now = self.now();
         match by {
             Taker::Poller => core.counters.rx_polled += frames.len() as u64,
             Taker::Rescuer => core.counters.rx_rescued += frames.len() as u64,
@@ -620,7 +623,7 @@ impl Shared {
             let checked = i < 64 && icrc_checked >> i & 1 == 1;
             self.receive_one(&mut core, now, frame, checked);
         }
-        self.flush_as(&mut core, by == Taker::Poller);
+        self.flush_as(&mut core, now, by == Taker::Poller);
     }
 
     /// Takes up to `RX_BATCH` frames from the link (an application's busy
