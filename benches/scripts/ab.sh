@@ -23,6 +23,7 @@ TESTS=(
     "mem send_bw 64K|send_bw -s 65536 -m 4096 -D 1"
     "mem read_bw 64K|read_bw -s 65536 -m 4096 -D 1"
     "tap write_lat|write_lat -n 20000 --fabric tap"
+    "tap write_lat UC|write_lat -c UC -n 20000 --fabric tap"
     "tap send_bw 64K|send_bw -s 65536 -m 4096 -D 1 --fabric tap"
     "tap write_bw 64K|write_bw -s 65536 -m 4096 -D 1 --fabric tap"
     "tap read_bw 64K|read_bw -s 65536 -m 4096 -D 1 --fabric tap"
