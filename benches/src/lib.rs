@@ -12,6 +12,7 @@
 //! - [`scale`]: many QPs on one device, many namespaces with a device each.
 //! - [`report`]: perftest-style tables and the JSON file.
 //! - [`host`]: which CPU a result was measured on (the JSON file's facts).
+//! - [`turn`]: `--turn-trace`, where a latency turn's time went, step by step.
 
 pub mod baseline;
 pub mod events;
@@ -24,6 +25,7 @@ pub mod pin;
 pub mod report;
 pub mod scale;
 pub mod threads;
+pub mod turn;
 
 /// Resident set size of this process in bytes (`VmRSS` of `/proc/self/status`).
 pub fn rss_bytes() -> Option<u64> {

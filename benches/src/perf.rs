@@ -4,6 +4,7 @@
 //! where the test needs an active server (send_bw reposts receives; the
 //! ping-pong latency tests answer every message).
 
+use softrdma::turn_trace::{mark, Stage};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -804,9 +805,11 @@ pub fn run_lat(t: Test, ca: &Arc<dyn Context>, cb: &Arc<dyn Context>, cfg: &Perf
                                 if let Err(er) = wait_byte(&b.mr, b.offset(0, true) + last, marker, stop) {
                                     return if stop.load(Ordering::Acquire) { Ok(()) } else { Err(er) };
                                 }
+                                mark(Stage::AppData);
                             }
                             _ => {
                                 let Some(wc) = wc_unless_stopped(&b.rcq, stop) else { return Ok(()) };
+                                mark(Stage::AppData);
                                 check(&wc, "server recv")?;
                                 rwr.wr_id = it;
                                 b.qps[0]
@@ -829,6 +832,7 @@ pub fn run_lat(t: Test, ca: &Arc<dyn Context>, cb: &Arc<dyn Context>, cfg: &Perf
                             // As perftest's write_lat: the send completes (RC:
                             // the peer's ACK is in) before the next wait.
                             let Some(wc) = wc_unless_stopped(&b.cq, stop) else { return Ok(()) };
+                            mark(Stage::AppCqe);
                             check(&wc, "server send")?;
                         } else {
                             let mut wcs = [WorkCompletion::default(); 16];
@@ -864,6 +868,7 @@ pub fn run_lat(t: Test, ca: &Arc<dyn Context>, cb: &Arc<dyn Context>, cfg: &Perf
                     }
                 }
                 wr.wr_id = it;
+                mark(Stage::TurnStart);
                 let t0 = Instant::now();
                 a.qps[0]
                     .post_send(std::slice::from_ref(&wr), a.ah.as_ref())
@@ -875,10 +880,13 @@ pub fn run_lat(t: Test, ca: &Arc<dyn Context>, cb: &Arc<dyn Context>, cfg: &Perf
                         // for the peer's. Under RC the completion needs the
                         // peer's ACK, so the ACK is on the measured path.
                         wait_one(&a.cq, "send")?;
+                        mark(Stage::AppCqe);
                         wait_byte(&a.mr, a.offset(0, true) + last, marker, &stop)?;
+                        mark(Stage::AppData);
                     }
                     Test::SendLat => {
                         let wc = wait_one(&a.rcq, "recv")?;
+                        mark(Stage::AppData);
                         rwr.wr_id = it;
                         a.qps[0].post_recv(std::slice::from_ref(&rwr)).map_err(|(_, er)| format!("post_recv: {er}"))?;
                         let _ = wc;
@@ -890,6 +898,7 @@ pub fn run_lat(t: Test, ca: &Arc<dyn Context>, cb: &Arc<dyn Context>, cfg: &Perf
                     }
                     _ => {
                         wait_one(&a.cq, "read")?;
+                        mark(Stage::AppData);
                     }
                 }
                 let dt = t0.elapsed();

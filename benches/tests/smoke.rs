@@ -585,3 +585,18 @@ fn an_interrupted_tap_run_deletes_its_namespaces() {
         assert_eq!(namespaces_of(pid), Vec::<String>::new(), "{sig} left namespaces behind");
     }
 }
+
+#[test]
+fn the_turn_trace_is_refused_where_it_cannot_run() {
+    let run = |args: &[&str]| Command::new(env!("CARGO_BIN_EXE_softrdma-perf")).args(args).output().expect("run");
+    let out = run(&["write_bw", "-n", "10", "--turn-trace"]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    if softrdma::turn_trace::ENABLED {
+        assert!(err.contains("the latency tests with both ends in one process only"), "{err}");
+    } else {
+        assert!(err.contains("build with `--features turn-trace`"), "{err}");
+        let out = run(&["write_lat", "-n", "10", "--turn-trace"]);
+        assert!(!out.status.success() && String::from_utf8_lossy(&out.stderr).contains("no turn trace"));
+    }
+}

@@ -137,7 +137,9 @@ impl Shared {
         let turn = Turn { serving: &self.tx_serving, next: ticket + 1 };
         // The link writes the batch frame by frame, or (a TAP with UDP
         // segmentation) in runs.
+        crate::turn_trace::mark(crate::turn_trace::Stage::TxWrite);
         let failed = self.send_all(&mut batch);
+        crate::turn_trace::mark(crate::turn_trace::Stage::TxWritten);
         drop(turn);
         self.count_failed(failed as u64);
         let _ = KEPT.try_with(|k| {

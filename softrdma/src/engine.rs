@@ -461,9 +461,11 @@ impl Shared {
                     break;
                 }
             }
+            crate::turn_trace::mark(crate::turn_trace::Stage::FrameOut);
             if !core.ep.poll_transmit(now, &mut buf) {
                 break;
             }
+            crate::turn_trace::mark(crate::turn_trace::Stage::FrameBuilt);
             if let Some(s) = &shaper {
                 if let Ok(mut s) = s.lock() {
                     s.charge(buf.len(), crate::qos::ends_request(&buf));
@@ -624,6 +626,7 @@ impl Shared {
             self.receive_one(&mut core, now, frame, checked);
         }
         self.flush_as(&mut core, now, by == Taker::Poller);
+        crate::turn_trace::mark(crate::turn_trace::Stage::RxDone);
     }
 
     /// Takes up to `RX_BATCH` frames from the link (an application's busy
@@ -645,6 +648,7 @@ impl Shared {
             }
         }
         if k > 0 {
+            crate::turn_trace::mark(crate::turn_trace::Stage::RxTook);
             self.receive(bufs[..k].iter().zip(&lens[..k]).map(|(b, &n)| &b[..n]), checked, by);
         }
         Ok(k)
@@ -674,6 +678,7 @@ impl Shared {
     }
 
     fn admit(&self, core: &mut Core, now: Instant, frame: &[u8], icrc_checked: bool) {
+        crate::turn_trace::mark(crate::turn_trace::Stage::FrameIn);
         let handled = match icrc_checked {
             true => {
                 core.counters.rx_icrc_checked_by_link += 1;
@@ -681,6 +686,7 @@ impl Shared {
             }
             false => core.ep.handle_frame(now, frame),
         };
+        crate::turn_trace::mark(crate::turn_trace::Stage::FrameDone);
         if let Err(RxDrop::Refused { qpn, peer, violation }) = handled {
             self.audit(core, violation.kind(), Some(qpn), Some(peer), format!("{violation:?}"));
         }

@@ -29,5 +29,6 @@ pub mod namespace;
 pub mod pingpong;
 pub mod qos;
 pub mod testbed;
+pub mod turn_trace;
 pub mod verbs;
 pub mod view;

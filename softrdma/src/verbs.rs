@@ -590,6 +590,7 @@ impl Qp for SoftQp {
     }
 
     fn post_send(&self, wrs: &[SendWr], ah: Option<&Arc<dyn Ah>>) -> core::result::Result<(), (usize, VerbsError)> {
+        crate::turn_trace::mark(crate::turn_trace::Stage::Post);
         let ud = match (self.qp_type, ah) {
             (QpType::Ud, Some(ah)) => {
                 let a = ah.attr();
@@ -614,6 +615,7 @@ impl Qp for SoftQp {
             result = Err((0, Self::gone()));
         }
         self.dev.flush(&mut core);
+        crate::turn_trace::mark(crate::turn_trace::Stage::Posted);
         result
     }
 

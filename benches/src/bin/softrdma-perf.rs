@@ -117,6 +117,12 @@ struct Common {
     /// row is the sum of both directions (perftest's -b).
     #[arg(short = 'b', long = "bidirectional")]
     bidirectional: bool,
+    /// Latency tests, both ends in one process: after the table, where a
+    /// turn's time went, step by step (the link's writes, the peer's read,
+    /// softrdma's work). Needs a build with the `turn-trace` feature
+    /// (benches/scripts/turn_trace.sh).
+    #[arg(long = "turn-trace")]
+    turn_trace: bool,
     /// Sleep on CQ events (completion channels) instead of polling the
     /// CQs. Not with the WRITE tests or -D, as perftest.
     #[arg(short = 'e', long = "events")]
@@ -661,6 +667,7 @@ fn verbs_test(t: Test, name: &str, c: &Common) -> Result<(), String> {
             devs.devices.iter().map(|d| format!("\n device {}: {}", d.name(), benches::oob::counted(d))).collect();
         format!("{e}{}", each.concat())
     };
+    let mut traced = Vec::new();
     for size in sizes {
         if t.is_bw() {
             let row = run_bw(t, &a, &b, &cfg, size).map_err(counted)?;
@@ -670,12 +677,23 @@ fn verbs_test(t: Test, name: &str, c: &Common) -> Result<(), String> {
                 break;
             }
         } else {
+            let _ = softrdma::turn_trace::take();
             let row = run_lat(t, &a, &b, &cfg, size).map_err(counted)?;
             println!("{}", lat_line(&row));
             r.lat.push(row);
+            if c.turn_trace {
+                let title = format!("{name} {:?} {size} B", cfg.conn);
+                match benches::turn::breakdown(&softrdma::turn_trace::take()) {
+                    Some(b) => traced.extend(b.lines(&title)),
+                    None => traced.push(format!(" Turn trace, {title}: no turns were stamped")),
+                }
+            }
         }
     }
     println!("{LINE}");
+    for l in &traced {
+        println!("{l}");
+    }
     print_preempted(&r);
     device_facts(&mut r, &devs);
     drop(devs);
@@ -839,6 +857,16 @@ fn run(cli: Cli) -> Result<(), String> {
         check_common(c)?;
         if c.bidirectional && !cli.cmd.runs_both_ways() {
             return Err("-b: only write_bw, read_bw, send_bw and atomic_bw run both ways".into());
+        }
+        if c.turn_trace {
+            if !softrdma::turn_trace::ENABLED {
+                return Err("--turn-trace: this build has no turn trace; build with `--features turn-trace` \
+                            (benches/scripts/turn_trace.sh)"
+                    .into());
+            }
+            if cli.cmd.verbs_test().is_none_or(|t| t.is_bw()) || c.role.is_some() {
+                return Err("--turn-trace: the latency tests with both ends in one process only".into());
+            }
         }
         if c.events {
             let t = cli.cmd.verbs_test().ok_or("-e: the verbs tests only (they have CQs to sleep on)")?;
