@@ -124,8 +124,9 @@ mod on {
     use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
     use std::sync::{Arc, Mutex, OnceLock};
 
-    /// Stamps a thread keeps (2 MiB each); later ones are not kept.
-    const PER_THREAD: usize = 1 << 18;
+    /// Stamps a thread keeps (8 MiB each, about 50 000 turns of a
+    /// ping-pong); later ones are not kept.
+    const PER_THREAD: usize = 1 << 20;
 
     /// One writer (its thread), read by `take` once the run is over: each
     /// stamp is `ticks << 8 | stage`, published by `len`.
