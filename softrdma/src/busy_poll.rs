@@ -24,13 +24,58 @@ pub const BUSY_POLL_DEFAULT: Duration = Duration::from_micros(200);
 /// timeout (67 ms at perftest's `-u 14`).
 pub const RESCUE_AFTER: Duration = Duration::from_millis(2);
 
-/// How long busy polling stays off after a rescue (`Shared::take_or_rescue`):
-/// a thread that lost its CPU in the middle of a poll is a sign that the
-/// machine has more runnable threads than CPUs, and there any thread that
-/// handles frames (it holds the device's core lock meanwhile) may be
-/// stopped with the device's state in its hands. Without busy polling only
-/// the device's own threads handle frames.
+/// How long busy polling stays off after a rescue (`Shared::take_or_rescue`),
+/// at most: a thread that lost its CPU in the middle of a poll is a sign
+/// that the machine has more runnable threads than CPUs, and there any
+/// thread that handles frames (it holds the device's core lock meanwhile)
+/// may be stopped with the device's state in its hands. Without busy
+/// polling only the device's own threads handle frames. The first
+/// suspension is `SUSPEND_FIRST`, and each rescue within `SUSPEND_MEMORY`
+/// of the one before doubles it up to this ([`Suspension`]).
 pub const BUSY_POLL_SUSPEND: Duration = Duration::from_secs(1);
+
+/// The first suspension after a quiet spell. A one-off stall (a vCPU the
+/// host stopped for a few ms on an otherwise idle machine) then costs a
+/// latency run 10 ms without busy polling, where a whole second put one
+/// run in thirty at 3× its typical latency (docs/benchmarks.md, stop 35).
+pub const SUSPEND_FIRST: Duration = Duration::from_millis(10);
+
+/// How long the last rescue counts towards a longer suspension.
+pub const SUSPEND_MEMORY: Duration = Duration::from_secs(10);
+
+/// The receive thread's record of busy polling's suspensions: how long the
+/// current one lasts, by how recent the one before was.
+#[derive(Debug, Default)]
+pub(crate) struct Suspension {
+    began: Option<std::time::Instant>,
+    length: Duration,
+    last: Option<std::time::Instant>,
+    /// `Shared::rescues` when the current suspension began or grew.
+    seen: u64,
+}
+
+impl Suspension {
+    /// A suspension begins at `now`: `SUSPEND_FIRST`, or twice the last
+    /// one if that began within `SUSPEND_MEMORY`, at most
+    /// `BUSY_POLL_SUSPEND`.
+    fn begin(&mut self, now: std::time::Instant) {
+        self.length = match self.last {
+            Some(l) if now.saturating_duration_since(l) < SUSPEND_MEMORY => (self.length * 2).min(BUSY_POLL_SUSPEND),
+            _ => SUSPEND_FIRST,
+        };
+        self.began = Some(now);
+        self.last = Some(now);
+    }
+
+    /// Whether the current suspension (if one began) is over at `now`.
+    fn over(&mut self, now: std::time::Instant) -> bool {
+        let over = self.began.is_some_and(|b| now.saturating_duration_since(b) >= self.length);
+        if over {
+            self.began = None;
+        }
+        over
+    }
+}
 
 /// How long an application's polls leave an ACK held back by default
 /// (`DeviceConfig::ack_hold`; engine `flush_as`): long enough for the
@@ -171,6 +216,7 @@ impl Shared {
             }
             std::thread::sleep(Duration::from_micros(100));
         }
+        self.rescues.fetch_add(1, Ordering::AcqRel);
         if !self.poll_suspended.swap(true, Ordering::AcqRel) {
             self.lock().counters.busy_poll_suspensions += 1;
         }
@@ -188,18 +234,19 @@ impl Shared {
     }
 
     /// The receive thread's check, once per turn: busy polling comes back
-    /// `BUSY_POLL_SUSPEND` after a rescue suspended it.
-    pub(crate) fn resume_polling(&self, since: &mut Option<std::time::Instant>) {
+    /// when the suspension a rescue began is over ([`Suspension`]).
+    pub(crate) fn resume_polling(&self, s: &mut Suspension) {
         if !self.poll_suspended.load(Ordering::Acquire) {
             return;
         }
-        match since {
-            None => *since = Some(std::time::Instant::now()),
-            Some(t) if t.elapsed() >= BUSY_POLL_SUSPEND => {
-                *since = None;
-                self.poll_suspended.store(false, Ordering::Release);
-            }
-            Some(_) => {}
+        let now = std::time::Instant::now();
+        // A rescue during the suspension begins a longer one: the stalls go on.
+        let rescues = self.rescues.load(Ordering::Acquire);
+        if s.began.is_none() || rescues != s.seen {
+            s.seen = rescues;
+            s.begin(now);
+        } else if s.over(now) {
+            self.poll_suspended.store(false, Ordering::Release);
         }
     }
 
@@ -288,6 +335,28 @@ mod tests {
     use crate::backend::memory::{Fabric, Faults};
 
     #[test]
+    fn a_lone_rescue_suspends_busy_polling_briefly_and_repeated_ones_longer() {
+        let t0 = std::time::Instant::now();
+        let mut s = Suspension::default();
+        assert!(!s.over(t0), "nothing began");
+        s.begin(t0);
+        assert!(!s.over(t0 + SUSPEND_FIRST - Duration::from_micros(1)));
+        assert!(s.over(t0 + SUSPEND_FIRST));
+        // Rescues within SUSPEND_MEMORY of each other: 20, 40, … ms, at most a second.
+        let mut at = t0 + Duration::from_millis(50);
+        let mut lengths = Vec::new();
+        for _ in 0..8 {
+            s.begin(at);
+            lengths.push(s.length.as_millis());
+            at += Duration::from_millis(100);
+        }
+        assert_eq!(lengths, [20, 40, 80, 160, 320, 640, 1000, 1000]);
+        // After a quiet spell the next one is short again.
+        s.begin(at + SUSPEND_MEMORY);
+        assert_eq!(s.length, SUSPEND_FIRST);
+    }
+
+    #[test]
     fn the_receive_thread_looks_less_often_the_longer_an_application_polls() {
         let grace = Duration::from_micros(200);
         let mut w = PollWatch { grace: Some(grace), seen: 0, last_change: None, streak: 0 };
@@ -356,7 +425,8 @@ mod tests {
         assert!(db.rx_rescued >= 3, "{db:?}");
         assert_eq!(qa.retransmitted_pkts, 0, "{qa:?}");
         // Busy polling is off after the first rescue (the later rounds' polls
-        // took nothing), and comes back BUSY_POLL_SUSPEND after it.
+        // took nothing; each rescue lengthened the suspension), and comes
+        // back when the suspension is over.
         let shared = bed.devices[1].shared();
         assert!(db.busy_poll_suspensions >= 1 && shared.poll_suspended.load(Ordering::Acquire), "{db:?}");
         let polled = db.rx_polled;

@@ -172,8 +172,11 @@ pub struct Shared {
     /// an ACK is held: `flush_deferred`); 0: nobody polls.
     pub(crate) polls: AtomicU64,
     /// Busy polling is off for a while after a rescue: application polls
-    /// leave the link to the receive thread (`busy_poll::BUSY_POLL_SUSPEND`).
+    /// leave the link to the receive thread (`busy_poll::Suspension`).
     pub(crate) poll_suspended: AtomicBool,
+    /// Rescues so far (`Shared::take_or_rescue`): each one begins or
+    /// lengthens the suspension (`busy_poll::Suspension`).
+    pub(crate) rescues: AtomicU64,
     pub(crate) rx_thread: std::sync::OnceLock<std::thread::Thread>,
     /// When a polling flush held back the oldest frame in `Core::deferred`
     /// (`Shared::elapsed` in ns), or `NOTHING_HELD` (read without the lock).
@@ -227,6 +230,7 @@ impl Shared {
             polled_batch,
             polls: AtomicU64::new(0),
             poll_suspended: AtomicBool::new(false),
+            rescues: AtomicU64::new(0),
             rx_thread: std::sync::OnceLock::new(),
             deferred_since: AtomicU64::new(NOTHING_HELD),
             waiter: std::sync::OnceLock::new(),
@@ -742,9 +746,9 @@ pub fn spawn(shared: &Arc<Shared>) -> std::io::Result<Vec<std::thread::JoinHandl
         }
         let mut watch = s.poll_watch();
         let mut rescue = s.rx.lock().unwrap_or_else(|e| e.into_inner()).second(s.mtu);
-        let mut suspended_at = None;
+        let mut suspension = crate::busy_poll::Suspension::default();
         while !s.stopped() {
-            s.resume_polling(&mut suspended_at);
+            s.resume_polling(&mut suspension);
             if let Some(left) = watch.polling(&s) {
                 // An application is busy-polling: stay off the link until
                 // it has not polled for a whole interval.
