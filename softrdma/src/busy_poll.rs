@@ -34,10 +34,10 @@ pub const RESCUE_AFTER: Duration = Duration::from_millis(2);
 /// of the one before doubles it up to this ([`Suspension`]).
 pub const BUSY_POLL_SUSPEND: Duration = Duration::from_secs(1);
 
-/// The first suspension after a quiet spell. A one-off stall (a vCPU the
-/// host stopped for a few ms on an otherwise idle machine) then costs a
-/// latency run 10 ms without busy polling, where a whole second put one
-/// run in thirty at 3× its typical latency (docs/benchmarks.md, stop 35).
+/// The first suspension after a quiet spell. A one-off stall of a few ms
+/// on an otherwise idle machine then costs a latency run 10 ms without
+/// busy polling, where a whole second put one run in thirty at 3× its
+/// typical latency (docs/benchmarks.md, stop 35).
 pub const SUSPEND_FIRST: Duration = Duration::from_millis(10);
 
 /// How long the last rescue counts towards a longer suspension.
