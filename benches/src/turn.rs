@@ -81,6 +81,25 @@ impl Breakdown {
         self.steps.iter().filter(|s| f(s)).map(|s| s.median_ns).sum()
     }
 
+    /// The breakdown as `--out_json` facts named `{prefix}_…`.
+    pub fn facts(&self, prefix: &str, r: &mut crate::report::Report) {
+        let (total, write, read) = (self.total_ns(), self.link_write_ns(), self.to_peer_read_ns());
+        r.fact(&format!("{prefix}_turns"), format!("{}/{}", self.common, self.turns));
+        r.fact(&format!("{prefix}_round_trip_ns"), format!("{total:.0}"));
+        r.fact(&format!("{prefix}_link_writes_ns"), format!("{write:.0}"));
+        r.fact(&format!("{prefix}_to_peer_read_ns"), format!("{read:.0}"));
+        r.fact(&format!("{prefix}_rest_ns"), format!("{:.0}", total - write - read));
+        let steps: Vec<String> = self
+            .steps
+            .iter()
+            .map(|s| {
+                let (a, b) = (s.from, s.to);
+                format!("{} {} -> {} {}: {:.0}", a.0.name(), a.1.name(), b.0.name(), b.1.name(), s.median_ns)
+            })
+            .collect();
+        r.fact(&format!("{prefix}_steps"), steps.join("; "));
+    }
+
     /// The table `--turn-trace` prints.
     pub fn lines(&self, title: &str) -> Vec<String> {
         let mut out = vec![format!(

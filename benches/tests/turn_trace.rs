@@ -23,13 +23,20 @@ fn step(out: &str, from: &str, to: &str) -> Option<f64> {
 
 #[test]
 fn an_rc_write_turn_on_the_memory_fabric_is_broken_into_its_steps() {
-    let out = traced(&["write_lat", "-s", "2", "-n", "400", "--turn-trace"]);
+    let json = std::env::temp_dir().join(format!("turn-trace-{}.json", std::process::id()));
+    let out = traced(&["write_lat", "-s", "2", "-n", "400", "--turn-trace", "--out_json", json.to_str().unwrap()]);
     assert!(out.contains("Turn trace, write_lat Rc 2 B:"), "{out}");
     // The server takes the WRITE (and the ACK of its own last WRITE),
     // then sees the data; the client sees its send complete, then the data.
     assert!(step(&out, "server rx-took", "server frame-in").is_some(), "{out}");
     assert!(step(&out, "client app-cqe", "client app-data").is_some(), "{out}");
     assert!(out.contains("Round trip"), "{out}");
+    let facts = std::fs::read_to_string(&json).expect("json");
+    let _ = std::fs::remove_file(&json);
+    for k in ["turn_trace_2_round_trip_ns", "turn_trace_2_link_writes_ns", "turn_trace_2_steps"] {
+        assert!(facts.contains(k), "{k} missing: {facts}");
+    }
+    assert!(facts.contains("server frame-in -> server frame-done: "), "{facts}");
 }
 
 #[test]

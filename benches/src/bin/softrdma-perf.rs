@@ -684,7 +684,10 @@ fn verbs_test(t: Test, name: &str, c: &Common) -> Result<(), String> {
             if c.turn_trace {
                 let title = format!("{name} {:?} {size} B", cfg.conn);
                 match benches::turn::breakdown(&softrdma::turn_trace::take()) {
-                    Some(b) => traced.extend(b.lines(&title)),
+                    Some(b) => {
+                        traced.extend(b.lines(&title));
+                        b.facts(&format!("turn_trace_{size}"), &mut r);
+                    }
                     None => traced.push(format!(" Turn trace, {title}: no turns were stamped")),
                 }
             }
