@@ -677,7 +677,10 @@ fn verbs_test(t: Test, name: &str, c: &Common) -> Result<(), String> {
                 break;
             }
         } else {
-            let _ = softrdma::turn_trace::take();
+            if c.turn_trace {
+                // Only this size's turns: not the set-up's stamps nor an earlier size's.
+                let _ = softrdma::turn_trace::take();
+            }
             let row = run_lat(t, &a, &b, &cfg, size).map_err(counted)?;
             println!("{}", lat_line(&row));
             r.lat.push(row);
