@@ -3,6 +3,7 @@
 //! privilege (controlled Q_Keys), and its audit stream. Devices of one
 //! network namespace share one `Namespace`.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use verbs_api::VerbsError;
@@ -79,6 +80,9 @@ pub struct Namespace {
     pub name: String,
     /// Egress shaping shared by the namespace's devices (None: unlimited).
     shaper: Mutex<Option<Arc<Mutex<Shaper>>>>,
+    /// Whether `shaper` holds one: every flush asks, and most namespaces
+    /// have none, so the answer is a load, not a lock.
+    shaped: AtomicBool,
     /// The host's own (initial) network namespace: the only place RoCEv1 may run.
     pub initial: bool,
     /// May use controlled Q_Keys (high bit set).
@@ -98,6 +102,7 @@ impl Namespace {
         Arc::new(Namespace {
             name: name.into(),
             shaper: Mutex::new(None),
+            shaped: AtomicBool::new(false),
             initial,
             privileged,
             audit: Audit::default(),
@@ -155,6 +160,7 @@ impl Namespace {
         let start = shaper_now();
         let s = (limit != RateLimit::default()).then(|| Arc::new(Mutex::new(Shaper::new(limit, start))));
         if let Ok(mut g) = self.shaper.lock() {
+            self.shaped.store(s.is_some(), Ordering::Release);
             *g = s;
         }
     }
@@ -164,6 +170,9 @@ impl Namespace {
     }
 
     pub(crate) fn shaper(&self) -> Option<Arc<Mutex<Shaper>>> {
+        if !self.shaped.load(Ordering::Acquire) {
+            return None;
+        }
         self.shaper.lock().ok().and_then(|g| g.clone())
     }
 
