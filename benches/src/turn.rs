@@ -37,6 +37,14 @@ pub struct Step {
     pub median_ns: f64,
 }
 
+impl Step {
+    /// Its two stamps as the table names them ("server frame-in").
+    fn ends(&self) -> (String, String) {
+        let name = |(side, stage): (Side, Stage)| format!("{} {}", side.name(), stage.name());
+        (name(self.from), name(self.to))
+    }
+}
+
 #[derive(Clone, Debug, PartialEq)]
 pub struct Breakdown {
     /// Turns traced, after the first tenth (warm-up) is dropped.
@@ -93,8 +101,8 @@ impl Breakdown {
             .steps
             .iter()
             .map(|s| {
-                let (a, b) = (s.from, s.to);
-                format!("{} {} -> {} {}: {:.0}", a.0.name(), a.1.name(), b.0.name(), b.1.name(), s.median_ns)
+                let (from, to) = s.ends();
+                format!("{from} -> {to}: {:.0}", s.median_ns)
             })
             .collect();
         r.fact(&format!("{prefix}_steps"), steps.join("; "));
@@ -107,8 +115,7 @@ impl Breakdown {
             self.common, self.turns
         )];
         for s in &self.steps {
-            let from = format!("{} {}", s.from.0.name(), s.from.1.name());
-            let to = format!("{} {}", s.to.0.name(), s.to.1.name());
+            let (from, to) = s.ends();
             out.push(format!("  {from:<22} -> {to:<22} {:>8.0}", s.median_ns));
         }
         let (total, write, read) = (self.total_ns(), self.link_write_ns(), self.to_peer_read_ns());
