@@ -139,6 +139,7 @@ impl Shared {
             match self.drain(&mut rx, Duration::ZERO, Taker::Receiver) {
                 Ok(0) => {
                     drop(rx);
+                    self.idle();
                     idle += 1;
                     if idle.is_multiple_of(64) {
                         if std::time::Instant::now() >= until {
@@ -181,6 +182,10 @@ impl Shared {
         self.flush_deferred(self.ack_hold);
         let took = self.drain(&mut rx, Duration::ZERO, Taker::Poller).unwrap_or(0);
         rx.polled_frames = took > 0 && self.polled_batch == 1;
+        if took == 0 {
+            drop(rx);
+            self.idle();
+        }
     }
 
     /// The receive thread's turn, with frames waiting and nobody polling:

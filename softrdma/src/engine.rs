@@ -181,6 +181,9 @@ pub struct Shared {
     /// When a polling flush held back the oldest frame in `Core::deferred`
     /// (`Shared::elapsed` in ns), or `NOTHING_HELD` (read without the lock).
     deferred_since: AtomicU64,
+    /// The transport has work to do ahead of the frames it expects
+    /// (`Endpoint::prepare`): the next empty poll of the link does it.
+    prepare_due: AtomicBool,
     /// The receive thread's way to wait on the link (woken to stop).
     waiter: std::sync::OnceLock<Arc<dyn crate::link::LinkWait>>,
     /// Wakes the timer thread when a deadline may have moved.
@@ -233,6 +236,7 @@ impl Shared {
             rescues: AtomicU64::new(0),
             rx_thread: std::sync::OnceLock::new(),
             deferred_since: AtomicU64::new(NOTHING_HELD),
+            prepare_due: AtomicBool::new(false),
             waiter: std::sync::OnceLock::new(),
             timer: Condvar::new(),
             events: Condvar::new(),
@@ -521,6 +525,9 @@ impl Shared {
         if !core.events.is_empty() {
             self.events.notify_all();
         }
+        if core.ep.wants_prepare() {
+            self.prepare_due.store(true, Ordering::Relaxed);
+        }
         // Wake the timer thread only if it sleeps past the new deadline.
         let next = match (core.ep.poll_timeout(), core.qos_wake) {
             (Some(a), Some(b)) => Some(a.min(b)),
@@ -579,6 +586,17 @@ impl Shared {
         if self.held_for(held) {
             let mut core = self.lock();
             self.send_deferred(&mut core);
+        }
+    }
+
+    /// What a poll that found the link empty does: the work the transport
+    /// can do ahead of the frames it expects (`Endpoint::prepare`), off
+    /// their path. It takes the core lock only when there is some.
+    pub(crate) fn idle(&self) {
+        if self.prepare_due.load(Ordering::Relaxed) {
+            let mut core = self.lock();
+            self.prepare_due.store(false, Ordering::Relaxed);
+            core.ep.prepare();
         }
     }
 

@@ -39,6 +39,8 @@ pub struct Counters {
     pub ignored_responses: u64,
     pub rdma_sends: u64,
     pub rdma_recvs: u64,
+    /// ACKs sent as built ahead while the device was idle (`Qp::prepare`).
+    pub acks_built_ahead: u64,
 }
 
 impl Counters {
@@ -70,7 +72,8 @@ impl Counters {
             uc_gap_drops,
             ignored_responses,
             rdma_sends,
-            rdma_recvs
+            rdma_recvs,
+            acks_built_ahead
         );
     }
 }

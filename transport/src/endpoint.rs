@@ -77,6 +77,9 @@ pub struct Endpoint<M: Memory> {
     /// Timer index: (deadline, QPN), and each QP's entry in it.
     deadlines: BTreeSet<(Instant, u32)>,
     deadline_of: HashMap<u32, Instant>,
+    /// QPs with something to build ahead while the device is idle
+    /// (`Endpoint::prepare`).
+    to_prepare: Vec<u32>,
 }
 
 /// rxe numbers QPs from 0x11 (after the special QP0/QP1 and a reserved range).
@@ -100,6 +103,7 @@ impl<M: Memory> Endpoint<M> {
             active: BTreeSet::new(),
             deadlines: BTreeSet::new(),
             deadline_of: HashMap::default(),
+            to_prepare: Vec::new(),
         }
     }
 
@@ -288,6 +292,9 @@ impl<M: Memory> Endpoint<M> {
         if self.burst_left > 0 && self.active.contains(&start) {
             if let Some(q) = self.qps.get_mut(&start) {
                 if q.poll_transmit(now, &self.mem, buf) {
+                    if q.list_for_prepare() {
+                        self.to_prepare.push(start);
+                    }
                     self.burst_left -= 1;
                     self.counters.tx_frames += 1;
                     self.refile(start);
@@ -318,6 +325,9 @@ impl<M: Memory> Endpoint<M> {
                 continue;
             };
             if q.poll_transmit(now, &self.mem, buf) {
+                if q.list_for_prepare() {
+                    self.to_prepare.push(qpn);
+                }
                 self.cursor = qpn;
                 // Most devices set no weights: skip the hash probe then.
                 let weight = if self.weights.is_empty() { 1 } else { self.weights.get(&qpn).copied().unwrap_or(1) };
@@ -329,6 +339,25 @@ impl<M: Memory> Endpoint<M> {
             self.settle(qpn);
         }
         false
+    }
+
+    /// Whether some QP has work to do ahead (`prepare`).
+    pub fn wants_prepare(&self) -> bool {
+        !self.to_prepare.is_empty()
+    }
+
+    /// Does the work QPs can do ahead of the frames they expect (an RC
+    /// responder's next ACK, `Qp::prepare`). Call when the device is idle;
+    /// it changes nothing on the wire. Returns how many QPs built something.
+    pub fn prepare(&mut self) -> usize {
+        let mut built = 0;
+        for i in 0..self.to_prepare.len() {
+            if let Some(q) = self.qps.get_mut(&self.to_prepare[i]) {
+                built += q.prepare() as usize;
+            }
+        }
+        self.to_prepare.clear();
+        built
     }
 
     pub fn poll_timeout(&self) -> Option<Instant> {

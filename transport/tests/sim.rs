@@ -806,3 +806,67 @@ fn stale_read_responses_keep_the_next_read_from_timing_out() {
     r.sim.nodes[0].mem.read(1, Key::Local(r.dst), 0x21_0000, &mut back).unwrap();
     assert!(back == data, "the second READ's bytes");
 }
+
+/// A ping-pong of RDMA WRITEs (2 bytes, then 3000 at MTU 1024, whose ACK
+/// names the LAST packet's PSN, not the one the responder expected when it
+/// built ahead), with node 1's P_Key changed half-way (its next ACK then
+/// carries the new one); the frames on the wire, in order, and how many
+/// ACKs went out as built ahead. `prepare`: each endpoint builds ahead
+/// whenever the network is quiet, as the device does on an empty poll.
+fn ping_pong(prepare: bool) -> (Vec<Vec<u8>>, u64) {
+    let mut r = rig(NetConfig::default(), ConnectParams::default());
+    r.sim.tap = Some(Vec::new());
+    let (_, back_rkey) = r.sim.nodes[0].mem.register(1, 0x80_0000, 1 << 16, LW | AccessFlags::REMOTE_WRITE);
+    let lkey = r.src;
+    for round in 0..8u64 {
+        let len = if round % 4 == 3 { 3000 } else { 2 };
+        if round == 5 {
+            r.sim.nodes[1].qp_mut(r.qpn[1]).unwrap().set_pkey(0x7fff);
+        }
+        r.post(SendWr::new(
+            round,
+            SendOp::RdmaWrite { remote_addr: 0x40_0000, rkey: r.rkey },
+            vec![Sge { addr: 0x1000, length: len, lkey }],
+        ));
+        r.run();
+        let answer = SendWr::new(
+            100 + round,
+            SendOp::RdmaWrite { remote_addr: 0x80_0000, rkey: back_rkey },
+            vec![Sge { addr: 0x40_0000, length: len, lkey: r.rbuf }],
+        );
+        r.sim.nodes[1].qp_mut(r.qpn[1]).unwrap().post_send(&answer, None).unwrap();
+        if prepare {
+            r.sim.nodes[0].prepare();
+            r.sim.nodes[1].prepare();
+        }
+        r.run();
+        if prepare {
+            r.sim.nodes[0].prepare();
+            r.sim.nodes[1].prepare();
+        }
+    }
+    for n in 0..2 {
+        let ok = completions(&mut r.sim, n).iter().filter(|c| c.wc.status == WcStatus::Success).count();
+        assert_eq!(ok, 8, "node {n}: every WRITE completes");
+    }
+    let ahead = (0..2).map(|n| r.sim.nodes[n].qp(r.qpn[n]).unwrap().counters().acks_built_ahead).sum();
+    (r.sim.tap.take().unwrap().into_iter().map(|(_, _, f)| f).collect(), ahead)
+}
+
+/// An ACK built ahead (`Qp::prepare`) is the very frame the responder would
+/// have built on the spot, and one whose PSN, MSN, identification or
+/// P_Key turned out otherwise is not sent.
+#[test]
+fn an_ack_built_ahead_is_the_ack_built_on_the_spot() {
+    let (plain, none) = ping_pong(false);
+    let (ahead, built) = ping_pong(true);
+    assert_eq!(none, 0, "nothing is built ahead unless asked");
+    assert_eq!(plain.len(), ahead.len());
+    for (i, (a, b)) in plain.iter().zip(&ahead).enumerate() {
+        assert_eq!(a, b, "frame {i} differs");
+    }
+    // Of the 16 ACKs, built on the spot: each side's first (nothing built
+    // yet), the four of the 3000-byte WRITEs (they name the LAST packet's
+    // PSN), and node 1's first after its P_Key changed.
+    assert_eq!(built, 16 - 2 - 4 - 1, "ACKs built ahead");
+}

@@ -8,6 +8,7 @@
 //! [`Qp::poll_transmit`], [`Qp::poll_timeout`], [`Qp::poll_completion`].
 
 mod completer;
+mod ready_ack;
 mod requester;
 mod responder;
 mod sge_list;
@@ -333,6 +334,8 @@ pub struct Qp {
     /// The link finishes UDP checksums: IPv6 frames leave with only the
     /// pseudo-header's sum (`UdpChecksum::Partial`).
     pub(crate) udp_checksum_offload: bool,
+    /// The next ACK, built ahead (`Qp::prepare`).
+    pub(crate) ready_ack: ready_ack::ReadyAck,
 }
 
 /// Packets between forced AckReqs in a long message (rxe's RXE_MAX_PKT_PER_ACK).
@@ -363,6 +366,7 @@ impl Qp {
             rxe_retry_quirk: false,
             jkey: None,
             udp_checksum_offload: false,
+            ready_ack: Default::default(),
         }
     }
 
@@ -722,7 +726,11 @@ impl Qp {
     pub fn poll_transmit(&mut self, now: Instant, mem: &dyn Memory, buf: &mut Vec<u8>) -> bool {
         // Each branch emits its own frame: a (FrameRepr, Payload) tuple
         // chosen first and emitted after cost a 232-byte move per packet.
-        let sent = if let Some(ib) = self.next_response(mem) {
+        let ready = self.plain_ack_due().is_some_and(|(psn, msn)| self.take_ready_ack(psn, msn, buf));
+        let sent = if ready {
+            self.resp.out.pop_front();
+            Some(0)
+        } else if let Some(ib) = self.next_response(mem) {
             let Some(path) = self.path else { return false };
             let frame = self.frame_repr(path, ib);
             buf.resize(frame.buffer_len(), 0);
@@ -753,6 +761,7 @@ impl Qp {
             self.ip_ident.wrapping_add(2)
         } else {
             self.ip_ident = self.ip_ident.wrapping_add(1);
+            self.took_ident();
             self.ip_ident
         };
         let mut f = path.frame_repr(ib, ident);

@@ -14,7 +14,7 @@ use crate::wire::opcode::{Operation, Position};
 use crate::wire::{AethRepr, AtomicAckEthRepr, ExtHeaders, IbRepr, NakCode, Opcode, RethRepr, Syndrome};
 
 /// rxe's ACK syndrome: "invalid credit count" — no end-to-end credits.
-const ACK: Syndrome = Syndrome::Ack { credits: 31 };
+pub(crate) const ACK: Syndrome = Syndrome::Ack { credits: 31 };
 
 /// What executing a request decided.
 enum Verdict {
@@ -513,6 +513,15 @@ impl Qp {
         if let Some(InProgress::Send { wqe, .. }) = self.resp.cur.take() {
             let wc = WorkCompletion::new(wqe.wr_id, status, WcOpcode::Recv, self.init.qpn);
             self.push_completion(CqSide::Recv, wc, false);
+        }
+    }
+
+    /// The PSN and MSN of the plain ACK at the head of the responses, if
+    /// that is what goes next.
+    pub(crate) fn plain_ack_due(&self) -> Option<(Psn, u32)> {
+        match self.resp.out.front()? {
+            RespOut::Ack { psn, syndrome: ACK, msn } if self.init.qp_type == QpType::Rc => Some((*psn, *msn)),
+            _ => None,
         }
     }
 
