@@ -43,6 +43,7 @@ fn device_tree(d: &Device, t: &mut BTreeMap<String, String>) {
         ("tx_acks_deferred", dc.tx_acks_deferred),
         ("tx_acks_joined", dc.tx_acks_joined),
         ("acks_built_ahead", qc.acks_built_ahead),
+        ("requests_built_ahead", qc.requests_built_ahead),
         ("tx_payloads_lent", dc.tx_payloads_lent),
         ("rx_icrc_checked_by_link", dc.rx_icrc_checked_by_link),
         ("rx_icrc_err", ec.rx_icrc_err),

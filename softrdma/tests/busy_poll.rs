@@ -104,6 +104,11 @@ fn a_polling_thread_takes_the_frames_itself() {
     // a's device finds b's answer at its first poll, with no wait to build
     // in. b misses a round only when a lets its held ACK go first.
     assert!(qb.acks_built_ahead >= 100, "b built {} of its 200 ACKs ahead", qb.acks_built_ahead);
+    // Each side's WRITEs after its first are the same request again, their
+    // headers built on an empty poll after the one before.
+    for (name, q) in [("a", qa), ("b", qb)] {
+        assert!(q.requests_built_ahead >= 150, "{name} built {} of 200 WRITEs' headers ahead", q.requests_built_ahead);
+    }
 }
 
 /// An application that sleeps on CQ events (take the event, re-arm, then

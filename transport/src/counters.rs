@@ -41,6 +41,8 @@ pub struct Counters {
     pub rdma_recvs: u64,
     /// ACKs sent as built ahead while the device was idle (`Qp::prepare`).
     pub acks_built_ahead: u64,
+    /// Requests sent with headers built ahead (`Qp::prepare`).
+    pub requests_built_ahead: u64,
 }
 
 impl Counters {
@@ -73,7 +75,8 @@ impl Counters {
             ignored_responses,
             rdma_sends,
             rdma_recvs,
-            acks_built_ahead
+            acks_built_ahead,
+            requests_built_ahead
         );
     }
 }

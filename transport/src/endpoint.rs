@@ -347,13 +347,14 @@ impl<M: Memory> Endpoint<M> {
     }
 
     /// Does the work QPs can do ahead of the frames they expect (an RC
-    /// responder's next ACK, `Qp::prepare`). Call when the device is idle;
-    /// it changes nothing on the wire. Returns how many QPs built something.
+    /// responder's next ACK, a requester's next headers: `Qp::prepare`).
+    /// Call when the device is idle; it changes nothing on the wire.
+    /// Returns how many frames were built.
     pub fn prepare(&mut self) -> usize {
         let mut built = 0;
         for i in 0..self.to_prepare.len() {
             if let Some(q) = self.qps.get_mut(&self.to_prepare[i]) {
-                built += q.prepare() as usize;
+                built += q.prepare();
             }
         }
         self.to_prepare.clear();

@@ -811,9 +811,10 @@ fn stale_read_responses_keep_the_next_read_from_timing_out() {
 /// names the LAST packet's PSN, not the one the responder expected when it
 /// built ahead), with node 1's P_Key changed half-way (its next ACK then
 /// carries the new one); the frames on the wire, in order, and how many
-/// ACKs went out as built ahead. `prepare`: each endpoint builds ahead
-/// whenever the network is quiet, as the device does on an empty poll.
-fn ping_pong(prepare: bool) -> (Vec<Vec<u8>>, u64) {
+/// ACKs and requests went out as built ahead. `prepare`: each endpoint
+/// builds ahead whenever the network is quiet, as the device does on an
+/// empty poll.
+fn ping_pong(prepare: bool) -> (Vec<Vec<u8>>, (u64, u64)) {
     let mut r = rig(NetConfig::default(), ConnectParams::default());
     r.sim.tap = Some(Vec::new());
     let (_, back_rkey) = r.sim.nodes[0].mem.register(1, 0x80_0000, 1 << 16, LW | AccessFlags::REMOTE_WRITE);
@@ -849,18 +850,19 @@ fn ping_pong(prepare: bool) -> (Vec<Vec<u8>>, u64) {
         let ok = completions(&mut r.sim, n).iter().filter(|c| c.wc.status == WcStatus::Success).count();
         assert_eq!(ok, 8, "node {n}: every WRITE completes");
     }
-    let ahead = (0..2).map(|n| r.sim.nodes[n].qp(r.qpn[n]).unwrap().counters().acks_built_ahead).sum();
+    let c = |n: usize| *r.sim.nodes[n].qp(r.qpn[n]).unwrap().counters();
+    let ahead = (c(0).acks_built_ahead + c(1).acks_built_ahead, c(0).requests_built_ahead + c(1).requests_built_ahead);
     (r.sim.tap.take().unwrap().into_iter().map(|(_, _, f)| f).collect(), ahead)
 }
 
-/// An ACK built ahead (`Qp::prepare`) is the very frame the responder would
-/// have built on the spot, and one whose PSN, MSN, identification or
-/// P_Key turned out otherwise is not sent.
+/// An ACK or a request's headers built ahead (`Qp::prepare`) make the very
+/// frame built on the spot, and what turned out otherwise (PSN, MSN,
+/// length, opcode, P_Key) is not sent.
 #[test]
-fn an_ack_built_ahead_is_the_ack_built_on_the_spot() {
+fn frames_built_ahead_are_the_frames_built_on_the_spot() {
     let (plain, none) = ping_pong(false);
-    let (ahead, built) = ping_pong(true);
-    assert_eq!(none, 0, "nothing is built ahead unless asked");
+    let (ahead, (built, requests)) = ping_pong(true);
+    assert_eq!(none, (0, 0), "nothing is built ahead unless asked");
     assert_eq!(plain.len(), ahead.len());
     for (i, (a, b)) in plain.iter().zip(&ahead).enumerate() {
         assert_eq!(a, b, "frame {i} differs");
@@ -869,4 +871,9 @@ fn an_ack_built_ahead_is_the_ack_built_on_the_spot() {
     // yet), the four of the 3000-byte WRITEs (they name the LAST packet's
     // PSN), and node 1's first after its P_Key changed.
     assert_eq!(built, 16 - 2 - 4 - 1, "ACKs built ahead");
+    // Of the 16 requests, built on the spot: each side's first (nothing to
+    // predict from), the 3000-byte ones (three packets each), the first
+    // 2-byte one after each (predicted from nothing short), and node 1's
+    // first after its P_Key changed.
+    assert_eq!(requests, 16 - 2 - 4 - 2 - 1, "requests built ahead");
 }

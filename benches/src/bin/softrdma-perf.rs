@@ -728,6 +728,7 @@ fn device_facts(r: &mut Report, devs: &Devices) {
         r.fact(&format!("dev{i}_tx_acks_deferred"), dc.tx_acks_deferred);
         r.fact(&format!("dev{i}_tx_acks_joined"), dc.tx_acks_joined);
         r.fact(&format!("dev{i}_acks_built_ahead"), qc.acks_built_ahead);
+        r.fact(&format!("dev{i}_requests_built_ahead"), qc.requests_built_ahead);
         r.fact(&format!("dev{i}_tx_payloads_lent"), dc.tx_payloads_lent);
         r.fact(&format!("dev{i}_rx_icrc_checked_by_link"), dc.rx_icrc_checked_by_link);
         r.fact(

@@ -7,8 +7,8 @@
 //! [`Qp::handle_packet`], [`Qp::handle_timeout`]. Outputs:
 //! [`Qp::poll_transmit`], [`Qp::poll_timeout`], [`Qp::poll_completion`].
 
+mod ahead;
 mod completer;
-mod ready_ack;
 mod requester;
 mod responder;
 mod sge_list;
@@ -334,8 +334,8 @@ pub struct Qp {
     /// The link finishes UDP checksums: IPv6 frames leave with only the
     /// pseudo-header's sum (`UdpChecksum::Partial`).
     pub(crate) udp_checksum_offload: bool,
-    /// The next ACK, built ahead (`Qp::prepare`).
-    pub(crate) ready_ack: ready_ack::ReadyAck,
+    /// Frames built ahead while the device was idle (`Qp::prepare`).
+    pub(crate) ahead: Option<Box<ahead::Ahead>>,
 }
 
 /// Packets between forced AckReqs in a long message (rxe's RXE_MAX_PKT_PER_ACK).
@@ -366,7 +366,7 @@ impl Qp {
             rxe_retry_quirk: false,
             jkey: None,
             udp_checksum_offload: false,
-            ready_ack: Default::default(),
+            ahead: None,
         }
     }
 
@@ -765,12 +765,18 @@ impl Qp {
             self.ip_ident
         };
         let mut f = path.frame_repr(ib, ident);
-        if let NetRepr::V6 { udp, .. } = &mut f.net {
+        self.partial_udp_checksum(&mut f);
+        f
+    }
+
+    /// Over IPv6 with the link finishing UDP checksums, `frame` carries
+    /// only the pseudo-header's sum.
+    pub(crate) fn partial_udp_checksum(&self, frame: &mut FrameRepr) {
+        if let NetRepr::V6 { udp, .. } = &mut frame.net {
             if self.udp_checksum_offload && udp.checksum == UdpChecksum::Computed {
                 udp.checksum = UdpChecksum::Partial;
             }
         }
-        f
     }
 
     /// `se`: the Solicited Event bit of a receive's last packet.

@@ -210,13 +210,27 @@ impl Qp {
         }
         let path = ud_path.or(self.path)?;
         let frame = self.frame_repr(path, self.ib(bth, ext, payload_len));
+        let one_packet = self.req.sq[i].npkts == 1;
+        if ud_path.is_none() {
+            self.sent_request(&frame, path, one_packet);
+        }
         // The payload goes from memory straight into its place in the frame.
         // A payload of several lines is hashed into the ICRC where it lies
         // (`icrc::Running`); a short one is hashed with the rest of the
-        // packet, in one update fewer.
-        buf.resize(frame.buffer_len(), 0);
-        let hashed = payload_len >= HASH_WHERE_IT_LIES;
-        let mut sealing = if hashed { Some(frame.emit_around_payload(buf).ok()?) } else { None };
+        // packet, in one update fewer, unless the headers were built and
+        // hashed ahead (`Qp::prepare`).
+        let mut sealing = match self.take_ready_request(&frame, buf) {
+            Some(ready) => Some(ready),
+            None => {
+                buf.resize(frame.buffer_len(), 0);
+                let hashed = payload_len >= HASH_WHERE_IT_LIES;
+                if hashed {
+                    Some(frame.emit_around_payload(buf).ok()?)
+                } else {
+                    None
+                }
+            }
+        };
         let crc = sealing.as_mut().map(|(crc, _)| crc);
         // RC completes a request only once the peer acknowledges it, so the
         // payload may stay in the MR until the frame is delivered; UC and
