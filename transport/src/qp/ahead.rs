@@ -148,10 +148,16 @@ impl Qp {
     /// Puts the ACK built ahead into `buf` if it is the plain ACK of `psn`
     /// and `msn` this QP is about to send; returns whether it did.
     pub(crate) fn take_ready_ack(&mut self, psn: Psn, msn: u32, buf: &mut Vec<u8>) -> bool {
-        let want = self.next_ack(psn, msn);
         let a = self.ahead();
         a.acks = true;
-        if a.ack.is_none() || a.ack != want {
+        // A QP that only answers (a stream's receiver) never has one ready:
+        // it pays no more than this per ACK.
+        if a.ack.is_none() {
+            return false;
+        }
+        let want = self.next_ack(psn, msn);
+        let a = self.ahead();
+        if a.ack != want {
             return false;
         }
         a.ack = None;
