@@ -25,7 +25,10 @@
 # Since stop 19 the TAPs use UDP segmentation offload (`--tap-offload on`):
 # 1c's raw IPv4/UDP stream writes 16 frames per write(2) (`--burst 16`), as
 # a 64 KiB message's run of frames goes; 1e compares with one frame per
-# write(2) (`--burst 1`), the raw stream of stops up to 18.
+# write(2) (`--burst 1`), the raw stream of stops up to 18. 1f compares with
+# the raw stream in the writes a 64 KiB WRITE at MTU 4096 takes (`--split 2`:
+# 2 + 14 frames, since the FIRST packet's RETH cannot lead a GSO run of the
+# shorter packets after it): RoCE's floor on this path, as 3f is for latency.
 # Prints every pair and the median ratio.  Needs root (TAP).
 #
 #   bash benches/scripts/targets.sh [PAIRS]
@@ -38,7 +41,7 @@ med() { sort -g | awk '{a[NR]=$1} END {if (NR==0) {print "-"; exit} m=(NR%2)?a[(
 
 echo "# $(date -u +%FT%TZ) load $(cut -d' ' -f1-3 /proc/loadavg) PAIRS=$PAIRS"
 echo "# host: $("$PERF" host)"
-r1=() r1b=() r1c=() r1d=() r1e=() r2=() r2b=() r2c=() r3=() r3b=() r3c=() r3d=() r3e=() r3f=()
+r1=() r1b=() r1c=() r1d=() r1e=() r1f=() r2=() r2b=() r2c=() r3=() r3b=() r3c=() r3d=() r3e=() r3f=()
 for i in $(seq "$PAIRS"); do
     raw=$(row raw_bw -s 4096 -D 2 --fabric tap | awk '{print $4}')
     rdma=$(row write_bw -s 65536 -m 4096 -D 2 --fabric tap | awk '{print $4}')
@@ -51,6 +54,8 @@ for i in $(seq "$PAIRS"); do
     r1d+=("$(awk -v a="$rdma" -v b="$rawus" 'BEGIN {print a/b}')")
     rawu1=$(row raw_bw -s 4096 -D 2 --udp --burst 1 --fabric tap | awk '{print $4}')
     r1e+=("$(awk -v a="$rdma" -v b="$rawu1" 'BEGIN {print a/b}')")
+    rawu2=$(row raw_bw -s 4096 -D 2 --udp --split 2 --fabric tap | awk '{print $4}')
+    r1f+=("$(awk -v a="$rdma" -v b="$rawu2" 'BEGIN {print a/b}')")
     mc=$(row memcpy_bw -s 65536 -D 1 | awk '{print $4}')
     mem=$(row write_bw -s 65536 -m 4096 -D 2 | awk '{print $4}')
     r2+=("$(awk -v a="$mem" -v b="$mc" 'BEGIN {print a/b}')")
@@ -71,13 +76,14 @@ for i in $(seq "$PAIRS"); do
     r3f+=("$(awk -v a="$wl" -v b="$rlo" 'BEGIN {print a/b}')")
     wlu=$(row write_lat -c UC -s 2 -n 5000 --fabric tap | awk '{print $5}')
     r3e+=("$(awk -v a="$wlu" -v b="$rlu" 'BEGIN {print a/b}')")
-    echo "pair $i: tap write_bw $rdma / raw $raw / raw-credit $rawc / raw-udp $rawu / raw-udp sleeping $rawus / raw-udp 1 per write $rawu1 MB/s | mem write_bw $mem / memcpy $mc / xcore $xc / xcore pull $xp MB/s | tap write_lat $wl / raw half-RTT $rl / raw-udp $rlu / raw-udp sleeping $rlus / raw-udp+acks $rla / raw-udp+acks at once $rlo / UC write_lat $wlu us | load $(cut -d' ' -f1 /proc/loadavg)"
+    echo "pair $i: tap write_bw $rdma / raw $raw / raw-credit $rawc / raw-udp $rawu / raw-udp sleeping $rawus / raw-udp 1 per write $rawu1 / raw-udp 2+14 $rawu2 MB/s | mem write_bw $mem / memcpy $mc / xcore $xc / xcore pull $xp MB/s | tap write_lat $wl / raw half-RTT $rl / raw-udp $rlu / raw-udp sleeping $rlus / raw-udp+acks $rla / raw-udp+acks at once $rlo / UC write_lat $wlu us | load $(cut -d' ' -f1 /proc/loadavg)"
 done
 echo "1a. tap write_bw 64K / raw TAP frames, blasted      (target >= 0.80): $(printf '%s\n' "${r1[@]}" | med)"
 echo "1b. tap write_bw 64K / raw TAP frames, self-clocked (target >= 0.80): $(printf '%s\n' "${r1b[@]}" | med)"
 echo "1c. tap write_bw 64K / raw TAP IPv4/UDP frames, blasted (target >= 0.80): $(printf '%s\n' "${r1c[@]}" | med)"
 echo "1d. tap write_bw 64K / raw TAP IPv4/UDP frames, receiver sleeping (earlier stops' baseline): $(printf '%s\n' "${r1d[@]}" | med)"
 echo "1e. tap write_bw 64K / raw TAP IPv4/UDP frames, one per write(2) (stops up to 18): $(printf '%s\n' "${r1e[@]}" | med)"
+echo "1f. tap write_bw 64K / raw TAP IPv4/UDP frames in a 64 KiB WRITE's two writes, 2 + 14 (RoCE's floor on this path): $(printf '%s\n' "${r1f[@]}" | med)"
 echo "2a. mem write_bw 64K / memcpy 64K    (target >= 0.50): $(printf '%s\n' "${r2[@]}" | med)"
 echo "2b. mem write_bw 64K / memcpy_xcore_bw 64K (two copies + hand-off): $(printf '%s\n' "${r2b[@]}" | med)"
 echo "2c. mem write_bw 64K / memcpy_xcore_bw --pull 64K (one copy: a fabric that leaves payloads in the MR): $(printf '%s\n' "${r2c[@]}" | med)"

@@ -129,10 +129,24 @@ fn seq_at() -> usize {
 /// 64-byte credit frame every `k` frames (as RC returns an ACK per message)
 /// and the sender keeps at most `window` frames beyond the last credit.
 ///
-/// The sender hands the link `burst` frames per call (`LinkTx::send_bufs`),
-/// numbered with consecutive IPv4 identifications: on a TAP with offload a
-/// burst of IPv4/UDP frames is one UDP GSO write, like the run of frames
-/// of one RDMA message.
+/// The sender hands the link `burst.frames` frames per call
+/// (`LinkTx::send_bufs`), numbered with consecutive IPv4 identifications:
+/// on a TAP with offload a burst of IPv4/UDP frames is one UDP GSO write,
+/// like the run of frames of one RDMA message (see [`Burst`]).
+/// How `raw_bw`'s sender hands its frames to the link.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Burst {
+    /// Frames per call, 1–64.
+    pub frames: usize,
+    /// If 0 < `split` < `frames`: each burst goes in two calls, its first
+    /// `split` frames and the rest. `frames: 16, split: 2` writes as a
+    /// 64 KiB RDMA WRITE at MTU 4096 does on a TAP with offload: its FIRST
+    /// packet is 16 bytes longer than the rest (the RETH), and a UDP GSO
+    /// run may have no segment longer than its first, so the message
+    /// leaves in two runs, of 2 and 14 packets.
+    pub split: usize,
+}
+
 pub fn raw_bw(
     kind: FabricKind,
     payload: usize,
@@ -140,7 +154,7 @@ pub fn raw_bw(
     duration: Option<Duration>,
     credit: u64,
     window: u64,
-    burst: usize,
+    burst: Burst,
 ) -> Result<BwRow, String> {
     let link_mtu = fabric::link_mtu_for(payload);
     let len = payload + ROCE_OVERHEAD;
@@ -151,7 +165,8 @@ pub fn raw_bw(
     let (_f, net, mut links) = fabric::links(kind, 2, link_mtu).map_err(|e| format!("links: {e}"))?;
     let Link { rx: mut rx1, tx: tx1, .. } = links.pop().ok_or("no link")?;
     let Link { rx: mut rx0, tx: tx0, .. } = links.pop().ok_or("no link")?;
-    let burst = burst.clamp(1, 64);
+    let split = burst.split;
+    let burst = burst.frames.clamp(1, 64);
     let mut frames: Vec<Vec<u8>> = (0..burst).map(|i| frame_numbered(len, 0, 1, i as u16)).collect();
     let stop = Arc::new(AtomicBool::new(false));
     let (sent, errors, stalls, stamps, start) = std::thread::scope(|s| {
@@ -218,7 +233,12 @@ pub fn raw_bw(
                     }
                 }
             }
-            errors += tx0.send_bufs(&mut frames) as u64;
+            if split > 0 && split < burst {
+                let (head, rest) = frames.split_at_mut(split);
+                errors += (tx0.send_bufs(head) + tx0.send_bufs(rest)) as u64;
+            } else {
+                errors += tx0.send_bufs(&mut frames) as u64;
+            }
             sent += burst as u64;
         }
         stop.store(true, Ordering::Release);

@@ -343,6 +343,8 @@ fn tap_fabric() {
     assert!(has_row(&out, "64") && out.contains("in one hand-over"), "{out}");
     let out = perf(&["raw_bw", "--fabric", "tap", "--udp", "-s", "4096", "-n", "2000", "--busy-poll", "0"]);
     assert!(has_row(&out, "4096") && out.contains("sleeping"), "{out}");
+    let out = perf(&["raw_bw", "--fabric", "tap", "--udp", "-s", "4096", "-n", "2000", "--split", "2"]);
+    assert!(has_row(&out, "4096") && out.contains("in two calls: 2 + 14"), "{out}");
     let out = perf(&["scale_ns", "--fabric", "tap", "-n", "4"]);
     assert!(out.contains("namespaces_left                    0"), "{out}");
 }
