@@ -120,19 +120,6 @@ fn seq_at() -> usize {
     }
 }
 
-/// Sends frames that are as long as RoCE packets carrying `payload` bytes
-/// one way from link 0 to link 1 and counts what arrives. Bandwidth is in
-/// payload bytes (so it compares with `write_bw` at IB MTU = `payload`).
-///
-/// `credit = 0` blasts without flow control (what arrives is what counts).
-/// `credit = k > 0` is self-clocked like an RC stream: the receiver returns a
-/// 64-byte credit frame every `k` frames (as RC returns an ACK per message)
-/// and the sender keeps at most `window` frames beyond the last credit.
-///
-/// The sender hands the link `burst.frames` frames per call
-/// (`LinkTx::send_bufs`), numbered with consecutive IPv4 identifications:
-/// on a TAP with offload a burst of IPv4/UDP frames is one UDP GSO write,
-/// like the run of frames of one RDMA message (see [`Burst`]).
 /// How `raw_bw`'s sender hands its frames to the link.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Burst {
@@ -147,6 +134,19 @@ pub struct Burst {
     pub split: usize,
 }
 
+/// Sends frames that are as long as RoCE packets carrying `payload` bytes
+/// one way from link 0 to link 1 and counts what arrives. Bandwidth is in
+/// payload bytes (so it compares with `write_bw` at IB MTU = `payload`).
+///
+/// `credit = 0` blasts without flow control (what arrives is what counts).
+/// `credit = k > 0` is self-clocked like an RC stream: the receiver returns a
+/// 64-byte credit frame every `k` frames (as RC returns an ACK per message)
+/// and the sender keeps at most `window` frames beyond the last credit.
+///
+/// The sender hands the link `burst.frames` frames per call
+/// (`LinkTx::send_bufs`), numbered with consecutive IPv4 identifications:
+/// on a TAP with offload a burst of IPv4/UDP frames is one UDP GSO write,
+/// like the run of frames of one RDMA message (see [`Burst`]).
 pub fn raw_bw(
     kind: FabricKind,
     payload: usize,

@@ -918,7 +918,7 @@ fn run(cli: Cli) -> Result<(), String> {
             }
             let mut r = Report::new("raw_bw");
             common_params(&mut r, &c);
-            let burst = c.burst.unwrap_or(if c.udp && c.tap_offload == OnOff::On { 16 } else { 1 });
+            let burst = c.burst.unwrap_or(if c.udp && c.tap_offload == OnOff::On { 16 } else { 1 }).clamp(1, 64);
             let handed = match c.split {
                 k if k > 0 && k < burst => format!("{burst} frames per burst, in two calls: {k} + {}", burst - k),
                 _ => format!("{burst} frames per call"),
