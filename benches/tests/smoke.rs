@@ -4,6 +4,8 @@
 
 use std::process::Command;
 
+use softrdma::testbed::ScratchDir;
+
 fn perf(args: &[&str]) -> String {
     perf_env(args, &[])
 }
@@ -83,8 +85,7 @@ fn events_instead_of_polling() {
 /// peer's fetch-adds, which fails if either end's results land on it.
 #[test]
 fn bidirectional_runs_both_ways() {
-    let dir = std::env::temp_dir().join(format!("softrdma-perf-bidir-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = ScratchDir::new("softrdma-perf-bidir").unwrap();
     let json = dir.join("b.json");
     let j = json.to_str().unwrap();
     for (args, received) in [
@@ -107,7 +108,6 @@ fn bidirectional_runs_both_ways() {
             assert!(got.contains("\"received\": \"160\""), "{args:?}: {got}");
         }
     }
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 /// What perftest refuses, the tool refuses before it runs anything, with
@@ -158,8 +158,7 @@ fn bad_arguments_are_refused_with_a_reason() {
 /// the JSON says which was done; bandwidth tests pin nothing and say nothing.
 #[test]
 fn latency_without_pinning() {
-    let dir = std::env::temp_dir().join(format!("srd-pin-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).expect("temp dir");
+    let dir = ScratchDir::new("srd-pin").expect("temp dir");
     let json = |name: &str| dir.join(name).to_string_lossy().into_owned();
     let fact = |file: &str| {
         let text = std::fs::read_to_string(file).expect("JSON written");
@@ -184,7 +183,6 @@ fn latency_without_pinning() {
     let out = perf(&["write_bw", "-s", "64", "-n", "20", "--out_json", &bw]);
     assert!(has_row(&out, "64"), "{out}");
     assert_eq!(fact(&bw), None, "a bandwidth test pins nothing");
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 /// As perftest: the latency tests default to 2 bytes, and under UD the
@@ -236,8 +234,8 @@ fn latency_tests_on_the_memory_fabric() {
 /// WRITEs and their ACKs in each.
 #[test]
 fn each_device_writes_a_pcap() {
-    let dir = std::env::temp_dir().join(format!("srpcap-{}", std::process::id()));
-    let out = perf(&["write_lat", "-s", "2", "-n", "20", "--pcap", dir.to_str().unwrap()]);
+    let dir = ScratchDir::new("srpcap").unwrap();
+    let out = perf(&["write_lat", "-s", "2", "-n", "20", "--pcap", dir.path().to_str().unwrap()]);
     assert!(has_row(&out, "2"), "{out}");
     for dev in ["bench0", "bench1"] {
         let b = std::fs::read(dir.join(format!("{dev}.pcap"))).unwrap_or_default();
@@ -247,13 +245,11 @@ fn each_device_writes_a_pcap() {
         let magic = [0xa1, 0xb2, 0xc3, 0xd4];
         assert!(b[..4] == magic || b[..4].iter().rev().eq(magic.iter()), "{dev}: pcap magic {:02x?}", &b[..4]);
     }
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[test]
 fn all_sizes_and_json() {
-    let dir = std::env::temp_dir().join(format!("softrdma-perf-smoke-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = ScratchDir::new("softrdma-perf-smoke").unwrap();
     let json = dir.join("w.json");
     let out = perf(&["write_bw", "-a", "-n", "3", "-t", "4", "--out_json", json.to_str().unwrap()]);
     for k in 1..=23 {
@@ -270,7 +266,6 @@ fn all_sizes_and_json() {
     let app = j.split("\"thread_softrdma-perf\": \"").nth(1).and_then(|r| r.split('/').next()).unwrap_or("");
     assert!(app.parse::<u64>().is_ok_and(|ms| ms > 0), "{j}");
     assert!(j.contains("\"thread_bench0-rx\": \"") && j.contains("\"thread_bench1-timer\": \""), "{j}");
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 /// `softrdma-perf host`: the line the bench scripts put in their headers.
@@ -405,7 +400,8 @@ fn perftest_mode_between_two_processes_on_taps() {
             .stderr(Stdio::piped())
             .spawn()
             .unwrap();
-        let json = std::env::temp_dir().join(format!("srpf-{}-{test}.json", std::process::id()));
+        let dir = ScratchDir::new(&format!("srpf-{test}")).unwrap();
+        let json = dir.join("client.json");
         let client = Command::new(bin)
             .args([test, "client", "10.88.0.1", "--tap", "srpfc", "-x", gid])
             .arg("--out_json")
@@ -452,7 +448,6 @@ fn perftest_mode_between_two_processes_on_taps() {
             }
         }
         let written = std::fs::read_to_string(&json).unwrap_or_default();
-        let _ = std::fs::remove_file(&json);
         if more.contains(&"-D") {
             // Each end stops on its own clock and prints its own row: a latency
             // test perftest's -D row, send_bw the bandwidth row (the server's of

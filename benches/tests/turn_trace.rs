@@ -23,7 +23,8 @@ fn step(out: &str, from: &str, to: &str) -> Option<f64> {
 
 #[test]
 fn an_rc_write_turn_on_the_memory_fabric_is_broken_into_its_steps() {
-    let json = std::env::temp_dir().join(format!("turn-trace-{}.json", std::process::id()));
+    let dir = softrdma::testbed::ScratchDir::new("turn-trace").unwrap();
+    let json = dir.join("trace.json");
     let out = traced(&["write_lat", "-s", "2", "-n", "400", "--turn-trace", "--out_json", json.to_str().unwrap()]);
     assert!(out.contains("Turn trace, write_lat Rc 2 B:"), "{out}");
     // The server takes the WRITE (and the ACK of its own last WRITE),
@@ -32,7 +33,6 @@ fn an_rc_write_turn_on_the_memory_fabric_is_broken_into_its_steps() {
     assert!(step(&out, "client app-cqe", "client app-data").is_some(), "{out}");
     assert!(out.contains("Round trip"), "{out}");
     let facts = std::fs::read_to_string(&json).expect("json");
-    let _ = std::fs::remove_file(&json);
     for k in ["turn_trace_2_round_trip_ns", "turn_trace_2_link_writes_ns", "turn_trace_2_steps"] {
         assert!(facts.contains(k), "{k} missing: {facts}");
     }

@@ -13,7 +13,7 @@
 
 use std::io;
 use std::net::IpAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use verbs_api::Context;
@@ -23,6 +23,34 @@ use crate::backend::netns::{self, NetNs};
 use crate::backend::tap::{open_tap, TapConfig};
 use crate::device::{BrokenChecks, Device, DeviceConfig};
 use crate::namespace::Namespace;
+
+/// A test's own directory under the system's temp directory, named with
+/// the process id, emptied when made and removed when dropped: a test that
+/// fails does not leave its captures or reports behind.
+pub struct ScratchDir(PathBuf);
+
+impl ScratchDir {
+    pub fn new(name: &str) -> io::Result<ScratchDir> {
+        let dir = std::env::temp_dir().join(format!("{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir)?;
+        Ok(ScratchDir(dir))
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.0
+    }
+
+    pub fn join(&self, name: impl AsRef<Path>) -> PathBuf {
+        self.0.join(name)
+    }
+}
+
+impl Drop for ScratchDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
 
 pub fn device_mac(i: usize) -> [u8; 6] {
     let n = (i + 1) as u16;
@@ -198,5 +226,29 @@ impl Drop for Testbed {
         }
         self.devices.clear();
         self.net.take();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::ScratchDir;
+
+    #[test]
+    fn a_scratch_dir_goes_with_its_test_even_one_that_fails() {
+        let dir = ScratchDir::new("srd-scratch-ok").unwrap();
+        std::fs::write(dir.join("a.pcap"), b"x").unwrap();
+        let path = dir.path().to_owned();
+        assert!(path.join("a.pcap").exists());
+        drop(dir);
+        assert!(!path.exists(), "left behind: {path:?}");
+
+        let failed = std::panic::catch_unwind(|| {
+            let dir = ScratchDir::new("srd-scratch-failing").unwrap();
+            std::fs::write(dir.join("b.json"), b"{}").unwrap();
+            panic!("a failing test");
+        });
+        assert!(failed.is_err());
+        let left = std::env::temp_dir().join(format!("srd-scratch-failing-{}", std::process::id()));
+        assert!(!left.exists(), "left behind by a failing test: {left:?}");
     }
 }

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use softrdma::backend::memory::Faults;
-use softrdma::testbed::{Testbed, TestbedOptions};
+use softrdma::testbed::{ScratchDir, Testbed, TestbedOptions};
 use verbs_api::helpers::{connect, ConnectOptions, Endpoint};
 use verbs_api::{Context, QpCap, QpType, SendOp, SendWr, WcStatus, WorkCompletion};
 
@@ -346,8 +346,7 @@ fn the_ack_hold_decides_whether_a_poll_before_the_answer_sends_the_ack() {
         (Duration::from_secs(10), [Opcode::RcWriteOnly, Opcode::RcAcknowledge]),
         (Duration::ZERO, [Opcode::RcAcknowledge, Opcode::RcWriteOnly]),
     ] {
-        let dir = std::env::temp_dir().join(format!("srd-ackhold-{}-{}", std::process::id(), hold.as_secs()));
-        std::fs::create_dir_all(&dir).unwrap();
+        let dir = ScratchDir::new(&format!("srd-ackhold-{}", hold.as_secs())).unwrap();
         let prefix = dir.join("dev");
         let o = TestbedOptions {
             pcap_prefix: Some(prefix.clone()),
@@ -382,6 +381,5 @@ fn the_ack_hold_decides_whether_a_poll_before_the_answer_sends_the_ack() {
             .map(|f| Frame::verify(&f.data).unwrap().packet.bth().opcode)
             .collect();
         assert_eq!(sent, want, "hold {hold:?}");
-        let _ = std::fs::remove_dir_all(&dir);
     }
 }

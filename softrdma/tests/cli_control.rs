@@ -36,8 +36,7 @@ fn cli(ns: Option<&str>, socket: &str, args: &[&str]) -> (bool, String, String) 
 #[test]
 fn link_add_and_views_from_inside_namespaces() {
     require_root!();
-    let dir = std::env::temp_dir().join(format!("srd-ctl-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = softrdma::testbed::ScratchDir::new("srd-ctl").unwrap();
     let socket = dir.join("ctl.sock").display().to_string();
     let (a, b) =
         (NetNs::create(&netns::unique_name("srca")).unwrap(), NetNs::create(&netns::unique_name("srcb")).unwrap());
@@ -106,5 +105,4 @@ fn link_add_and_views_from_inside_namespaces() {
     }
     drop(_d);
     drop((a, b));
-    let _ = std::fs::remove_dir_all(&dir);
 }

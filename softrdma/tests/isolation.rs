@@ -147,7 +147,8 @@ fn jobs_see_only_their_own_jkey_and_its_wire_encoding() {
     );
     nj.set_jkey(Some(7));
     nk.set_jkey(Some(9));
-    let pcap = std::env::temp_dir().join(format!("srd-jkey-{}.pcap", std::process::id()));
+    let dir = softrdma::testbed::ScratchDir::new("srd-jkey").unwrap();
+    let pcap = dir.join("jkey.pcap");
     let mut c = DeviceConfig::new("iso21", vec![(ip(21), 24)]);
     c.namespace = Some(nj.clone());
     c.pcap = Some(pcap.clone());
@@ -187,7 +188,6 @@ fn jobs_see_only_their_own_jkey_and_its_wire_encoding() {
         }
     }
     assert!(seen.0 > 0, "j0's frames seen: {seen:?}");
-    let _ = std::fs::remove_file(&pcap);
 }
 
 #[test]

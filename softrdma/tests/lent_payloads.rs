@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use softrdma::backend::memory::Faults;
 use softrdma::capture::{read_frames, CapturedFrame};
-use softrdma::testbed::{Testbed, TestbedOptions};
+use softrdma::testbed::{ScratchDir, Testbed, TestbedOptions};
 use transport::wire::{classify, Frame, FrameKind};
 use verbs_api::helpers::{connect, ConnectOptions, Endpoint};
 use verbs_api::{Context, QpCap, QpType, RecvWr, SendOp, SendWr, WcStatus};
@@ -190,8 +190,7 @@ fn a_lossy_fabric_gets_lent_payloads_copied_in_first() {
 /// Runs `run` on two devices that capture, and returns device `dev`'s
 /// RoCEv2 frames, each checked to pass its ICRC.
 fn captured(tag: &str, dev: usize, run: impl FnOnce(&Testbed, &Endpoint, &Endpoint)) -> Vec<CapturedFrame> {
-    let dir = std::env::temp_dir().join(format!("srd-lent-{tag}-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = ScratchDir::new(&format!("srd-lent-{tag}")).unwrap();
     let o = TestbedOptions { pcap_prefix: Some(dir.join("dev")), ..Default::default() };
     let bed = Testbed::memory(2, Faults::default(), &o).unwrap();
     let (a, b) = pair(&bed.contexts(), QpType::Rc);
@@ -199,7 +198,6 @@ fn captured(tag: &str, dev: usize, run: impl FnOnce(&Testbed, &Endpoint, &Endpoi
     drop((a, b));
     drop(bed);
     let frames = read_frames(&dir.join(format!("dev-{dev}.pcap"))).unwrap();
-    let _ = std::fs::remove_dir_all(&dir);
     let roce: Vec<CapturedFrame> = frames.into_iter().filter(|f| classify(&f.data) == FrameKind::RoceV2).collect();
     for f in &roce {
         assert!(Frame::verify(&f.data).is_ok(), "captured frame {} fails its ICRC", f.number);

@@ -8,7 +8,7 @@ mod common;
 use std::process::Command;
 
 use softrdma::require_root;
-use softrdma::testbed::{Testbed, TestbedOptions};
+use softrdma::testbed::{ScratchDir, Testbed, TestbedOptions};
 
 fn tshark_available() -> bool {
     match Command::new("tshark").arg("-v").output() {
@@ -26,8 +26,7 @@ fn tshark_available() -> bool {
 #[test]
 fn every_opcode_between_two_namespaces_ping_and_tshark() {
     require_root!();
-    let dir = std::env::temp_dir().join(format!("srd-tap-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = ScratchDir::new("srd-tap").unwrap();
     let prefix = dir.join("dev");
     let bed = Testbed::tap(2, &TestbedOptions { pcap_prefix: Some(prefix.clone()), ..Default::default() })
         .expect("TAP testbed");
@@ -70,7 +69,6 @@ fn every_opcode_between_two_namespaces_ping_and_tshark() {
         let protos = String::from_utf8_lossy(&out.stdout);
         assert!(protos.lines().filter(|l| l.contains("infiniband")).count() > 1000, "tshark sees InfiniBand");
     }
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 /// Over IPv6 a device whose TAP has virtio-net headers leaves each frame's
@@ -82,8 +80,7 @@ fn every_opcode_between_two_namespaces_ping_and_tshark() {
 #[test]
 fn ipv6_checksums_left_to_the_kernel_arrive_finished() {
     require_root!();
-    let dir = std::env::temp_dir().join(format!("srd-tap6-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = ScratchDir::new("srd-tap6").unwrap();
     let prefix = dir.join("dev");
     let o = TestbedOptions { pcap_prefix: Some(prefix.clone()), plain_taps: vec![1], ..Default::default() };
     let bed = Testbed::tap(2, &o).expect("TAP testbed");
@@ -109,7 +106,6 @@ fn ipv6_checksums_left_to_the_kernel_arrive_finished() {
             &text[..text.len().min(2000)]
         );
     }
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 /// Both ends busy-poll an RC ping-pong of WRITEs, as `ib_write_lat` runs.
@@ -136,8 +132,7 @@ fn a_held_ack_leaves_in_one_write_with_the_answer() {
     require_root!();
     const ROUNDS: u8 = 200;
     for gid in [0u8, 2] {
-        let dir = std::env::temp_dir().join(format!("srd-tapack-{}-{gid}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
+        let dir = ScratchDir::new(&format!("srd-tapack-{gid}")).unwrap();
         let prefix = dir.join("dev");
         let o = TestbedOptions {
             pcap_prefix: Some(prefix.clone()),
@@ -232,6 +227,5 @@ fn a_held_ack_leaves_in_one_write_with_the_answer() {
             pairs >= joined,
             "gid {gid}: {pairs} answers with their ACK behind them in the capture, {joined} joined"
         );
-        let _ = std::fs::remove_dir_all(&dir);
     }
 }
