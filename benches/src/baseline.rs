@@ -134,6 +134,15 @@ pub struct Burst {
     pub split: usize,
 }
 
+impl Burst {
+    /// The two calls a burst goes in (`split` frames, then the rest), or
+    /// `None` if it goes in one. `frames` as `raw_bw` takes it: clamped to 1–64.
+    pub fn halves(&self) -> Option<(usize, usize)> {
+        let n = self.frames.clamp(1, 64);
+        (self.split > 0 && self.split < n).then_some((self.split, n - self.split))
+    }
+}
+
 /// Sends frames that are as long as RoCE packets carrying `payload` bytes
 /// one way from link 0 to link 1 and counts what arrives. Bandwidth is in
 /// payload bytes (so it compares with `write_bw` at IB MTU = `payload`).
@@ -165,7 +174,7 @@ pub fn raw_bw(
     let (_f, net, mut links) = fabric::links(kind, 2, link_mtu).map_err(|e| format!("links: {e}"))?;
     let Link { rx: mut rx1, tx: tx1, .. } = links.pop().ok_or("no link")?;
     let Link { rx: mut rx0, tx: tx0, .. } = links.pop().ok_or("no link")?;
-    let split = burst.split;
+    let halves = burst.halves();
     let burst = burst.frames.clamp(1, 64);
     let mut frames: Vec<Vec<u8>> = (0..burst).map(|i| frame_numbered(len, 0, 1, i as u16)).collect();
     let stop = Arc::new(AtomicBool::new(false));
@@ -233,7 +242,7 @@ pub fn raw_bw(
                     }
                 }
             }
-            if split > 0 && split < burst {
+            if let Some((split, _)) = halves {
                 let (head, rest) = frames.split_at_mut(split);
                 errors += (tx0.send_bufs(head) + tx0.send_bufs(rest)) as u64;
             } else {

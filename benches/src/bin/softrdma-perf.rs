@@ -918,10 +918,11 @@ fn run(cli: Cli) -> Result<(), String> {
             }
             let mut r = Report::new("raw_bw");
             common_params(&mut r, &c);
-            let burst = c.burst.unwrap_or(if c.udp && c.tap_offload == OnOff::On { 16 } else { 1 }).clamp(1, 64);
-            let handed = match c.split {
-                k if k > 0 && k < burst => format!("{burst} frames per burst, in two calls: {k} + {}", burst - k),
-                _ => format!("{burst} frames per call"),
+            let frames = c.burst.unwrap_or(if c.udp && c.tap_offload == OnOff::On { 16 } else { 1 }).clamp(1, 64);
+            let burst = baseline::Burst { frames, split: c.split };
+            let handed = match burst.halves() {
+                Some((a, b)) => format!("{frames} frames per burst, in two calls: {a} + {b}"),
+                None => format!("{frames} frames per call"),
             };
             r.param("split", c.split);
             banner(
@@ -933,15 +934,7 @@ fn run(cli: Cli) -> Result<(), String> {
             let iters = c.iters.unwrap_or(100_000);
             let dur = c.duration.map(Duration::from_secs_f64);
             for size in sizes {
-                let row = baseline::raw_bw(
-                    c.fabric,
-                    size,
-                    iters,
-                    dur,
-                    c.credit,
-                    c.tx_depth as u64,
-                    baseline::Burst { frames: burst, split: c.split },
-                )?;
+                let row = baseline::raw_bw(c.fabric, size, iters, dur, c.credit, c.tx_depth as u64, burst)?;
                 println!("{}", bw_line(&row, c.report_gbits));
                 r.bw.push(row);
             }
