@@ -212,6 +212,12 @@ pub fn set_busy_poll(b: Option<std::time::Duration>) {
     let _ = BUSY_POLL.set(b);
 }
 
+/// Whether the devices started from now on busy-poll (`set_busy_poll`,
+/// else the device default).
+pub fn devices_busy_poll() -> bool {
+    BUSY_POLL.get().map_or_else(|| softrdma::busy_poll::busy_poll_default().is_some(), Option::is_some)
+}
+
 /// The receive threads' linger of every device started after this (the
 /// first call wins; without one, the link's default).
 pub fn set_rx_linger(d: std::time::Duration) {

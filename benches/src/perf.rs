@@ -644,16 +644,30 @@ fn env_count(var: &str, default: u32) -> u32 {
 }
 
 /// Empty polls between yields of a latency test's spinning thread
-/// (`SOFTRDMA_PERF_LAT_SPIN_YIELD`, default 0: never). perftest's latency
-/// loops never yield either. The two threads are pinned to CPUs of their
-/// own and the devices need no other thread while the application polls
-/// (busy polling), so a yield only costs a system call, and a switch to
-/// whatever else is runnable on that CPU: with a yield every 8 polls,
-/// memory-fabric `write_lat` took 1.15 µs typical over UC against 0.96
-/// without (docs/benchmarks.md, stop 22).
+/// (`SOFTRDMA_PERF_LAT_SPIN_YIELD`; by default never while the devices
+/// busy-poll, else every 8). perftest's latency loops never yield either.
+/// With busy polling the two threads are pinned to CPUs of their own and
+/// the devices need no other thread while the application polls, so a
+/// yield only costs a system call, and a switch to whatever else is
+/// runnable on that CPU: with a yield every 8 polls, memory-fabric
+/// `write_lat` took 1.15 µs typical over UC against 0.96 without
+/// (docs/benchmarks-history.md, stop 22). Without busy polling only the
+/// devices' receive threads move frames, and two loops that never yield
+/// leave them no CPU of two but at the scheduler's tick: memory-fabric
+/// `write_lat --busy-poll 0` took 2–4 ms per half round trip from stop 22
+/// until stop 38 found it (8–11 µs before and after).
 fn lat_spin_yield() -> u32 {
     static V: std::sync::OnceLock<u32> = std::sync::OnceLock::new();
-    *V.get_or_init(|| env_count("SOFTRDMA_PERF_LAT_SPIN_YIELD", 0))
+    *V.get_or_init(|| env_count("SOFTRDMA_PERF_LAT_SPIN_YIELD", lat_spin_default(crate::fabric::devices_busy_poll())))
+}
+
+/// `lat_spin_yield` when the environment does not say.
+fn lat_spin_default(devices_busy_poll: bool) -> u32 {
+    if devices_busy_poll {
+        0
+    } else {
+        8
+    }
 }
 
 /// Whether a latency loop yields after its `spins`-th empty poll.
@@ -929,4 +943,17 @@ pub fn run_lat(t: Test, ca: &Arc<dyn Context>, cb: &Arc<dyn Context>, cfg: &Perf
     let cq_events = cfg.events.then(|| cq_events(&[&a, &b]));
     let div = if t == Test::ReadLat { 1.0 } else { 2.0 };
     Ok(LatRow { preempted, cq_events, ..LatRow::from_samples(size as u64, &mut samples, div) })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Without busy polling the receive threads move every frame, so a
+    /// latency loop must let them at its CPU now and then.
+    #[test]
+    fn a_latency_loop_yields_only_when_the_devices_do_not_busy_poll() {
+        assert_eq!(lat_spin_default(true), 0);
+        assert!(lat_spin_default(false) > 0);
+    }
 }
