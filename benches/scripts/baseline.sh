@@ -46,43 +46,52 @@ lat() {
 echo "# $(date -u +%FT%TZ) $("$PERF" host) REPS=$REPS"
 echo "# load before: $(cat /proc/loadavg)"
 
-bw  "memcpy 64 KiB"                        memcpy_bw -s 65536
-bw  "memcpy 4 KiB"                         memcpy_bw -s 4096
+bw  "memcpy 64 KiB"                        memcpy_bw -s 65536 -D 1
+bw  "memcpy 4 KiB"                         memcpy_bw -s 4096 -D 1
 bw  "memcpy across threads 64 KiB / 4096"   memcpy_xcore_bw -s 65536 -m 4096 -n 50000
+bw  "the same, one copy (--pull)"          memcpy_xcore_bw -s 65536 -m 4096 -n 50000 --pull
 bw  "sim RC write 4 KiB MTU 4096"          sim_bw -s 4096 -m 4096 -n 50000
 bw  "sim RC write 64 KiB MTU 4096"         sim_bw -s 65536 -m 4096 -n 5000
 bw  "mem raw frames 4096 B payload"        raw_bw -s 4096 -D 2
 bw  "mem raw frames 4096 B, self-clocked"  raw_bw -s 4096 -D 2 --credit 16
-lat "mem raw ping-pong 64 B"               raw_lat -n 10000
-bw  "mem write_bw 64 KiB MTU 4096"         write_bw -s 65536 -m 4096 -n 5000
-bw  "mem write_bw 64 KiB MTU 4096 no bpoll" write_bw -s 65536 -m 4096 -n 5000 --busy-poll 0
-bw  "mem write_bw 64 KiB MTU 1024"         write_bw -s 65536 -m 1024 -n 3000
-bw  "mem read_bw 64 KiB MTU 4096"          read_bw -s 65536 -m 4096 -n 3000
-bw  "mem send_bw 64 KiB MTU 4096"          send_bw -s 65536 -m 4096 -n 3000
-bw  "mem write_bw 4 KiB MTU 4096"          write_bw -s 4096 -m 4096 -n 20000
-bw  "mem write_bw 64 B"                    write_bw -s 64 -n 20000
-bw  "mem write_bw 4 KiB MTU 4096 UC"       write_bw -s 4096 -m 4096 -n 20000 -c UC
-bw  "mem send_bw 1 KiB UD"                 send_bw -s 1024 -n 20000 -c UD
-bw  "mem atomic_bw"                        atomic_bw -n 20000
-bw  "mem write_bw 64 KiB MTU 4096 -q 4"    write_bw -s 65536 -m 4096 -n 1500 -q 4
-lat "mem write_lat 2 B"                    write_lat -s 2 -n 5000
-lat "mem write_lat 2 B no busy poll"       write_lat -s 2 -n 5000 --busy-poll 0
-lat "mem send_lat 2 B"                     send_lat -s 2 -n 5000
-lat "mem read_lat 2 B"                     read_lat -s 2 -n 5000
+lat "mem raw ping-pong 64 B"               raw_lat -n 20000
+bw  "mem write_bw 64 KiB MTU 4096"         write_bw -s 65536 -m 4096 -D 2
+bw  "mem write_bw 64 KiB MTU 4096 no bpoll" write_bw -s 65536 -m 4096 -D 2 --busy-poll 0
+bw  "mem write_bw 64 KiB MTU 1024"         write_bw -s 65536 -m 1024 -D 2
+bw  "mem read_bw 64 KiB MTU 4096"          read_bw -s 65536 -m 4096 -D 2
+bw  "mem send_bw 64 KiB MTU 4096"          send_bw -s 65536 -m 4096 -D 2
+bw  "mem write_bw 4 KiB MTU 4096"          write_bw -s 4096 -m 4096 -D 2
+bw  "mem write_bw 64 B"                    write_bw -s 64 -D 2
+bw  "mem write_bw 4 KiB MTU 4096 UC"       write_bw -s 4096 -m 4096 -D 2 -c UC
+bw  "mem send_bw 1 KiB UD"                 send_bw -s 1024 -D 2 -c UD
+bw  "mem atomic_bw"                        atomic_bw -D 2
+bw  "mem write_bw 64 KiB MTU 4096 -q 4"    write_bw -s 65536 -m 4096 -D 2 -q 4
+lat "mem write_lat 2 B"                    write_lat -s 2 -n 20000
+lat "mem write_lat 2 B no busy poll"       write_lat -s 2 -n 20000 --busy-poll 0
+lat "mem write_lat 2 B UC"                 write_lat -s 2 -n 20000 -c UC
+lat "mem send_lat 2 B"                     send_lat -s 2 -n 20000
+lat "mem read_lat 2 B"                     read_lat -s 2 -n 20000
 if [ "$(id -u)" = 0 ]; then
-    bw  "tap raw frames 4096 B payload"    raw_bw -s 4096 -D 3 --fabric tap
-    bw  "tap raw frames 4096 B, self-clocked" raw_bw -s 4096 -D 3 --credit 16 --fabric tap
-    bw  "tap raw frames 1024 B payload"    raw_bw -s 1024 -D 3 --fabric tap
-    lat "tap raw ping-pong 64 B"           raw_lat -n 10000 --fabric tap
-    bw  "tap write_bw 64 KiB MTU 4096"     write_bw -s 65536 -m 4096 -n 5000 --fabric tap
-    bw  "tap write_bw 64 KiB MTU 1024"     write_bw -s 65536 -m 1024 -n 3000 --fabric tap
-    bw  "tap read_bw 64 KiB MTU 4096"      read_bw -s 65536 -m 4096 -n 3000 --fabric tap
-    bw  "tap send_bw 64 KiB MTU 4096"      send_bw -s 65536 -m 4096 -n 3000 --fabric tap
-    bw  "tap write_bw 4 KiB MTU 4096"      write_bw -s 4096 -m 4096 -n 20000 --fabric tap
-    bw  "tap atomic_bw"                    atomic_bw -n 20000 --fabric tap
-    lat "tap write_lat 2 B"                write_lat -s 2 -n 5000 --fabric tap
-    lat "tap write_lat 2 B no busy poll"   write_lat -s 2 -n 5000 --fabric tap --busy-poll 0
-    lat "tap send_lat 2 B"                 send_lat -s 2 -n 5000 --fabric tap
-    lat "tap read_lat 2 B"                 read_lat -s 2 -n 5000 --fabric tap
+    # 0x88b5 frames skip the bridges' netfilter hooks; the IPv4/UDP rows
+    # (--udp) go the way RoCEv2's frames go, 16 per write(2) unless noted.
+    bw  "tap raw 0x88b5 frames 4096 B payload" raw_bw -s 4096 -D 3 --fabric tap
+    bw  "tap raw IPv4/UDP 4096 B, 16 per write" raw_bw -s 4096 -D 3 --udp --fabric tap
+    bw  "tap raw IPv4/UDP 4096 B, 2+14 per write" raw_bw -s 4096 -D 3 --udp --split 2 --fabric tap
+    bw  "tap raw IPv4/UDP 4096 B, 1 per write" raw_bw -s 4096 -D 3 --udp --burst 1 --fabric tap
+    lat "tap raw 0x88b5 ping-pong 64 B"    raw_lat -n 20000 --fabric tap
+    lat "tap raw IPv4/UDP ping-pong 64 B"  raw_lat -n 20000 --udp --fabric tap
+    lat "tap raw IPv4/UDP ping-pong + ACK in one write" raw_lat -n 20000 --udp --acks-at-once --fabric tap
+    bw  "tap write_bw 64 KiB MTU 4096"     write_bw -s 65536 -m 4096 -D 3 --fabric tap
+    bw  "tap write_bw 64 KiB MTU 1024"     write_bw -s 65536 -m 1024 -D 3 --fabric tap
+    bw  "tap read_bw 64 KiB MTU 4096"      read_bw -s 65536 -m 4096 -D 3 --fabric tap
+    bw  "tap send_bw 64 KiB MTU 4096"      send_bw -s 65536 -m 4096 -D 3 --fabric tap
+    bw  "tap write_bw 4 KiB MTU 4096"      write_bw -s 4096 -m 4096 -D 3 --fabric tap
+    bw  "tap write_bw 64 B"                write_bw -s 64 -D 3 --fabric tap
+    bw  "tap atomic_bw"                    atomic_bw -D 3 --fabric tap
+    lat "tap write_lat 2 B"                write_lat -s 2 -n 20000 --fabric tap
+    lat "tap write_lat 2 B UC"             write_lat -s 2 -n 20000 -c UC --fabric tap
+    lat "tap write_lat 2 B no busy poll"   write_lat -s 2 -n 20000 --fabric tap --busy-poll 0
+    lat "tap send_lat 2 B"                 send_lat -s 2 -n 20000 --fabric tap
+    lat "tap read_lat 2 B"                 read_lat -s 2 -n 20000 --fabric tap
 fi
 echo "# load after: $(cat /proc/loadavg)"
