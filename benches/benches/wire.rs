@@ -88,7 +88,7 @@ fn icrc_only(c: &mut Criterion) {
 /// A lent payload's way into its frame at the receiver: copied and then
 /// hashed (until stop 27), against hashed as it is copied
 /// (`icrc::Running::update_copy`). Both hot in cache here; the fabric's
-/// source lines come from the other CPU (docs/benchmarks.md).
+/// source lines come from the other CPU (docs/benchmarks.md, "Where the cycles go").
 fn icrc_copy(c: &mut Criterion) {
     let mut g = c.benchmark_group("icrc_copy");
     for n in [1024usize, 4096] {

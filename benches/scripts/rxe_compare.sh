@@ -19,7 +19,7 @@
 # LINK_ORDERS=N also links N more binaries whose text sections lld shuffles
 # (--shuffle-sections, seeds 1..N) and runs each of them in every round
 # after the normal one. Under TCG the placement of code alone moves guest
-# write_bw by up to ±20 % on some hosts (docs/benchmarks.md, "What stop 17
+# write_bw by up to ±20 % on some hosts (docs/benchmarks-history.md, "What stop 17
 # changed"), so the median over link orders is the placement-proof figure.
 # Needs lld, Rust's default linker on x86_64 Linux.
 #

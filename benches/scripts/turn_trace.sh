@@ -3,8 +3,8 @@
 # the `turn-trace` feature (stamps at fixed stages of the device's path;
 # softrdma/src/turn_trace.rs) into its own target directory, so the
 # benchmark build stays untraced, then runs write_lat over RC and UC and
-# prints each run's table and its breakdown (docs/benchmarks.md, "Where a
-# latency turn goes"). TAP runs need root; without it, the memory fabric.
+# prints each run's table and its breakdown (docs/benchmarks-history.md, "What
+# stop 35 changed and measured"). TAP runs need root; without it, the memory fabric.
 #
 #   bash benches/scripts/turn_trace.sh [ITERATIONS] [-- EXTRA softrdma-perf ARGS]
 set -euo pipefail

@@ -573,7 +573,7 @@ pub fn memcpy_xcore_bw(size: usize, mtu: usize, iters: u64) -> BwRow {
 /// where each chunk lies in the source, and the receiving thread copies it
 /// from there into the destination — the limit of a fabric that delivers
 /// payloads out of the sender's memory, as a NIC's DMA reads them, with no
-/// frame buffer in between (docs/benchmarks.md, stop 15).
+/// frame buffer in between (docs/benchmarks-history.md, stop 15).
 pub fn memcpy_pull_bw(size: usize, mtu: usize, iters: u64) -> BwRow {
     use std::sync::mpsc::{sync_channel, Receiver, TryRecvError};
     fn spin_recv<T>(r: &Receiver<T>) -> Option<T> {

@@ -2,7 +2,7 @@
 //!
 //! Both ends of a test run in one process, and where the scheduler puts the
 //! second thread is a lottery: on this 2-CPU machine about one short
-//! `write_lat --fabric tap` run in three (docs/benchmarks.md, stop 16) had
+//! `write_lat --fabric tap` run in three (docs/benchmarks-history.md, stop 16) had
 //! both spinning threads on one CPU, passing it back and forth at every
 //! `sched_yield` (≈ 9 000 switches in a 5 000-round run instead of ≈ 500)
 //! and taking 6.4 µs a half round trip instead of 4.6. perftest's two
@@ -40,7 +40,7 @@ pub fn two_cpus() -> Option<(usize, usize)> {
 /// run (`nonvoluntary_ctxt_switches` in `/proc/thread-self/status`): for a
 /// thread that spins and never sleeps, every time the scheduler gave its
 /// CPU to another thread. A latency test's 99th percentile is made of such
-/// turns (docs/benchmarks.md, stop 22). `None` where the kernel does not say.
+/// turns (docs/benchmarks-history.md, stop 22). `None` where the kernel does not say.
 pub fn preemptions() -> Option<u64> {
     involuntary_switches(&std::fs::read_to_string("/proc/thread-self/status").ok()?)
 }

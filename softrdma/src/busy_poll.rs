@@ -37,7 +37,7 @@ pub const BUSY_POLL_SUSPEND: Duration = Duration::from_secs(1);
 /// The first suspension after a quiet spell. A one-off stall of a few ms
 /// on an otherwise idle machine then costs a latency run 10 ms without
 /// busy polling, where a whole second put one run in thirty at 3× its
-/// typical latency (docs/benchmarks.md, stop 35).
+/// typical latency (docs/benchmarks-history.md, stop 35).
 pub const SUSPEND_FIRST: Duration = Duration::from_millis(10);
 
 /// How long the last rescue counts towards a longer suspension.
@@ -277,7 +277,7 @@ impl Shared {
 /// application on each end, two CPUs) the wake-up preempts one of them: at
 /// one look per interval that was 5 000 preemptions a second, the 99th
 /// percentile of `write_lat` at 19–27 µs instead of 3.5–4.5, and 10–15 %
-/// of the fabric's `write_bw` (docs/benchmarks.md, stop 17). The price:
+/// of the fabric's `write_bw` (docs/benchmarks-history.md, stop 17). The price:
 /// after a long run of polls, an application that stops without blocking
 /// gets its frames taken by the receive thread up to 2 × 8 intervals later
 /// (3.2 ms by default) instead of one; blocking in `Cq::wait` still hands

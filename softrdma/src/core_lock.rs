@@ -8,7 +8,7 @@
 //! its CQ or posting on another QP — instead of waiting out a window of
 //! writes, and waiting on a lock that is not fair: a thread that streams
 //! retakes it at once, and others waited up to hundreds of milliseconds
-//! for it (docs/benchmarks.md, `post_loaded`).
+//! for it (docs/benchmarks-history.md, `post_loaded`).
 //!
 //! Order on the wire is the order in which threads held the lock: each
 //! batch takes a ticket under the lock (`Core::tx_next`), and batches are

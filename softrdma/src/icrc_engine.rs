@@ -4,7 +4,7 @@
 //! packet-sized buffer, the way Linux picks its RAID-6 and XOR routines at
 //! boot. On real CPUs the SIMD folding wins by 10× and is always kept; under
 //! QEMU's TCG, where each PCLMULQDQ is a slow helper call, the table is
-//! twice as fast (docs/benchmarks.md, kernel rxe in the guest). Both give
+//! twice as fast (docs/benchmarks-history.md, the TCG work). Both give
 //! the same bytes, so the choice is only about speed.
 
 use std::sync::OnceLock;

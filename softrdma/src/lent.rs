@@ -7,7 +7,7 @@
 //! lines the receiving CPU read last, and read back by that CPU: each line
 //! crosses between the CPUs twice. The MR a sender keeps sending from is
 //! read by both CPUs and written by neither, so its lines stay in both
-//! caches (docs/benchmarks.md, "What stop 26 changed").
+//! caches (docs/benchmarks-history.md, "What stop 26 changed").
 
 use std::ops::Range;
 use std::sync::Arc;
@@ -22,7 +22,7 @@ pub const LEND_FROM: usize = 1024;
 /// What it saves is lines crossing between the sender's CPU and the
 /// receiver's; on one CPU there are none, and its references and locks
 /// are all cost. (The guest of `rxe_compare.sh`, one emulated CPU, ran
-/// 5–7 % slower with every payload lent: docs/benchmarks.md.)
+/// 5–7 % slower with every payload lent: docs/benchmarks-history.md, stop 26.)
 pub fn worth_it() -> bool {
     crate::busy_poll::multi_cpu()
 }

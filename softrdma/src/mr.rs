@@ -188,7 +188,7 @@ impl Memory for DevMemory {
         let n = inside(d.len(), off, out.len());
         if n > 0 {
             // One pass, not a copy and then a hash: on a TAP this is most
-            // of the sending CPU's own work per byte (docs/benchmarks.md,
+            // of the sending CPU's own work per byte (docs/benchmarks-history.md,
             // "What stop 37 changed").
             crc.update_copy(&d[off..off + n], &mut out[..n]);
         }

@@ -4,7 +4,7 @@
 //! split are proven deterministically on the simulator's virtual clock
 //! (transport/tests/sim.rs, `egress_shaping_…`); on a loaded 2-core machine
 //! the wall clock can only bound them, since a starved test thread sends
-//! less, never more. Measured numbers: docs/benchmarks.md.
+//! less, never more. Measured numbers: docs/isolation.md (rule 16).
 
 use std::net::IpAddr;
 use std::sync::Arc;

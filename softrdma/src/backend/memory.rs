@@ -73,7 +73,7 @@ struct PortQueue {
     /// Whether `q` may hold frames or be closed, kept under its lock: a busy
     /// poll of an empty port reads this and takes no lock. Locking on every
     /// poll made the poller and the sender fight over the mutex (4.5 % of a
-    /// `write_lat` profile in futex waits, docs/benchmarks.md, stop 17).
+    /// `write_lat` profile in futex waits, docs/benchmarks-history.md, stop 17).
     busy: AtomicBool,
 }
 
@@ -186,7 +186,7 @@ struct TxState {
 /// payloads in itself: its receiver is the slower side, and the copy would
 /// only add to that side's work. Under QEMU's emulation, where no cache
 /// line crosses anything, lending everything made the guest comparison 7 %
-/// slower on every link order (docs/benchmarks.md, "What stop 26 changed").
+/// slower on every link order (docs/benchmarks-history.md, "What stop 26 changed").
 const LEND_DEPTH: usize = 64;
 
 /// A switch; cloning gives another handle to the same one.

@@ -5,14 +5,14 @@
 //! in-memory fabric, lines another CPU holds) and once from the copy. The
 //! CRC's carry-less multiplies and the copy's loads and stores use
 //! different units, so done together they cost about what the CRC costs
-//! alone (docs/benchmarks.md, "What stop 27 changed").
+//! alone (docs/benchmarks-history.md, "What stop 27 changed").
 //!
 //! The folding is the one of Intel's "Fast CRC Computation for Generic
 //! Polynomials Using PCLMULQDQ Instruction" (2009): eight 128-bit lanes
 //! wide on 256-bit VPCLMULQDQ, as crc32fast folds, or sixteen on 512-bit
 //! VPCLMULQDQ where the CPU has AVX-512 (there crc32fast's own fold is as
 //! wide, and a 256-bit fused pass was slower than copying and then
-//! hashing: docs/benchmarks.md, "What stop 28 changed"). Its constants are
+//! hashing: docs/benchmarks-history.md, "What stop 28 changed"). Its constants are
 //! derived here from the polynomial rather than written down. The last
 //! block of folded state is congruent, modulo the polynomial, to all the
 //! bytes folded into it, so crc32fast finishes the CRC over it and the

@@ -145,7 +145,7 @@ macro_rules! opcodes {
             /// runs several times per packet). Indexed rather than matched:
             /// a `match` compiles to a jump table and a call, and each
             /// indirect jump costs a translation-block lookup under QEMU's
-            /// TCG (docs/benchmarks.md, "Kernel rxe in the same guest").
+            /// TCG (docs/benchmarks-history.md, the TCG work).
             #[inline]
             pub const fn info(self) -> &'static OpcodeInfo {
                 &INFOS[INDEX[self as u8 as usize] as usize]
