@@ -500,6 +500,39 @@ pub fn memcpy_bw(size: usize, iters: u64, duration: Option<Duration>) -> BwRow {
     }
 }
 
+/// Spins until `r` has a value; `None` once its sender is gone. The
+/// cross-thread baselines never sleep: a limit must not depend on how the
+/// scheduler wakes a parked thread.
+fn spin_recv<T>(r: &std::sync::mpsc::Receiver<T>) -> Option<T> {
+    use std::sync::mpsc::TryRecvError;
+    loop {
+        match r.try_recv() {
+            Ok(v) => return Some(v),
+            Err(TryRecvError::Empty) => std::hint::spin_loop(),
+            Err(TryRecvError::Disconnected) => return None,
+        }
+    }
+}
+
+/// Spins until `s` takes `v`; `false` once its receiver is gone. A
+/// `SyncSender::send` into a full channel parks the sending thread, and the
+/// receiver then pays a futex wake for it at the next frame it takes: until
+/// stop 38 that made `memcpy_xcore_bw` "bimodal" (2–27 GB/s from run to
+/// run), which every stop since 18 took for the host's.
+fn spin_send<T>(s: &std::sync::mpsc::SyncSender<T>, mut v: T) -> bool {
+    use std::sync::mpsc::TrySendError;
+    loop {
+        match s.try_send(v) {
+            Ok(()) => return true,
+            Err(TrySendError::Full(back)) => {
+                v = back;
+                std::hint::spin_loop();
+            }
+            Err(TrySendError::Disconnected(_)) => return false,
+        }
+    }
+}
+
 /// The memory fabric's physical limit: `size`-byte messages cut into
 /// `mtu`-byte chunks that one thread copies out of a source buffer into
 /// pooled buffers and hands to a second thread, which copies them into a
@@ -509,16 +542,7 @@ pub fn memcpy_bw(size: usize, iters: u64, duration: Option<Duration>) -> BwRow {
 /// a limit must not depend on how the scheduler wakes a parked thread, which
 /// moved this number between 9 and 17 GB/s from one build to the next.
 pub fn memcpy_xcore_bw(size: usize, mtu: usize, iters: u64) -> BwRow {
-    use std::sync::mpsc::{sync_channel, Receiver, TryRecvError};
-    fn spin_recv<T>(r: &Receiver<T>) -> Option<T> {
-        loop {
-            match r.try_recv() {
-                Ok(v) => return Some(v),
-                Err(TryRecvError::Empty) => std::hint::spin_loop(),
-                Err(TryRecvError::Disconnected) => return None,
-            }
-        }
-    }
+    use std::sync::mpsc::sync_channel;
     let mtu = mtu.max(64);
     let chunks = size.div_ceil(mtu).max(1);
     let (to_rx, from_tx) = sync_channel::<Vec<u8>>(1024);
@@ -526,9 +550,12 @@ pub fn memcpy_xcore_bw(size: usize, mtu: usize, iters: u64) -> BwRow {
     for _ in 0..1024 {
         let _ = back_tx.send(vec![0u8; mtu]);
     }
+    let cpus = crate::pin::pair();
+    let _sender_cpu = cpus.map(|(c, _)| crate::pin::Pinned::to(c));
     let start = Instant::now();
     let received = std::thread::scope(|s| {
         let rx = s.spawn(move || {
+            let _receiver_cpu = cpus.map(|(_, c)| crate::pin::Pinned::to(c));
             let mut dst = vec![0u8; size];
             let mut n = 0u64;
             while let Some(buf) = spin_recv(&from_tx) {
@@ -548,7 +575,7 @@ pub fn memcpy_xcore_bw(size: usize, mtu: usize, iters: u64) -> BwRow {
                 let off = c * mtu;
                 let len = mtu.min(size - off);
                 buf[..len].copy_from_slice(std::hint::black_box(&src[off..off + len]));
-                if to_rx.send(buf).is_err() {
+                if !spin_send(&to_rx, buf) {
                     break;
                 }
             }
@@ -575,24 +602,18 @@ pub fn memcpy_xcore_bw(size: usize, mtu: usize, iters: u64) -> BwRow {
 /// payloads out of the sender's memory, as a NIC's DMA reads them, with no
 /// frame buffer in between (docs/benchmarks-history.md, stop 15).
 pub fn memcpy_pull_bw(size: usize, mtu: usize, iters: u64) -> BwRow {
-    use std::sync::mpsc::{sync_channel, Receiver, TryRecvError};
-    fn spin_recv<T>(r: &Receiver<T>) -> Option<T> {
-        loop {
-            match r.try_recv() {
-                Ok(v) => return Some(v),
-                Err(TryRecvError::Empty) => std::hint::spin_loop(),
-                Err(TryRecvError::Disconnected) => return None,
-            }
-        }
-    }
+    use std::sync::mpsc::sync_channel;
     let mtu = mtu.max(64);
     let chunks = size.div_ceil(mtu).max(1);
     let src = vec![0x5au8; size];
     let (to_rx, from_tx) = sync_channel::<usize>(1024);
+    let cpus = crate::pin::pair();
+    let _sender_cpu = cpus.map(|(c, _)| crate::pin::Pinned::to(c));
     let start = Instant::now();
     let received = std::thread::scope(|s| {
         let src = &src;
         let rx = s.spawn(move || {
+            let _receiver_cpu = cpus.map(|(_, c)| crate::pin::Pinned::to(c));
             let mut dst = vec![0u8; size];
             let mut n = 0u64;
             while let Some(off) = spin_recv(&from_tx) {
@@ -605,7 +626,7 @@ pub fn memcpy_pull_bw(size: usize, mtu: usize, iters: u64) -> BwRow {
         });
         for m in 0..iters {
             for c in 0..chunks {
-                if to_rx.send(std::hint::black_box(c * mtu)).is_err() {
+                if !spin_send(&to_rx, std::hint::black_box(c * mtu)) {
                     break;
                 }
             }
@@ -723,6 +744,28 @@ mod tests {
     fn notes(row: &BwRow, key: &str) -> u64 {
         let v = row.notes.iter().find(|(k, _)| k == key).map(|(_, v)| v.clone());
         v.and_then(|v| v.parse().ok()).unwrap_or_else(|| panic!("no {key} in {:?}", row.notes))
+    }
+
+    /// The cross-thread baselines' hand-off: a full channel is waited out
+    /// by spinning until the other thread takes a value, and a gone peer
+    /// ends the wait on either side.
+    #[test]
+    fn the_spinning_hand_off_waits_out_a_full_channel_and_sees_a_gone_peer() {
+        let (tx, rx) = std::sync::mpsc::sync_channel::<u32>(1);
+        assert!(spin_send(&tx, 1));
+        let taker = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(20));
+            let got = (spin_recv(&rx), spin_recv(&rx));
+            (got, rx)
+        });
+        assert!(spin_send(&tx, 2), "the second value waits for the first to be taken");
+        let ((a, b), rx) = taker.join().expect("taker");
+        assert_eq!((a, b), (Some(1), Some(2)));
+        drop(tx);
+        assert_eq!(spin_recv(&rx), None);
+        let (tx, rx) = std::sync::mpsc::sync_channel::<u32>(1);
+        drop(rx);
+        assert!(!spin_send(&tx, 3));
     }
 
     /// On the in-memory fabric, which takes the sender's buffers, every
