@@ -375,11 +375,15 @@ impl TapRx {
     /// small frames a latency turn has.
     fn read_vnet(&mut self, buf: &mut [u8]) -> Result<Option<usize>, Errno> {
         let v = self.vnet.as_mut().expect("vnet reads only on a vnet TAP");
-        if v.whole.len() < vnet::HDR_LEN + WHOLE {
-            v.whole.resize(vnet::HDR_LEN + WHOLE, 0);
-        }
-        let n = rustix::io::read(self.fd.as_fd(), &mut v.whole[..])?;
-        let (Some(len), Some(hdr)) = (n.checked_sub(vnet::HDR_LEN), VnetHdr::parse(&v.whole[..vnet::HDR_LEN])) else {
+        // Read into the buffer's spare capacity, never zeroed: its pages
+        // become resident only as far as frames reach, so a device whose
+        // frames are small keeps 60 KiB less per reader (`scale_ns`).
+        v.whole.clear();
+        v.whole.reserve_exact(vnet::HDR_LEN + WHOLE);
+        let n = rustix::io::read(self.fd.as_fd(), rustix::buffer::spare_capacity(&mut v.whole))?;
+        let (Some(len), Some(hdr)) =
+            (n.checked_sub(vnet::HDR_LEN), v.whole.get(..vnet::HDR_LEN).and_then(VnetHdr::parse))
+        else {
             return Ok(None);
         };
         let frame = &mut v.whole[vnet::HDR_LEN..vnet::HDR_LEN + len];
