@@ -23,12 +23,13 @@
 # write on these TAPs), as softrdma sends an answer and the ACK it held back
 # for it since stop 21: RC's floor on this path.
 # Since stop 19 the TAPs use UDP segmentation offload (`--tap-offload on`):
-# 1c's raw IPv4/UDP stream writes 16 frames per write(2) (`--burst 16`), as
-# a 64 KiB message's run of frames goes; 1e compares with one frame per
-# write(2) (`--burst 1`), the raw stream of stops up to 18. 1f compares with
-# the raw stream in the writes a 64 KiB WRITE at MTU 4096 takes (`--split 2`:
-# 2 + 14 frames, since the FIRST packet's RETH cannot lead a GSO run of the
-# shorter packets after it): RoCE's floor on this path, as 3f is for latency.
+# 1c's raw IPv4/UDP stream hands the TAP 16 frames per call (`--burst 16`),
+# which go in two UDP GSO writes, 15 + 1, since one write carries at most
+# 64 KiB of IP packet; 1e compares with one frame per write(2) (`--burst 1`),
+# the raw stream of stops up to 18. 1f compares with the raw stream in the
+# writes a 64 KiB WRITE at MTU 4096 takes (`--split 2`: 2 + 14 frames, since
+# the FIRST packet's RETH cannot lead a GSO run of the shorter packets after
+# it): RoCE's floor on this path, as 3f is for latency.
 # Prints every pair and the median ratio.  Needs root (TAP).
 #
 #   bash benches/scripts/targets.sh [PAIRS]
