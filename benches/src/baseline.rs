@@ -517,8 +517,9 @@ fn spin_recv<T>(r: &std::sync::mpsc::Receiver<T>) -> Option<T> {
 /// Spins until `s` takes `v`; `false` once its receiver is gone. A
 /// `SyncSender::send` into a full channel parks the sending thread, and the
 /// receiver then pays a futex wake for it at the next frame it takes: until
-/// stop 38 that made `memcpy_xcore_bw` "bimodal" (2–27 GB/s from run to
-/// run), which every stop since 18 took for the host's.
+/// stop 38 that gave `memcpy_xcore_bw` a slow mode of its own (one copy at
+/// 12–13 instead of 21–23 GB/s), which earlier stops took for the host's
+/// (whose own slow phases are real, and hit every cross-CPU row at once).
 fn spin_send<T>(s: &std::sync::mpsc::SyncSender<T>, mut v: T) -> bool {
     use std::sync::mpsc::TrySendError;
     loop {
