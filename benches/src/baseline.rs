@@ -135,10 +135,15 @@ pub struct Burst {
 }
 
 impl Burst {
+    /// The frames of a burst as `raw_bw` sends them: `frames` clamped to 1–64.
+    pub fn count(&self) -> usize {
+        self.frames.clamp(1, 64)
+    }
+
     /// The two calls a burst goes in (`split` frames, then the rest), or
-    /// `None` if it goes in one. `frames` as `raw_bw` takes it: clamped to 1–64.
+    /// `None` if it goes in one.
     pub fn halves(&self) -> Option<(usize, usize)> {
-        let n = self.frames.clamp(1, 64);
+        let n = self.count();
         (self.split > 0 && self.split < n).then_some((self.split, n - self.split))
     }
 }
@@ -175,7 +180,7 @@ pub fn raw_bw(
     let Link { rx: mut rx1, tx: tx1, .. } = links.pop().ok_or("no link")?;
     let Link { rx: mut rx0, tx: tx0, .. } = links.pop().ok_or("no link")?;
     let halves = burst.halves();
-    let burst = burst.frames.clamp(1, 64);
+    let burst = burst.count();
     let templates: Vec<Vec<u8>> = (0..burst).map(|i| frame_numbered(len, 0, 1, i as u16)).collect();
     let mut frames = Sendable::new(&templates);
     let stop = Arc::new(AtomicBool::new(false));

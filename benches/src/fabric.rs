@@ -212,10 +212,15 @@ pub fn set_busy_poll(b: Option<std::time::Duration>) {
     let _ = BUSY_POLL.set(b);
 }
 
-/// Whether the devices started from now on busy-poll (`set_busy_poll`,
-/// else the device default).
+/// The busy-poll interval of the devices started from now on
+/// (`set_busy_poll`, else the device default).
+fn busy_poll() -> Option<std::time::Duration> {
+    BUSY_POLL.get().copied().unwrap_or_else(softrdma::busy_poll::busy_poll_default)
+}
+
+/// Whether the devices started from now on busy-poll.
 pub fn devices_busy_poll() -> bool {
-    BUSY_POLL.get().map_or_else(|| softrdma::busy_poll::busy_poll_default().is_some(), Option::is_some)
+    busy_poll().is_some()
 }
 
 /// The receive threads' linger of every device started after this (the
@@ -253,9 +258,7 @@ fn tap_offload() -> bool {
 /// A device configuration with the polling settings of the command line.
 pub fn device_config(name: &str, addrs: Vec<(IpAddr, u8)>) -> DeviceConfig {
     let mut cfg = DeviceConfig::new(name, addrs);
-    if let Some(b) = BUSY_POLL.get() {
-        cfg.busy_poll = *b;
-    }
+    cfg.busy_poll = busy_poll();
     cfg.rx_linger = RX_LINGER.get().copied();
     if let Some(d) = ACK_HOLD.get() {
         cfg.ack_hold = *d;

@@ -918,11 +918,11 @@ fn run(cli: Cli) -> Result<(), String> {
             }
             let mut r = Report::new("raw_bw");
             common_params(&mut r, &c);
-            let frames = c.burst.unwrap_or(if c.udp && c.tap_offload == OnOff::On { 16 } else { 1 }).clamp(1, 64);
+            let frames = c.burst.unwrap_or(if c.udp && c.tap_offload == OnOff::On { 16 } else { 1 });
             let burst = baseline::Burst { frames, split: c.split };
             let handed = match burst.halves() {
-                Some((a, b)) => format!("{frames} frames per burst, in two calls: {a} + {b}"),
-                None => format!("{frames} frames per call"),
+                Some((a, b)) => format!("{} frames per burst, in two calls: {a} + {b}", burst.count()),
+                None => format!("{} frames per call", burst.count()),
             };
             r.param("split", c.split);
             banner(
